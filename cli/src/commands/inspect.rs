@@ -1,0 +1,143 @@
+//! `toucan get runs`, `toucan describe run`, `toucan logs`.
+
+use serde::Serialize;
+
+use crate::Outcome;
+use crate::home::Home;
+use crate::output::{Format, duration, print_structured, table, timestamp};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunRow {
+    run: String,
+    pipeline: String,
+    phase: String,
+    created_at: String,
+    duration_ms: Option<i64>,
+}
+
+pub async fn get_runs(limit: u32, format: Format) -> anyhow::Result<Outcome> {
+    let store = Home::locate().open_existing_store().await?;
+    let runs = store.list_runs(limit).await?;
+    let rows: Vec<RunRow> = runs
+        .into_iter()
+        .map(|r| RunRow {
+            duration_ms: r.finished_at.map(|f| f - r.created_at),
+            run: r.id,
+            pipeline: r.pipeline,
+            phase: r.phase.to_string(),
+            created_at: timestamp(r.created_at),
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            let body = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.run.clone(),
+                        r.pipeline.clone(),
+                        r.phase.clone(),
+                        r.created_at.clone(),
+                        r.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(&["RUN", "PIPELINE", "PHASE", "CREATED", "DURATION"], body)
+            );
+        }
+        f => print_structured(f, &rows)?,
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn describe_run(id: &str, format: Format) -> anyhow::Result<Outcome> {
+    let store = Home::locate().open_existing_store().await?;
+    if store.get_run(id).await?.is_none() {
+        eprintln!("error: no run {id:?}");
+        return Ok(Outcome::InvalidInput);
+    }
+    let summary = super::summary::load(store.as_ref(), id).await?;
+    match format {
+        Format::Table => {
+            println!("{}", super::summary::table(&summary));
+            if let Some(m) = &summary.message {
+                println!("\nmessage: {m}");
+            }
+            println!("\nDAG:");
+            for s in &summary.steps {
+                let after = if s.depends_on.is_empty() {
+                    String::new()
+                } else {
+                    format!(" <- {}", s.depends_on.join(", "))
+                };
+                let cached = if s.cached { " (cached)" } else { "" };
+                println!("  {} [{}{}]{}", s.name, s.phase, cached, after);
+                if let Some(m) = &s.message {
+                    println!("      {m}");
+                }
+            }
+        }
+        f => print_structured(f, &summary)?,
+    }
+    Ok(Outcome::Success)
+}
+
+#[derive(Debug, Serialize)]
+struct LogDoc {
+    run: String,
+    step: String,
+    attempt: u32,
+    log: String,
+}
+
+pub async fn logs(
+    run: &str,
+    step: &str,
+    attempt: Option<u32>,
+    format: Format,
+) -> anyhow::Result<Outcome> {
+    let store = Home::locate().open_existing_store().await?;
+    let attempts = store.list_attempts(run, step).await?;
+    let chosen = match attempt {
+        Some(n) => attempts.iter().find(|a| a.attempt == n),
+        None => attempts.iter().max_by_key(|a| a.attempt),
+    };
+    let Some(chosen) = chosen else {
+        let known = attempts
+            .iter()
+            .map(|a| a.attempt.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "error: no {} of step {step:?} in run {run:?}{}",
+            attempt.map_or("attempt".to_string(), |n| format!("attempt {n}")),
+            if known.is_empty() {
+                " (it never ran; cached or skipped steps have no log)".to_string()
+            } else {
+                format!(" (attempts: {known})")
+            }
+        );
+        return Ok(Outcome::InvalidInput);
+    };
+    let text = match &chosen.log_ref {
+        Some(path) => std::fs::read_to_string(path)
+            .unwrap_or_else(|e| format!("(log {path} unreadable: {e})\n")),
+        None => String::new(),
+    };
+    match format {
+        Format::Table => print!("{text}"),
+        f => print_structured(
+            f,
+            &LogDoc {
+                run: run.to_string(),
+                step: step.to_string(),
+                attempt: chosen.attempt,
+                log: text,
+            },
+        )?,
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,309 @@
+//! `toucan run`: validate, import local inputs, record the run, drive it, print the result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use toucan_core::api::{PipelineSpec, Step};
+use toucan_core::artifacts::ArtifactStore;
+use toucan_core::engine::{NodeState, RunPlan, RunState};
+use toucan_core::manifest::{self, Diagnostic, Document, LoadedDocument, Source};
+use toucan_core::store::{ArtifactRef, MetadataStore, Phase, RunRecord};
+
+use crate::Outcome;
+use crate::home::Home;
+use crate::local::executor::{Executor, now_ms};
+use crate::local::progress::Progress;
+use crate::output::Format;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A manifest file or directory holding a Pipeline, or a PipelineRun and its Pipeline.
+    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+    file: Option<PathBuf>,
+    /// A parameter value, `name=value` (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Run every step even when a cached result exists (results are still cached).
+    #[arg(long)]
+    no_cache: bool,
+    /// How many steps may run at once.
+    #[arg(long, default_value_t = default_parallelism())]
+    parallelism: usize,
+    /// Continue a failed or cancelled run, reusing every step that succeeded.
+    #[arg(long, value_name = "RUN_ID")]
+    resume: Option<String>,
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .max(4)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let home = Home::locate();
+    let (plan, run_id, state, store) = match &args.resume {
+        Some(id) => match resume(&home, id).await? {
+            Ok(x) => x,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(Outcome::InvalidInput);
+            }
+        },
+        None => {
+            let Some(file) = &args.file else {
+                return Ok(Outcome::InvalidInput);
+            };
+            let plan = match prepare(file, &args.params, args.no_cache) {
+                Ok(p) => p,
+                Err(diagnostics) => {
+                    for d in &diagnostics {
+                        eprintln!("{d}");
+                    }
+                    eprintln!("{} error(s); nothing was run", diagnostics.len());
+                    return Ok(Outcome::InvalidInput);
+                }
+            };
+            let store = home.open_store().await?;
+            let artifacts = home.open_artifacts()?;
+            let (plan, base) = plan;
+            let plan = import_local_inputs(plan, &base, &artifacts).await?;
+            let id = ulid::Ulid::new().to_string().to_lowercase();
+            let record = RunRecord {
+                id: id.clone(),
+                pipeline: plan.pipeline.clone(),
+                phase: Phase::Running,
+                params: serde_json::to_value(&plan.params)?,
+                spec: serde_json::to_value(&plan)?,
+                created_at: now_ms(),
+                finished_at: None,
+                message: None,
+            };
+            store.create_run(&record).await?;
+            let state = RunState::new(&plan);
+            (plan, id, state, store)
+        }
+    };
+    let artifacts = home.open_artifacts()?;
+    let worker = worker_binary()?;
+    let exec = Arc::new(Executor::new(
+        store.clone(),
+        artifacts,
+        home,
+        worker,
+        run_id.clone(),
+    ));
+    let progress = Progress::new();
+    progress.run_started(&run_id, &plan.pipeline);
+    let phase = crate::local::drive(exec, &plan, state, args.parallelism.max(1), &progress).await?;
+    let summary = super::summary::load(store.as_ref(), &run_id).await?;
+    match args.output {
+        Format::Table => println!("{}", super::summary::table(&summary)),
+        format => crate::output::print_structured(format, &summary)?,
+    }
+    Ok(if phase == Phase::Succeeded {
+        Outcome::Success
+    } else {
+        Outcome::RunFailed
+    })
+}
+
+/// Loads, validates and selects what to run; resolves its parameters. Writes nothing.
+fn prepare(
+    file: &Path,
+    cli_params: &[String],
+    no_cache: bool,
+) -> Result<(RunPlan, PathBuf), Vec<Diagnostic>> {
+    let docs = manifest::load(&[file.to_path_buf()])?;
+    let target = manifest::select(&docs)?;
+    let mut errors: Vec<Diagnostic> = docs.iter().flat_map(missing_local_inputs).collect();
+    let mut given = target.params.clone();
+    for p in cli_params {
+        match p.split_once('=') {
+            Some((name, value)) => {
+                given.retain(|(n, _)| n != name);
+                given.push((
+                    name.to_string(),
+                    serde_json::Value::String(value.to_string()),
+                ));
+            }
+            None => errors.push(Diagnostic {
+                source: target.source.clone(),
+                path: format!("-p {p}"),
+                message: "expected NAME=VALUE".to_string(),
+            }),
+        }
+    }
+    let params = match manifest::resolve_params(&target.spec, &given, &target.source) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let plan = RunPlan {
+        pipeline: target.pipeline_name.clone(),
+        spec: target.spec.clone(),
+        params: params.unwrap_or_default(),
+        local_inputs: BTreeMap::new(),
+        no_cache,
+    };
+    Ok((plan, target.base_dir.clone()))
+}
+
+/// Every `path:` input of a document that does not exist, as diagnostics.
+pub fn missing_local_inputs(doc: &LoadedDocument) -> Vec<Diagnostic> {
+    let spec: Option<&PipelineSpec> = match &doc.document {
+        Document::Pipeline(p) => Some(&p.spec),
+        Document::PipelineRun(r) => r.spec.pipeline_spec.as_ref(),
+    };
+    let prefix = match &doc.document {
+        Document::Pipeline(_) => "spec",
+        Document::PipelineRun(_) => "spec.pipelineSpec",
+    };
+    let Some(spec) = spec else { return Vec::new() };
+    let mut out = Vec::new();
+    for (list, steps) in [("steps", &spec.steps), ("finally", &spec.finally)] {
+        for (i, step) in steps.iter().enumerate() {
+            for (j, a) in step.inputs.iter().flat_map(|x| &x.artifacts).enumerate() {
+                if let Some(path) = &a.path {
+                    let full = doc.base_dir.join(path);
+                    if !full.exists() {
+                        out.push(diagnostic(
+                            &doc.source,
+                            format!("{prefix}.{list}[{i}].inputs.artifacts[{j}].path"),
+                            format!("no such file or directory: {}", full.display()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn diagnostic(source: &Source, path: String, message: String) -> Diagnostic {
+    Diagnostic {
+        source: source.clone(),
+        path,
+        message,
+    }
+}
+
+/// Stores every `path:` input in the artifact store; its digest enters the cache key.
+async fn import_local_inputs(
+    mut plan: RunPlan,
+    base: &Path,
+    artifacts: &ArtifactStore,
+) -> anyhow::Result<RunPlan> {
+    let steps: Vec<Step> = plan
+        .spec
+        .steps
+        .iter()
+        .chain(&plan.spec.finally)
+        .cloned()
+        .collect();
+    let mut seen: BTreeMap<PathBuf, ArtifactRef> = BTreeMap::new();
+    for step in &steps {
+        for a in step.inputs.iter().flat_map(|x| &x.artifacts) {
+            let Some(path) = &a.path else { continue };
+            let full = base.join(path);
+            let full = full
+                .canonicalize()
+                .with_context(|| format!("{}", full.display()))?;
+            let artifact = match seen.get(&full) {
+                Some(r) => r.clone(),
+                None => {
+                    let root = if full.is_dir() {
+                        full.clone()
+                    } else {
+                        full.parent().map_or(full.clone(), Path::to_path_buf)
+                    };
+                    let r = artifacts.put_path(&full, &root).await.with_context(|| {
+                        format!("importing input {:?} of step {:?}", a.name, step.name)
+                    })?;
+                    seen.insert(full, r.clone());
+                    r
+                }
+            };
+            plan.local_inputs
+                .entry(step.name.clone())
+                .or_default()
+                .insert(a.name.clone(), artifact);
+        }
+    }
+    Ok(plan)
+}
+
+type Resumed = (RunPlan, String, RunState, Arc<dyn MetadataStore>);
+
+/// Reloads a run from the store and prepares the state to continue from.
+async fn resume(home: &Home, id: &str) -> anyhow::Result<Result<Resumed, String>> {
+    let store = home.open_existing_store().await?;
+    let Some(run) = store.get_run(id).await? else {
+        return Ok(Err(format!("no run {id:?} in {}", home.database_url())));
+    };
+    if run.phase == Phase::Succeeded {
+        return Ok(Err(format!(
+            "run {id} is {}; there is nothing to resume",
+            run.phase
+        )));
+    }
+    let plan: RunPlan = serde_json::from_value(run.spec.clone())
+        .with_context(|| format!("reading the plan of run {id}"))?;
+    let mut previous = RunState::default();
+    for s in store.list_steps(id).await? {
+        let mut node = NodeState::pending();
+        node.phase = s.phase;
+        node.attempts = s.attempts;
+        node.outputs = s.outputs;
+        node.cached = s.cached;
+        previous.nodes.insert(s.name, node);
+    }
+    // A fan-out parent's children tell how many items it had.
+    let names: Vec<String> = previous.nodes.keys().cloned().collect();
+    for name in names {
+        if let Some((parent, index)) = name.strip_suffix(']').and_then(|n| n.split_once('['))
+            && let Ok(i) = index.parse::<usize>()
+            && let Some(p) = previous.nodes.get_mut(parent)
+        {
+            let items = p.items.get_or_insert_with(Vec::new);
+            if items.len() <= i {
+                items.resize(i + 1, serde_json::Value::Null);
+            }
+        }
+    }
+    let state = RunState::resume(&plan, &previous);
+    store.set_run_phase(id, Phase::Running, None, None).await?;
+    Ok(Ok((plan, id.to_string(), state, store)))
+}
+
+/// `toucan-worker`: next to this executable, else on PATH.
+fn worker_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("TOUCAN_WORKER") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating the toucan executable")?;
+    if let Some(dir) = exe.parent() {
+        let candidate = dir.join("toucan-worker");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+        // `cargo test` puts test binaries one level down, in deps/.
+        if let Some(up) = dir.parent() {
+            let candidate = up.join("toucan-worker");
+            if candidate.exists() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Ok(PathBuf::from("toucan-worker"))
+}

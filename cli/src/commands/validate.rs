@@ -1,0 +1,33 @@
+//! `toucan validate FILE...`: every error in every document, nothing written.
+
+use std::path::PathBuf;
+
+use toucan_core::manifest;
+
+use crate::Outcome;
+
+pub fn validate(files: &[PathBuf]) -> anyhow::Result<Outcome> {
+    match manifest::load(files) {
+        Ok(docs) => {
+            let mut errors = Vec::new();
+            for d in &docs {
+                errors.extend(super::run::missing_local_inputs(d));
+            }
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                return Ok(Outcome::InvalidInput);
+            }
+            println!("{} document(s) valid", docs.len());
+            Ok(Outcome::Success)
+        }
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{} error(s)", diagnostics.len());
+            Ok(Outcome::InvalidInput)
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Live progress on stderr: a spinner per running step on a terminal, plain lines otherwise
+//! (and always when stdout carries JSON for a program to read, the lines go to stderr).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How many lines of a failed step's log are shown.
+const LOG_TAIL_LINES: usize = 20;
+
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+    bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
+}
+
+impl Progress {
+    /// Spinners when stderr is a terminal, plain lines otherwise.
+    pub fn new() -> Progress {
+        let bars = std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                Mutex::new(HashMap::new()),
+            )
+        });
+        Progress {
+            started: Instant::now(),
+            bars,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some((multi, _)) => {
+                let _ = multi.println(text);
+            }
+            None => {
+                let t = self.started.elapsed().as_secs_f64();
+                eprintln!("[{t:7.2}s] {text}");
+            }
+        }
+    }
+
+    fn finish_bar(&self, node: &str) {
+        if let Some((multi, bars)) = &self.bars {
+            let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(bar) = bars.remove(node) {
+                bar.finish_and_clear();
+                multi.remove(&bar);
+            }
+        }
+    }
+
+    pub fn run_started(&self, run: &str, pipeline: &str) {
+        self.line(&format!("run {run} of pipeline {pipeline}"));
+    }
+
+    pub fn started(&self, node: &str, attempt: u32) {
+        match &self.bars {
+            Some((multi, bars)) => {
+                let bar = multi.add(ProgressBar::new_spinner());
+                let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                bar.set_style(style);
+                let suffix = if attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                bar.set_message(format!("{node}{suffix}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bars.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node.to_string(), bar);
+            }
+            None => {
+                let suffix = if attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                self.line(&format!("{node}: started{suffix}"));
+            }
+        }
+    }
+
+    pub fn cached(&self, node: &str) {
+        self.finish_bar(node);
+        self.line(&format!("{node}: cached"));
+    }
+
+    pub fn succeeded(&self, node: &str, ms: i64) {
+        self.finish_bar(node);
+        self.line(&format!(
+            "{node}: succeeded in {}",
+            crate::output::duration(ms)
+        ));
+    }
+
+    pub fn retrying(&self, node: &str, attempt: u32, message: &str, delay_ms: i64) {
+        self.finish_bar(node);
+        self.line(&format!(
+            "{node}: attempt {attempt} failed ({message}); retrying in {}",
+            crate::output::duration(delay_ms)
+        ));
+    }
+
+    pub fn failed(&self, node: &str, message: &str, log: Option<&Path>) {
+        self.finish_bar(node);
+        let mut text = format!("{node}: failed: {message}");
+        if let Some(log) = log {
+            let tail = log_tail(log, LOG_TAIL_LINES);
+            if !tail.is_empty() {
+                text.push_str(&format!("\n  last lines of {}:\n", log.display()));
+                for l in tail {
+                    text.push_str(&format!("  | {l}\n"));
+                }
+                text.pop();
+            }
+        }
+        self.line(&text);
+    }
+
+    pub fn skipped(&self, node: &str, reason: &str) {
+        self.line(&format!("{node}: skipped ({reason})"));
+    }
+
+    pub fn cancelled(&self, node: &str) {
+        self.finish_bar(node);
+        self.line(&format!("{node}: cancelled"));
+    }
+
+    pub fn fanned_out(&self, step: &str, n: usize) {
+        self.line(&format!("{step}: fanned out over {n} item(s)"));
+    }
+
+    pub fn cancelling(&self) {
+        self.line("cancelling: stopping running steps");
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}

@@ -1,0 +1,155 @@
+//! `toucan`: the command line, and the local runtime that runs manifests on this machine.
+//!
+//! Exit codes: 0 success, 1 the run failed or was cancelled, 2 invalid input (nothing is
+//! written), 3 anything else went wrong (a store could not be opened, an I/O error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod commands;
+mod home;
+mod local;
+mod output;
+
+use output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "toucan",
+    version,
+    about = "Run ML pipelines locally or on Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a Pipeline (or a PipelineRun referencing one) on this machine.
+    Run(commands::run::RunArgs),
+    /// Check manifests without running anything; reports every error.
+    Validate {
+        /// Manifest files or directories.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// List resources.
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Show one resource in detail.
+    Describe {
+        #[command(subcommand)]
+        what: DescribeWhat,
+    },
+    /// Print the log of a step attempt.
+    Logs {
+        run: String,
+        step: String,
+        /// The attempt (1-based); the latest when omitted.
+        #[arg(long)]
+        attempt: Option<u32>,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Inspect and clean the step cache.
+    Cache {
+        #[command(subcommand)]
+        what: commands::cache::CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GetWhat {
+    /// Runs, newest first.
+    Runs {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DescribeWhat {
+    /// A run: its steps with phases, cache hits, attempts, durations and outputs.
+    Run {
+        id: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+/// How a command ended, mapped to the process exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Outcome {
+    Success,
+    RunFailed,
+    InvalidInput,
+    Error,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        ExitCode::from(match o {
+            Outcome::Success => 0,
+            Outcome::RunFailed => 1,
+            Outcome::InvalidInput => 2,
+            Outcome::Error => 3,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOUCAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return Outcome::Error.into();
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Validate { files } => commands::validate::validate(&files),
+            Command::Crds => commands::crds::print(),
+            Command::Get {
+                what: GetWhat::Runs { limit, output },
+            } => commands::inspect::get_runs(limit, output).await,
+            Command::Describe {
+                what: DescribeWhat::Run { id, output },
+            } => commands::inspect::describe_run(&id, output).await,
+            Command::Logs {
+                run,
+                step,
+                attempt,
+                output,
+            } => commands::inspect::logs(&run, &step, attempt, output).await,
+            Command::Cache { what } => commands::cache::cache(what).await,
+        }
+    });
+    match result {
+        Ok(outcome) => outcome.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Outcome::Error.into()
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Output formats shared by the commands: a human table, JSON or YAML.
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Prints a value as JSON or YAML; `Table` is handled by each command.
+pub fn print_structured<T: Serialize>(format: Format, value: &T) -> anyhow::Result<()> {
+    match format {
+        Format::Json | Format::Table => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+    }
+    Ok(())
+}
+
+/// A table with a header row and left-aligned columns, no borders.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header.iter().map(|h| h.to_string()));
+    for row in rows {
+        t.add_row(row);
+    }
+    // comfy-table pads each line on the left by one space with this preset.
+    t.lines()
+        .map(|l| l.trim_start_matches(' ').trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Milliseconds as a short human duration (`850ms`, `3.2s`, `2m05s`).
+pub fn duration(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC.
+pub fn timestamp(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

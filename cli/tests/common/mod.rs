@@ -1,0 +1,105 @@
+//! Helpers for the end-to-end tests: run the real `toucan` binary (with the real
+//! `toucan-worker` launcher) in a private TOUCAN_HOME.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+
+pub fn toucan_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_toucan"))
+}
+
+/// The launcher binary next to `toucan`; built once if a plain `cargo test -p toucan` left it out.
+pub fn worker_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let path = toucan_bin().with_file_name("toucan-worker");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "toucan-worker", "--bin", "toucan-worker"])
+            .status()
+            .expect("running cargo build -p toucan-worker");
+        assert!(status.success(), "building toucan-worker failed");
+    });
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// A scratch workspace: a TOUCAN_HOME and a directory for manifests.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(toucan_bin());
+        c.args(args)
+            .env("TOUCAN_HOME", self.home())
+            .env("TOUCAN_WORKER", worker_bin())
+            .env_remove("TOUCAN_DATABASE_URL")
+            .env_remove("TOUCAN_ARTIFACTS")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running toucan")
+    }
+
+    /// `toucan run FILE -o json [extra...]`, parsed.
+    pub fn run_json(&self, file: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
+        let mut args = vec!["run", file.to_str().expect("utf-8 path"), "-o", "json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}")
+        });
+        (out.status.code().unwrap_or(-1), doc, stderr)
+    }
+}
+
+/// The step named `name` in a run document.
+pub fn step<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {doc:#}"))
+}
+
+pub fn cached(doc: &serde_json::Value, name: &str) -> bool {
+    step(doc, name)["cached"]
+        .as_bool()
+        .expect("cached is a bool")
+}

@@ -1,0 +1,261 @@
+//! Building an [`Invocation`]: a node with every value resolved, ready for the shell.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::plan::{RunPlan, timeout_ms};
+use super::state::RunState;
+use super::values::render_value;
+use crate::api::Step;
+use crate::cache::{CACHE_KEY_VERSION, CacheKeyComponents, DeclaredOutputs, EffectiveCachePolicy};
+use crate::store::{ArtifactRef, Phase};
+use crate::template::{Reference, Template};
+
+/// Where an input artifact comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InputSource {
+    /// One artifact.
+    Artifact(ArtifactRef),
+    /// The outputs of a fan-out's children, in order; materialized as `<input>/<index>`.
+    FanIn(Vec<ArtifactRef>),
+}
+
+impl InputSource {
+    /// The text this input contributes to the cache key: content digests only.
+    pub fn key_text(&self) -> String {
+        match self {
+            InputSource::Artifact(a) => a.digest.clone(),
+            InputSource::FanIn(items) => {
+                let digests: Vec<&str> = items.iter().map(|a| a.digest.as_str()).collect();
+                format!("fanin:[{}]", digests.join(","))
+            }
+        }
+    }
+}
+
+/// A node ready to run: values substituted, path placeholders left for the launcher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invocation {
+    pub node: String,
+    pub step: String,
+    /// The attempt this start is (1-based).
+    pub attempt: u32,
+    pub image: String,
+    /// Command and args with values substituted; `{{inputs.artifacts.*}}` and `{{outputs.*}}`
+    /// remain for the launcher.
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, InputSource>,
+    pub outputs: DeclaredOutputs,
+    pub timeout_ms: Option<u64>,
+    pub cache: EffectiveCachePolicy,
+    /// Whether a success may be written to the cache.
+    pub cache_writable: bool,
+    pub key: CacheKeyComponents,
+}
+
+/// Resolves value references (never paths) for one node.
+pub(super) struct Resolver<'a> {
+    pub plan: &'a RunPlan,
+    pub state: &'a RunState,
+    pub step: &'a Step,
+    pub item: Option<(usize, &'a Value)>,
+}
+
+impl Resolver<'_> {
+    pub fn value(&self, r: &Reference) -> Option<String> {
+        self.value_at_depth(r, 0)
+    }
+
+    fn value_at_depth(&self, r: &Reference, depth: u8) -> Option<String> {
+        match r {
+            Reference::Param(n) => self.plan.params.get(n).map(render_value),
+            Reference::StepParam { step, name } => {
+                let node = self.state.nodes.get(step)?;
+                (node.phase == Phase::Succeeded).then(|| node.outputs.params.get(name).cloned())?
+            }
+            Reference::Item => self.item.map(|(_, v)| render_value(v)),
+            Reference::Index => self.item.map(|(i, _)| i.to_string()),
+            Reference::InputParam(n) if depth == 0 => {
+                let input = self
+                    .step
+                    .inputs
+                    .as_ref()?
+                    .params
+                    .iter()
+                    .find(|p| &p.name == n)?;
+                let template = Template::parse(&input.value).ok()?;
+                let mut missing = false;
+                let out = template.render(|inner| {
+                    let v = self.value_at_depth(inner, depth + 1);
+                    missing |= v.is_none();
+                    v
+                });
+                (!missing).then_some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// Renders a template; every value reference must resolve.
+    pub fn render(
+        &self,
+        text: &str,
+        values: &mut BTreeMap<String, String>,
+    ) -> Result<String, String> {
+        let template = Template::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+        let mut error = None;
+        let out = template.render(|r| {
+            if r.is_path() || matches!(r, Reference::StepArtifact { .. }) {
+                return None;
+            }
+            match self.value(r) {
+                Some(v) => {
+                    let key = r.to_string();
+                    let key = key
+                        .trim_start_matches("{{")
+                        .trim_end_matches("}}")
+                        .to_string();
+                    values.insert(key, v.clone());
+                    Some(v)
+                }
+                None => {
+                    error.get_or_insert_with(|| format!("{r} has no value"));
+                    None
+                }
+            }
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+/// Builds the invocation of `node` (a step, or a fan-out child with its item).
+pub(super) fn build(
+    plan: &RunPlan,
+    state: &RunState,
+    node: &str,
+    step: &Step,
+    item: Option<(usize, &Value)>,
+    attempt: u32,
+) -> Result<Invocation, String> {
+    let resolver = Resolver {
+        plan,
+        state,
+        step,
+        item,
+    };
+    let mut values = BTreeMap::new();
+    let mut argv = Vec::with_capacity(step.command.len() + step.args.len());
+    for s in step.command.iter().chain(&step.args) {
+        argv.push(resolver.render(s, &mut values)?);
+    }
+    let mut env = BTreeMap::new();
+    for e in &step.env {
+        env.insert(e.name.clone(), resolver.render(&e.value, &mut values)?);
+    }
+    if let Some(inputs) = &step.inputs {
+        for p in &inputs.params {
+            let v = resolver.render(&p.value, &mut values)?;
+            values.insert(format!("inputs.params.{}", p.name), v);
+        }
+    }
+    let mut inputs = BTreeMap::new();
+    for a in step.inputs.iter().flat_map(|i| &i.artifacts) {
+        let source = if let Some(from) = &a.from {
+            upstream_artifact(state, from)?
+        } else {
+            let local = plan
+                .local_inputs
+                .get(&step.name)
+                .and_then(|m| m.get(&a.name))
+                .ok_or_else(|| format!("input {:?} was not imported", a.name))?;
+            InputSource::Artifact(local.clone())
+        };
+        inputs.insert(a.name.clone(), source);
+    }
+    let outputs = DeclaredOutputs {
+        params: step
+            .outputs
+            .iter()
+            .flat_map(|o| &o.params)
+            .map(|p| p.name.clone())
+            .collect(),
+        artifacts: step
+            .outputs
+            .iter()
+            .flat_map(|o| &o.artifacts)
+            .map(|a| a.name.clone())
+            .collect(),
+    };
+    let key = CacheKeyComponents {
+        version: CACHE_KEY_VERSION,
+        image: step.image.clone(),
+        command: step.command.clone(),
+        args: step.args.clone(),
+        env: step
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
+        values,
+        inputs: inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.key_text()))
+            .collect(),
+        salt: plan.cache_salt(step),
+    };
+    Ok(Invocation {
+        node: node.to_string(),
+        step: step.name.clone(),
+        attempt,
+        image: step.image.clone(),
+        argv,
+        env,
+        inputs,
+        outputs,
+        timeout_ms: timeout_ms(step),
+        cache: plan.cache_policy(step),
+        cache_writable: plan.cache_writable(step),
+        key,
+    })
+}
+
+fn upstream_artifact(state: &RunState, from: &str) -> Result<InputSource, String> {
+    let template = Template::parse(from).map_err(|e| format!("{from:?}: {e}"))?;
+    let Some(Reference::StepArtifact { step, name }) = template.as_single_reference() else {
+        return Err(format!("{from:?} is not a step output artifact reference"));
+    };
+    let node = state
+        .nodes
+        .get(step)
+        .ok_or_else(|| format!("unknown step {step:?}"))?;
+    if node.items.is_some() {
+        let children = state.children(step);
+        let mut refs = Vec::with_capacity(children.len());
+        for (child, n) in children {
+            if n.phase != Phase::Succeeded {
+                continue;
+            }
+            let a = n
+                .outputs
+                .artifacts
+                .get(name)
+                .ok_or_else(|| format!("{child} produced no artifact {name:?}"))?;
+            refs.push(a.clone());
+        }
+        return Ok(InputSource::FanIn(refs));
+    }
+    node.outputs
+        .artifacts
+        .get(name)
+        .cloned()
+        .map(InputSource::Artifact)
+        .ok_or_else(|| format!("step {step:?} produced no artifact {name:?}"))
+}

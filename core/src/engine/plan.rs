@@ -1,0 +1,131 @@
+//! A run's plan: the pipeline, resolved parameters, and the digests of local inputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::{CachePolicy, PipelineSpec, Step};
+use crate::cache::EffectiveCachePolicy;
+use crate::graph;
+use crate::store::{ArtifactRef, Millis};
+
+/// Everything the engine needs that does not change during a run. Serializable, so a run can
+/// be resumed from the store alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub pipeline: String,
+    pub spec: PipelineSpec,
+    /// Resolved, typed parameter values.
+    pub params: BTreeMap<String, Value>,
+    /// Digests of `path:` inputs, by step and input name, imported before the run started.
+    #[serde(default)]
+    pub local_inputs: BTreeMap<String, BTreeMap<String, ArtifactRef>>,
+    /// `--no-cache`: run everything, but still record cache entries.
+    #[serde(default)]
+    pub no_cache: bool,
+}
+
+/// One step with what the engine derives from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepPlan<'a> {
+    pub step: &'a Step,
+    pub is_finally: bool,
+    pub deps: BTreeSet<String>,
+}
+
+/// A plan that cannot be used; validation normally prevents these.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("step {step:?}: {detail}")]
+    Step { step: String, detail: String },
+}
+
+impl RunPlan {
+    /// Main steps, then `finally` steps, each with its dependencies.
+    pub fn steps(&self) -> impl Iterator<Item = StepPlan<'_>> {
+        let main = self.spec.steps.iter().map(|s| (s, false));
+        let fin = self.spec.finally.iter().map(|s| (s, true));
+        main.chain(fin).map(|(step, is_finally)| StepPlan {
+            step,
+            is_finally,
+            deps: graph::dependencies(step),
+        })
+    }
+
+    pub fn step(&self, name: &str) -> Option<StepPlan<'_>> {
+        self.steps().find(|s| s.step.name == name)
+    }
+
+    /// Names of the main (non-finally) steps.
+    pub fn main_step_names(&self) -> impl Iterator<Item = &str> {
+        self.spec.steps.iter().map(|s| s.name.as_str())
+    }
+
+    /// The cache policy for a step: the step's, else the pipeline's, else on without expiry;
+    /// `--no-cache` turns lookups off.
+    pub fn cache_policy(&self, step: &Step) -> EffectiveCachePolicy {
+        let policy: Option<&CachePolicy> = step.cache.as_ref().or(self.spec.cache.as_ref());
+        let enabled = policy.and_then(|p| p.enabled).unwrap_or(true) && !self.no_cache;
+        let max_age_ms = policy
+            .and_then(|p| p.max_age.as_deref())
+            .and_then(|s| parse_duration(s).ok())
+            .map(|d| d.as_millis() as Millis);
+        EffectiveCachePolicy {
+            enabled,
+            max_age_ms,
+        }
+    }
+
+    /// Whether a successful result of this step may be written to the cache.
+    pub fn cache_writable(&self, step: &Step) -> bool {
+        let policy = step.cache.as_ref().or(self.spec.cache.as_ref());
+        policy.and_then(|p| p.enabled).unwrap_or(true)
+    }
+
+    /// The step's salt, empty when none.
+    pub fn cache_salt(&self, step: &Step) -> String {
+        step.cache
+            .as_ref()
+            .or(self.spec.cache.as_ref())
+            .and_then(|p| p.salt.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Parses a duration such as `5s`, `30m` or `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+/// The per-attempt timeout of a step.
+pub fn timeout_ms(step: &Step) -> Option<u64> {
+    step.timeout
+        .as_deref()
+        .and_then(|s| parse_duration(s).ok())
+        .map(|d| d.as_millis() as u64)
+}
+
+/// The most attempts a step gets (the first plus its retries).
+pub fn max_attempts(step: &Step) -> u32 {
+    step.retry.as_ref().map_or(0, |r| r.limit).saturating_add(1)
+}
+
+/// The delay before retry number `retry` (1 for the first retry): `initial * factor^(retry-1)`
+/// capped at `max`.
+pub fn backoff_ms(step: &Step, retry: u32) -> Millis {
+    let backoff = step.retry.as_ref().and_then(|r| r.backoff.as_ref());
+    let initial = backoff
+        .and_then(|b| b.initial.as_deref())
+        .and_then(|s| parse_duration(s).ok())
+        .unwrap_or(Duration::from_secs(1));
+    let factor = backoff.and_then(|b| b.factor).unwrap_or(2.0).max(1.0);
+    let max = backoff
+        .and_then(|b| b.max.as_deref())
+        .and_then(|s| parse_duration(s).ok())
+        .unwrap_or(Duration::from_secs(600));
+    let exponent = retry.saturating_sub(1).min(64) as i32;
+    let ms = initial.as_millis() as f64 * factor.powi(exponent);
+    ms.min(max.as_millis() as f64) as Millis
+}

@@ -1,0 +1,206 @@
+//! What has been observed of a run's nodes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::decide::Action;
+use super::plan::{RunPlan, backoff_ms, max_attempts};
+use super::{child_name, step_of};
+use crate::store::{Millis, Phase, StepOutputs};
+
+/// The observed state of every node of a run, by node name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub nodes: BTreeMap<String, NodeState>,
+    /// The user asked the run to stop.
+    pub cancelled: bool,
+    /// Set once the run has finished.
+    pub finished: Option<Phase>,
+}
+
+/// One node: a step, or one child of a fan-out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub phase: Phase,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// A failed attempt is retried no earlier than this.
+    pub retry_at: Option<Millis>,
+    pub outputs: StepOutputs,
+    pub cached: bool,
+    /// For a fan-out step: the items, once expanded.
+    pub items: Option<Vec<Value>>,
+    pub message: Option<String>,
+}
+
+impl NodeState {
+    pub fn pending() -> NodeState {
+        NodeState {
+            phase: Phase::Pending,
+            attempts: 0,
+            retry_at: None,
+            outputs: StepOutputs::default(),
+            cached: false,
+            items: None,
+            message: None,
+        }
+    }
+}
+
+impl RunState {
+    /// A fresh run: every step pending.
+    pub fn new(plan: &RunPlan) -> RunState {
+        let nodes = plan
+            .steps()
+            .map(|s| (s.step.name.clone(), NodeState::pending()))
+            .collect();
+        RunState {
+            nodes,
+            cancelled: false,
+            finished: None,
+        }
+    }
+
+    /// The state to resume from: nodes that succeeded keep their outputs; everything else
+    /// starts over (keeping its attempt count, so attempt numbers and logs continue).
+    pub fn resume(plan: &RunPlan, previous: &RunState) -> RunState {
+        let mut state = RunState::new(plan);
+        for (name, node) in &previous.nodes {
+            let mut node = node.clone();
+            let is_fan_out_parent = node.items.is_some();
+            if node.phase != Phase::Succeeded
+                || is_fan_out_parent && !all_children_succeeded(previous, name)
+            {
+                node.phase = Phase::Pending;
+                node.retry_at = None;
+                node.message = None;
+                node.cached = false;
+                node.items = None;
+                node.outputs = StepOutputs::default();
+            }
+            state.nodes.insert(name.clone(), node);
+        }
+        state
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.get(name)
+    }
+
+    /// The children of a fan-out step, in order, once expanded.
+    pub fn children<'a>(&'a self, step: &str) -> Vec<(String, &'a NodeState)> {
+        let Some(items) = self.nodes.get(step).and_then(|n| n.items.as_ref()) else {
+            return Vec::new();
+        };
+        (0..items.len())
+            .filter_map(|i| {
+                let name = child_name(step, i);
+                self.nodes.get(&name).map(|n| (name, n))
+            })
+            .collect()
+    }
+
+    /// Applies a state-changing action (`Start` marks the node running).
+    pub fn apply(&mut self, action: &Action) {
+        match action {
+            Action::Start(inv) => {
+                if let Some(n) = self.nodes.get_mut(&inv.node) {
+                    n.phase = Phase::Running;
+                    n.attempts = n.attempts.max(inv.attempt);
+                    n.retry_at = None;
+                    n.message = None;
+                }
+            }
+            Action::Skip { node, reason } => self.set_terminal(node, Phase::Skipped, reason),
+            Action::Fail { node, reason } => self.set_terminal(node, Phase::Failed, reason),
+            Action::Cancel { node } => self.set_terminal(node, Phase::Cancelled, "run cancelled"),
+            Action::FanOut { step, items } => {
+                for i in 0..items.len() {
+                    self.nodes
+                        .entry(child_name(step, i))
+                        .or_insert_with(NodeState::pending);
+                }
+                if let Some(n) = self.nodes.get_mut(step) {
+                    n.items = Some(items.clone());
+                    n.phase = Phase::Running;
+                }
+            }
+            Action::CompleteFanOut {
+                step,
+                phase,
+                outputs,
+                cached,
+            } => {
+                if let Some(n) = self.nodes.get_mut(step) {
+                    n.phase = *phase;
+                    n.outputs = outputs.clone();
+                    n.cached = *cached;
+                }
+            }
+            Action::WakeAt(_) => {}
+            Action::Finish { phase } => self.finished = Some(*phase),
+        }
+    }
+
+    fn set_terminal(&mut self, node: &str, phase: Phase, reason: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.phase = phase;
+            n.retry_at = None;
+            n.message = Some(reason.to_string());
+        }
+    }
+
+    /// A node succeeded: ran, or was served from the cache.
+    pub fn record_success(&mut self, node: &str, outputs: StepOutputs, cached: bool) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.phase = Phase::Succeeded;
+            n.outputs = outputs;
+            n.cached = cached;
+            n.retry_at = None;
+            n.message = None;
+        }
+    }
+
+    /// An attempt failed at `now`. The node goes back to pending with a retry time while it has
+    /// attempts left, else it fails. Returns the phase it is in afterwards.
+    pub fn record_failure(
+        &mut self,
+        plan: &RunPlan,
+        node: &str,
+        now: Millis,
+        message: &str,
+    ) -> Phase {
+        let Some(step) = plan.step(step_of(node)) else {
+            return Phase::Failed;
+        };
+        let Some(n) = self.nodes.get_mut(node) else {
+            return Phase::Failed;
+        };
+        n.message = Some(message.to_string());
+        if self.cancelled {
+            n.phase = Phase::Cancelled;
+        } else if n.attempts < max_attempts(step.step) {
+            n.phase = Phase::Pending;
+            n.retry_at = Some(now + backoff_ms(step.step, n.attempts));
+        } else {
+            n.phase = Phase::Failed;
+            n.retry_at = None;
+        }
+        n.phase
+    }
+
+    /// Records that the user cancelled the run (running nodes are stopped by the shell and
+    /// reported through `record_failure`, which then marks them cancelled).
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
+    }
+}
+
+fn all_children_succeeded(state: &RunState, step: &str) -> bool {
+    state
+        .children(step)
+        .iter()
+        .all(|(_, n)| n.phase == Phase::Succeeded)
+}

@@ -1,0 +1,113 @@
+//! The contract between a runtime and the launcher (`toucan-worker exec`) that wraps every
+//! step attempt.
+//!
+//! The runtime writes a [`LaunchSpec`] and starts the launcher. The launcher materializes the
+//! inputs from the artifact store by digest, resolves the path placeholders, runs the command
+//! in a scratch directory, stores the outputs, and writes a [`LaunchReport`] (atomically) for
+//! the runtime to read. Locally the spec and report are files; in a cluster the same report
+//! is also the pod's termination message.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::DeclaredOutputs;
+use crate::engine::InputSource;
+use crate::store::StepOutputs;
+use crate::template::{Reference, Template};
+
+/// Output parameters are small values; anything larger belongs in an artifact.
+pub const MAX_PARAM_BYTES: usize = 256 * 1024;
+
+/// The launcher's exit code when the launcher itself failed (inputs, outputs, store); the
+/// user command's own exit code is passed through otherwise.
+pub const LAUNCHER_FAILURE_EXIT: i32 = 120;
+
+/// What the launcher needs to run one attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchSpec {
+    pub run_id: String,
+    pub node: String,
+    pub attempt: u32,
+    /// Command and args with values resolved and path placeholders left.
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, InputSource>,
+    pub outputs: DeclaredOutputs,
+    /// The artifact store's location (`open` syntax).
+    pub artifacts: String,
+    /// The attempt's directory: `inputs/`, `outputs/`, `work/` are made inside it.
+    pub dir: PathBuf,
+}
+
+/// What happened to one attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchReport {
+    pub succeeded: bool,
+    /// The command's exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the command, when it was killed.
+    pub signal: Option<i32>,
+    pub outputs: StepOutputs,
+    /// Why the attempt failed, in a sentence.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl LaunchSpec {
+    pub fn inputs_dir(&self) -> PathBuf {
+        self.dir.join("inputs")
+    }
+    pub fn outputs_dir(&self) -> PathBuf {
+        self.dir.join("outputs")
+    }
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub fn report_path(&self) -> PathBuf {
+        self.dir.join("report.json")
+    }
+    pub fn spec_path(dir: &Path) -> PathBuf {
+        dir.join("launch.json")
+    }
+    pub fn input_path(&self, name: &str) -> PathBuf {
+        self.inputs_dir().join(name)
+    }
+    pub fn output_artifact_path(&self, name: &str) -> PathBuf {
+        self.outputs_dir().join("artifacts").join(name)
+    }
+    pub fn output_param_path(&self, name: &str) -> PathBuf {
+        self.outputs_dir().join("params").join(name)
+    }
+
+    /// Resolves the path placeholders of one string.
+    pub fn resolve_paths(&self, text: &str) -> Result<String, String> {
+        let template = Template::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+        let mut error = None;
+        let out = template.render(|r| {
+            let path = match r {
+                Reference::InputArtifact(n) if self.inputs.contains_key(n) => self.input_path(n),
+                Reference::OutputArtifact(n) if self.outputs.artifacts.contains(n) => {
+                    self.output_artifact_path(n)
+                }
+                Reference::OutputParam(n) if self.outputs.params.contains(n) => {
+                    self.output_param_path(n)
+                }
+                other => {
+                    error.get_or_insert_with(|| {
+                        format!("{other} cannot be resolved by the launcher")
+                    });
+                    return None;
+                }
+            };
+            Some(path.to_string_lossy().into_owned())
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! One YAML document: `apiVersion` and `kind`, `metadata`, the schema check, the typed
+//! value and its semantic checks, in that order.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+use kube::CustomResourceExt;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::names::check_object_name;
+use super::params::{check_run_value_names, check_run_values};
+use super::schema_check::{self, Finding, describe};
+use super::{DOCUMENT_PATH, Diagnostic, Document, Source, hint, validate_spec};
+use crate::api::{API_VERSION, Pipeline, PipelineRun};
+
+/// The kinds toucan reads.
+const KINDS: &[&str] = &["Pipeline", "PipelineRun"];
+/// Top-level fields the API server handles itself; the CRD schema does not describe them.
+const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata"];
+/// The fields of `metadata` (Kubernetes `ObjectMeta`).
+const METADATA_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "finalizers",
+    "ownerReferences",
+    "managedFields",
+    "selfLink",
+];
+
+/// The structural schemas of the CRDs, computed once per load.
+pub(super) struct Schemas {
+    pipeline: JSONSchemaProps,
+    pipeline_run: JSONSchemaProps,
+}
+
+impl Schemas {
+    pub(super) fn new() -> Self {
+        let schema = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+            crd.spec
+                .versions
+                .into_iter()
+                .next()
+                .and_then(|v| v.schema)
+                .and_then(|s| s.open_api_v3_schema)
+                .unwrap_or_default()
+        };
+        Schemas {
+            pipeline: schema(Pipeline::crd()),
+            pipeline_run: schema(PipelineRun::crd()),
+        }
+    }
+}
+
+/// Checks one non-empty document, appending every problem to `out`. Returns the typed
+/// document when it deserialized, even if semantic checks failed, so that checks across
+/// documents still see it.
+pub(super) fn read(
+    source: &Source,
+    mut value: Value,
+    schemas: &Schemas,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Document> {
+    let mut found = Vec::new();
+    let document = check(&mut value, schemas, &mut found);
+    let structurally_valid = found.is_empty();
+    out.extend(
+        found
+            .into_iter()
+            .map(|(path, message)| Diagnostic::new(source, path, message)),
+    );
+    let kind = document?;
+    if !structurally_valid {
+        return None;
+    }
+    let mut found = Vec::new();
+    let document = match kind {
+        Kind::Pipeline => typed(value, &mut found).map(Document::Pipeline),
+        Kind::PipelineRun => typed(value, &mut found).map(Document::PipelineRun),
+    };
+    out.extend(
+        found
+            .into_iter()
+            .map(|(path, message)| Diagnostic::new(source, path, message)),
+    );
+    match &document {
+        Some(Document::Pipeline(p)) => out.extend(validate_spec(&p.spec, source, "spec")),
+        Some(Document::PipelineRun(r)) => out.extend(check_run(r, source)),
+        None => {}
+    }
+    document
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Pipeline,
+    PipelineRun,
+}
+
+/// The structural checks; the kind when it is known.
+fn check(value: &mut Value, schemas: &Schemas, found: &mut Vec<Finding>) -> Option<Kind> {
+    if let Err(e) = value.apply_merge() {
+        found.push((
+            DOCUMENT_PATH.into(),
+            format!("malformed YAML merge key: {e}"),
+        ));
+        return None;
+    }
+    let Value::Mapping(mapping) = &*value else {
+        let message = format!(
+            "expected a mapping with apiVersion, kind, metadata and spec, got {}",
+            describe(value)
+        );
+        found.push((DOCUMENT_PATH.into(), message));
+        return None;
+    };
+    check_api_version(mapping, found);
+    let kind = check_kind(mapping, found)?;
+    check_metadata(mapping, kind, found);
+    let schema = match kind {
+        Kind::Pipeline => &schemas.pipeline,
+        Kind::PipelineRun => &schemas.pipeline_run,
+    };
+    schema_check::check_document(mapping, schema, ENVELOPE, found);
+    Some(kind)
+}
+
+fn check_api_version(mapping: &Mapping, found: &mut Vec<Finding>) {
+    match mapping.get("apiVersion") {
+        None => found.push(("apiVersion".into(), "missing required field".into())),
+        Some(Value::String(v)) if v == API_VERSION => {}
+        Some(Value::String(v)) => found.push((
+            "apiVersion".into(),
+            format!("unknown apiVersion {v:?} (expected {API_VERSION:?})"),
+        )),
+        Some(other) => found.push((
+            "apiVersion".into(),
+            format!(
+                "expected the string {API_VERSION:?}, got {}",
+                describe(other)
+            ),
+        )),
+    }
+}
+
+fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
+    match mapping.get("kind") {
+        None => found.push(("kind".into(), "missing required field".into())),
+        Some(Value::String(k)) if k == "Pipeline" => return Some(Kind::Pipeline),
+        Some(Value::String(k)) if k == "PipelineRun" => return Some(Kind::PipelineRun),
+        Some(Value::String(k)) => {
+            let hint = hint::closest(k, KINDS.iter().copied())
+                .map(|c| format!("; did you mean {c:?}?"))
+                .unwrap_or_default();
+            let message = format!("unknown kind {k:?} (expected Pipeline or PipelineRun{hint})");
+            found.push(("kind".into(), message));
+        }
+        Some(other) => found.push((
+            "kind".into(),
+            format!("expected Pipeline or PipelineRun, got {}", describe(other)),
+        )),
+    }
+    None
+}
+
+fn check_metadata(mapping: &Mapping, kind: Kind, found: &mut Vec<Finding>) {
+    let meta = match mapping.get("metadata") {
+        None => return found.push(("metadata".into(), "missing required field".into())),
+        Some(Value::Mapping(m)) => m,
+        Some(other) => {
+            let message = format!("expected a mapping, got {}", describe(other));
+            return found.push(("metadata".into(), message));
+        }
+    };
+    for key in meta.keys() {
+        match key.as_str() {
+            Some(k) if METADATA_FIELDS.contains(&k) => {}
+            Some(k) => {
+                let hint = hint::did_you_mean(k, METADATA_FIELDS.iter().copied());
+                found.push((format!("metadata.{k}"), format!("unknown field{hint}")));
+            }
+            None => found.push((
+                "metadata".into(),
+                format!("keys must be strings, got {}", describe(key)),
+            )),
+        }
+    }
+    let string = |field: &str, found: &mut Vec<Finding>| -> Option<String> {
+        match meta.get(field)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                let message = format!("expected a string, got {}", describe(other));
+                found.push((format!("metadata.{field}"), message));
+                None
+            }
+        }
+    };
+    match (string("name", found), meta.contains_key("name")) {
+        (Some(name), _) => {
+            if let Err(message) = check_object_name(&name) {
+                found.push(("metadata.name".into(), message));
+            }
+        }
+        (None, true) => {}
+        (None, false) if kind == Kind::PipelineRun && meta.contains_key("generateName") => {}
+        (None, false) if kind == Kind::PipelineRun => found.push((
+            "metadata.name".into(),
+            "missing required field (or set metadata.generateName)".into(),
+        )),
+        (None, false) => found.push(("metadata.name".into(), "missing required field".into())),
+    }
+    if let Some(prefix) = string("generateName", found)
+        && let Err(message) = check_object_name(&format!("{prefix}x"))
+    {
+        found.push(("metadata.generateName".into(), message));
+    }
+    if let Some(namespace) = string("namespace", found)
+        && let Err(message) = check_object_name(&namespace)
+    {
+        found.push(("metadata.namespace".into(), message));
+    }
+    for field in ["labels", "annotations"] {
+        match meta.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(entries)) => {
+                for (key, value) in entries {
+                    if !value.is_string() {
+                        let key = key.as_str().map_or_else(|| describe(key), str::to_string);
+                        let message = format!("expected a string, got {}", describe(value));
+                        found.push((format!("metadata.{field}.{key}"), message));
+                    }
+                }
+            }
+            Some(other) => found.push((
+                format!("metadata.{field}"),
+                format!("expected a mapping, got {}", describe(other)),
+            )),
+        }
+    }
+}
+
+/// Deserializes a structurally valid document; any residual error carries its field path.
+fn typed<T: DeserializeOwned>(value: Value, found: &mut Vec<Finding>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                DOCUMENT_PATH.to_string()
+            } else {
+                path
+            };
+            found.push((path, e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+/// The checks of a PipelineRun that need no other document.
+fn check_run(run: &PipelineRun, source: &Source) -> Vec<Diagnostic> {
+    let mut out = check_run_value_names(&run.spec.params, source, "spec.params");
+    match (&run.spec.pipeline_ref, &run.spec.pipeline_spec) {
+        (Some(_), Some(_)) => out.push(Diagnostic::new(
+            source,
+            "spec",
+            "set exactly one of pipelineRef or pipelineSpec, not both",
+        )),
+        (None, None) => out.push(Diagnostic::new(
+            source,
+            "spec",
+            "set one of pipelineRef (the name of a Pipeline) or pipelineSpec (an inline pipeline)",
+        )),
+        (Some(reference), None) => {
+            if let Err(message) = check_object_name(&reference.name) {
+                out.push(Diagnostic::new(source, "spec.pipelineRef.name", message));
+            }
+        }
+        (None, Some(spec)) => {
+            out.extend(validate_spec(spec, source, "spec.pipelineSpec"));
+            out.extend(check_run_values(
+                spec,
+                &run.spec.params,
+                source,
+                "spec.params",
+            ));
+        }
+    }
+    out
+}

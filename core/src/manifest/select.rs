@@ -1,0 +1,163 @@
+//! What `toucan run` executes from a set of loaded documents.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::{DOCUMENT_PATH, Diagnostic, Document, LoadedDocument, Source, hint};
+use crate::api::{Pipeline, PipelineRun, PipelineSpec};
+
+/// A pipeline to run, with the values its PipelineRun gives (if any).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunTarget {
+    /// The Pipeline's name, or the PipelineRun's for an inline `pipelineSpec`.
+    pub pipeline_name: String,
+    /// The pipeline to run.
+    pub spec: PipelineSpec,
+    /// The PipelineRun's `spec.params`, in order; empty for a bare Pipeline.
+    pub params: Vec<(String, Value)>,
+    /// The directory `path:` inputs of `spec` are relative to.
+    pub base_dir: PathBuf,
+    /// The document that asked for the run: the PipelineRun, or the Pipeline itself.
+    pub source: Source,
+}
+
+/// Picks what to run: the one PipelineRun (with its Pipeline from the same set, or its
+/// inline spec), or else the one Pipeline. Several candidates, none, or a PipelineRun whose
+/// Pipeline is not in the set are diagnostics.
+pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
+    let runs: Vec<(&LoadedDocument, &PipelineRun)> = docs
+        .iter()
+        .filter_map(|d| match &d.document {
+            Document::PipelineRun(r) => Some((d, r)),
+            Document::Pipeline(_) => None,
+        })
+        .collect();
+    let pipelines: Vec<(&LoadedDocument, &Pipeline)> = pipelines(docs).collect();
+    match (runs.as_slice(), pipelines.as_slice()) {
+        ([(doc, run)], _) => from_run(docs, doc, run),
+        ([], [(doc, pipeline)]) => Ok(RunTarget {
+            pipeline_name: pipeline.metadata.name.clone().unwrap_or_default(),
+            spec: pipeline.spec.clone(),
+            params: Vec::new(),
+            base_dir: doc.base_dir.clone(),
+            source: doc.source.clone(),
+        }),
+        ([], []) => {
+            let source = Source {
+                file: PathBuf::new(),
+                index: 0,
+            };
+            Err(vec![Diagnostic::new(
+                &source,
+                DOCUMENT_PATH,
+                "nothing to run: no Pipeline or PipelineRun",
+            )])
+        }
+        ([], [(first, _), rest @ ..]) => Err(vec![ambiguous(
+            first,
+            rest.iter().map(|r| r.0),
+            "Pipelines",
+        )]),
+        ([(first, _), rest @ ..], _) => Err(vec![ambiguous(
+            first,
+            rest.iter().map(|r| r.0),
+            "PipelineRuns",
+        )]),
+    }
+}
+
+fn ambiguous<'a>(
+    first: &LoadedDocument,
+    rest: impl Iterator<Item = &'a LoadedDocument>,
+    what: &str,
+) -> Diagnostic {
+    let others: Vec<String> = rest.map(|d| d.source.to_string()).collect();
+    let message = format!(
+        "{} {what} to choose from (also {}); run a single file, or a PipelineRun naming the \
+         Pipeline to run",
+        others.len() + 1,
+        others.join(", ")
+    );
+    Diagnostic::new(&first.source, DOCUMENT_PATH, message)
+}
+
+fn from_run(
+    docs: &[LoadedDocument],
+    doc: &LoadedDocument,
+    run: &PipelineRun,
+) -> Result<RunTarget, Vec<Diagnostic>> {
+    let params = run
+        .spec
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    if let Some(spec) = &run.spec.pipeline_spec {
+        let name = run.metadata.name.clone().or_else(|| {
+            run.metadata
+                .generate_name
+                .as_ref()
+                .map(|g| g.trim_end_matches('-').to_string())
+        });
+        return Ok(RunTarget {
+            pipeline_name: name.unwrap_or_default(),
+            spec: spec.clone(),
+            params,
+            base_dir: doc.base_dir.clone(),
+            source: doc.source.clone(),
+        });
+    }
+    let Some(reference) = &run.spec.pipeline_ref else {
+        let message = "set one of pipelineRef or pipelineSpec";
+        return Err(vec![Diagnostic::new(&doc.source, "spec", message)]);
+    };
+    match find_pipeline(docs, run) {
+        Some((pipeline_doc, pipeline)) => Ok(RunTarget {
+            pipeline_name: reference.name.clone(),
+            spec: pipeline.spec.clone(),
+            params,
+            base_dir: pipeline_doc.base_dir.clone(),
+            source: doc.source.clone(),
+        }),
+        None => {
+            let names: Vec<&str> = pipelines(docs)
+                .filter_map(|(_, p)| p.metadata.name.as_deref())
+                .collect();
+            let hint = match hint::closest(&reference.name, names.iter().copied()) {
+                Some(close) => format!(" (did you mean {close:?}?)"),
+                None => " (give its file too, e.g. the directory holding both)".to_string(),
+            };
+            let message = format!("no Pipeline {:?} in the loaded files{hint}", reference.name);
+            Err(vec![Diagnostic::new(
+                &doc.source,
+                "spec.pipelineRef.name",
+                message,
+            )])
+        }
+    }
+}
+
+fn pipelines(docs: &[LoadedDocument]) -> impl Iterator<Item = (&LoadedDocument, &Pipeline)> {
+    docs.iter().filter_map(|d| match &d.document {
+        Document::Pipeline(p) => Some((d, p)),
+        Document::PipelineRun(_) => None,
+    })
+}
+
+/// The Pipeline a PipelineRun's `pipelineRef` names, among `docs`: same name, and the same
+/// namespace where both say one.
+pub(super) fn find_pipeline<'a>(
+    docs: &'a [LoadedDocument],
+    run: &PipelineRun,
+) -> Option<(&'a LoadedDocument, &'a Pipeline)> {
+    let name = &run.spec.pipeline_ref.as_ref()?.name;
+    let namespace = run.metadata.namespace.as_deref();
+    pipelines(docs).find(|(_, p)| {
+        p.metadata.name.as_ref() == Some(name)
+            && match (namespace, p.metadata.namespace.as_deref()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    })
+}

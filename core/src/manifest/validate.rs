@@ -1,0 +1,364 @@
+//! Semantic validation of a [`PipelineSpec`]: what the schema cannot say.
+//!
+//! Names are unique and well-formed, every step has an image and a command, placeholders
+//! refer to things that exist (see `references`), the step graph has no cycle and main
+//! steps never wait for `finally` steps, and durations, quantities, the cron schedule,
+//! parameter defaults and `when` conditions all make sense. Every problem is reported.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds, Year};
+
+use super::names::{check_env_name, check_identifier, check_step_name};
+use super::params::type_mismatch;
+use super::quantity::parse_quantity;
+use super::references::{self, Scope};
+use super::schema_check::{Finding, join};
+use super::{Diagnostic, Source};
+use crate::api::{CachePolicy, PipelineSpec, RetryPolicy, Step};
+use crate::graph;
+
+/// What `check_names` calls environment variables; their names follow other rules.
+const ENV: &str = "environment variable";
+
+/// Every semantic problem of `spec`, found at `prefix` (`spec` in a Pipeline,
+/// `spec.pipelineSpec` in a PipelineRun) of the document at `source`.
+pub fn validate_spec(spec: &PipelineSpec, source: &Source, prefix: &str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let scope = Scope::new(spec);
+    check_params(spec, prefix, &mut out);
+    if spec.steps.is_empty() {
+        out.push((
+            join(prefix, "steps"),
+            "a pipeline needs at least one step".to_string(),
+        ));
+    }
+    let mut step_names: BTreeMap<&str, String> = BTreeMap::new();
+    for (list, steps, from_finally) in [
+        ("steps", &spec.steps, false),
+        ("finally", &spec.finally, true),
+    ] {
+        let list_path = join(prefix, list);
+        for (i, step) in steps.iter().enumerate() {
+            let path = format!("{list_path}[{i}]");
+            let name_path = join(&path, "name");
+            match check_step_name(&step.name) {
+                Err(message) => out.push((name_path, message)),
+                Ok(()) => {
+                    if let Some(first) = step_names.get(step.name.as_str()) {
+                        let message = format!("duplicate step name {:?} (also {first})", step.name);
+                        out.push((name_path, message));
+                    } else {
+                        step_names.insert(&step.name, path.clone());
+                    }
+                }
+            }
+            check_step(&scope, step, from_finally, &path, &mut out);
+        }
+        check_cycles(steps, &list_path, &mut out);
+    }
+    if let Some(schedule) = &spec.schedule
+        && let Err(message) = check_schedule(schedule)
+    {
+        out.push((join(prefix, "schedule"), message));
+    }
+    if let Some(cache) = &spec.cache {
+        check_cache(cache, &join(prefix, "cache"), &mut out);
+    }
+    out.into_iter()
+        .map(|(path, message)| Diagnostic::new(source, path, message))
+        .collect()
+}
+
+fn check_params(spec: &PipelineSpec, prefix: &str, out: &mut Vec<Finding>) {
+    let list = join(prefix, "params");
+    check_names(
+        spec.params.iter().map(|p| p.name.as_str()),
+        &list,
+        "parameter",
+        out,
+    );
+    for (i, p) in spec.params.iter().enumerate() {
+        if let Some(message) = p.default.as_ref().and_then(|d| type_mismatch(d, p.kind)) {
+            out.push((format!("{list}[{i}].default"), message));
+        }
+    }
+}
+
+fn check_step(
+    scope: &Scope<'_>,
+    step: &Step,
+    from_finally: bool,
+    path: &str,
+    out: &mut Vec<Finding>,
+) {
+    if step.image.trim().is_empty() {
+        out.push((join(path, "image"), "must not be empty".to_string()));
+    }
+    if step.command.is_empty() {
+        out.push((join(path, "command"), "a step needs a command".to_string()));
+    }
+    check_names(
+        step.env.iter().map(|e| e.name.as_str()),
+        &join(path, "env"),
+        ENV,
+        out,
+    );
+    if let Some(inputs) = &step.inputs {
+        let params = inputs.params.iter().map(|p| p.name.as_str());
+        check_names(params, &join(path, "inputs.params"), "input parameter", out);
+        let artifacts = inputs.artifacts.iter().map(|a| a.name.as_str());
+        check_names(
+            artifacts,
+            &join(path, "inputs.artifacts"),
+            "input artifact",
+            out,
+        );
+        for (i, a) in inputs.artifacts.iter().enumerate() {
+            let at = format!("{path}.inputs.artifacts[{i}]");
+            match (&a.from, &a.path) {
+                (Some(_), Some(_)) => {
+                    out.push((at, "set exactly one of from or path, not both".into()))
+                }
+                (None, None) => out.push((
+                    at,
+                    "set one of from (an upstream output artifact) or path (a local file)".into(),
+                )),
+                (None, Some(p)) if p.trim().is_empty() => {
+                    out.push((join(&at, "path"), "must not be empty".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(outputs) = &step.outputs {
+        let params = outputs.params.iter().map(|p| p.name.as_str());
+        check_names(
+            params,
+            &join(path, "outputs.params"),
+            "output parameter",
+            out,
+        );
+        let artifacts = outputs.artifacts.iter().map(|a| a.name.as_str());
+        check_names(
+            artifacts,
+            &join(path, "outputs.artifacts"),
+            "output artifact",
+            out,
+        );
+    }
+    for (i, target) in step.depends_on.iter().enumerate() {
+        if let Err(message) = scope.check_step_target(step, from_finally, target) {
+            out.push((format!("{path}.dependsOn[{i}]"), message));
+        }
+    }
+    references::check_step(scope, step, from_finally, path, out);
+    if let Some(resources) = &step.resources {
+        for (field, value) in [("cpu", &resources.cpu), ("memory", &resources.memory)] {
+            if let Some(Err(message)) = value.as_deref().map(parse_quantity) {
+                out.push((format!("{path}.resources.{field}"), message));
+            }
+        }
+    }
+    if let Some(retry) = &step.retry {
+        check_retry(retry, &join(path, "retry"), out);
+    }
+    if let Some(timeout) = &step.timeout {
+        check_duration(timeout, join(path, "timeout"), out);
+    }
+    if let Some(cache) = &step.cache {
+        check_cache(cache, &join(path, "cache"), out);
+    }
+}
+
+/// Names in a list are well-formed and unique; problems are reported at `LIST[i].name`.
+fn check_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+    list: &str,
+    what: &str,
+    out: &mut Vec<Finding>,
+) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, name) in names.enumerate() {
+        let at = format!("{list}[{i}].name");
+        let valid = if what == ENV {
+            check_env_name(name)
+        } else {
+            check_identifier(what, name)
+        };
+        if let Err(message) = valid {
+            out.push((at, message));
+        } else if let Some(first) = seen.get(name) {
+            out.push((
+                at,
+                format!("duplicate {what} name {name:?} (also {list}[{first}])"),
+            ));
+        } else {
+            seen.insert(name, i);
+        }
+    }
+}
+
+fn check_retry(retry: &RetryPolicy, path: &str, out: &mut Vec<Finding>) {
+    let Some(backoff) = &retry.backoff else {
+        return;
+    };
+    let path = join(path, "backoff");
+    let initial = backoff
+        .initial
+        .as_ref()
+        .and_then(|d| check_duration(d, join(&path, "initial"), out));
+    let max = backoff
+        .max
+        .as_ref()
+        .and_then(|d| check_duration(d, join(&path, "max"), out));
+    if let (Some(initial), Some(max)) = (initial, max)
+        && max < initial
+    {
+        let message = format!(
+            "is shorter than initial ({} < {})",
+            humantime::format_duration(max),
+            humantime::format_duration(initial)
+        );
+        out.push((join(&path, "max"), message));
+    }
+    if let Some(factor) = backoff.factor
+        && !(factor.is_finite() && factor >= 1.0)
+    {
+        let message = format!("must be a number of at least 1, got {factor}");
+        out.push((join(&path, "factor"), message));
+    }
+}
+
+fn check_cache(cache: &CachePolicy, path: &str, out: &mut Vec<Finding>) {
+    if let Some(max_age) = &cache.max_age {
+        check_duration(max_age, join(path, "maxAge"), out);
+    }
+}
+
+/// Parses a positive duration (`30s`, `1h30m`), reporting at `path` why it is not one.
+fn check_duration(text: &str, path: String, out: &mut Vec<Finding>) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            out.push((
+                path,
+                format!("duration must be greater than zero, got {text:?}"),
+            ));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            out.push((
+                path,
+                format!("invalid duration {text:?} (e.g. 30s, 5m, 1h30m): {e}"),
+            ));
+            None
+        }
+    }
+}
+
+/// The five cron fields with the numbers each accepts.
+const CRON_FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// Five fields, or a nickname like `@daily`. Numbers out of range are named here (croner
+/// only says "out of bounds"); croner checks the rest.
+fn check_schedule(text: &str) -> Result<(), String> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if !text.trim_start().starts_with('@') && fields.len() != 5 {
+        return Err(format!(
+            "invalid cron schedule {text:?}: expected 5 fields (minute hour day-of-month month \
+             day-of-week), got {}",
+            fields.len()
+        ));
+    }
+    for (field, (name, low, high)) in fields.iter().zip(CRON_FIELDS) {
+        let ranges = field
+            .split(',')
+            .map(|part| part.split_once('/').map_or(part, |(r, _)| r));
+        for number in ranges
+            .flat_map(|r| r.split('-'))
+            .filter_map(|n| n.parse::<u32>().ok())
+        {
+            if !(low..=high).contains(&number) {
+                return Err(format!(
+                    "invalid cron schedule {text:?}: {name} {number} is out of range {low}-{high}"
+                ));
+            }
+        }
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map(|_| ())
+        .map_err(|e| format!("invalid cron schedule {text:?}: {e}"))
+}
+
+/// Reports one dependency cycle among `steps`, if there is one. Steps that depend on
+/// themselves are reported where the dependency is written and left out here.
+fn check_cycles(steps: &[Step], list: &str, out: &mut Vec<Finding>) {
+    let candidates: Vec<&Step> = steps
+        .iter()
+        .filter(|s| !graph::dependencies(s).contains(&s.name))
+        .collect();
+    if let Err(cycle) = graph::topological_order(&candidates) {
+        let first = cycle.first().map(String::as_str).unwrap_or_default();
+        let i = steps
+            .iter()
+            .position(|s| s.name == first)
+            .unwrap_or_default();
+        out.push((
+            format!("{list}[{i}]"),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        for ok in [
+            "0 3 * * *",
+            "*/15 * * * 1-5",
+            "0 0 1 JAN *",
+            "@daily",
+            "30 2 * * SUN",
+        ] {
+            assert_eq!(check_schedule(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "0 3 * *",
+            "0 0 3 * * *",
+            "61 * * * *",
+            "* 24 * * *",
+            "a b c d e",
+        ] {
+            assert!(check_schedule(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let mut out = Vec::new();
+        assert_eq!(
+            check_duration("1h30m", "t".into(), &mut out),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(check_duration("0s", "t".into(), &mut out), None);
+        assert_eq!(check_duration("5 parsecs", "t".into(), &mut out), None);
+        assert_eq!(check_duration("", "t".into(), &mut out), None);
+        assert_eq!(out.len(), 3);
+    }
+}

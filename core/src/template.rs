@@ -1,0 +1,257 @@
+//! Placeholders: the `{{...}}` references in commands, args, env values, input values, `when`
+//! and `forEach`.
+//!
+//! A string is parsed once into a [`Template`] of literal text and [`Reference`]s. References
+//! make the step graph (a step depends on every step it references), are type-checked by
+//! validation, and are resolved in two stages: the engine substitutes values (parameters,
+//! upstream output parameters, the fan-out item) and leaves paths (`inputs.artifacts.*`,
+//! `outputs.*`) for the launcher, which knows where it put them.
+
+use std::fmt;
+
+/// A parsed string: literal text with references in between.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    Literal(String),
+    Ref(Reference),
+}
+
+/// What a placeholder refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reference {
+    /// `{{params.NAME}}`: a pipeline parameter.
+    Param(String),
+    /// `{{inputs.params.NAME}}`: one of the step's own input parameters.
+    InputParam(String),
+    /// `{{inputs.artifacts.NAME}}`: the local path of one of the step's input artifacts.
+    InputArtifact(String),
+    /// `{{outputs.params.NAME}}`: the path of the file the step writes an output value to.
+    OutputParam(String),
+    /// `{{outputs.artifacts.NAME}}`: the path the step writes an output artifact to.
+    OutputArtifact(String),
+    /// `{{steps.STEP.outputs.params.NAME}}`: an upstream step's output value.
+    StepParam { step: String, name: String },
+    /// `{{steps.STEP.outputs.artifacts.NAME}}`: an upstream step's output artifact (only in
+    /// `inputs.artifacts[].from`).
+    StepArtifact { step: String, name: String },
+    /// `{{item}}`: the element of the `forEach` list this fan-out child runs for.
+    Item,
+    /// `{{index}}`: the position of that element.
+    Index,
+}
+
+impl Reference {
+    /// The upstream step this reference makes a dependency on, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Reference::StepParam { step, .. } | Reference::StepArtifact { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+
+    /// Whether the launcher, not the engine, resolves this reference (it is a local path).
+    pub fn is_path(&self) -> bool {
+        matches!(
+            self,
+            Reference::InputArtifact(_) | Reference::OutputParam(_) | Reference::OutputArtifact(_)
+        )
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reference::Param(n) => write!(f, "{{{{params.{n}}}}}"),
+            Reference::InputParam(n) => write!(f, "{{{{inputs.params.{n}}}}}"),
+            Reference::InputArtifact(n) => write!(f, "{{{{inputs.artifacts.{n}}}}}"),
+            Reference::OutputParam(n) => write!(f, "{{{{outputs.params.{n}}}}}"),
+            Reference::OutputArtifact(n) => write!(f, "{{{{outputs.artifacts.{n}}}}}"),
+            Reference::StepParam { step, name } => {
+                write!(f, "{{{{steps.{step}.outputs.params.{name}}}}}")
+            }
+            Reference::StepArtifact { step, name } => {
+                write!(f, "{{{{steps.{step}.outputs.artifacts.{name}}}}}")
+            }
+            Reference::Item => f.write_str("{{item}}"),
+            Reference::Index => f.write_str("{{index}}"),
+        }
+    }
+}
+
+/// Why a string could not be parsed as a template.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed placeholder starting at byte {at}")]
+    Unclosed { at: usize },
+    #[error(
+        "unknown reference \"{{{{{text}}}}}\" (expected params.*, inputs.*, outputs.*, steps.*.outputs.*, item or index)"
+    )]
+    Unknown { text: String },
+    #[error("empty name in reference \"{{{{{text}}}}}\"")]
+    EmptyName { text: String },
+}
+
+impl Template {
+    /// Parses a string. `{{ name }}` tolerates spaces inside the braces.
+    pub fn parse(s: &str) -> Result<Template, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        let mut offset = 0;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Literal(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                return Err(TemplateError::Unclosed { at: offset + start });
+            };
+            parts.push(Part::Ref(parse_reference(after[..end].trim())?));
+            let consumed = start + 2 + end + 2;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The references in order of appearance.
+    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Ref(r) => Some(r),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// The single reference the whole string consists of, if it is exactly one placeholder.
+    pub fn as_single_reference(&self) -> Option<&Reference> {
+        match self.parts.as_slice() {
+            [Part::Ref(r)] => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Substitutes every reference `resolve` returns a value for and keeps the others as
+    /// placeholders.
+    pub fn render(&self, mut resolve: impl FnMut(&Reference) -> Option<String>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Ref(r) => match resolve(r) {
+                    Some(v) => out.push_str(&v),
+                    None => out.push_str(&r.to_string()),
+                },
+            }
+        }
+        out
+    }
+}
+
+fn parse_reference(text: &str) -> Result<Reference, TemplateError> {
+    let segments: Vec<&str> = text.split('.').collect();
+    let name = |s: &str| -> Result<String, TemplateError> {
+        if s.is_empty() {
+            Err(TemplateError::EmptyName {
+                text: text.to_string(),
+            })
+        } else {
+            Ok(s.to_string())
+        }
+    };
+    match segments.as_slice() {
+        ["item"] => Ok(Reference::Item),
+        ["index"] => Ok(Reference::Index),
+        ["params", n] => Ok(Reference::Param(name(n)?)),
+        ["inputs", "params", n] => Ok(Reference::InputParam(name(n)?)),
+        ["inputs", "artifacts", n] => Ok(Reference::InputArtifact(name(n)?)),
+        ["outputs", "params", n] => Ok(Reference::OutputParam(name(n)?)),
+        ["outputs", "artifacts", n] => Ok(Reference::OutputArtifact(name(n)?)),
+        ["steps", s, "outputs", "params", n] => Ok(Reference::StepParam {
+            step: name(s)?,
+            name: name(n)?,
+        }),
+        ["steps", s, "outputs", "artifacts", n] => Ok(Reference::StepArtifact {
+            step: name(s)?,
+            name: name(n)?,
+        }),
+        _ => Err(TemplateError::Unknown {
+            text: text.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_literals_and_references() {
+        let t =
+            Template::parse("--lr={{params.lr}} {{ steps.train.outputs.params.acc }}!").unwrap();
+        assert_eq!(
+            t.parts,
+            vec![
+                Part::Literal("--lr=".into()),
+                Part::Ref(Reference::Param("lr".into())),
+                Part::Literal(" ".into()),
+                Part::Ref(Reference::StepParam {
+                    step: "train".into(),
+                    name: "acc".into()
+                }),
+                Part::Literal("!".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_placeholders() {
+        assert_eq!(
+            Template::parse("a {{params.x"),
+            Err(TemplateError::Unclosed { at: 2 })
+        );
+        assert!(matches!(
+            Template::parse("{{param.x}}"),
+            Err(TemplateError::Unknown { .. })
+        ));
+        assert!(matches!(
+            Template::parse("{{params.}}"),
+            Err(TemplateError::EmptyName { .. })
+        ));
+    }
+
+    #[test]
+    fn render_keeps_unresolved_references_verbatim() {
+        let t = Template::parse("{{inputs.artifacts.data}}/x --n {{params.n}}").unwrap();
+        let out = t.render(|r| match r {
+            Reference::Param(_) => Some("3".into()),
+            _ => None,
+        });
+        assert_eq!(out, "{{inputs.artifacts.data}}/x --n 3");
+        assert_eq!(Template::parse(&out).unwrap().references().count(), 1);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "{{params.a}}",
+            "{{inputs.params.b}}",
+            "{{inputs.artifacts.c}}",
+            "{{outputs.params.d}}",
+            "{{outputs.artifacts.e}}",
+            "{{steps.s.outputs.params.f}}",
+            "{{steps.s.outputs.artifacts.g}}",
+            "{{item}}",
+            "{{index}}",
+        ] {
+            let t = Template::parse(s).unwrap();
+            assert_eq!(t.as_single_reference().unwrap().to_string(), s);
+        }
+    }
+}

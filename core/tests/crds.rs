@@ -1,0 +1,130 @@
+//! The generated CRDs: names, printer columns, status subresource, and structural schemas
+//! (the API server rejects non-structural ones; the cluster tests apply them for real).
+
+use serde_json::Value;
+use toucan_core::api::crds;
+
+/// Checks the structural-schema rules, collecting violations with their JSON paths.
+fn check_structural(node: &Value, path: &str, errors: &mut Vec<String>) {
+    let Some(obj) = node.as_object() else {
+        errors.push(format!("{path}: not an object"));
+        return;
+    };
+    for forbidden in [
+        "$ref",
+        "definitions",
+        "$defs",
+        "oneOf",
+        "anyOf",
+        "allOf",
+        "not",
+    ] {
+        if obj.contains_key(forbidden) {
+            errors.push(format!("{path}: uses {forbidden}"));
+        }
+    }
+    let preserve = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    match obj.get("type").and_then(Value::as_str) {
+        Some(t) if !t.is_empty() => {}
+        _ if preserve || int_or_string => {}
+        _ => errors.push(format!("{path}: no type")),
+    }
+    if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
+        errors.push(format!("{path}: both properties and additionalProperties"));
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            check_structural(v, &format!("{path}.{k}"), errors);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        check_structural(items, &format!("{path}[]"), errors);
+    }
+    if let Some(extra) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+        check_structural(extra, &format!("{path}{{}}"), errors);
+    }
+}
+
+#[test]
+fn schemas_are_structural() {
+    for crd in crds() {
+        let crd = serde_json::to_value(&crd).unwrap();
+        for version in crd["spec"]["versions"].as_array().unwrap() {
+            let schema = &version["schema"]["openAPIV3Schema"];
+            let mut errors = Vec::new();
+            check_structural(
+                schema,
+                crd["spec"]["names"]["kind"].as_str().unwrap(),
+                &mut errors,
+            );
+            assert!(
+                errors.is_empty(),
+                "non-structural schema:\n{}",
+                errors.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn the_checker_catches_non_structural_schemas() {
+    let bad = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "a": {},
+            "b": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            "c": {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}},
+            "ok": {"x-kubernetes-preserve-unknown-fields": true}
+        }
+    });
+    let mut errors = Vec::new();
+    check_structural(&bad, "X", &mut errors);
+    assert_eq!(errors.len(), 4, "{errors:?}");
+}
+
+#[test]
+fn names_columns_and_subresources() {
+    let all = crds();
+    let expected = [
+        ("Pipeline", "pipelines", "pl"),
+        ("PipelineRun", "pipelineruns", "plr"),
+    ];
+    assert_eq!(all.len(), expected.len());
+    for (crd, (kind, plural, short)) in all.iter().zip(expected) {
+        let c = serde_json::to_value(crd).unwrap();
+        assert_eq!(c["spec"]["group"], "toucan.dev");
+        assert_eq!(c["spec"]["scope"], "Namespaced");
+        assert_eq!(c["spec"]["names"]["kind"], kind);
+        assert_eq!(c["spec"]["names"]["plural"], plural);
+        assert_eq!(c["spec"]["names"]["shortNames"], serde_json::json!([short]));
+        assert_eq!(
+            c["spec"]["names"]["categories"],
+            serde_json::json!(["toucan"])
+        );
+        let v = &c["spec"]["versions"][0];
+        assert_eq!(v["name"], "v1alpha1");
+        assert!(
+            v["subresources"]["status"].is_object(),
+            "{kind} has a status subresource"
+        );
+        let columns: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert!(columns.contains(&"Age"), "{kind}: {columns:?}");
+    }
+    let run = serde_json::to_value(&all[1]).unwrap();
+    let columns: Vec<&str> = run["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Pipeline", "Phase", "Succeeded", "Cached", "Total", "Age"]
+    );
+}

@@ -1,0 +1,888 @@
+//! The metadata store's behaviour, written once and run against both backends.
+//!
+//! Every function in the "suite" section takes an `Arc<dyn MetadataStore>`; `store_suite!`
+//! turns each into one test on a fresh SQLite file (`sqlite::NAME`) and one on a fresh
+//! PostgreSQL database (`postgres::NAME`). The PostgreSQL tests connect to the server at
+//! `TOUCAN_TEST_POSTGRES_URL` (a superuser URL: each test creates its own database and drops
+//! it afterwards, so tests run in parallel and repeatedly). Without that variable they print
+//! why and pass, unless `TOUCAN_REQUIRE_POSTGRES=1`, where they fail. To run them:
+//!
+//! ```text
+//! tests/postgres/up /tmp/toucan-pg
+//! TOUCAN_TEST_POSTGRES_URL=$(cat /tmp/toucan-pg/url) cargo test -p toucan-core --test store_suite
+//! tests/postgres/down /tmp/toucan-pg
+//! ```
+//!
+//! The last sections hold what only one backend has: SQLite files shared by several handles
+//! and reopened, PostgreSQL databases connected to again, and `open`'s URL dispatch.
+
+// The suite's functions are not `#[test]`s themselves, so clippy's test exemptions miss them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::json;
+use toucan_core::store::{
+    self, ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, MetadataStore,
+    Phase, RunRecord, SqliteStore, StepCompletion, StepOutputs, StepRecord, StoreError,
+};
+
+macro_rules! store_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::SqliteStore::open(&dir.path().join("store.db"))
+                        .await
+                        .unwrap();
+                    super::$test(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let Some(db) = super::TestDatabase::create(stringify!($test)).await else {
+                        return;
+                    };
+                    let store = db.connect().await;
+                    super::$test(std::sync::Arc::new(store)).await;
+                    db.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    runs_round_trip_and_change_phase,
+    runs_list_newest_first,
+    run_ids_are_unique,
+    steps_upsert_get_and_list_by_name,
+    steps_need_their_run,
+    attempts_upsert_and_list_by_number,
+    complete_step_records_everything,
+    complete_step_is_all_or_nothing,
+    cache_entries_get_delete_and_expire,
+    referenced_digests_cover_steps_cache_entries_and_artifacts,
+    claims_are_exclusive_reentrant_and_go_stale,
+    concurrent_claimers_only_one_wins,
+);
+
+// === records ===
+
+const T0: i64 = 1_700_000_000_000;
+
+fn digest(seed: char) -> String {
+    format!("sha256:{}", seed.to_string().repeat(64))
+}
+
+fn run(id: &str, created_at: i64) -> RunRecord {
+    RunRecord {
+        id: id.to_string(),
+        pipeline: "fashion".to_string(),
+        phase: Phase::Running,
+        params: json!({"epochs": 5, "min_accuracy": 0.88, "tags": ["a", "b"]}),
+        spec: json!({"steps": [{"name": "ingest", "command": ["toucan-worker", "ingest"]}]}),
+        created_at,
+        finished_at: None,
+        message: None,
+    }
+}
+
+fn step(run_id: &str, name: &str, phase: Phase) -> StepRecord {
+    StepRecord {
+        run_id: run_id.to_string(),
+        name: name.to_string(),
+        phase,
+        cache_key: None,
+        cache_components: None,
+        cached: false,
+        attempts: 0,
+        started_at: None,
+        finished_at: None,
+        outputs: StepOutputs::default(),
+        message: None,
+    }
+}
+
+fn attempt(run_id: &str, step: &str, number: u32, phase: Phase) -> AttemptRecord {
+    AttemptRecord {
+        run_id: run_id.to_string(),
+        step: step.to_string(),
+        attempt: number,
+        phase,
+        exit_code: None,
+        started_at: T0 + i64::from(number),
+        finished_at: None,
+        log_ref: None,
+        message: None,
+    }
+}
+
+fn outputs(artifacts: &[(&str, &str, ArtifactKind)]) -> StepOutputs {
+    StepOutputs {
+        params: BTreeMap::from([("accuracy".to_string(), "0.91".to_string())]),
+        artifacts: artifacts
+            .iter()
+            .map(|(name, digest, kind)| {
+                let reference = ArtifactRef {
+                    digest: digest.to_string(),
+                    size: 1234,
+                    kind: *kind,
+                };
+                (name.to_string(), reference)
+            })
+            .collect(),
+    }
+}
+
+fn artifact(run_id: &str, step: &str, output: &str, digest: &str) -> ArtifactRecord {
+    ArtifactRecord {
+        digest: digest.to_string(),
+        size: 1234,
+        kind: ArtifactKind::File,
+        run_id: run_id.to_string(),
+        step: step.to_string(),
+        output: output.to_string(),
+        created_at: T0,
+    }
+}
+
+fn cache_entry(key: &str, run_id: &str, step: &str, outputs: StepOutputs) -> CacheEntry {
+    CacheEntry {
+        key: key.to_string(),
+        outputs,
+        run_id: run_id.to_string(),
+        step: step.to_string(),
+        created_at: T0,
+    }
+}
+
+/// A finished step that ran once and succeeded, with its outputs, artifacts and cache entry.
+fn succeeded(run_id: &str, name: &str, key: &str, produced: &[(&str, &str)]) -> StepCompletion {
+    let refs: Vec<_> = produced
+        .iter()
+        .map(|(output, digest)| (*output, *digest, ArtifactKind::File))
+        .collect();
+    let outputs = outputs(&refs);
+    let mut record = step(run_id, name, Phase::Succeeded);
+    record.cache_key = Some(key.to_string());
+    record.cache_components = Some(json!({"version": 1, "image": "toucan/worker:0.1"}));
+    record.attempts = 1;
+    record.started_at = Some(T0);
+    record.finished_at = Some(T0 + 10);
+    record.outputs = outputs.clone();
+    let mut finished = attempt(run_id, name, 1, Phase::Succeeded);
+    finished.exit_code = Some(0);
+    finished.finished_at = Some(T0 + 10);
+    StepCompletion {
+        step: record,
+        attempt: Some(finished),
+        artifacts: produced
+            .iter()
+            .map(|(output, digest)| artifact(run_id, name, output, digest))
+            .collect(),
+        cache_entry: Some(cache_entry(key, run_id, name, outputs)),
+    }
+}
+
+// === suite ===
+
+async fn runs_round_trip_and_change_phase(store: Arc<dyn MetadataStore>) {
+    let created = run("01HRUN", T0);
+    store.create_run(&created).await.unwrap();
+    assert_eq!(
+        store.get_run("01HRUN").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(store.get_run("01HOTHER").await.unwrap(), None);
+
+    store
+        .set_run_phase(
+            "01HRUN",
+            Phase::Failed,
+            Some("step train failed"),
+            Some(T0 + 5),
+        )
+        .await
+        .unwrap();
+    let failed = store.get_run("01HRUN").await.unwrap().unwrap();
+    assert_eq!(failed.phase, Phase::Failed);
+    assert_eq!(failed.message.as_deref(), Some("step train failed"));
+    assert_eq!(failed.finished_at, Some(T0 + 5));
+    assert_eq!(failed.params, created.params);
+    assert_eq!(failed.spec, created.spec);
+
+    store
+        .set_run_phase("01HRUN", Phase::Running, None, None)
+        .await
+        .unwrap();
+    let resumed = store.get_run("01HRUN").await.unwrap().unwrap();
+    assert_eq!(resumed, created);
+}
+
+async fn runs_list_newest_first(store: Arc<dyn MetadataStore>) {
+    for (id, created_at) in [("a", T0), ("b", T0 + 300), ("c", T0 + 200), ("d", T0 + 300)] {
+        store.create_run(&run(id, created_at)).await.unwrap();
+    }
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    // Equal times fall back to the id, newest ULID first.
+    assert_eq!(
+        ids(store.list_runs(10).await.unwrap()),
+        ["d", "b", "c", "a"]
+    );
+    assert_eq!(ids(store.list_runs(2).await.unwrap()), ["d", "b"]);
+    assert!(store.list_runs(0).await.unwrap().is_empty());
+}
+
+async fn run_ids_are_unique(store: Arc<dyn MetadataStore>) {
+    store.create_run(&run("01HRUN", T0)).await.unwrap();
+    let mut again = run("01HRUN", T0 + 1);
+    again.pipeline = "other".to_string();
+    let err = store.create_run(&again).await.unwrap_err();
+    assert_eq!(err.reason(), "StoreQuery", "{err}");
+    assert_eq!(
+        store.get_run("01HRUN").await.unwrap().unwrap().pipeline,
+        "fashion"
+    );
+}
+
+async fn steps_upsert_get_and_list_by_name(store: Arc<dyn MetadataStore>) {
+    store.create_run(&run("r1", T0)).await.unwrap();
+    store.create_run(&run("r2", T0)).await.unwrap();
+    for name in ["train", "ingest", "train[1]", "Zeta", "train[0]", "export"] {
+        store
+            .upsert_step(&step("r1", name, Phase::Pending))
+            .await
+            .unwrap();
+    }
+    store
+        .upsert_step(&step("r2", "other", Phase::Pending))
+        .await
+        .unwrap();
+
+    let mut running = step("r1", "train", Phase::Running);
+    running.cache_key = Some("ab".repeat(32));
+    running.cache_components = Some(json!({"version": 1, "params": {"epochs": "5"}}));
+    running.attempts = 2;
+    running.started_at = Some(T0 + 1);
+    store.upsert_step(&running).await.unwrap();
+
+    let mut done = running.clone();
+    done.phase = Phase::Succeeded;
+    done.cached = true;
+    done.finished_at = Some(T0 + 2);
+    done.outputs = outputs(&[("model", &digest('a'), ArtifactKind::Dir)]);
+    done.message = Some("cache hit".to_string());
+    store.upsert_step(&done).await.unwrap();
+
+    assert_eq!(
+        store.get_step("r1", "train").await.unwrap(),
+        Some(done.clone())
+    );
+    assert_eq!(store.get_step("r1", "missing").await.unwrap(), None);
+    assert_eq!(store.get_step("r2", "train").await.unwrap(), None);
+
+    let steps = store.list_steps("r1").await.unwrap();
+    let names: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
+    // Byte order: upper case first, a fan-out's children right after their parent.
+    assert_eq!(
+        names,
+        ["Zeta", "export", "ingest", "train", "train[0]", "train[1]"]
+    );
+    assert_eq!(steps[3], done);
+    assert_eq!(store.list_steps("r2").await.unwrap().len(), 1);
+    assert!(store.list_steps("nope").await.unwrap().is_empty());
+}
+
+async fn steps_need_their_run(store: Arc<dyn MetadataStore>) {
+    let err = store
+        .upsert_step(&step("no-such-run", "train", Phase::Pending))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "StoreQuery", "{err}");
+    assert!(store.list_steps("no-such-run").await.unwrap().is_empty());
+}
+
+async fn attempts_upsert_and_list_by_number(store: Arc<dyn MetadataStore>) {
+    store.create_run(&run("r", T0)).await.unwrap();
+    store
+        .upsert_step(&step("r", "train", Phase::Running))
+        .await
+        .unwrap();
+    store
+        .upsert_step(&step("r", "eval", Phase::Running))
+        .await
+        .unwrap();
+
+    store
+        .upsert_attempt(&attempt("r", "train", 2, Phase::Running))
+        .await
+        .unwrap();
+    store
+        .upsert_attempt(&attempt("r", "train", 1, Phase::Running))
+        .await
+        .unwrap();
+    store
+        .upsert_attempt(&attempt("r", "eval", 1, Phase::Running))
+        .await
+        .unwrap();
+    let mut failed = attempt("r", "train", 1, Phase::Failed);
+    failed.exit_code = Some(137);
+    failed.finished_at = Some(T0 + 60);
+    failed.log_ref = Some("/runs/r/train/1.log".to_string());
+    failed.message = Some("OOMKilled".to_string());
+    store.upsert_attempt(&failed).await.unwrap();
+
+    let attempts = store.list_attempts("r", "train").await.unwrap();
+    assert_eq!(attempts, [failed, attempt("r", "train", 2, Phase::Running)]);
+    assert_eq!(store.list_attempts("r", "eval").await.unwrap().len(), 1);
+    assert!(store.list_attempts("r", "export").await.unwrap().is_empty());
+}
+
+async fn complete_step_records_everything(store: Arc<dyn MetadataStore>) {
+    store.create_run(&run("r", T0)).await.unwrap();
+    store
+        .upsert_step(&step("r", "train", Phase::Running))
+        .await
+        .unwrap();
+    store
+        .upsert_attempt(&attempt("r", "train", 1, Phase::Running))
+        .await
+        .unwrap();
+
+    let (model, metrics) = (digest('1'), digest('2'));
+    let completion = succeeded(
+        "r",
+        "train",
+        "key-train",
+        &[("model", &model), ("metrics", &metrics)],
+    );
+    store.complete_step(&completion).await.unwrap();
+    // Recording the same completion again (a retried report) changes nothing.
+    store.complete_step(&completion).await.unwrap();
+
+    assert_eq!(
+        store.get_step("r", "train").await.unwrap(),
+        Some(completion.step.clone())
+    );
+    assert_eq!(
+        store.list_attempts("r", "train").await.unwrap(),
+        [completion.attempt.clone().unwrap()]
+    );
+    assert_eq!(
+        store.get_cache_entry("key-train").await.unwrap(),
+        completion.cache_entry.clone()
+    );
+    let mut expected = vec![model, metrics];
+    expected.sort();
+    assert_eq!(store.referenced_digests().await.unwrap(), expected);
+
+    // A cache hit: no attempt, no cache entry, the step marked cached.
+    let mut hit = step("r", "eval", Phase::Succeeded);
+    hit.cached = true;
+    hit.outputs = completion.step.outputs.clone();
+    let hit = StepCompletion {
+        step: hit,
+        attempt: None,
+        artifacts: Vec::new(),
+        cache_entry: None,
+    };
+    store.complete_step(&hit).await.unwrap();
+    assert_eq!(store.get_step("r", "eval").await.unwrap(), Some(hit.step));
+    assert!(store.list_attempts("r", "eval").await.unwrap().is_empty());
+}
+
+async fn complete_step_is_all_or_nothing(store: Arc<dyn MetadataStore>) {
+    store.create_run(&run("r", T0)).await.unwrap();
+    let before = step("r", "train", Phase::Running);
+    store.upsert_step(&before).await.unwrap();
+    let running = attempt("r", "train", 1, Phase::Running);
+    store.upsert_attempt(&running).await.unwrap();
+
+    // The step, its attempt and a first artifact are written before the second artifact,
+    // which names a step that does not exist, fails.
+    let model = digest('m');
+    let mut broken = succeeded("r", "train", "key-train", &[("model", &model)]);
+    broken
+        .artifacts
+        .push(artifact("r", "ghost", "model", &digest('g')));
+    let err = store.complete_step(&broken).await.unwrap_err();
+    assert_eq!(err.reason(), "StoreQuery", "{err}");
+
+    assert_eq!(store.get_step("r", "train").await.unwrap(), Some(before));
+    assert_eq!(store.list_attempts("r", "train").await.unwrap(), [running]);
+    assert_eq!(store.get_cache_entry("key-train").await.unwrap(), None);
+    assert!(store.referenced_digests().await.unwrap().is_empty());
+
+    // Nothing was left half-open: the corrected completion goes through.
+    broken.artifacts.pop();
+    store.complete_step(&broken).await.unwrap();
+    assert_eq!(
+        store.get_step("r", "train").await.unwrap().unwrap().phase,
+        Phase::Succeeded
+    );
+    assert_eq!(store.referenced_digests().await.unwrap(), [model]);
+}
+
+async fn cache_entries_get_delete_and_expire(store: Arc<dyn MetadataStore>) {
+    store.create_run(&run("r", T0)).await.unwrap();
+    for (i, created_at) in [(1, T0 + 100), (2, T0 + 200), (3, T0 + 300)] {
+        let mut completion = succeeded("r", &format!("s{i}"), &format!("k{i}"), &[]);
+        if let Some(entry) = completion.cache_entry.as_mut() {
+            entry.created_at = created_at;
+        }
+        store.complete_step(&completion).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .get_cache_entry("k2")
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at,
+        T0 + 200
+    );
+    assert_eq!(store.get_cache_entry("k9").await.unwrap(), None);
+
+    // Strictly before the cutoff.
+    assert_eq!(
+        store.delete_cache_entries_before(T0 + 200).await.unwrap(),
+        1
+    );
+    assert_eq!(store.get_cache_entry("k1").await.unwrap(), None);
+    assert!(store.get_cache_entry("k2").await.unwrap().is_some());
+    assert_eq!(
+        store.delete_cache_entries_before(T0 + 200).await.unwrap(),
+        0
+    );
+
+    store.delete_cache_entry("k2").await.unwrap();
+    store.delete_cache_entry("k2").await.unwrap();
+    assert_eq!(store.get_cache_entry("k2").await.unwrap(), None);
+    assert!(store.get_cache_entry("k3").await.unwrap().is_some());
+
+    // A newer result for the same key replaces the entry.
+    let newer = succeeded("r", "s4", "k3", &[("model", &digest('n'))]);
+    store.complete_step(&newer).await.unwrap();
+    assert_eq!(
+        store.get_cache_entry("k3").await.unwrap(),
+        newer.cache_entry
+    );
+
+    assert_eq!(
+        store.delete_cache_entries_before(i64::MAX).await.unwrap(),
+        1
+    );
+    assert_eq!(store.get_cache_entry("k3").await.unwrap(), None);
+    // The steps that produced the entries are untouched.
+    assert_eq!(store.list_steps("r").await.unwrap().len(), 4);
+}
+
+async fn referenced_digests_cover_steps_cache_entries_and_artifacts(store: Arc<dyn MetadataStore>) {
+    assert!(store.referenced_digests().await.unwrap().is_empty());
+    store.create_run(&run("r", T0)).await.unwrap();
+    let [only_step, only_entry, only_artifact, shared, dir] = ['a', 'b', 'c', 'd', 'e'].map(digest);
+
+    // Step outputs alone (a step recorded without complete_step), a directory among them.
+    let mut recorded = step("r", "ingest", Phase::Succeeded);
+    recorded.outputs = outputs(&[
+        ("raw", &only_step, ArtifactKind::File),
+        ("dataset", &dir, ArtifactKind::Dir),
+        ("copy", &shared, ArtifactKind::File),
+    ]);
+    store.upsert_step(&recorded).await.unwrap();
+
+    // A cache entry alone, and an artifact row alone.
+    let entry_outputs = outputs(&[("model", &only_entry, ArtifactKind::File)]);
+    let mut train = step("r", "train", Phase::Succeeded);
+    train.outputs = outputs(&[("copy", &shared, ArtifactKind::File)]);
+    store
+        .complete_step(&StepCompletion {
+            step: train,
+            attempt: None,
+            artifacts: vec![
+                artifact("r", "train", "log", &only_artifact),
+                artifact("r", "train", "copy", &shared),
+            ],
+            cache_entry: Some(cache_entry("k", "r", "train", entry_outputs)),
+        })
+        .await
+        .unwrap();
+
+    let mut all = vec![
+        only_step.clone(),
+        only_entry.clone(),
+        only_artifact.clone(),
+        shared.clone(),
+        dir.clone(),
+    ];
+    all.sort();
+    assert_eq!(store.referenced_digests().await.unwrap(), all);
+
+    // Once its cache entry is gone, nothing references `only_entry` any more.
+    store.delete_cache_entry("k").await.unwrap();
+    all.retain(|d| *d != only_entry);
+    assert_eq!(store.referenced_digests().await.unwrap(), all);
+}
+
+async fn claims_are_exclusive_reentrant_and_go_stale(store: Arc<dyn MetadataStore>) {
+    let k = "key";
+    assert!(store.claim_cache_key(k, "a", 1000, 0).await.unwrap());
+    assert!(!store.claim_cache_key(k, "b", 1001, 500).await.unwrap());
+    // The holder claims again, refreshing the claim to 1002.
+    assert!(store.claim_cache_key(k, "a", 1002, 500).await.unwrap());
+    // Not stale: claimed at 1002, stale only before 1002.
+    assert!(!store.claim_cache_key(k, "b", 1003, 1002).await.unwrap());
+    // Stale: another owner takes it over.
+    assert!(store.claim_cache_key(k, "b", 5000, 1003).await.unwrap());
+    assert!(!store.claim_cache_key(k, "a", 5001, 1003).await.unwrap());
+
+    // Other keys are independent.
+    assert!(store.claim_cache_key("other", "a", 5002, 0).await.unwrap());
+
+    // Only the holder's release frees the key.
+    store.release_cache_key(k, "a").await.unwrap();
+    assert!(!store.claim_cache_key(k, "c", 5003, 0).await.unwrap());
+    store.release_cache_key(k, "b").await.unwrap();
+    assert!(store.claim_cache_key(k, "c", 5004, 0).await.unwrap());
+    store.release_cache_key("never-claimed", "c").await.unwrap();
+}
+
+async fn concurrent_claimers_only_one_wins(store: Arc<dyn MetadataStore>) {
+    const CLAIMERS: usize = 8;
+    for round in 0..20 {
+        let key = format!("key-{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(CLAIMERS));
+        let tasks: Vec<_> = (0..CLAIMERS)
+            .map(|i| {
+                let (store, key, barrier) = (store.clone(), key.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let owner = format!("owner-{i}");
+                    let won = store.claim_cache_key(&key, &owner, T0, 0).await.unwrap();
+                    won.then_some(owner)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            winners.extend(task.await.unwrap());
+        }
+        assert_eq!(winners.len(), 1, "{key}: winners {winners:?}");
+        // The winner really holds it: a loser cannot take it, the winner can claim again.
+        assert!(
+            !store
+                .claim_cache_key(&key, "late", T0 + 1, 0)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_cache_key(&key, &winners[0], T0 + 1, 0)
+                .await
+                .unwrap()
+        );
+    }
+}
+
+// === SQLite only ===
+
+#[tokio::test]
+async fn sqlite_open_creates_the_file_and_reopening_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/store.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.create_run(&run("r", T0)).await.unwrap();
+    store
+        .complete_step(&succeeded("r", "train", "k", &[("model", &digest('m'))]))
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(path.is_file());
+
+    // Reopening applies no migration twice and finds everything.
+    for _ in 0..2 {
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.get_run("r").await.unwrap().unwrap().id, "r");
+        assert_eq!(
+            store.get_step("r", "train").await.unwrap().unwrap().phase,
+            Phase::Succeeded
+        );
+        assert!(store.get_cache_entry("k").await.unwrap().is_some());
+        store.close().await;
+    }
+
+    let mut conn = raw_sqlite(&path).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let migrations: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(migrations, [(1, true)]);
+}
+
+async fn raw_sqlite(path: &Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_handles_on_one_file_write_concurrently() {
+    const STEPS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let first = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let second = Arc::new(SqliteStore::open(&path).await.unwrap());
+    first.create_run(&run("r", T0)).await.unwrap();
+
+    let tasks: Vec<_> = (0..STEPS)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tokio::spawn(async move {
+                let name = format!("step-{i:02}");
+                store.upsert_step(&step("r", &name, Phase::Running)).await?;
+                let d = format!("sha256:{i:064}");
+                let completion = succeeded("r", &name, &format!("k{i}"), &[("out", &d)]);
+                store.complete_step(&completion).await?;
+                store.claim_cache_key("shared", &name, T0, 0).await?;
+                store.referenced_digests().await?;
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+
+    for store in [&first, &second] {
+        let steps = store.list_steps("r").await.unwrap();
+        assert_eq!(steps.len(), STEPS);
+        assert!(steps.iter().all(|s| s.phase == Phase::Succeeded));
+        assert_eq!(store.referenced_digests().await.unwrap().len(), STEPS);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_handles_opening_a_new_file_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    // The race is between setting up the file and applying migrations: try it a few times.
+    for round in 0..5 {
+        let path = dir.path().join(format!("store-{round}.db"));
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { SqliteStore::open(&path).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().unwrap());
+        }
+        stores[0].create_run(&run("r", T0)).await.unwrap();
+        for store in &stores {
+            assert!(store.get_run("r").await.unwrap().is_some());
+        }
+        let mut conn = raw_sqlite(&path).await;
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+    }
+}
+
+#[tokio::test]
+async fn open_dispatches_on_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/store.db");
+    let plain = path.to_str().unwrap().to_string();
+
+    let first = store::open(&plain).await.unwrap();
+    first.create_run(&run("r", T0)).await.unwrap();
+    for url in [format!("sqlite:{plain}"), format!("sqlite://{plain}")] {
+        let same = store::open(&url).await.unwrap();
+        assert!(same.get_run("r").await.unwrap().is_some(), "{url}");
+    }
+
+    for url in ["mysql://user@localhost/db", "s3://bucket/store"] {
+        let err = store::open(url).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnsupportedUrl { .. }),
+            "{url}: {err}"
+        );
+        assert_eq!(err.reason(), "StoreUrl");
+    }
+}
+
+// === PostgreSQL only ===
+
+#[tokio::test]
+async fn postgres_open_reconnect_and_concurrent_connects() {
+    let Some(db) = TestDatabase::create("postgres_open_reconnect_and_concurrent_connects").await
+    else {
+        return;
+    };
+    // Replicas starting at once: migrations are applied once, none fails.
+    let connects: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { store::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for connect in connects {
+        stores.push(connect.await.unwrap().unwrap());
+    }
+    stores[0].create_run(&run("r", T0)).await.unwrap();
+    drop(stores);
+
+    let again = store::open(&db.url).await.unwrap();
+    assert!(again.get_run("r").await.unwrap().is_some());
+    drop(again);
+
+    let mut conn = db.raw().await;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    drop(conn);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn postgres_connect_errors_hide_the_password() {
+    let Some(admin) = admin_url("postgres_connect_errors_hide_the_password") else {
+        return;
+    };
+    let missing = database_url(&admin, "toucan_test_no_such_database");
+    let err = store::open(&missing).await.unwrap_err();
+    assert_eq!(err.reason(), "StoreOpen", "{err}");
+    let password = password_of(&admin);
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        assert!(!err.to_string().contains(&password), "{err}");
+    }
+}
+
+// === PostgreSQL harness ===
+
+/// The server's superuser URL, or `None` (after saying why) when PostgreSQL is not configured.
+fn admin_url(test: &str) -> Option<String> {
+    match std::env::var("TOUCAN_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("TOUCAN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "TOUCAN_REQUIRE_POSTGRES=1 but TOUCAN_TEST_POSTGRES_URL is unset; start a \
+                 server with `tests/postgres/up DIR` and set it to the contents of DIR/url"
+            );
+            println!(
+                "skipping {test} on PostgreSQL: TOUCAN_TEST_POSTGRES_URL is unset \
+                 (`tests/postgres/up DIR` starts a server and writes its URL to DIR/url)"
+            );
+            None
+        }
+    }
+}
+
+/// `url` with its database replaced by `name`.
+fn database_url(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    format!("{}/{name}{query}", &base[..host_end])
+}
+
+fn password_of(url: &str) -> Option<String> {
+    let authority = url.split("://").nth(1)?.split('/').next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    Some(userinfo.split_once(':')?.1.to_string())
+}
+
+/// A database of its own for one test, on the server at `TOUCAN_TEST_POSTGRES_URL`.
+struct TestDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create(test: &str) -> Option<TestDatabase> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let admin = admin_url(test)?;
+        let mut short: String = test.chars().take(32).collect();
+        short.make_ascii_lowercase();
+        let name = format!(
+            "toucan_{short}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let db = TestDatabase {
+            url: database_url(&admin, &name),
+            admin,
+            name,
+        };
+        db.admin_execute(format!(
+            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+            db.name
+        ))
+        .await;
+        db.admin_execute(format!(r#"CREATE DATABASE "{}""#, db.name))
+            .await;
+        Some(db)
+    }
+
+    async fn connect(&self) -> store::PostgresStore {
+        store::PostgresStore::connect(&self.url).await.unwrap()
+    }
+
+    async fn raw(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    async fn drop_database(self) {
+        self.admin_execute(format!(
+            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+            self.name
+        ))
+        .await;
+    }
+
+    async fn admin_execute(&self, sql: String) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+}

@@ -1,0 +1,221 @@
+//! The launcher: runs one step attempt under a [`LaunchSpec`] and writes its [`LaunchReport`].
+//!
+//! The steps, in order: read the spec; materialize every input from the artifact store into
+//! `inputs/NAME` (fan-in inputs as `inputs/NAME/<index>`); resolve the path placeholders; run
+//! the command in `work/` with stdout and stderr passed through to the attempt's log; store
+//! each declared output artifact and read each declared output parameter; write the report
+//! with a temporary file and a rename so the runtime never reads half of one. The command's
+//! exit code is the launcher's exit code; a failure of the launcher itself exits with
+//! `LAUNCHER_FAILURE_EXIT`.
+
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::Instant;
+
+use toucan_core::artifacts::ArtifactStore;
+use toucan_core::engine::InputSource;
+use toucan_core::launch::{LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_PARAM_BYTES};
+use toucan_core::store::StepOutputs;
+
+pub fn main(spec_path: &Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("toucan-worker: starting the runtime: {e}");
+            return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
+        }
+    };
+    let spec: LaunchSpec = match std::fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "toucan-worker: reading launch spec {}: {e}",
+                spec_path.display()
+            );
+            return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
+        }
+    };
+    let report = runtime.block_on(run(&spec));
+    if let Err(e) = write_report(&spec, &report) {
+        eprintln!("toucan-worker: writing report: {e}");
+        return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
+    }
+    if let Some(error) = &report.error {
+        eprintln!("toucan-worker: {error}");
+    }
+    match (report.succeeded, report.exit_code) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, Some(code)) if code != 0 => ExitCode::from(code.clamp(1, 255) as u8),
+        _ => ExitCode::from(LAUNCHER_FAILURE_EXIT as u8),
+    }
+}
+
+fn failed(error: String, started: Instant) -> LaunchReport {
+    LaunchReport {
+        succeeded: false,
+        exit_code: None,
+        signal: None,
+        outputs: StepOutputs::default(),
+        error: Some(error),
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+async fn run(spec: &LaunchSpec) -> LaunchReport {
+    let started = Instant::now();
+    let store = match ArtifactStore::open(&spec.artifacts) {
+        Ok(s) => s,
+        Err(e) => return failed(e.to_string(), started),
+    };
+    if let Err(e) = prepare_dirs(spec) {
+        return failed(e, started);
+    }
+    if let Err(e) = materialize_inputs(spec, &store).await {
+        return failed(e, started);
+    }
+    let mut argv = Vec::with_capacity(spec.argv.len());
+    for a in &spec.argv {
+        match spec.resolve_paths(a) {
+            Ok(s) => argv.push(s),
+            Err(e) => return failed(e, started),
+        }
+    }
+    let mut env = Vec::with_capacity(spec.env.len());
+    for (k, v) in &spec.env {
+        match spec.resolve_paths(v) {
+            Ok(s) => env.push((k.clone(), s)),
+            Err(e) => return failed(format!("env {k}: {e}"), started),
+        }
+    }
+    let Some((program, args)) = argv.split_first() else {
+        return failed("empty command".into(), started);
+    };
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env)
+        .env("TOUCAN_RUN_ID", &spec.run_id)
+        .env("TOUCAN_STEP", &spec.node)
+        .env("TOUCAN_ATTEMPT", spec.attempt.to_string())
+        .env("TOUCAN_OUTPUTS", spec.outputs_dir())
+        .current_dir(spec.work_dir())
+        .stdin(Stdio::null())
+        .status()
+        .await;
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => return failed(format!("starting {program:?}: {e}"), started),
+    };
+    use std::os::unix::process::ExitStatusExt;
+    if !status.success() {
+        let error = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("command exited with code {code}"),
+            (None, Some(sig)) => format!("command killed by signal {sig}"),
+            _ => "command failed".to_string(),
+        };
+        return LaunchReport {
+            succeeded: false,
+            exit_code: status.code(),
+            signal: status.signal(),
+            outputs: StepOutputs::default(),
+            error: Some(error),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+    }
+    match collect_outputs(spec, &store).await {
+        Ok(outputs) => LaunchReport {
+            succeeded: true,
+            exit_code: Some(0),
+            signal: None,
+            outputs,
+            error: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+        Err(e) => LaunchReport {
+            exit_code: Some(0),
+            ..failed(e, started)
+        },
+    }
+}
+
+fn prepare_dirs(spec: &LaunchSpec) -> Result<(), String> {
+    for dir in [
+        spec.inputs_dir(),
+        spec.work_dir(),
+        spec.outputs_dir().join("artifacts"),
+        spec.outputs_dir().join("params"),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn materialize_inputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<(), String> {
+    for (name, source) in &spec.inputs {
+        let dest = spec.input_path(name);
+        match source {
+            InputSource::Artifact(a) => store
+                .materialize(a, &dest)
+                .await
+                .map_err(|e| format!("input {name}: {e}"))?,
+            InputSource::FanIn(items) => {
+                std::fs::create_dir_all(&dest)
+                    .map_err(|e| format!("creating {}: {e}", dest.display()))?;
+                for (i, a) in items.iter().enumerate() {
+                    store
+                        .materialize(a, &dest.join(i.to_string()))
+                        .await
+                        .map_err(|e| format!("input {name}[{i}]: {e}"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn collect_outputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<StepOutputs, String> {
+    let mut outputs = StepOutputs::default();
+    let root = spec.outputs_dir();
+    for name in &spec.outputs.params {
+        let path = spec.output_param_path(name);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "output param {name:?} was not written to {}: {e}",
+                path.display()
+            )
+        })?;
+        if bytes.len() > MAX_PARAM_BYTES {
+            return Err(format!(
+                "output param {name:?} is {} bytes; params are limited to {MAX_PARAM_BYTES}, use an artifact",
+                bytes.len()
+            ));
+        }
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("output param {name:?} is not UTF-8"))?;
+        outputs
+            .params
+            .insert(name.clone(), text.trim_end().to_string());
+    }
+    for name in &spec.outputs.artifacts {
+        let path = spec.output_artifact_path(name);
+        let artifact = store
+            .put_path(&path, &root)
+            .await
+            .map_err(|e| format!("output artifact {name:?}: {e}"))?;
+        outputs.artifacts.insert(name.clone(), artifact);
+    }
+    Ok(outputs)
+}
+
+fn write_report(spec: &LaunchSpec, report: &LaunchReport) -> Result<(), String> {
+    let path = spec.report_path();
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+}
