@@ -434,3 +434,45 @@ spec:
         .to_string();
     assert!(message.contains("escapes"), "{message}");
 }
+
+#[test]
+fn pipeline_run_in_a_directory_supplies_params_and_cli_overrides_them() {
+    let sb = Sandbox::new();
+    sb.write(
+        "dir/pipeline.yaml",
+        r#"
+apiVersion: toucan.dev/v1alpha1
+kind: Pipeline
+metadata: {name: greet}
+spec:
+  params:
+    - {name: who, type: string}
+    - {name: times, type: int, default: 1}
+  steps:
+    - name: hello
+      image: busybox
+      command: [sh, -c, 'echo "{{params.who}} x{{params.times}}" > "$0"', "{{outputs.params.said}}"]
+      outputs: {params: [{name: said}]}
+"#,
+    );
+    sb.write(
+        "dir/run.yaml",
+        r#"
+apiVersion: toucan.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: greet-world}
+spec:
+  pipelineRef: {name: greet}
+  params:
+    - {name: who, value: world}
+    - {name: times, value: 3}
+"#,
+    );
+    let dir = sb.path("dir");
+    let (code, doc, stderr) = sb.run_json(&dir, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(step(&doc, "hello")["outputs"]["params"]["said"], "world x3");
+    let (code, doc, _) = sb.run_json(&dir, &["-p", "times=4"]);
+    assert_eq!(code, 0);
+    assert_eq!(step(&doc, "hello")["outputs"]["params"]["said"], "world x4");
+}

@@ -91,16 +91,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     let artifacts = home.open_artifacts()?;
     let worker = worker_binary()?;
+    let progress = Arc::new(Progress::new());
+    progress.run_started(&run_id, &plan.pipeline);
     let exec = Arc::new(Executor::new(
         store.clone(),
         artifacts,
         home,
         worker,
         run_id.clone(),
+        progress,
     ));
-    let progress = Progress::new();
-    progress.run_started(&run_id, &plan.pipeline);
-    let phase = crate::local::drive(exec, &plan, state, args.parallelism.max(1), &progress).await?;
+    let phase = crate::local::drive(exec, &plan, state, args.parallelism.max(1)).await?;
     let summary = super::summary::load(store.as_ref(), &run_id).await?;
     match args.output {
         Format::Table => println!("{}", super::summary::table(&summary)),

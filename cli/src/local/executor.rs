@@ -20,6 +20,7 @@ use toucan_core::engine::Invocation;
 use toucan_core::launch::{LaunchReport, LaunchSpec};
 use toucan_core::store::{MetadataStore, Millis, StepOutputs};
 
+use super::progress::Progress;
 use crate::home::Home;
 
 /// A claim older than this belongs to a process that died; holders refresh theirs.
@@ -37,6 +38,7 @@ pub struct Executor {
     pub home: Home,
     pub worker: PathBuf,
     pub run_id: String,
+    pub progress: Arc<Progress>,
     in_flight: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -81,6 +83,7 @@ impl Executor {
         home: Home,
         worker: PathBuf,
         run_id: String,
+        progress: Arc<Progress>,
     ) -> Executor {
         Executor {
             store,
@@ -88,6 +91,7 @@ impl Executor {
             home,
             worker,
             run_id,
+            progress,
             in_flight: StdMutex::new(HashMap::new()),
         }
     }
@@ -258,6 +262,7 @@ impl Executor {
             Ok(f) => f,
             Err(e) => return broken(format!("{}: {e}", log_path.display())),
         };
+        self.progress.started(&inv.node, inv.attempt);
         let child = tokio::process::Command::new(&self.worker)
             .arg("exec")
             .arg("--spec")

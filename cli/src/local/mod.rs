@@ -27,8 +27,9 @@ pub async fn drive(
     plan: &RunPlan,
     mut state: RunState,
     parallelism: usize,
-    progress: &Progress,
 ) -> anyhow::Result<Phase> {
+    let progress = exec.progress.clone();
+    let progress = progress.as_ref();
     let (done_tx, mut done_rx) =
         mpsc::unbounded_channel::<(Box<Invocation>, NodeResult, Option<Claim>)>();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -72,7 +73,6 @@ pub async fn drive(
                                 None,
                             ))
                             .await?;
-                        progress.started(&inv.node, inv.attempt);
                         let exec = exec.clone();
                         let tx = done_tx.clone();
                         let stop = stop_rx.clone();

@@ -491,3 +491,106 @@ fn the_shipped_example_is_valid() {
     let params = resolve_params(&target.spec, &[], &target.source).unwrap();
     assert_eq!(params["epochs"], json!(5));
 }
+
+/// The diagnostics of validating an inline spec, as printed. Lines are unindented first, so
+/// top-level keys and block list items may be indented like the code around them.
+fn spec_errors(yaml: &str) -> Vec<String> {
+    let yaml: Vec<&str> = yaml.lines().map(str::trim_start).collect();
+    let spec: crate::api::PipelineSpec = serde_yaml_ng::from_str(&yaml.join("\n")).unwrap();
+    let source = Source {
+        file: "p.yaml".into(),
+        index: 0,
+    };
+    lines(&validate_spec(&spec, &source, "spec"))
+}
+
+#[test]
+fn reference_rules() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "steps: [{name: a, image: i, command: [x, '{{steps.f.outputs.params.o}}']}]
+             finally: [{name: f, image: i, command: [x], outputs: {params: [{name: o}]}}]",
+            "spec.steps[0].command[1]: \"f\" is a finally step; main steps cannot depend on \
+             finally steps",
+        ),
+        (
+            "steps:
+               - {name: a, image: i, command: [x], outputs: {params: [{name: accuracy}]}}
+               - {name: b, image: i, command: [x, '{{steps.a.outputs.params.acc}}']}",
+            "spec.steps[1].command[1]: step \"a\" has no output parameter \"acc\" (did you mean \
+             \"accuracy\"?)",
+        ),
+        (
+            "steps: [{name: a, image: i, command: [x, '{{steps.a.outputs.params.o}}'],
+                      outputs: {params: [{name: o}]}}]",
+            "spec.steps[0].command[1]: a step cannot refer to its own outputs through \
+             {{steps.a...}}",
+        ),
+        (
+            "steps: [{name: a, image: i, command: [x, '{{outputs.artifacts.modle}}'],
+                      outputs: {artifacts: [{name: model}]}}]",
+            "spec.steps[0].command[1]: unknown output artifact \"modle\" (did you mean \"model\"?)",
+        ),
+        (
+            "steps:
+               - {name: a, image: i, command: [x], outputs: {params: [{name: n, type: int}]}}
+               - {name: b, image: i, command: [x], forEach: '{{steps.a.outputs.params.n}}'}",
+            "spec.steps[1].forEach: forEach needs a list: output parameter \"n\" of step \"a\" is \
+             an int",
+        ),
+        (
+            "steps: [{name: a, image: i, command: [x], forEach: '[1, 2'}]",
+            "spec.steps[0].forEach: forEach must be one {{params.NAME}} list parameter, one \
+             {{steps.STEP.outputs.params.NAME}} output, or a JSON list like [\"a\", \"b\"]",
+        ),
+        (
+            "steps:
+               - {name: fan, image: i, command: [x], forEach: '[1, 2]',
+                  outputs: {params: [{name: score, type: float}]}}
+               - {name: b, image: i, command: [x], when: '{{steps.fan.outputs.params.score}} > 0.5'}",
+            "spec.steps[1].when: `>` cannot order a list ({{steps.fan.outputs.params.score}}); \
+             only numbers can be ordered",
+        ),
+        (
+            "steps:
+               - {name: a, image: i, command: [x], outputs: {artifacts: [{name: m}]}}
+               - {name: b, image: i, command: [x], when: '{{steps.a.outputs.artifacts.m}} == x'}",
+            "spec.steps[1].when: {{steps.a.outputs.artifacts.m}} can only be used as the whole of \
+             inputs.artifacts[].from; declare an input artifact and use {{inputs.artifacts.NAME}}",
+        ),
+        (
+            "steps: [{name: a, image: i, command: [x], outputs: {params: [{name: o}]},
+                      inputs: {params: [{name: p, value: '{{outputs.params.o}}'}]}}]",
+            "spec.steps[0].inputs.params[0].value: {{outputs.params.o}} is a file path, not a \
+             value; use {{params.*}}, {{inputs.params.*}} or {{steps.*.outputs.params.*}} here",
+        ),
+        (
+            "steps: [{name: a, image: i, command: [x],
+                      inputs: {params: [{name: p, value: '{{inputs.params.p}}'}]}}]",
+            "spec.steps[0].inputs.params[0].value: {{inputs.params.p}} cannot be used in an input \
+             parameter value",
+        ),
+        (
+            "steps: [{name: a, image: i, command: [x], dependsOn: [b]}]",
+            "spec.steps[0].dependsOn[0]: unknown step \"b\"",
+        ),
+        ("steps: []", "spec.steps: a pipeline needs at least one step"),
+        (
+            "steps: [{name: a, image: i, command: [x], retry: {limit: 1, backoff: {initial: 1m, max: 5s}}}]",
+            "spec.steps[0].retry.backoff.max: is shorter than initial (5s < 1m)",
+        ),
+        (
+            "params: [{name: 'learning.rate', type: float}]
+             steps: [{name: a, image: i, command: [x]}]",
+            "spec.params[0].name: invalid parameter name \"learning.rate\": use letters, digits, \
+             \"-\" and \"_\", starting with a letter or \"_\"",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_eq!(
+            spec_errors(yaml),
+            [format!("p.yaml[0] {expected}")],
+            "{yaml}"
+        );
+    }
+}
