@@ -18,16 +18,6 @@ use toucan_core::launch::{LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_P
 use toucan_core::store::StepOutputs;
 
 pub fn main(spec_path: &Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("toucan-worker: starting the runtime: {e}");
-            return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
-        }
-    };
     let spec: LaunchSpec = match std::fs::read(spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -41,7 +31,7 @@ pub fn main(spec_path: &Path) -> ExitCode {
             return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
         }
     };
-    let report = runtime.block_on(run(&spec));
+    let report = run(&spec);
     if let Err(e) = write_report(&spec, &report) {
         eprintln!("toucan-worker: writing report: {e}");
         return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
@@ -67,16 +57,39 @@ fn failed(error: String, started: Instant) -> LaunchReport {
     }
 }
 
-async fn run(spec: &LaunchSpec) -> LaunchReport {
+/// The artifact store and an async runtime to talk to it, made only when the step has inputs
+/// or outputs: a step without them starts faster.
+struct Store {
+    runtime: tokio::runtime::Runtime,
+    artifacts: ArtifactStore,
+}
+
+impl Store {
+    fn open(spec: &LaunchSpec) -> Result<Store, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the runtime: {e}"))?;
+        let artifacts = ArtifactStore::open(&spec.artifacts).map_err(|e| e.to_string())?;
+        Ok(Store { runtime, artifacts })
+    }
+}
+
+fn run(spec: &LaunchSpec) -> LaunchReport {
     let started = Instant::now();
-    let store = match ArtifactStore::open(&spec.artifacts) {
+    let needs_store = !spec.inputs.is_empty() || !spec.outputs.artifacts.is_empty();
+    let store = match needs_store.then(|| Store::open(spec)).transpose() {
         Ok(s) => s,
-        Err(e) => return failed(e.to_string(), started),
+        Err(e) => return failed(e, started),
     };
     if let Err(e) = prepare_dirs(spec) {
         return failed(e, started);
     }
-    if let Err(e) = materialize_inputs(spec, &store).await {
+    if let Some(store) = &store
+        && let Err(e) = store
+            .runtime
+            .block_on(materialize_inputs(spec, &store.artifacts))
+    {
         return failed(e, started);
     }
     let mut argv = Vec::with_capacity(spec.argv.len());
@@ -96,7 +109,7 @@ async fn run(spec: &LaunchSpec) -> LaunchReport {
     let Some((program, args)) = argv.split_first() else {
         return failed("empty command".into(), started);
     };
-    let status = tokio::process::Command::new(program)
+    let status = std::process::Command::new(program)
         .args(args)
         .envs(env)
         .env("TOUCAN_RUN_ID", &spec.run_id)
@@ -105,8 +118,7 @@ async fn run(spec: &LaunchSpec) -> LaunchReport {
         .env("TOUCAN_OUTPUTS", spec.outputs_dir())
         .current_dir(spec.work_dir())
         .stdin(Stdio::null())
-        .status()
-        .await;
+        .status();
     let status = match status {
         Ok(s) => s,
         Err(e) => return failed(format!("starting {program:?}: {e}"), started),
@@ -127,7 +139,16 @@ async fn run(spec: &LaunchSpec) -> LaunchReport {
             duration_ms: started.elapsed().as_millis() as u64,
         };
     }
-    match collect_outputs(spec, &store).await {
+    let mut outputs = StepOutputs::default();
+    let collected = read_params(spec, &mut outputs).and_then(|()| match &store {
+        Some(store) => {
+            store
+                .runtime
+                .block_on(store_artifacts(spec, &store.artifacts, &mut outputs))
+        }
+        None => Ok(()),
+    });
+    match collected.map(|()| outputs) {
         Ok(outputs) => LaunchReport {
             succeeded: true,
             exit_code: Some(0),
@@ -144,12 +165,17 @@ async fn run(spec: &LaunchSpec) -> LaunchReport {
 }
 
 fn prepare_dirs(spec: &LaunchSpec) -> Result<(), String> {
-    for dir in [
-        spec.inputs_dir(),
-        spec.work_dir(),
-        spec.outputs_dir().join("artifacts"),
-        spec.outputs_dir().join("params"),
-    ] {
+    let mut dirs = vec![spec.work_dir()];
+    if !spec.inputs.is_empty() {
+        dirs.push(spec.inputs_dir());
+    }
+    if !spec.outputs.artifacts.is_empty() {
+        dirs.push(spec.outputs_dir().join("artifacts"));
+    }
+    if !spec.outputs.params.is_empty() {
+        dirs.push(spec.outputs_dir().join("params"));
+    }
+    for dir in dirs {
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     Ok(())
@@ -178,9 +204,8 @@ async fn materialize_inputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<
     Ok(())
 }
 
-async fn collect_outputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<StepOutputs, String> {
-    let mut outputs = StepOutputs::default();
-    let root = spec.outputs_dir();
+/// Reads the declared output parameters the command wrote.
+fn read_params(spec: &LaunchSpec, outputs: &mut StepOutputs) -> Result<(), String> {
     for name in &spec.outputs.params {
         let path = spec.output_param_path(name);
         let bytes = std::fs::read(&path).map_err(|e| {
@@ -201,6 +226,16 @@ async fn collect_outputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<Ste
             .params
             .insert(name.clone(), text.trim_end().to_string());
     }
+    Ok(())
+}
+
+/// Stores the declared output artifacts, refusing anything that escapes the outputs directory.
+async fn store_artifacts(
+    spec: &LaunchSpec,
+    store: &ArtifactStore,
+    outputs: &mut StepOutputs,
+) -> Result<(), String> {
+    let root = spec.outputs_dir();
     for name in &spec.outputs.artifacts {
         let path = spec.output_artifact_path(name);
         let artifact = store
@@ -209,7 +244,7 @@ async fn collect_outputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<Ste
             .map_err(|e| format!("output artifact {name:?}: {e}"))?;
         outputs.artifacts.insert(name.clone(), artifact);
     }
-    Ok(outputs)
+    Ok(())
 }
 
 fn write_report(spec: &LaunchSpec, report: &LaunchReport) -> Result<(), String> {

@@ -150,13 +150,12 @@ fn prepare(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let plan = RunPlan {
-        pipeline: target.pipeline_name.clone(),
-        spec: target.spec.clone(),
-        params: params.unwrap_or_default(),
-        local_inputs: BTreeMap::new(),
-        no_cache,
-    };
+    let mut plan = RunPlan::new(
+        &target.pipeline_name,
+        target.spec.clone(),
+        params.unwrap_or_default(),
+    );
+    plan.no_cache = no_cache;
     Ok((plan, target.base_dir.clone()))
 }
 

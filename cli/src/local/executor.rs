@@ -336,9 +336,13 @@ impl Executor {
                 }
             }
         };
-        // Outputs are in the artifact store now; keep only the log, spec and report.
+        // Outputs are in the artifact store now; keep only the log, spec and report. Empty
+        // directories stay: removing them costs more than they weigh.
         for sub in ["inputs", "outputs", "work"] {
-            let _ = std::fs::remove_dir_all(dir.join(sub));
+            let path = dir.join(sub);
+            if std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some()) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
         NodeResult::Ran {
             report,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
-use toucan_core::engine::{Action, Invocation, RunPlan, RunState, decide, step_of};
+use toucan_core::engine::{Action, Invocation, RunPlan, RunState, decide};
 use toucan_core::store::{
     ArtifactRecord, AttemptRecord, CacheEntry, Millis, Phase, StepCompletion, StepRecord,
 };
@@ -392,7 +392,6 @@ fn summary_message(state: &RunState) -> Option<String> {
         .iter()
         .filter(|(_, n)| n.phase == Phase::Failed)
         .map(|(name, _)| name.as_str())
-        .filter(|name| !name.contains('[') || !state.nodes.contains_key(step_of(name)))
         .collect();
     (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
 }

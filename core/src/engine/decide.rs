@@ -152,7 +152,7 @@ fn pending_step(
     if sp.is_finally && !main_done {
         return;
     }
-    for dep in &sp.deps {
+    for dep in sp.deps {
         let Some(d) = state.nodes.get(dep) else {
             actions.push(Action::Fail {
                 node: name.into(),

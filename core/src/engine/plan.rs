@@ -1,6 +1,7 @@
 //! A run's plan: the pipeline, resolved parameters, and the digests of local inputs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,15 @@ pub struct RunPlan {
     /// `--no-cache`: run everything, but still record cache entries.
     #[serde(default)]
     pub no_cache: bool,
+    /// The step graph, derived once: the engine consults it on every decision.
+    #[serde(skip)]
+    derived: OnceLock<Derived>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Derived {
+    deps: Vec<BTreeSet<String>>,
+    index: HashMap<String, usize>,
 }
 
 /// One step with what the engine derives from it.
@@ -32,7 +42,7 @@ pub struct RunPlan {
 pub struct StepPlan<'a> {
     pub step: &'a Step,
     pub is_finally: bool,
-    pub deps: BTreeSet<String>,
+    pub deps: &'a BTreeSet<String>,
 }
 
 /// A plan that cannot be used; validation normally prevents these.
@@ -43,19 +53,58 @@ pub enum PlanError {
 }
 
 impl RunPlan {
-    /// Main steps, then `finally` steps, each with its dependencies.
-    pub fn steps(&self) -> impl Iterator<Item = StepPlan<'_>> {
+    /// A plan for `spec` with resolved parameter values, caching on, no local inputs yet.
+    pub fn new(pipeline: &str, spec: PipelineSpec, params: BTreeMap<String, Value>) -> RunPlan {
+        RunPlan {
+            pipeline: pipeline.to_string(),
+            spec,
+            params,
+            local_inputs: BTreeMap::new(),
+            no_cache: false,
+            derived: OnceLock::new(),
+        }
+    }
+
+    fn all_steps(&self) -> impl Iterator<Item = (&Step, bool)> {
         let main = self.spec.steps.iter().map(|s| (s, false));
-        let fin = self.spec.finally.iter().map(|s| (s, true));
-        main.chain(fin).map(|(step, is_finally)| StepPlan {
-            step,
-            is_finally,
-            deps: graph::dependencies(step),
+        main.chain(self.spec.finally.iter().map(|s| (s, true)))
+    }
+
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| Derived {
+            deps: self
+                .all_steps()
+                .map(|(s, _)| graph::dependencies(s))
+                .collect(),
+            index: self
+                .all_steps()
+                .enumerate()
+                .map(|(i, (s, _))| (s.name.clone(), i))
+                .collect(),
         })
     }
 
+    /// Main steps, then `finally` steps, each with its dependencies.
+    pub fn steps(&self) -> impl Iterator<Item = StepPlan<'_>> {
+        let derived = self.derived();
+        self.all_steps()
+            .zip(&derived.deps)
+            .map(|((step, is_finally), deps)| StepPlan {
+                step,
+                is_finally,
+                deps,
+            })
+    }
+
     pub fn step(&self, name: &str) -> Option<StepPlan<'_>> {
-        self.steps().find(|s| s.step.name == name)
+        let derived = self.derived();
+        let i = *derived.index.get(name)?;
+        let (step, is_finally) = self.all_steps().nth(i)?;
+        Some(StepPlan {
+            step,
+            is_finally,
+            deps: &derived.deps[i],
+        })
     }
 
     /// Names of the main (non-finally) steps.

@@ -38,25 +38,18 @@ fn plan(steps: Vec<Step>, finally: Vec<Step>, params: Vec<ParamSpec>) -> RunPlan
         .iter()
         .filter_map(|p| p.default.clone().map(|d| (p.name.clone(), d)))
         .collect();
-    RunPlan {
-        pipeline: "p".into(),
-        spec: PipelineSpec {
+    RunPlan::new(
+        "p",
+        PipelineSpec {
             params,
             steps,
             finally,
-            ..PipelineSpec {
-                steps: vec![],
-                params: vec![],
-                finally: vec![],
-                schedule: None,
-                concurrency: None,
-                cache: None,
-            }
+            schedule: None,
+            concurrency: None,
+            cache: None,
         },
-        params: values,
-        local_inputs: BTreeMap::new(),
-        no_cache: false,
-    }
+        values,
+    )
 }
 
 /// What a simulated step outputs: a function of its cache key, so outputs carry their whole
@@ -169,7 +162,7 @@ impl Sim<'_> {
 
     fn check_deps_succeeded(&self, state: &RunState, node: &str) {
         let sp = self.plan.step(step_of(node)).expect("known step");
-        for dep in &sp.deps {
+        for dep in sp.deps {
             assert_eq!(
                 state.nodes[dep].phase,
                 Phase::Succeeded,
