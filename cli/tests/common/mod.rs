@@ -11,16 +11,19 @@ pub fn toucan_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_toucan"))
 }
 
-/// The launcher binary next to `toucan`; built once if a plain `cargo test -p toucan` left it out.
+/// The launcher binary next to `toucan`, brought up to date once per test binary (a plain
+/// `cargo test -p toucan` does not build other packages' binaries).
 pub fn worker_bin() -> PathBuf {
     static BUILD: Once = Once::new();
     let path = toucan_bin().with_file_name("toucan-worker");
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "toucan-worker", "--bin", "toucan-worker"])
+            // The same units as `cargo build --workspace`, so an up-to-date tree builds nothing
+            // (building one package alone would unify features differently and rebuild).
+            .args(["build", "--workspace", "--bins"])
             .status()
-            .expect("running cargo build -p toucan-worker");
+            .expect("running cargo build --workspace --bins");
         assert!(status.success(), "building toucan-worker failed");
     });
     assert!(path.exists(), "{} is missing", path.display());
