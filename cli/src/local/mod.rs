@@ -13,13 +13,54 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
-use toucan_core::engine::{Action, Invocation, RunPlan, RunState, decide};
+use toucan_core::engine::{Action, Invocation, NodeState, RunPlan, RunState, child_name, decide};
 use toucan_core::store::{
     ArtifactRecord, AttemptRecord, CacheEntry, Millis, Phase, StepCompletion, StepRecord,
 };
 
 use executor::{Claim, Executor, NodeResult, now_ms};
 use progress::Progress;
+
+/// What the runtime remembers about nodes beyond the engine's state, to write store rows: when
+/// each node first started and the cache key it resolved to.
+#[derive(Debug)]
+struct StepLedger {
+    run_id: String,
+    started: BTreeMap<String, Millis>,
+    keys: BTreeMap<String, (String, serde_json::Value)>,
+}
+
+impl StepLedger {
+    /// The store row of a node as the state has it now; `now` becomes its finish time when
+    /// the node is done.
+    fn row(&self, state: &RunState, node: &str, now: Millis) -> StepRecord {
+        let n = state.node(node).cloned().unwrap_or_else(NodeState::pending);
+        let (cache_key, cache_components) = match self.keys.get(node) {
+            Some((k, c)) => (Some(k.clone()), Some(c.clone())),
+            None => (None, None),
+        };
+        StepRecord {
+            run_id: self.run_id.clone(),
+            name: node.to_string(),
+            phase: n.phase,
+            cache_key,
+            cache_components,
+            cached: n.cached,
+            attempts: n.attempts,
+            started_at: self.started.get(node).copied(),
+            finished_at: n.phase.is_terminal().then_some(now),
+            outputs: n.outputs,
+            message: n.message,
+        }
+    }
+
+    async fn save(&self, exec: &Executor, state: &RunState, node: &str) -> anyhow::Result<()> {
+        exec.store
+            .upsert_step(&self.row(state, node, now_ms()))
+            .await?;
+        Ok(())
+    }
+}
 
 /// Runs a plan from `state` to the end. Returns the run's final phase.
 pub async fn drive(
@@ -29,144 +70,82 @@ pub async fn drive(
     parallelism: usize,
 ) -> anyhow::Result<Phase> {
     let progress = exec.progress.clone();
-    let progress = progress.as_ref();
     let (done_tx, mut done_rx) =
         mpsc::unbounded_channel::<(Box<Invocation>, NodeResult, Option<Claim>)>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = 0usize;
-    let mut started: BTreeMap<String, Millis> = BTreeMap::new();
-    let mut keys: BTreeMap<String, (String, serde_json::Value)> = BTreeMap::new();
+    let mut ledger = StepLedger {
+        run_id: exec.run_id.clone(),
+        started: BTreeMap::new(),
+        keys: BTreeMap::new(),
+    };
     let mut signals = Signals::new()?;
-    let run_id = exec.run_id.clone();
 
     loop {
+        // Apply decisions until only starts and waits remain.
         let mut wake: Option<Millis> = None;
         loop {
             let actions = decide(plan, &state, now_ms(), parallelism.saturating_sub(running));
             let mut changed = false;
             for action in actions {
+                if let Action::WakeAt(at) = action {
+                    wake = Some(at);
+                    continue;
+                }
+                state.apply(&action);
+                changed = true;
                 match &action {
-                    Action::WakeAt(at) => wake = Some(*at),
                     Action::Finish { phase } => {
-                        state.apply(&action);
                         let message = summary_message(&state);
                         exec.store
-                            .set_run_phase(&run_id, *phase, message.as_deref(), Some(now_ms()))
+                            .set_run_phase(&exec.run_id, *phase, message.as_deref(), Some(now_ms()))
                             .await?;
                         return Ok(*phase);
                     }
                     Action::Start(inv) => {
-                        state.apply(&action);
-                        changed = true;
                         running += 1;
-                        let key = inv.key.key().0;
                         let components = serde_json::to_value(&inv.key)?;
-                        keys.insert(inv.node.clone(), (key, components));
-                        let start = *started.entry(inv.node.clone()).or_insert_with(now_ms);
-                        exec.store
-                            .upsert_step(&record(
-                                &run_id,
-                                &inv.node,
-                                &state,
-                                &keys,
-                                Some(start),
-                                None,
-                            ))
-                            .await?;
-                        let exec = exec.clone();
-                        let tx = done_tx.clone();
-                        let stop = stop_rx.clone();
-                        let inv = inv.clone();
+                        ledger
+                            .keys
+                            .insert(inv.node.clone(), (inv.key.key().0, components));
+                        ledger
+                            .started
+                            .entry(inv.node.clone())
+                            .or_insert_with(now_ms);
+                        ledger.save(&exec, &state, &inv.node).await?;
+                        let (exec, tx, stop, inv) =
+                            (exec.clone(), done_tx.clone(), stop_rx.clone(), inv.clone());
                         tokio::spawn(async move {
                             let (result, claim) = exec.execute(&inv, stop).await;
                             let _ = tx.send((inv, result, claim));
                         });
                     }
-                    Action::Skip { node, reason } => {
-                        state.apply(&action);
-                        changed = true;
-                        progress.skipped(node, reason);
-                        let now = now_ms();
-                        exec.store
-                            .upsert_step(&record(
-                                &run_id,
-                                node,
-                                &state,
-                                &keys,
-                                started.get(node).copied(),
-                                Some(now),
-                            ))
-                            .await?;
-                    }
-                    Action::Fail { node, reason } => {
-                        state.apply(&action);
-                        changed = true;
-                        progress.failed(node, reason, None);
-                        let now = now_ms();
-                        exec.store
-                            .upsert_step(&record(
-                                &run_id,
-                                node,
-                                &state,
-                                &keys,
-                                started.get(node).copied(),
-                                Some(now),
-                            ))
-                            .await?;
-                    }
-                    Action::Cancel { node } => {
-                        state.apply(&action);
-                        changed = true;
-                        let now = now_ms();
-                        exec.store
-                            .upsert_step(&record(
-                                &run_id,
-                                node,
-                                &state,
-                                &keys,
-                                started.get(node).copied(),
-                                Some(now),
-                            ))
-                            .await?;
-                    }
                     Action::FanOut { step, items } => {
-                        state.apply(&action);
-                        changed = true;
-                        let now = now_ms();
-                        started.entry(step.clone()).or_insert(now);
+                        ledger.started.entry(step.clone()).or_insert_with(now_ms);
                         progress.fanned_out(step, items.len());
-                        exec.store
-                            .upsert_step(&record(&run_id, step, &state, &keys, Some(now), None))
-                            .await?;
+                        ledger.save(&exec, &state, step).await?;
                         for i in 0..items.len() {
-                            let child = toucan_core::engine::child_name(step, i);
+                            let child = child_name(step, i);
                             if state
                                 .node(&child)
                                 .is_some_and(|n| n.phase == Phase::Pending)
                             {
-                                exec.store
-                                    .upsert_step(&record(
-                                        &run_id, &child, &state, &keys, None, None,
-                                    ))
-                                    .await?;
+                                ledger.save(&exec, &state, &child).await?;
                             }
                         }
                     }
-                    Action::CompleteFanOut { step, .. } => {
-                        state.apply(&action);
-                        changed = true;
-                        let now = now_ms();
-                        exec.store
-                            .upsert_step(&record(
-                                &run_id,
-                                step,
-                                &state,
-                                &keys,
-                                started.get(step).copied(),
-                                Some(now),
-                            ))
-                            .await?;
+                    Action::Skip { node, reason } => {
+                        progress.skipped(node, reason);
+                        ledger.save(&exec, &state, node).await?;
                     }
+                    Action::Fail { node, reason } => {
+                        progress.failed(node, reason, None);
+                        ledger.save(&exec, &state, node).await?;
+                    }
+                    Action::Cancel { node } | Action::CompleteFanOut { step: node, .. } => {
+                        ledger.save(&exec, &state, node).await?;
+                    }
+                    Action::WakeAt(_) => {}
                 }
             }
             if !changed {
@@ -186,7 +165,7 @@ pub async fn drive(
         tokio::select! {
             Some((inv, result, claim)) = done_rx.recv() => {
                 running -= 1;
-                let recorded = finish_node(&exec, plan, &mut state, &keys, &started, &inv, result, progress).await;
+                let recorded = finish_node(&exec, plan, &mut state, &ledger, &inv, result).await;
                 if let Some(claim) = claim {
                     exec.release(claim).await;
                 }
@@ -202,187 +181,149 @@ pub async fn drive(
     }
 }
 
-/// Records a finished node in one transaction and updates the state.
-#[allow(clippy::too_many_arguments)]
+/// Updates the state with a node's result and records it, its attempt, its artifacts and its
+/// cache entry in one transaction.
 async fn finish_node(
     exec: &Executor,
     plan: &RunPlan,
     state: &mut RunState,
-    keys: &BTreeMap<String, (String, serde_json::Value)>,
-    started: &BTreeMap<String, Millis>,
+    ledger: &StepLedger,
     inv: &Invocation,
     result: NodeResult,
-    progress: &Progress,
 ) -> anyhow::Result<()> {
-    let run_id = &exec.run_id;
+    let progress = &exec.progress;
     let now = now_ms();
-    let step_started = started.get(&inv.node).copied();
+    let node = inv.node.as_str();
+    let attempt = |phase, exit_code, started_at, log_ref, message| AttemptRecord {
+        run_id: ledger.run_id.clone(),
+        step: node.to_string(),
+        attempt: inv.attempt,
+        phase,
+        exit_code,
+        started_at,
+        finished_at: Some(now),
+        log_ref,
+        message,
+    };
+    let mut completion = StepCompletion {
+        step: ledger.row(state, node, now),
+        attempt: None,
+        artifacts: Vec::new(),
+        cache_entry: None,
+    };
     match result {
         NodeResult::Cached { outputs } => {
-            state.record_success(&inv.node, outputs, true);
-            if let Some(n) = state.nodes.get_mut(&inv.node) {
+            state.record_success(node, outputs, true);
+            // Serving from the cache is not an attempt.
+            if let Some(n) = state.nodes.get_mut(node) {
                 n.attempts = inv.attempt.saturating_sub(1);
             }
-            progress.cached(&inv.node);
-            let completion = StepCompletion {
-                step: record(run_id, &inv.node, state, keys, step_started, Some(now)),
-                attempt: None,
-                artifacts: Vec::new(),
-                cache_entry: None,
-            };
-            exec.store.complete_step(&completion).await?;
+            progress.cached(node);
+        }
+        NodeResult::Ran {
+            report,
+            log,
+            started_at,
+        } if report.succeeded => {
+            state.record_success(node, report.outputs.clone(), false);
+            progress.succeeded(node, now - started_at);
+            let log_ref = Some(log.to_string_lossy().into_owned());
+            completion.attempt = Some(attempt(
+                Phase::Succeeded,
+                report.exit_code,
+                started_at,
+                log_ref,
+                None,
+            ));
+            completion.artifacts = report
+                .outputs
+                .artifacts
+                .iter()
+                .map(|(name, a)| ArtifactRecord {
+                    digest: a.digest.clone(),
+                    size: a.size,
+                    kind: a.kind,
+                    run_id: ledger.run_id.clone(),
+                    step: node.to_string(),
+                    output: name.clone(),
+                    created_at: now,
+                })
+                .collect();
+            completion.cache_entry = inv.cache_writable.then(|| CacheEntry {
+                key: inv.key.key().0,
+                outputs: report.outputs.clone(),
+                run_id: ledger.run_id.clone(),
+                step: node.to_string(),
+                created_at: now,
+            });
         }
         NodeResult::Ran {
             report,
             log,
             started_at,
         } => {
-            let attempt_phase = if report.succeeded {
-                Phase::Succeeded
+            let message = report.error.clone().unwrap_or_else(|| "failed".into());
+            let phase = state.record_failure(plan, node, now, &message);
+            report_failure(progress, state, inv, phase, &message, Some(&log), now);
+            let log_ref = Some(log.to_string_lossy().into_owned());
+            let attempt_phase = if phase == Phase::Cancelled {
+                Phase::Cancelled
             } else {
                 Phase::Failed
             };
-            let attempt = AttemptRecord {
-                run_id: run_id.clone(),
-                step: inv.node.clone(),
-                attempt: inv.attempt,
-                phase: if state.cancelled && !report.succeeded {
-                    Phase::Cancelled
-                } else {
-                    attempt_phase
-                },
-                exit_code: report.exit_code,
+            completion.attempt = Some(attempt(
+                attempt_phase,
+                report.exit_code,
                 started_at,
-                finished_at: Some(now),
-                log_ref: Some(log.to_string_lossy().into_owned()),
-                message: report.error.clone(),
-            };
-            if report.succeeded {
-                state.record_success(&inv.node, report.outputs.clone(), false);
-                progress.succeeded(&inv.node, now - started_at);
-                let artifacts = report
-                    .outputs
-                    .artifacts
-                    .iter()
-                    .map(|(name, a)| ArtifactRecord {
-                        digest: a.digest.clone(),
-                        size: a.size,
-                        kind: a.kind,
-                        run_id: run_id.clone(),
-                        step: inv.node.clone(),
-                        output: name.clone(),
-                        created_at: now,
-                    })
-                    .collect();
-                let cache_entry = inv.cache_writable.then(|| CacheEntry {
-                    key: inv.key.key().0,
-                    outputs: report.outputs.clone(),
-                    run_id: run_id.clone(),
-                    step: inv.node.clone(),
-                    created_at: now,
-                });
-                let completion = StepCompletion {
-                    step: record(run_id, &inv.node, state, keys, step_started, Some(now)),
-                    attempt: Some(attempt),
-                    artifacts,
-                    cache_entry,
-                };
-                exec.store.complete_step(&completion).await?;
-            } else {
-                let message = report.error.clone().unwrap_or_else(|| "failed".into());
-                let phase = state.record_failure(plan, &inv.node, now, &message);
-                match phase {
-                    Phase::Pending => {
-                        let delay = state
-                            .node(&inv.node)
-                            .and_then(|n| n.retry_at)
-                            .map_or(0, |t| t - now);
-                        progress.retrying(&inv.node, inv.attempt, &message, delay);
-                    }
-                    Phase::Cancelled => progress.cancelled(&inv.node),
-                    _ => progress.failed(&inv.node, &message, Some(&log)),
-                }
-                let finished = phase.is_terminal().then_some(now);
-                let completion = StepCompletion {
-                    step: record(run_id, &inv.node, state, keys, step_started, finished),
-                    attempt: Some(attempt),
-                    artifacts: Vec::new(),
-                    cache_entry: None,
-                };
-                exec.store.complete_step(&completion).await?;
-            }
+                log_ref,
+                Some(message),
+            ));
         }
         NodeResult::Broken {
             message,
             started_at,
         } => {
-            let phase = state.record_failure(plan, &inv.node, now, &message);
-            if phase == Phase::Cancelled {
-                progress.cancelled(&inv.node);
+            let phase = state.record_failure(plan, node, now, &message);
+            report_failure(progress, state, inv, phase, &message, None, now);
+            let attempt_phase = if phase == Phase::Cancelled {
+                Phase::Cancelled
             } else {
-                progress.failed(&inv.node, &message, None);
-            }
-            let attempt = AttemptRecord {
-                run_id: run_id.clone(),
-                step: inv.node.clone(),
-                attempt: inv.attempt,
-                phase: if phase == Phase::Cancelled {
-                    Phase::Cancelled
-                } else {
-                    Phase::Failed
-                },
-                exit_code: None,
+                Phase::Failed
+            };
+            completion.attempt = Some(attempt(
+                attempt_phase,
+                None,
                 started_at,
-                finished_at: Some(now),
-                log_ref: None,
-                message: Some(message),
-            };
-            let finished = phase.is_terminal().then_some(now);
-            let completion = StepCompletion {
-                step: record(run_id, &inv.node, state, keys, step_started, finished),
-                attempt: Some(attempt),
-                artifacts: Vec::new(),
-                cache_entry: None,
-            };
-            exec.store.complete_step(&completion).await?;
+                None,
+                Some(message),
+            ));
         }
     }
+    completion.step = ledger.row(state, node, now);
+    exec.store.complete_step(&completion).await?;
     Ok(())
 }
 
-/// The store row of a node as the state has it now.
-fn record(
-    run_id: &str,
-    node: &str,
+/// Tells the user what a failed attempt leads to: a retry, a cancelled or a failed step.
+fn report_failure(
+    progress: &Progress,
     state: &RunState,
-    keys: &BTreeMap<String, (String, serde_json::Value)>,
-    started_at: Option<Millis>,
-    finished_at: Option<Millis>,
-) -> StepRecord {
-    let n = state
-        .node(node)
-        .cloned()
-        .unwrap_or_else(toucan_core::engine::NodeState::pending);
-    let (cache_key, cache_components) = match keys.get(node) {
-        Some((k, c)) => (Some(k.clone()), Some(c.clone())),
-        None => (None, None),
-    };
-    StepRecord {
-        run_id: run_id.to_string(),
-        name: node.to_string(),
-        phase: n.phase,
-        cache_key,
-        cache_components,
-        cached: n.cached,
-        attempts: n.attempts,
-        started_at,
-        finished_at: if n.phase.is_terminal() {
-            finished_at
-        } else {
-            None
-        },
-        outputs: n.outputs,
-        message: n.message,
+    inv: &Invocation,
+    phase: Phase,
+    message: &str,
+    log: Option<&std::path::Path>,
+    now: Millis,
+) {
+    match phase {
+        Phase::Pending => {
+            let delay = state
+                .node(&inv.node)
+                .and_then(|n| n.retry_at)
+                .map_or(0, |t| t - now);
+            progress.retrying(&inv.node, inv.attempt, message, delay);
+        }
+        Phase::Cancelled => progress.cancelled(&inv.node),
+        _ => progress.failed(&inv.node, message, log),
     }
 }
 

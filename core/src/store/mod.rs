@@ -9,6 +9,7 @@
 //! leaves a step half-recorded.
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::PostgresStore;

@@ -1,0 +1,215 @@
+//! Writing and reading store rows: the same SQL and the same decoding for both backends,
+//! expanded once per backend by [`shared_rows!`] because sqlx's connection and row types
+//! differ while the statements and column types do not.
+
+/// Expands the row writers and readers for one backend: `$db` the sqlx database type,
+/// `$conn` its connection type, `$row` its row type. The invoking module must have the
+/// store's record types, `Json`, `Row`, `StoreError` and `Result` in scope.
+macro_rules! shared_rows {
+    ($db:ty, $conn:ty, $row:ty) => {
+        // === writes shared by single operations and `complete_step` ===
+
+        async fn write_step(conn: &mut $conn, step: &StepRecord) -> sqlx::Result<()> {
+            sqlx::query(
+                "INSERT INTO steps (run_id, name, phase, cache_key, cache_components, cached, attempts,
+                                    started_at, finished_at, outputs, message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (run_id, name) DO UPDATE SET
+                     phase = excluded.phase,
+                     cache_key = excluded.cache_key,
+                     cache_components = excluded.cache_components,
+                     cached = excluded.cached,
+                     attempts = excluded.attempts,
+                     started_at = excluded.started_at,
+                     finished_at = excluded.finished_at,
+                     outputs = excluded.outputs,
+                     message = excluded.message",
+            )
+            .bind(&step.run_id)
+            .bind(&step.name)
+            .bind(step.phase.as_str())
+            .bind(&step.cache_key)
+            .bind(step.cache_components.as_ref().map(Json))
+            .bind(step.cached)
+            .bind(i64::from(step.attempts))
+            .bind(step.started_at)
+            .bind(step.finished_at)
+            .bind(Json(&step.outputs))
+            .bind(&step.message)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn write_attempt(conn: &mut $conn, attempt: &AttemptRecord) -> sqlx::Result<()> {
+            sqlx::query(
+                "INSERT INTO attempts (run_id, step, attempt, phase, exit_code, started_at, finished_at,
+                                       log_ref, message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (run_id, step, attempt) DO UPDATE SET
+                     phase = excluded.phase,
+                     exit_code = excluded.exit_code,
+                     started_at = excluded.started_at,
+                     finished_at = excluded.finished_at,
+                     log_ref = excluded.log_ref,
+                     message = excluded.message",
+            )
+            .bind(&attempt.run_id)
+            .bind(&attempt.step)
+            .bind(i64::from(attempt.attempt))
+            .bind(attempt.phase.as_str())
+            .bind(attempt.exit_code)
+            .bind(attempt.started_at)
+            .bind(attempt.finished_at)
+            .bind(&attempt.log_ref)
+            .bind(&attempt.message)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn write_artifact(conn: &mut $conn, artifact: &ArtifactRecord) -> Result<()> {
+            const OP: &str = "recording an artifact";
+            let size = i64::try_from(artifact.size).map_err(|e| StoreError::Query {
+                operation: OP,
+                source: sqlx::Error::Encode(Box::new(e)),
+            })?;
+            sqlx::query(
+                "INSERT INTO artifacts (run_id, step, output, digest, size, kind, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (run_id, step, output) DO UPDATE SET
+                     digest = excluded.digest,
+                     size = excluded.size,
+                     kind = excluded.kind,
+                     created_at = excluded.created_at",
+            )
+            .bind(&artifact.run_id)
+            .bind(&artifact.step)
+            .bind(&artifact.output)
+            .bind(&artifact.digest)
+            .bind(size)
+            .bind(kind_str(artifact.kind))
+            .bind(artifact.created_at)
+            .execute(conn)
+            .await
+            .map_err(query_err(OP))?;
+            Ok(())
+        }
+
+        async fn write_cache_entry(conn: &mut $conn, entry: &CacheEntry) -> sqlx::Result<()> {
+            sqlx::query(
+                "INSERT INTO cache_entries (key, outputs, run_id, step, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (key) DO UPDATE SET
+                     outputs = excluded.outputs,
+                     run_id = excluded.run_id,
+                     step = excluded.step,
+                     created_at = excluded.created_at",
+            )
+            .bind(&entry.key)
+            .bind(Json(&entry.outputs))
+            .bind(&entry.run_id)
+            .bind(&entry.step)
+            .bind(entry.created_at)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        // === rows ===
+
+        fn run_from_row(row: &$row) -> Result<RunRecord> {
+            Ok(RunRecord {
+                id: column(row, "id")?,
+                pipeline: column(row, "pipeline")?,
+                phase: phase_column(row, "phase")?,
+                params: column::<Json<serde_json::Value>>(row, "params")?.0,
+                spec: column::<Json<serde_json::Value>>(row, "spec")?.0,
+                created_at: column(row, "created_at")?,
+                finished_at: column(row, "finished_at")?,
+                message: column(row, "message")?,
+            })
+        }
+
+        fn step_from_row(row: &$row) -> Result<StepRecord> {
+            Ok(StepRecord {
+                run_id: column(row, "run_id")?,
+                name: column(row, "name")?,
+                phase: phase_column(row, "phase")?,
+                cache_key: column(row, "cache_key")?,
+                cache_components: column::<Option<Json<serde_json::Value>>>(row, "cache_components")?
+                    .map(|json| json.0),
+                cached: column(row, "cached")?,
+                attempts: u32_column(row, "attempts")?,
+                started_at: column(row, "started_at")?,
+                finished_at: column(row, "finished_at")?,
+                outputs: column::<Json<_>>(row, "outputs")?.0,
+                message: column(row, "message")?,
+            })
+        }
+
+        fn attempt_from_row(row: &$row) -> Result<AttemptRecord> {
+            Ok(AttemptRecord {
+                run_id: column(row, "run_id")?,
+                step: column(row, "step")?,
+                attempt: u32_column(row, "attempt")?,
+                phase: phase_column(row, "phase")?,
+                exit_code: column(row, "exit_code")?,
+                started_at: column(row, "started_at")?,
+                finished_at: column(row, "finished_at")?,
+                log_ref: column(row, "log_ref")?,
+                message: column(row, "message")?,
+            })
+        }
+
+        fn cache_entry_from_row(row: &$row) -> Result<CacheEntry> {
+            Ok(CacheEntry {
+                key: column(row, "key")?,
+                outputs: column::<Json<_>>(row, "outputs")?.0,
+                run_id: column(row, "run_id")?,
+                step: column(row, "step")?,
+                created_at: column(row, "created_at")?,
+            })
+        }
+
+        fn column<'r, T>(row: &'r $row, name: &str) -> Result<T>
+        where
+            T: sqlx::Decode<'r, $db> + sqlx::Type<$db>,
+        {
+            row.try_get(name).map_err(|e| StoreError::Corrupt {
+                what: "row",
+                detail: format!("column {name}: {e}"),
+            })
+        }
+
+        fn phase_column(row: &$row, name: &str) -> Result<Phase> {
+            let text: String = column(row, name)?;
+            Phase::parse(&text).ok_or_else(|| StoreError::Corrupt {
+                what: "phase",
+                detail: format!("column {name}: unknown phase {text:?}"),
+            })
+        }
+
+        fn u32_column(row: &$row, name: &str) -> Result<u32> {
+            let value: i64 = column(row, name)?;
+            u32::try_from(value).map_err(|_| StoreError::Corrupt {
+                what: "count",
+                detail: format!("column {name}: {value} is out of range"),
+            })
+        }
+
+        fn kind_str(kind: ArtifactKind) -> &'static str {
+            match kind {
+                ArtifactKind::File => "file",
+                ArtifactKind::Dir => "dir",
+            }
+        }
+
+        fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+            move |source| StoreError::Query { operation, source }
+        }
+
+    };
+}
+
+pub(super) use shared_rows;
