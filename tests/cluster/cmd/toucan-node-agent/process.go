@@ -162,7 +162,8 @@ func (w *podWorker) backOff(ctx context.Context, c *containerState, backoff *tim
 		return false
 	case <-time.After(wait):
 	}
-	w.update(func() { c.restarts++ })
+	// The count goes up when the new instance starts, as the kubelet counts it.
+	w.update(func() { c.restartPending = true })
 	return true
 }
 
@@ -179,8 +180,15 @@ func (w *podWorker) runInstance(ctx context.Context, c *containerState, volumes 
 		logPath  string
 		specPath string
 	}
+	var instance int32
 	p, ok := retryConfigValue(w, ctx, []*containerState{c}, func() (*prepared, error) {
 		pod := w.latest()
+		w.mu.Lock()
+		instance = c.restarts
+		if c.restartPending {
+			instance++
+		}
+		w.mu.Unlock()
 		envMap, env, err := w.containerEnv(w.newObjectCache(ctx), pod, &c.spec)
 		if err != nil {
 			return nil, err
@@ -189,7 +197,7 @@ func (w *podWorker) runInstance(ctx context.Context, c *containerState, volumes 
 		if err != nil {
 			return nil, err
 		}
-		dir := filepath.Join(w.dir, "containers", c.spec.Name, strconv.Itoa(int(c.restarts)))
+		dir := filepath.Join(w.dir, "containers", c.spec.Name, strconv.Itoa(int(instance)))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
@@ -240,6 +248,7 @@ func (w *podWorker) runInstance(ctx context.Context, c *containerState, volumes 
 	startedAt := metav1.Now()
 	if err := p.cmd.Start(); err != nil {
 		w.update(func() {
+			c.restarts, c.restartPending = instance, false
 			c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 				ExitCode: startErrorExitCode, Reason: "StartError", Message: err.Error(),
 				StartedAt: startedAt, FinishedAt: metav1.Now(),
@@ -255,6 +264,7 @@ func (w *podWorker) runInstance(ctx context.Context, c *containerState, volumes 
 	hasReadiness := c.spec.ReadinessProbe != nil
 	hasStartup := c.spec.StartupProbe != nil
 	w.update(func() {
+		c.restarts, c.restartPending = instance, false
 		c.pid = pid
 		c.logPath = p.logPath
 		c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: startedAt}}

@@ -62,8 +62,10 @@ type containerState struct {
 	state     corev1.ContainerState
 	lastState corev1.ContainerState
 	restarts  int32
-	started   bool
-	ready     bool
+	// A restart is due: restarts goes up when the new instance starts.
+	restartPending bool
+	started        bool
+	ready          bool
 	// The running instance, process mode only: its pid (also its process group) and log file.
 	pid     int
 	logPath string

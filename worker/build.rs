@@ -1,0 +1,70 @@
+//! With the `torch` feature, records where libtorch lives in the binaries' run-time search path
+//! (RUNPATH), so `toucan-worker` starts without `LD_LIBRARY_PATH`.
+//!
+//! torch-sys finds libtorch (with `LIBTORCH_USE_PYTORCH=1`, in the PyTorch of the active
+//! Python) and exports the directory as `DEP_TCH_LIBTORCH_LIB`. Two entries are written:
+//!
+//! 1. `$ORIGIN/<relative path>` from the directory of the binary to that directory, one for the
+//!    binaries in `target/<profile>/` and one for the test binaries in `target/<profile>/deps/`:
+//!    these keep working when the whole repository (target and .venv together) is moved or
+//!    mounted elsewhere.
+//! 2. The absolute directory: keeps working when the binary alone is copied elsewhere on the
+//!    same machine.
+//!
+//! A binary shipped to another machine (a container image) finds libtorch through neither and
+//! must bring it along, e.g. next to the binary in `lib/` — `$ORIGIN/lib` is listed first for
+//! that layout.
+//!
+//! It also keeps `libtorch_cuda.so` linked (see below), or libtorch would never see a GPU.
+
+use std::path::{Component, Path, PathBuf};
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
+        return;
+    }
+    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
+        println!("cargo:warning=torch-sys did not export DEP_TCH_LIBTORCH_LIB; no rpath set");
+        return;
+    };
+    let mut entries = vec!["$ORIGIN/lib".to_string()];
+    // OUT_DIR is target/<profile>/build/<pkg>-<hash>/out.
+    if let Some(profile_dir) = std::env::var_os("OUT_DIR")
+        .map(PathBuf::from)
+        .and_then(|out| out.ancestors().nth(3).map(Path::to_path_buf))
+    {
+        for bin_dir in [profile_dir.clone(), profile_dir.join("deps")] {
+            if let Some(rel) = relative(&bin_dir, &lib) {
+                entries.push(format!("$ORIGIN/{}", rel.display()));
+            }
+        }
+    }
+    entries.push(lib.display().to_string());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", entries.join(":"));
+    // torch-sys asks for libtorch_cuda, but nothing references its symbols, so the linker's
+    // --as-needed (rustc's default) drops it and libtorch never registers CUDA: `--device auto`
+    // would never see a GPU. Keep it explicitly when the wheel has it.
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+    println!("cargo:rustc-env=TOUCAN_LIBTORCH_LIB={}", lib.display());
+}
+
+/// The path from directory `from` to `to`, both absolute.
+fn relative(from: &Path, to: &Path) -> Option<PathBuf> {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    if from.first() != to.first() {
+        return None;
+    }
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut rel = PathBuf::new();
+    for _ in common..from.len() {
+        rel.push("..");
+    }
+    for c in &to[common..] {
+        rel.push(c.as_os_str());
+    }
+    Some(rel)
+}
