@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use toucan_core::api::{PipelineSpec, Step};
 use toucan_core::artifacts::ArtifactStore;
-use toucan_core::engine::{NodeState, RunPlan, RunState};
+use toucan_core::engine::{RunPlan, RunState};
 use toucan_core::manifest::{self, Diagnostic, Document, LoadedDocument, Source};
 use toucan_core::store::{ArtifactRef, MetadataStore, Phase, RunRecord};
 
@@ -259,29 +259,8 @@ async fn resume(home: &Home, id: &str) -> anyhow::Result<Result<Resumed, String>
     }
     let plan: RunPlan = serde_json::from_value(run.spec.clone())
         .with_context(|| format!("reading the plan of run {id}"))?;
-    let mut previous = RunState::default();
-    for s in store.list_steps(id).await? {
-        let mut node = NodeState::pending();
-        node.phase = s.phase;
-        node.attempts = s.attempts;
-        node.outputs = s.outputs;
-        node.cached = s.cached;
-        previous.nodes.insert(s.name, node);
-    }
-    // A fan-out parent's children tell how many items it had.
-    let names: Vec<String> = previous.nodes.keys().cloned().collect();
-    for name in names {
-        if let Some((parent, index)) = name.strip_suffix(']').and_then(|n| n.split_once('['))
-            && let Ok(i) = index.parse::<usize>()
-            && let Some(p) = previous.nodes.get_mut(parent)
-        {
-            let items = p.items.get_or_insert_with(Vec::new);
-            if items.len() <= i {
-                items.resize(i + 1, serde_json::Value::Null);
-            }
-        }
-    }
-    let state = RunState::resume(&plan, &previous);
+    let steps = store.list_steps(id).await?;
+    let state = RunState::resume_from_records(&plan, &steps);
     store.set_run_phase(id, Phase::Running, None, None).await?;
     Ok(Ok((plan, id.to_string(), state, store)))
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::decide::Action;
 use super::plan::{RunPlan, backoff_ms, max_attempts};
 use super::{child_name, step_of};
-use crate::store::{Millis, Phase, StepOutputs};
+use crate::store::{Millis, Phase, StepOutputs, StepRecord};
 
 /// The observed state of every node of a run, by node name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -83,6 +83,32 @@ impl RunState {
             state.nodes.insert(name.clone(), node);
         }
         state
+    }
+
+    /// The state to resume from, rebuilt from a run's recorded steps (see [`RunState::resume`]).
+    /// A fan-out step's item count is not recorded; its children's names tell it.
+    pub fn resume_from_records(plan: &RunPlan, steps: &[StepRecord]) -> RunState {
+        let mut previous = RunState::default();
+        for s in steps {
+            let mut node = NodeState::pending();
+            node.phase = s.phase;
+            node.attempts = s.attempts;
+            node.outputs = s.outputs.clone();
+            node.cached = s.cached;
+            previous.nodes.insert(s.name.clone(), node);
+        }
+        for s in steps {
+            if let Some((parent, index)) = s.name.strip_suffix(']').and_then(|n| n.split_once('['))
+                && let Ok(i) = index.parse::<usize>()
+                && let Some(p) = previous.nodes.get_mut(parent)
+            {
+                let items = p.items.get_or_insert_with(Vec::new);
+                if items.len() <= i {
+                    items.resize(i + 1, Value::Null);
+                }
+            }
+        }
+        RunState::resume(plan, &previous)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeState> {
