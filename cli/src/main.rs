@@ -55,6 +55,10 @@ enum Command {
         /// The attempt (1-based); the latest when omitted.
         #[arg(long)]
         attempt: Option<u32>,
+        /// Print the metrics the step appended to `$TOUCAN_METRICS_FILE` (one JSON line each,
+        /// e.g. per training epoch) instead of its log.
+        #[arg(long)]
+        metrics: bool,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
@@ -140,8 +144,9 @@ fn main() -> ExitCode {
                 run,
                 step,
                 attempt,
+                metrics,
                 output,
-            } => commands::inspect::logs(&run, &step, attempt, output).await,
+            } => commands::inspect::logs(&run, &step, attempt, metrics, output).await,
             Command::Cache { what } => commands::cache::cache(what).await,
         }
     });

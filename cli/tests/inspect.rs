@@ -14,7 +14,7 @@ spec:
   steps:
     - name: make
       image: busybox
-      command: [sh, -c, 'echo "making {{params.n}}"; echo {{params.n}} > "$0"', "{{outputs.params.value}}"]
+      command: [sh, -c, 'echo "making {{params.n}}"; echo {{params.n}} > "$0"; echo "{\"epoch\": {{params.n}}}" >> "$TOUCAN_METRICS_FILE"', "{{outputs.params.value}}"]
       outputs: {params: [{name: value}]}
     - name: use
       image: busybox
@@ -54,6 +54,13 @@ fn inspection_commands() {
     let log: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
     assert_eq!(log["log"].as_str().unwrap().trim(), "got 2");
     assert_eq!(sb.run(&["logs", run1, "nope"]).status.code(), Some(2));
+    // What the command appended to $TOUCAN_METRICS_FILE stays with the attempt.
+    let metrics = sb.run(&["logs", run2, "make", "--metrics", "-o", "json"]);
+    let metrics: serde_json::Value = serde_json::from_slice(&metrics.stdout).unwrap();
+    assert_eq!(metrics, serde_json::json!([{"epoch": 2}]));
+    let none = sb.run(&["logs", run2, "use", "--metrics"]);
+    assert_eq!(none.status.code(), Some(0));
+    assert!(none.stdout.is_empty());
 
     let out = sb.run(&["cache", "explain", run2, "make", "-o", "json"]);
     let explained: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

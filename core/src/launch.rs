@@ -42,6 +42,9 @@ pub struct LaunchSpec {
     pub dir: PathBuf,
 }
 
+/// The name of an attempt's metrics file, beside its log.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
 /// What happened to one attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,6 +72,10 @@ impl LaunchSpec {
     }
     pub fn report_path(&self) -> PathBuf {
         self.dir.join("report.json")
+    }
+    /// The metrics file a step's command may append JSON lines to (`TOUCAN_METRICS_FILE`).
+    pub fn metrics_path(&self) -> PathBuf {
+        self.dir.join(METRICS_FILE)
     }
     pub fn spec_path(dir: &Path) -> PathBuf {
         dir.join("launch.json")

@@ -116,6 +116,9 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
         .env("TOUCAN_STEP", &spec.node)
         .env("TOUCAN_ATTEMPT", spec.attempt.to_string())
         .env("TOUCAN_OUTPUTS", spec.outputs_dir())
+        // Where `toucan-worker train` (or any command) appends its metrics as JSON lines; the
+        // file stays with the attempt's log (`toucan logs --metrics`).
+        .env("TOUCAN_METRICS_FILE", spec.metrics_path())
         .current_dir(spec.work_dir())
         .stdin(Stdio::null())
         .status();

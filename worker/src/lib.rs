@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod ingest;
+pub mod metrics;
 #[cfg(feature = "torch")]
 pub mod ml;
 pub mod staged;

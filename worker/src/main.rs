@@ -36,15 +36,23 @@ enum Command {
         #[arg(long)]
         spec: PathBuf,
     },
-    /// Turn source files (IDX today) into a toucan dataset: seeded train/valid/test split,
-    /// record shards, index and dataset card. Writes nothing unless it succeeds.
+    /// Turn source files (IDX files, image folders or a CSV pixel table) into a toucan
+    /// dataset: seeded train/valid/test split, record shards, index and dataset card. Writes
+    /// nothing unless it succeeds.
     Ingest {
-        /// Directory holding the source files, e.g. /usr/share/datasets/fashion-mnist.
+        /// The source: a directory of IDX files (e.g. /usr/share/datasets/fashion-mnist), a
+        /// directory of images (one sub-folder per class, or any layout with --labels), or a
+        /// CSV pixel table.
         #[arg(long)]
         source: PathBuf,
         /// The dataset directory to create; must not exist or be empty.
         #[arg(long)]
         out: PathBuf,
+        /// How to read --source. auto: a .csv file is a pixel table; a directory with
+        /// *images-idx3-ubyte files is IDX; a directory with sub-folders, or with --labels, is
+        /// an image folder.
+        #[arg(long, value_enum, default_value_t = ingest::SourceFormat::Auto)]
+        format: ingest::SourceFormat,
         /// Ratios TRAIN:VALID:TEST of the pooled records.
         #[arg(long, default_value = "80:10:10", value_parser = ingest::split::parse_ratios)]
         split: [u32; 3],
@@ -54,9 +62,34 @@ enum Command {
         /// Records per shard.
         #[arg(long, default_value_t = 8192)]
         shard_records: usize,
-        /// Class names by label, comma-separated (default: the label numbers).
+        /// Class names by label, comma-separated. Default: the label numbers (IDX, numeric
+        /// labels), or the sorted folder names or label texts. With text labels or class
+        /// folders, it sets the class order and every label must be one of the names.
         #[arg(long, value_delimiter = ',')]
         class_names: Option<Vec<String>>,
+        /// Image folders: a CSV with a header row naming each image (path relative to
+        /// --source) and its label, instead of class sub-folders.
+        #[arg(long, value_name = "FILE.csv")]
+        labels: Option<PathBuf>,
+        /// The column of --labels holding the image path [default: file].
+        #[arg(long, value_name = "NAME")]
+        image_column: Option<String>,
+        /// The column holding the label, in --labels or in a CSV pixel table [default: label].
+        #[arg(long, value_name = "NAME")]
+        label_column: Option<String>,
+        /// CSV pixel tables: the image shape HEIGHTxWIDTHxCHANNELS of the pixel columns
+        /// (channels 1 or 3, values in HWC order). Default: square grayscale when the number
+        /// of pixel columns is a perfect square.
+        #[arg(long, value_name = "HxWxC", value_parser = ingest::convert::parse_shape)]
+        image_shape: Option<toucan_worker::dataset::ImageShape>,
+        /// Resize every image to HEIGHTxWIDTH (bilinear: the image crate's triangle filter).
+        /// Without it, the images of a folder must all have one size.
+        #[arg(long, value_name = "HxW", value_parser = ingest::convert::parse_size)]
+        resize: Option<ingest::Size>,
+        /// Channels of the dataset: 1 (grayscale, Rec. 709 luma) or 3 (RGB). Default: what
+        /// the source has; for image folders 1 when every file is grayscale, else 3.
+        #[arg(long, value_name = "1|3", value_parser = ingest::convert::parse_channels)]
+        channels: Option<u32>,
     },
     #[cfg(feature = "torch")]
     #[command(flatten)]
@@ -70,18 +103,31 @@ fn main() -> ExitCode {
         Command::Ingest {
             source,
             out,
+            format,
             split,
             seed,
             shard_records,
             class_names,
+            labels,
+            image_column,
+            label_column,
+            image_shape,
+            resize,
+            channels,
         } => {
             let opts = ingest::IngestOptions {
                 source,
                 out,
+                format,
                 ratios: split,
                 seed,
                 shard_records,
                 class_names,
+                labels,
+                image_column,
+                label_column,
+                image_shape,
+                image: ingest::ImageOptions { resize, channels },
             };
             match ingest::run(&opts) {
                 Ok(summary) => {

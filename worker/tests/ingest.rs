@@ -51,10 +51,18 @@ fn writes_a_complete_dataset_with_every_record_in_one_split() {
     for split in SPLITS {
         let data = ds.read_split(split).unwrap();
         let stats = ds.card.split(split).unwrap();
+        // Each record's source file is kept as a metadata column, for sliced evaluation.
+        let sources = ds.metadata_column(split, "source").unwrap();
         let mut counts = vec![0u64; 3];
         for (i, &label) in data.labels.iter().enumerate() {
             let image = &data.pixels[i * (H * W) as usize..(i + 1) * (H * W) as usize];
             let id = image[0];
+            let file = if id < 40 {
+                "train-images-idx3-ubyte.gz"
+            } else {
+                "t10k-images-idx3-ubyte"
+            };
+            assert_eq!(sources[i], file, "record {id} keeps its source");
             assert!(image.iter().all(|&p| p == id), "record {id} is intact");
             assert_eq!(label, u16::from(id % 3), "record {id} keeps its label");
             assert!(
@@ -66,6 +74,11 @@ fn writes_a_complete_dataset_with_every_record_in_one_split() {
         assert_eq!(stats.class_counts, counts);
     }
     assert_eq!(seen.len(), 50);
+    let e = ds
+        .metadata_column("test", "camera")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("test.json") && e.contains("source"), "{e}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `toucan get runs`, `toucan describe run`, `toucan logs`.
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::Outcome;
@@ -97,6 +98,7 @@ pub async fn logs(
     run: &str,
     step: &str,
     attempt: Option<u32>,
+    metrics: bool,
     format: Format,
 ) -> anyhow::Result<Outcome> {
     let store = Home::locate().open_existing_store().await?;
@@ -122,9 +124,31 @@ pub async fn logs(
         );
         return Ok(Outcome::InvalidInput);
     };
-    let text = match &chosen.log_ref {
+    let log = chosen.log_ref.as_deref().map(std::path::Path::new);
+    if metrics {
+        let path = log.map(|l| l.with_file_name(toucan_core::launch::METRICS_FILE));
+        let text = match &path {
+            Some(p) if p.exists() => {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+            }
+            _ => String::new(),
+        };
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|_| serde_json::Value::String(l.into()))
+            })
+            .collect();
+        match format {
+            Format::Table => print!("{text}"),
+            f => print_structured(f, &lines)?,
+        }
+        return Ok(Outcome::Success);
+    }
+    let text = match log {
         Some(path) => std::fs::read_to_string(path)
-            .unwrap_or_else(|e| format!("(log {path} unreadable: {e})\n")),
+            .unwrap_or_else(|e| format!("(log {} unreadable: {e})\n", path.display())),
         None => String::new(),
     };
     match format {

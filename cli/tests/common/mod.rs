@@ -7,6 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Once;
 
+/// The PATH steps run with: `TOUCAN_TEST_STEP_PATH` (where `make test` puts the libtorch
+/// build of toucan-worker) before the test's own PATH. Kept out of cargo's PATH, which build
+/// scripts watch.
+pub fn step_path() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("TOUCAN_TEST_STEP_PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).expect("PATH entries without separators")
+}
+
 pub fn toucan_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_toucan"))
 }
@@ -69,6 +82,7 @@ impl Sandbox {
         c.args(args)
             .env("TOUCAN_HOME", self.home())
             .env("TOUCAN_WORKER", worker_bin())
+            .env("PATH", step_path())
             .env_remove("TOUCAN_DATABASE_URL")
             .env_remove("TOUCAN_ARTIFACTS")
             .current_dir(self.dir.path());

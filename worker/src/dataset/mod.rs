@@ -10,6 +10,10 @@
 //! shards/train-00000.rec  record shards (see [`shard`]), at most `--shard-records` each
 //! shards/valid-00000.rec
 //! shards/test-00000.rec
+//! metadata/train.json     optional per-record columns of each split, in record order, e.g.
+//! metadata/valid.json     `{"columns": {"source": ["train-images-idx3-ubyte.gz", ...]}}`
+//! metadata/test.json      (IDX ingest records each record's source file): the slices of
+//!                         `toucan-worker evaluate --slice`
 //! ```
 //!
 //! Every byte is a function of the source bytes and the ingest options: no timestamps, no
@@ -33,6 +37,8 @@ pub const FORMAT: &str = "toucan.dataset/v1";
 pub const INDEX_FILE: &str = "index.json";
 pub const CARD_FILE: &str = "card.json";
 pub const SHARDS_DIR: &str = "shards";
+/// Per-record metadata columns of each split (`metadata/<split>.json`), when ingest had any.
+pub const METADATA_DIR: &str = "metadata";
 
 /// The three splits, in the order they are cut from the shuffled records.
 pub const SPLITS: [&str; 3] = ["train", "valid", "test"];
@@ -124,7 +130,8 @@ impl Dataset {
         })
     }
 
-    /// Reads every shard of a split, checking each one's SHA-256 against the index.
+    /// Reads every shard of a split, checking each one's SHA-256 against the index. The shards
+    /// are read and checked on one thread each.
     pub fn read_split(&self, name: &str) -> Result<SplitData, DatasetError> {
         let split = self.index.split(name).ok_or_else(|| {
             DatasetError::invalid_file(
@@ -132,32 +139,99 @@ impl Dataset {
                 format!("no split named {name:?}"),
             )
         })?;
+        let shards: Vec<Result<Shard, DatasetError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = split
+                .shards
+                .iter()
+                .map(|entry| scope.spawn(move || self.read_shard(entry)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(DatasetError::InvalidArgument(
+                            "a shard reader thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
         let mut data = SplitData {
             labels: Vec::with_capacity(split.records as usize),
             pixels: Vec::with_capacity(split.records as usize * self.index.image.pixels()),
         };
-        for entry in &split.shards {
-            let path = self.dir.join(&entry.path);
-            let bytes = std::fs::read(&path).map_err(DatasetError::io(&path))?;
-            let digest = sha256_hex(&bytes);
-            if digest != entry.sha256 {
-                return Err(DatasetError::invalid_file(
-                    &path,
-                    format!("SHA-256 is {digest}, the index says {}", entry.sha256),
-                ));
-            }
-            let shard = Shard::decode(&bytes).map_err(|m| DatasetError::invalid_file(&path, m))?;
-            if shard.shape != self.index.image || shard.labels.len() as u64 != entry.records {
-                return Err(DatasetError::invalid_file(
-                    &path,
-                    "shape or record count differs from the index",
-                ));
-            }
+        for shard in shards {
+            let shard = shard?;
             data.labels.extend_from_slice(&shard.labels);
             data.pixels.extend_from_slice(&shard.pixels);
         }
         Ok(data)
     }
+
+    /// The values of a metadata column for every record of a split, in record order (for
+    /// sliced evaluation). `metadata/<split>.json` is `{"columns": {"name": ["value", ...]}}`.
+    pub fn metadata_column(&self, split: &str, column: &str) -> Result<Vec<String>, DatasetError> {
+        let path = self.dir.join(METADATA_DIR).join(format!("{split}.json"));
+        let metadata: SplitMetadata = if path.is_file() {
+            read_json(&path)?
+        } else {
+            SplitMetadata::default()
+        };
+        let records = self.index.split(split).map_or(0, |s| s.records) as usize;
+        match metadata.columns.get(column) {
+            Some(values) if values.len() == records => Ok(values.clone()),
+            Some(values) => Err(DatasetError::invalid_file(
+                &path,
+                format!(
+                    "column {column:?} has {} values for {records} records",
+                    values.len()
+                ),
+            )),
+            None => {
+                let known: Vec<&str> = metadata.columns.keys().map(String::as_str).collect();
+                Err(DatasetError::invalid_file(
+                    &path,
+                    if known.is_empty() {
+                        format!(
+                            "no metadata column {column:?}: this dataset has no metadata columns"
+                        )
+                    } else {
+                        format!(
+                            "no metadata column {column:?}; the columns are: {}",
+                            known.join(", ")
+                        )
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Reads one shard, checking its SHA-256, shape and record count against the index.
+    pub fn read_shard(&self, entry: &ShardEntry) -> Result<Shard, DatasetError> {
+        let path = self.dir.join(&entry.path);
+        let bytes = std::fs::read(&path).map_err(DatasetError::io(&path))?;
+        let digest = sha256_hex(&bytes);
+        if digest != entry.sha256 {
+            return Err(DatasetError::invalid_file(
+                &path,
+                format!("SHA-256 is {digest}, the index says {}", entry.sha256),
+            ));
+        }
+        let shard = Shard::decode(&bytes).map_err(|m| DatasetError::invalid_file(&path, m))?;
+        if shard.shape != self.index.image || shard.labels.len() as u64 != entry.records {
+            return Err(DatasetError::invalid_file(
+                &path,
+                "shape or record count differs from the index",
+            ));
+        }
+        Ok(shard)
+    }
+}
+
+/// `metadata/<split>.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitMetadata {
+    pub columns: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,34 +1,73 @@
 //! `toucan-worker ingest`: turns source files into a toucan dataset (see [`crate::dataset`]).
 //!
-//! Flow: find and validate the source files (every error names the file); pool their records
-//! in file-name order; split them with the seeded shuffle ([`split`]); write shards, index and
-//! card into a [`StagedDir`], which appears at `--out` only when everything was written: a
-//! failure at any point leaves `--out` as it was.
+//! Flow: decide the reader ([`mod@format`]); find and validate the source files (every error
+//! names the file, and the line and column for CSVs); pool their records in path order; bring
+//! every image to one shape ([`convert`]: `--channels`, `--resize`); split the records with the
+//! seeded shuffle ([`split`]); write shards, index and card into a [`StagedDir`], which appears
+//! at `--out` only when everything was written: a failure at any point leaves `--out` as it
+//! was.
 //!
-//! Sources today: IDX files (MNIST, Fashion-MNIST). Image folders and CSV pixel tables are to
-//! come and will plug in as further readers producing the same [`Records`].
+//! Sources, each a reader producing the same [`Records`] and class names:
+//!
+//! - IDX files (MNIST, Fashion-MNIST): [`idx`], labels are the class numbers;
+//! - image folders, one sub-folder per class or a labels CSV: [`folder`];
+//! - CSV pixel tables (a label column and one column per pixel): [`pixel_csv`].
+//!
+//! Labels given as text (CSV columns, folder names) become classes by the rules of [`labels`].
 
+pub mod convert;
+mod csv_file;
+pub mod folder;
+pub mod format;
+mod hint;
 pub mod idx;
+pub mod labels;
+pub mod pixel_csv;
 pub mod split;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{
-    CARD_FILE, DatasetCard, DatasetError, DatasetIndex, FORMAT, INDEX_FILE, ImageShape, SHARDS_DIR,
-    SPLITS, Shard, ShardEntry, SourceFile, SplitIndex, SplitPolicy, SplitStats, sha256_hex,
+    CARD_FILE, DatasetCard, DatasetError, DatasetIndex, FORMAT, INDEX_FILE, ImageShape,
+    METADATA_DIR, SHARDS_DIR, SPLITS, Shard, ShardEntry, SourceFile, SplitIndex, SplitMetadata,
+    SplitPolicy, SplitStats, sha256_hex,
 };
 use crate::staged::StagedDir;
+
+pub use convert::{ImageOptions, Size};
+pub use format::SourceFormat;
+
+/// The column of a labels CSV that names the image file, unless `--image-column` says.
+pub const DEFAULT_IMAGE_COLUMN: &str = "file";
+/// The column of a labels CSV or a pixel table that holds the label, unless `--label-column`
+/// says.
+pub const DEFAULT_LABEL_COLUMN: &str = "label";
 
 /// The options of one ingest.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
+    /// A directory (IDX files, image folders) or a CSV pixel table.
     pub source: PathBuf,
     pub out: PathBuf,
+    /// How to read `source`; `Auto` decides (see [`mod@format`]).
+    pub format: SourceFormat,
     pub ratios: [u32; 3],
     pub seed: u64,
     pub shard_records: usize,
-    /// Class names by label; `None` names classes by their number.
+    /// Class names by label; `None` names classes by their number (IDX, numeric labels) or
+    /// takes them from the source (folder names, text labels).
     pub class_names: Option<Vec<String>>,
+    /// Image folders: a CSV naming each image and its label, instead of class folders.
+    pub labels: Option<PathBuf>,
+    /// The image column of `labels` ([`DEFAULT_IMAGE_COLUMN`] when `None`).
+    pub image_column: Option<String>,
+    /// The label column of `labels` or of a pixel table ([`DEFAULT_LABEL_COLUMN`] when `None`).
+    pub label_column: Option<String>,
+    /// Pixel tables: the shape of a row's pixels (square grayscale when `None`).
+    pub image_shape: Option<ImageShape>,
+    /// `--resize` and `--channels`, for every source.
+    pub image: ImageOptions,
 }
 
 /// Every record of the source, pooled: labels and HWC pixels.
@@ -38,6 +77,9 @@ pub struct Records {
     pub labels: Vec<u16>,
     pub pixels: Vec<u8>,
     pub sources: Vec<SourceFile>,
+    /// Per-record metadata columns (one value per record), written to `metadata/<split>.json`
+    /// for sliced evaluation. IDX sources record each record's images file as `source`.
+    pub metadata: BTreeMap<String, Vec<String>>,
 }
 
 /// What an ingest wrote, for the summary line.
@@ -54,22 +96,122 @@ pub fn run(opts: &IngestOptions) -> Result<IngestSummary, DatasetError> {
             "--shard-records must be at least 1".into(),
         ));
     }
+    let listing = format::list(&opts.source)?;
+    let format =
+        format::decide(opts.format, &listing, opts.labels.is_some()).map_err(|message| {
+            DatasetError::InvalidSource {
+                dir: opts.source.clone(),
+                message,
+            }
+        })?;
+    check_flags(format, opts).map_err(DatasetError::InvalidArgument)?;
+    if let Some(names) = &opts.class_names {
+        labels::check_class_names(names).map_err(DatasetError::InvalidArgument)?;
+    }
     let staged = StagedDir::new(&opts.out)?;
-    let records = read_idx_source(&opts.source)?;
-    let max_label = records.labels.iter().copied().max().unwrap_or(0) as usize;
-    let classes = match &opts.class_names {
-        Some(names) if names.len() <= max_label => {
-            return Err(DatasetError::InvalidArgument(format!(
-                "--class-names gives {} names but the labels go up to {max_label}",
-                names.len()
-            )));
-        }
-        Some(names) => names.clone(),
-        None => (0..=max_label).map(|c| c.to_string()).collect(),
-    };
+    let (records, classes) = read_source(format, opts)?;
     let summary = write_dataset(staged.path(), &records, classes, opts)?;
     staged.commit()?;
     Ok(summary)
+}
+
+/// Flags that only some sources read are an error elsewhere, rather than silently ignored.
+fn check_flags(format: SourceFormat, opts: &IngestOptions) -> Result<(), String> {
+    if opts.labels.is_some() && format != SourceFormat::Folder {
+        return Err(format!(
+            "--labels applies to image folders (--format folder); this source is read as {format}"
+        ));
+    }
+    if opts.image_column.is_some() && opts.labels.is_none() {
+        return Err("--image-column names a column of --labels FILE.csv; give --labels".into());
+    }
+    if opts.label_column.is_some() && format != SourceFormat::Csv && opts.labels.is_none() {
+        return Err(format!(
+            "--label-column names a column of --labels FILE.csv or of a CSV pixel table; this source is read as {format}"
+        ));
+    }
+    if opts.image_shape.is_some() && format != SourceFormat::Csv {
+        return Err(format!(
+            "--image-shape applies to CSV pixel tables (--format csv); this source is read as {format}"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the reader for `format`: the records in source order and the class names.
+fn read_source(
+    format: SourceFormat,
+    opts: &IngestOptions,
+) -> Result<(Records, Vec<String>), DatasetError> {
+    let label_column = opts.label_column.as_deref().unwrap_or(DEFAULT_LABEL_COLUMN);
+    match format {
+        SourceFormat::Folder => folder::read(
+            &opts.source,
+            folder::FolderOptions {
+                labels: opts.labels.as_deref(),
+                image_column: opts.image_column.as_deref().unwrap_or(DEFAULT_IMAGE_COLUMN),
+                label_column,
+                class_names: opts.class_names.as_deref(),
+                image: opts.image,
+            },
+        ),
+        SourceFormat::Csv => {
+            let (records, classes) = pixel_csv::read(
+                &opts.source,
+                pixel_csv::TableOptions {
+                    label_column,
+                    shape: opts.image_shape,
+                    class_names: opts.class_names.as_deref(),
+                },
+            )?;
+            Ok((reshape(records, opts.image, &opts.source)?, classes))
+        }
+        SourceFormat::Idx | SourceFormat::Auto => {
+            let records = read_idx_source(&opts.source)?;
+            let classes = numbered_classes(&records.labels, opts.class_names.as_deref())?;
+            Ok((reshape(records, opts.image, &opts.source)?, classes))
+        }
+    }
+}
+
+/// Class names for labels that are class numbers (IDX): `given`, which must cover every
+/// label, or the numbers.
+fn numbered_classes(labels: &[u16], given: Option<&[String]>) -> Result<Vec<String>, DatasetError> {
+    let max_label = labels.iter().copied().max().unwrap_or(0) as usize;
+    match given {
+        Some(names) if names.len() <= max_label => Err(DatasetError::InvalidArgument(format!(
+            "--class-names gives {} names but the labels go up to {max_label}",
+            names.len()
+        ))),
+        Some(names) => Ok(names.to_vec()),
+        None => Ok((0..=max_label).map(|c| c.to_string()).collect()),
+    }
+}
+
+/// Applies `--channels` and `--resize` to every record of a source whose images already share
+/// a shape (image folders do it per image, as they decode).
+fn reshape(records: Records, image: ImageOptions, source: &Path) -> Result<Records, DatasetError> {
+    let shape = records.shape;
+    let unchanged = image.channels.is_none_or(|c| c == shape.channels)
+        && image
+            .resize
+            .is_none_or(|s| (s.height, s.width) == (shape.height, shape.width));
+    if unchanged || records.labels.is_empty() {
+        return Ok(records);
+    }
+    let mut pixels = Vec::new();
+    let mut new_shape = shape;
+    for record in records.pixels.chunks_exact(shape.pixels().max(1)) {
+        let (p, s) = convert::apply(record.to_vec(), shape, image)
+            .map_err(|m| DatasetError::invalid_file(source, m))?;
+        pixels.extend_from_slice(&p);
+        new_shape = s;
+    }
+    Ok(Records {
+        shape: new_shape,
+        pixels,
+        ..records
+    })
 }
 
 /// Reads every IDX images/labels pair in `dir` and pools their records.
@@ -85,6 +227,7 @@ pub fn read_idx_source(dir: &Path) -> Result<Records, DatasetError> {
         labels: Vec::new(),
         pixels: Vec::new(),
         sources: Vec::new(),
+        metadata: BTreeMap::new(),
     };
     for pair in pairs {
         let (raw_images, images) = idx::read(&pair.images)?;
@@ -130,6 +273,12 @@ pub fn read_idx_source(dir: &Path) -> Result<Records, DatasetError> {
             .labels
             .extend(labels.values.iter().map(|&l| u16::from(l)));
         records.pixels.extend_from_slice(&images.values);
+        let source = file_name(&pair.images);
+        records
+            .metadata
+            .entry("source".to_string())
+            .or_default()
+            .extend(std::iter::repeat_n(source, count as usize));
         for (path, raw) in [(&pair.images, raw_images), (&pair.labels, raw_labels)] {
             records.sources.push(SourceFile {
                 file: file_name(path),
@@ -195,6 +344,22 @@ fn write_dataset(
                 records: l.len() as u64,
                 sha256: sha256_hex(&bytes),
             });
+        }
+        if !records.metadata.is_empty() {
+            let columns = records
+                .metadata
+                .iter()
+                .map(|(name, values)| {
+                    let picked = indices.iter().map(|&i| values[i].clone()).collect();
+                    (name.clone(), picked)
+                })
+                .collect();
+            let meta_dir = dir.join(METADATA_DIR);
+            std::fs::create_dir_all(&meta_dir).map_err(DatasetError::io(&meta_dir))?;
+            write_json(
+                &meta_dir.join(format!("{name}.json")),
+                &SplitMetadata { columns },
+            )?;
         }
         summary.records[s] = labels.len() as u64;
         summary.shards += shards.len();

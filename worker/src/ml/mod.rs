@@ -1,13 +1,24 @@
 //! Training and inference on libtorch through tch (the `torch` feature).
 //!
-//! `device` reports what libtorch sees; `train` fits a model on a toucan dataset: the splits
-//! are loaded into tensors ([`data`]), the model is built from its name ([`model`]), and the
-//! loop ([`train`]) prints one JSON metrics line per epoch and writes weights (safetensors),
-//! the model description and the metrics into `--out`, all at once ([`crate::staged`]).
+//! - `device` reports what libtorch sees ([`device`]).
+//! - `train` fits a model on a toucan dataset: config ([`config`]), batches prepared on a
+//!   loader thread ([`data`], [`augment`]), the model zoo ([`model`], [`efficientnet`]),
+//!   optimizers and schedules ([`optim`], [`schedule`]), checkpoints ([`checkpoint`]) and
+//!   metrics ([`sink`]); the loop is [`train`].
+//! - `evaluate`, `export` and `predict` use a trained model ([`infer`], [`commands`]).
 
+pub mod augment;
+pub mod checkpoint;
+pub mod commands;
+pub mod config;
 pub mod data;
 pub mod device;
+pub mod efficientnet;
+pub mod infer;
 pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod sink;
 pub mod train;
 
 use std::path::PathBuf;
@@ -25,7 +36,14 @@ pub enum MlCommand {
         device: device::DeviceChoice,
     },
     /// Train a model on a toucan dataset (made by `ingest`).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
+    /// Compute accuracy, per-class and averaged precision/recall/F1, ROC-AUC, PR-AUC, top-k
+    /// accuracy, the confusion matrix (JSON and PNG), overall and per slice.
+    Evaluate(commands::EvaluateArgs),
+    /// Pack a trained model into one file: weights, architecture and preprocessing.
+    Export(commands::ExportArgs),
+    /// Classify image files or a dataset split with a trained or exported model.
+    Predict(commands::PredictArgs),
 }
 
 /// Errors of training: the dataset's, libtorch's, or a bad argument.
@@ -40,6 +58,16 @@ pub enum MlError {
     },
     #[error("{0}")]
     InvalidArgument(String),
+    /// A config file or flag with a bad value: `file: field: message`.
+    #[error("{}{}: {message}", file.display(), if field.is_empty() { String::new() } else { format!(": {field}") })]
+    Config {
+        file: PathBuf,
+        field: String,
+        message: String,
+    },
+    /// Stopped by SIGTERM/SIGINT after writing a checkpoint.
+    #[error("stopped by a signal; checkpoint written to {}; run again with --resume", checkpoint.display())]
+    Preempted { checkpoint: PathBuf },
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -58,6 +86,8 @@ impl MlError {
             MlError::Dataset(e) => e.reason(),
             MlError::Torch { .. } => "TorchError",
             MlError::InvalidArgument(_) => "InvalidArgument",
+            MlError::Config { .. } => "InvalidConfig",
+            MlError::Preempted { .. } => "Preempted",
             MlError::Write { .. } => "IoError",
         }
     }
@@ -65,7 +95,8 @@ impl MlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             MlError::Dataset(e) => e.exit_code(),
-            MlError::InvalidArgument(_) => 2,
+            MlError::InvalidArgument(_) | MlError::Config { .. } => 2,
+            MlError::Preempted { .. } => train::EXIT_PREEMPTED,
             MlError::Torch { .. } | MlError::Write { .. } => 1,
         }
     }
@@ -75,6 +106,9 @@ pub fn main(command: MlCommand) -> ExitCode {
     let (name, result) = match command {
         MlCommand::Device { device } => ("device", device::report(device).map(|r| println!("{r}"))),
         MlCommand::Train(args) => ("train", train::run(&args).map(|_| ())),
+        MlCommand::Evaluate(args) => ("evaluate", commands::evaluate(&args).map(|_| ())),
+        MlCommand::Export(args) => ("export", commands::export(&args)),
+        MlCommand::Predict(args) => ("predict", commands::predict(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,111 +1,334 @@
-//! The training loop: Adam on mini-batches reshuffled every epoch, validation after each epoch,
-//! a test evaluation at the end.
+//! `toucan-worker train`: fits a model on a toucan dataset.
 //!
-//! Reproducible: `--seed` seeds libtorch's generator before the weights are initialized and
-//! the epochs' permutations are drawn from it; on the CPU with the same thread count, two runs
-//! print the same metrics.
+//! The run is described by a [`TrainConfig`] (a YAML file, `--config`, with flags on top). Each
+//! epoch: a keyed shuffle of the train split, batches prepared by the loader thread
+//! (augmentation, normalization), forward/backward, an optimizer step at the scheduled
+//! learning rate; then validation, one metrics line ([`EpochMetrics`], see [`super::sink`]), a
+//! checkpoint ([`super::checkpoint`]) and the early-stopping check. At the end the test split
+//! is evaluated.
 //!
-//! `--out` receives (all at once, or nothing):
+//! Reproducible: `seed` seeds the weights' initialization; the shuffle, the augmentation and
+//! the dropout masks of every batch are keyed by (seed, epoch, batch). On the CPU with the same
+//! thread count two runs print the same metrics, and a run stopped at any point and resumed
+//! prints the same metrics as one that never stopped.
+//!
+//! Stopping: on SIGTERM or SIGINT the loop finishes the batch in progress, writes a checkpoint
+//! and exits with [`EXIT_PREEMPTED`] (75, "temporary failure"); `--resume` continues from the
+//! newest checkpoint (and starts afresh when there is none, so a pipeline can always pass it).
+//!
+//! `--out` receives, all at once or not at all:
 //! - `model.safetensors`: the weights, keyed by variable name;
-//! - `model.json`: model kind, classes, image shape and the input normalization;
-//! - `metrics.jsonl`: the epoch lines as printed; `metrics.json`: the final metrics.
+//! - `model.json`: the [`ModelCard`]: architecture, classes, input shape and preprocessing;
+//! - `config.json`: the resolved training config;
+//! - `metrics.jsonl`: the epoch lines; `metrics.json`: the [`FinalMetrics`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use serde::{Deserialize, Serialize};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::MlError;
-use super::data::{self, SplitTensors};
+use super::checkpoint::{CheckpointDir, TrainState};
+use super::config::{
+    Augmentation, EarlyStopping, ModelConfig, ModelKind, Monitor, OptimizerKind, ScheduleKind,
+    TrainConfig, TransferConfig,
+};
+use super::data::{self, BatchPlan, Loader, Normalization, Split};
 use super::device::{self, DeviceChoice};
-use super::model::{self, ModelKind};
+use super::model::{self, Network};
+use super::optim::Optimizer;
+use super::schedule::Schedule;
+use super::sink::{ApiTarget, MetricsSink};
 use crate::dataset::{Dataset, ImageShape};
 use crate::staged::StagedDir;
+
+/// Exit code after SIGTERM/SIGINT: a checkpoint was written; run again with `--resume`.
+pub const EXIT_PREEMPTED: u8 = 75;
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CARD_FILE: &str = "model.json";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// The dataset directory written by `toucan-worker ingest`.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, value_enum, default_value = "cnn")]
-    pub model: ModelKind,
-    #[arg(long, default_value_t = 5)]
-    pub epochs: u32,
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: i64,
-    /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// The directory to create with the weights, model card and metrics.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A YAML training config (see the module docs); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// The (peak) learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// AdamW's decoupled weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    #[arg(long)]
+    pub l1: Option<f64>,
+    #[arg(long)]
+    pub l2: Option<f64>,
+    /// Random left-right flips.
+    #[arg(long)]
+    pub flip: bool,
+    /// Random rotations up to this many degrees.
+    #[arg(long)]
+    pub rotation: Option<f64>,
+    /// Random zoom by up to this fraction.
+    #[arg(long)]
+    pub zoom: Option<f64>,
+    /// Random shifts by up to this fraction of the size.
+    #[arg(long)]
+    pub translate: Option<f64>,
+    #[arg(long)]
+    pub brightness: Option<f64>,
+    #[arg(long)]
+    pub contrast: Option<f64>,
+    /// Stop after this many epochs without improvement of the monitored metric.
+    #[arg(long)]
+    pub patience: Option<u32>,
+    #[arg(long, value_enum)]
+    pub monitor: Option<Monitor>,
+    /// Backbone weights for transfer learning (efficientnet-lite0).
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// Train only the new head.
+    #[arg(long)]
+    pub freeze_backbone: bool,
+    /// The backbone's learning rate relative to the head's.
+    #[arg(long)]
+    pub backbone_lr_scale: Option<f64>,
+    /// Checkpoint every N optimizer steps as well as every epoch.
+    #[arg(long)]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Where checkpoints go (default: `<out>.checkpoints` beside `--out`; removed on success).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from the newest checkpoint in the checkpoint directory, if there is one.
+    #[arg(long)]
+    pub resume: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
     /// libtorch's intra-op threads (default: libtorch's choice, the physical cores).
     #[arg(long)]
     pub threads: Option<i32>,
-    /// The directory to create with the weights, model description and metrics.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Write a final metric to a file, e.g. `accuracy={{outputs.params.accuracy}}`. Names:
+    /// accuracy, loss (test), val_accuracy, val_loss (last epoch), epochs, best_epoch.
+    #[arg(long = "write-param", value_name = "NAME=PATH", value_parser = parse_param)]
+    pub write_params: Vec<(String, PathBuf)>,
+}
+
+fn parse_param(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PATH, got {s:?}"))?;
+    if !FinalMetrics::PARAMS.contains(&name) {
+        return Err(format!(
+            "unknown metric {name:?}; one of {}",
+            FinalMetrics::PARAMS.join(", ")
+        ));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+impl TrainArgs {
+    /// The config file with the flags applied, validated.
+    pub fn config(&self) -> Result<TrainConfig, MlError> {
+        let source = self
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<flags>"));
+        let mut c = match &self.config {
+            Some(path) => TrainConfig::from_file(path)?,
+            None => TrainConfig::default(),
+        };
+        if let Some(kind) = self.model
+            && kind != c.model.kind
+        {
+            c.model = ModelConfig::of(kind);
+        }
+        set(&mut c.epochs, self.epochs);
+        set(&mut c.batch_size, self.batch_size);
+        set(&mut c.seed, self.seed);
+        set(&mut c.optimizer.kind, self.optimizer);
+        set(&mut c.optimizer.learning_rate, self.lr);
+        set(&mut c.optimizer.momentum, self.momentum);
+        set(&mut c.optimizer.weight_decay, self.weight_decay);
+        set(&mut c.schedule.kind, self.schedule);
+        set(&mut c.schedule.warmup_epochs, self.warmup_epochs);
+        set(&mut c.regularization.l1, self.l1);
+        set(&mut c.regularization.l2, self.l2);
+        let a = &mut c.augmentation;
+        a.flip |= self.flip;
+        set(&mut a.rotation, self.rotation);
+        set(&mut a.zoom, self.zoom);
+        set(&mut a.translate, self.translate);
+        set(&mut a.brightness, self.brightness);
+        set(&mut a.contrast, self.contrast);
+        if self.patience.is_some() || self.monitor.is_some() {
+            let e = c.early_stopping.get_or_insert_with(EarlyStopping::default);
+            set(&mut e.patience, self.patience);
+            set(&mut e.metric, self.monitor);
+        }
+        if let Some(every) = self.checkpoint_every_steps {
+            c.checkpoint.every_steps = Some(every);
+        }
+        if let Some(path) = &self.pretrained {
+            c.transfer = Some(TransferConfig {
+                pretrained: path.clone(),
+                freeze_backbone: false,
+                backbone_lr_scale: 1.0,
+            });
+        }
+        if let Some(t) = &mut c.transfer {
+            t.freeze_backbone |= self.freeze_backbone;
+            set(&mut t.backbone_lr_scale, self.backbone_lr_scale);
+        } else if self.freeze_backbone || self.backbone_lr_scale.is_some() {
+            return Err(MlError::Config {
+                file: source,
+                field: "transfer".into(),
+                message: "--freeze-backbone and --backbone-lr-scale need --pretrained".into(),
+            });
+        }
+        c.model = c.model.resolved();
+        c.validate().map_err(|(field, message)| MlError::Config {
+            file: source,
+            field,
+            message,
+        })?;
+        Ok(c)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: u32,
+    pub step: u64,
     pub loss: f64,
     pub accuracy: f64,
-    pub val_loss: f64,
-    pub val_accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    /// The learning rate of the epoch's last step.
     pub lr: f64,
+    /// Train images per second of the epoch's training pass (validation excluded).
     pub images_per_sec: f64,
     pub seconds: f64,
 }
 
-/// `metrics.json`.
-#[derive(Debug, Clone, Serialize)]
+/// `metrics.json`, and the last line on stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinalMetrics {
     pub model: ModelKind,
+    /// Epochs trained (fewer than configured when early stopping ended the run).
     pub epochs: u32,
+    pub best_epoch: u32,
+    pub stopped_early: bool,
+    /// Test split accuracy and loss (validation's when the test split is empty).
+    pub accuracy: Option<f64>,
+    pub loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub parameters: i64,
     pub device: String,
     pub threads: i32,
-    pub test_loss: f64,
-    pub test_accuracy: f64,
     pub train_seconds: f64,
 }
 
-/// `model.json`.
-#[derive(Debug, Clone, Serialize)]
-struct ModelCard<'a> {
-    model: ModelKind,
-    classes: &'a [String],
-    image: ImageShape,
-    /// Pixels are scaled to [0, 1], then `(x - mean) / std` per channel.
-    mean: &'a [f64],
-    std: &'a [f64],
-    weights: &'static str,
+impl FinalMetrics {
+    pub const PARAMS: [&'static str; 6] = [
+        "accuracy",
+        "loss",
+        "val_accuracy",
+        "val_loss",
+        "epochs",
+        "best_epoch",
+    ];
+
+    fn param(&self, name: &str) -> Option<String> {
+        let num = |v: Option<f64>| v.map(|v| v.to_string());
+        match name {
+            "accuracy" => num(self.accuracy),
+            "loss" => num(self.loss),
+            "val_accuracy" => num(self.val_accuracy),
+            "val_loss" => num(self.val_loss),
+            "epochs" => Some(self.epochs.to_string()),
+            "best_epoch" => Some(self.best_epoch.to_string()),
+            _ => None,
+        }
+    }
 }
 
-const WEIGHTS_FILE: &str = "model.safetensors";
+/// `model.json`: everything but the weights that serving needs to rebuild the model and feed
+/// it exactly as in training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub model: ModelConfig,
+    pub classes: Vec<String>,
+    /// The input: images are resized to this height and width and converted to this many
+    /// channels (1 = grayscale, 3 = RGB, in that order).
+    pub image: ImageShape,
+    /// Pixels are scaled to [0, 1], then `(x - mean) / std` per channel.
+    pub normalization: Normalization,
+    pub weights: String,
+}
+
+pub const CARD_FORMAT: &str = "toucan.model/v1";
+
+/// Everything that runs the loop.
+struct Session<'a> {
+    config: &'a TrainConfig,
+    net: Network,
+    vs: nn::VarStore,
+    opt: Optimizer,
+    schedule: Schedule,
+    normalization: Normalization,
+    device: Device,
+    checkpoints: CheckpointDir,
+    stop: Arc<AtomicBool>,
+    best_weights: Option<Vec<(String, Tensor)>>,
+}
 
 pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
-    if args.epochs == 0 || args.batch_size <= 0 {
-        return Err(MlError::InvalidArgument(
-            "--epochs and --batch-size must be at least 1".into(),
-        ));
-    }
+    let config = args.config()?;
     let device = args.device.resolve()?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
     let staged = StagedDir::new(&args.out)?;
     let dataset = Dataset::open(&args.data)?;
-    let (mean, std) = data::normalization(&dataset)?;
-    let train = data::load_split(&dataset, "train", &mean, &std, device)?;
-    let valid = data::load_split(&dataset, "valid", &mean, &std, device)?;
-    let test = data::load_split(&dataset, "test", &mean, &std, device)?;
+    let normalization = Normalization::from_card(&dataset)?;
+    let train = data::load_split(&dataset, "train")?;
+    let valid = data::load_split(&dataset, "valid")?;
+    let test = data::load_split(&dataset, "test")?;
     if train.is_empty() {
         return Err(MlError::InvalidArgument(format!(
             "{}: the train split is empty",
@@ -113,132 +336,422 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         )));
     }
 
-    tch::manual_seed(args.seed as i64);
-    let vs = nn::VarStore::new(device);
+    tch::manual_seed(config.seed as i64);
+    let mut vs = nn::VarStore::new(device);
     let classes = dataset.index.classes.len() as i64;
-    let net = model::build(&vs.root(), args.model, dataset.index.image, classes);
-    let mut opt = nn::Adam::default()
-        .build(&vs, args.lr)
-        .map_err(MlError::torch("building the optimizer"))?;
+    let net = model::build(&vs.root(), &config.model, dataset.index.image, classes)?;
+    let backbone = model::backbone_prefix(config.model.kind);
+    let mut lr_scale = 1.0;
+    if let Some(t) = &config.transfer {
+        let prefix = backbone.unwrap_or_default();
+        load_backbone(&mut vs, prefix, &t.pretrained)?;
+        lr_scale = t.backbone_lr_scale;
+        if t.freeze_backbone {
+            for (name, var) in vs.variables() {
+                if name.starts_with(prefix) {
+                    let _ = var.set_requires_grad(false);
+                }
+            }
+        }
+    }
+    let params = {
+        let mut v: Vec<(String, Tensor, f64)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, t)| {
+                let scale = match backbone {
+                    Some(p) if name.starts_with(p) => lr_scale,
+                    _ => 1.0,
+                };
+                (name, t, scale)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let opt = Optimizer::new(&config.optimizer, &config.regularization, params);
+    let steps_per_epoch = (train.len() as u64).div_ceil(config.batch_size as u64);
+    let schedule = Schedule::new(
+        &config.schedule,
+        config.optimizer.learning_rate,
+        steps_per_epoch,
+        config.epochs,
+    );
+    let checkpoints = CheckpointDir::new(
+        args.checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| sibling(&args.out, "checkpoints")),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
+            MlError::Write {
+                path: PathBuf::from("<signal handler>"),
+                source,
+            }
+        })?;
+    }
+    let mut session = Session {
+        config: &config,
+        net,
+        vs,
+        opt,
+        schedule,
+        normalization,
+        device,
+        checkpoints,
+        stop,
+        best_weights: None,
+    };
+
+    let mut state = TrainState::new(config.digest());
+    if args.resume
+        && let Some(restored) = session.checkpoints.restore(&mut session.vs)?
+    {
+        if restored.state.config_digest != state.config_digest {
+            return Err(MlError::InvalidArgument(format!(
+                "{}: the checkpoint was made with a different training config; remove it or drop --resume",
+                restored.dir.display()
+            )));
+        }
+        session
+            .opt
+            .load_state(restored.state.step, restored.optimizer)?;
+        if let Some(best) = restored.best {
+            session.best_weights = Some(
+                Tensor::read_safetensors(&best)
+                    .map_err(MlError::torch(format!("loading {}", best.display())))?,
+            );
+        }
+        eprintln!(
+            "toucan-worker train: resuming from {} (epoch {}, batch {})",
+            restored.dir.display(),
+            restored.state.epoch,
+            restored.state.next_batch
+        );
+        state = restored.state;
+    }
 
     let metrics_path = staged.path().join("metrics.jsonl");
-    let mut metrics_file =
-        std::fs::File::create(&metrics_path).map_err(|source| MlError::Write {
-            path: metrics_path.clone(),
-            source,
-        })?;
-    let started = Instant::now();
-    for epoch in 1..=args.epochs {
-        let epoch_started = Instant::now();
-        let (loss, accuracy) = train_epoch(&net, &mut opt, &train, args.batch_size)?;
-        let train_seconds = epoch_started.elapsed().as_secs_f64();
-        let (val_loss, val_accuracy) = evaluate(&net, &valid, args.batch_size)?;
-        let line = EpochMetrics {
-            epoch,
-            loss,
-            accuracy,
-            val_loss,
-            val_accuracy,
-            lr: args.lr,
-            images_per_sec: train.len() as f64 / train_seconds,
-            seconds: epoch_started.elapsed().as_secs_f64(),
-        };
-        let json = serde_json::to_string(&line).map_err(|e| MlError::Write {
-            path: metrics_path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        println!("{json}");
-        writeln!(metrics_file, "{json}").map_err(|source| MlError::Write {
-            path: metrics_path.clone(),
-            source,
-        })?;
+    // The epochs before a resume go into the new file too.
+    for line in &state.history {
+        let json = serde_json::to_string(line).unwrap_or_default();
+        append(&metrics_path, &json)?;
     }
-    let train_seconds = started.elapsed().as_secs_f64();
-    let (test_loss, test_accuracy) = evaluate(&net, &test, args.batch_size)?;
-    let last = FinalMetrics {
-        model: args.model,
-        epochs: args.epochs,
+    let mut files = vec![metrics_path];
+    if let Some(f) = std::env::var_os("TOUCAN_METRICS_FILE") {
+        files.push(PathBuf::from(f));
+    }
+    let sink = MetricsSink::new(files, ApiTarget::from_env());
+
+    while state.epoch <= config.epochs && !state.stopped_early {
+        session.train_epoch(&train, &mut state)?;
+        let (val_loss, val_accuracy) = session.evaluate(&valid)?;
+        let last = state.history.last_mut().ok_or_else(|| {
+            MlError::InvalidArgument("internal: an epoch ended without metrics".into())
+        })?;
+        last.val_loss = val_loss;
+        last.val_accuracy = val_accuracy;
+        let improved = session.early_stopping(&mut state);
+        sink.emit(&state.history)?;
+        if improved && session.restore_best() {
+            session.best_weights = Some(snapshot(&session.vs));
+        }
+        state.epoch += 1;
+        state.next_batch = 0;
+        (state.loss_sum, state.correct, state.seen) = (0.0, 0.0, 0);
+        session.save(&state)?;
+    }
+
+    if session.restore_best()
+        && let Some(best) = &session.best_weights
+    {
+        restore(&session.vs, best)?;
+    }
+    let (test_loss, test_accuracy) = session.evaluate(&test)?;
+    let last = state.history.last();
+    let best = state
+        .history
+        .iter()
+        .find(|m| m.epoch == state.best_epoch)
+        .or(last);
+    let (val_loss, val_accuracy) = if session.restore_best() {
+        (
+            best.and_then(|m| m.val_loss),
+            best.and_then(|m| m.val_accuracy),
+        )
+    } else {
+        (
+            last.and_then(|m| m.val_loss),
+            last.and_then(|m| m.val_accuracy),
+        )
+    };
+    let result = FinalMetrics {
+        model: config.model.kind,
+        epochs: state.history.len() as u32,
+        best_epoch: if state.best_epoch > 0 {
+            state.best_epoch
+        } else {
+            state.history.len() as u32
+        },
+        stopped_early: state.stopped_early,
+        accuracy: test_accuracy.or(val_accuracy),
+        loss: test_loss.or(val_loss),
+        val_accuracy,
+        val_loss,
+        parameters: model::parameter_count(&session.vs),
         device: device::name(device),
         threads: tch::get_num_threads(),
-        test_loss,
-        test_accuracy,
-        train_seconds,
+        train_seconds: state.train_seconds,
     };
+
     let weights = staged.path().join(WEIGHTS_FILE);
-    vs.save(&weights)
+    session
+        .vs
+        .save(&weights)
         .map_err(MlError::torch(format!("saving {}", weights.display())))?;
-    write_json(
-        &staged.path().join("model.json"),
-        &ModelCard {
-            model: args.model,
-            classes: &dataset.index.classes,
-            image: dataset.index.image,
-            mean: &mean,
-            std: &std,
-            weights: WEIGHTS_FILE,
-        },
-    )?;
-    write_json(&staged.path().join("metrics.json"), &last)?;
+    let card = ModelCard {
+        format: CARD_FORMAT.into(),
+        model: config.model.clone(),
+        classes: dataset.index.classes.clone(),
+        image: dataset.index.image,
+        normalization: session.normalization.clone(),
+        weights: WEIGHTS_FILE.into(),
+    };
+    write_json(&staged.path().join(CARD_FILE), &card)?;
+    write_json(&staged.path().join("config.json"), &config)?;
+    write_json(&staged.path().join("metrics.json"), &result)?;
     staged.commit()?;
-    println!(
-        "{}",
-        serde_json::to_string(&last).unwrap_or_else(|_| String::new())
-    );
-    Ok(last)
+    for (name, path) in &args.write_params {
+        let value = result.param(name).unwrap_or_default();
+        std::fs::write(path, value).map_err(|source| MlError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    session.checkpoints.remove();
+    println!("{}", serde_json::to_string(&result).unwrap_or_default());
+    Ok(result)
 }
 
-/// One pass over the train split in a fresh random order; returns mean loss and accuracy.
-fn train_epoch(
-    net: &impl ModuleT,
-    opt: &mut nn::Optimizer,
-    train: &SplitTensors,
-    batch_size: i64,
-) -> Result<(f64, f64), MlError> {
-    let n = train.len();
-    let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu)).to_device(train.images.device());
-    let (mut loss_sum, mut correct) = (0f64, 0f64);
-    let mut start = 0;
-    while start < n {
-        let size = batch_size.min(n - start);
-        let idx = order.narrow(0, start, size);
-        let images = train.images.index_select(0, &idx);
-        let labels = train.labels.index_select(0, &idx);
-        let logits = net.forward_t(&images, true);
-        let loss = logits.cross_entropy_for_logits(&labels);
-        opt.backward_step(&loss);
-        loss_sum += f64::try_from(&loss).map_err(MlError::torch("reading the loss"))? * size as f64;
-        correct += correct_count(&logits, &labels)?;
-        start += size;
+impl Session<'_> {
+    fn restore_best(&self) -> bool {
+        self.config
+            .early_stopping
+            .as_ref()
+            .is_some_and(|e| e.restore_best)
     }
-    Ok((loss_sum / n as f64, correct / n as f64))
+
+    /// Trains the rest of the epoch `state.epoch` from `state.next_batch`, checkpointing every
+    /// `everySteps` steps and when asked to stop. Appends the epoch's (train) metrics.
+    fn train_epoch(&mut self, train: &Split, state: &mut TrainState) -> Result<(), MlError> {
+        let c = self.config;
+        let order = data::epoch_order(c.seed, state.epoch, train.len());
+        let plan = BatchPlan {
+            normalization: self.normalization.clone(),
+            augmentation: Some(c.augmentation.clone()).filter(Augmentation::any),
+            seed: c.seed,
+            epoch: state.epoch,
+            device: self.device,
+        };
+        let started = Instant::now();
+        let before = state.train_seconds;
+        let mut lr = self.schedule.lr(state.step);
+        for batch in Loader::start(train, order, c.batch_size, state.next_batch, plan) {
+            // Dropout's masks come from libtorch's generator: key it by the batch.
+            tch::manual_seed(batch_seed(c.seed, state.epoch, batch.index));
+            lr = self.schedule.lr(state.step);
+            let logits = self.net.forward_t(&batch.images, true);
+            let loss = logits.cross_entropy_for_logits(&batch.labels);
+            self.opt.zero_grad();
+            loss.backward();
+            self.opt.step(lr);
+            let size = batch.labels.size()[0] as u64;
+            state.loss_sum +=
+                f64::try_from(&loss).map_err(MlError::torch("reading the loss"))? * size as f64;
+            state.correct += correct_count(&logits, &batch.labels)?;
+            state.seen += size;
+            state.next_batch = batch.index + 1;
+            state.step += 1;
+            let stopping = self.stop.load(Ordering::Relaxed);
+            let periodic = c
+                .checkpoint
+                .every_steps
+                .is_some_and(|n| state.step.is_multiple_of(n));
+            if stopping || periodic {
+                state.train_seconds = before + started.elapsed().as_secs_f64();
+                let dir = self.save(state)?;
+                if stopping {
+                    return Err(MlError::Preempted { checkpoint: dir });
+                }
+            }
+        }
+        state.train_seconds = before + started.elapsed().as_secs_f64();
+        self.finish_epoch(state, lr);
+        Ok(())
+    }
+
+    fn finish_epoch(&self, state: &mut TrainState, lr: f64) {
+        let seen = state.seen.max(1) as f64;
+        // The epoch's training time over all its sessions (a resumed epoch counts both).
+        let epoch_seconds =
+            state.train_seconds - state.history.iter().map(|m| m.seconds).sum::<f64>();
+        state.history.push(EpochMetrics {
+            epoch: state.epoch,
+            step: state.step,
+            loss: state.loss_sum / seen,
+            accuracy: state.correct / seen,
+            val_loss: None,
+            val_accuracy: None,
+            lr,
+            images_per_sec: state.seen as f64 / epoch_seconds.max(1e-9),
+            seconds: epoch_seconds,
+        });
+    }
+
+    /// Mean loss and accuracy over a split (None when it is empty), without gradients and with
+    /// dropout and batch-norm updates off.
+    fn evaluate(&self, split: &Split) -> Result<(Option<f64>, Option<f64>), MlError> {
+        let n = split.len();
+        if n == 0 {
+            return Ok((None, None));
+        }
+        let _guard = tch::no_grad_guard();
+        let plan = BatchPlan {
+            normalization: self.normalization.clone(),
+            augmentation: None,
+            seed: 0,
+            epoch: 0,
+            device: self.device,
+        };
+        let (mut loss_sum, mut correct) = (0f64, 0f64);
+        for batch in Loader::sequential(split, (self.config.batch_size * 4).max(1), plan) {
+            let logits = self.net.forward_t(&batch.images, false);
+            let size = batch.labels.size()[0] as f64;
+            let loss = logits.cross_entropy_for_logits(&batch.labels);
+            loss_sum += f64::try_from(&loss).map_err(MlError::torch("reading the loss"))? * size;
+            correct += correct_count(&logits, &batch.labels)?;
+        }
+        Ok((Some(loss_sum / n as f64), Some(correct / n as f64)))
+    }
+
+    /// Updates the early-stopping counters with the last epoch; true when it improved.
+    fn early_stopping(&self, state: &mut TrainState) -> bool {
+        let Some(e) = &self.config.early_stopping else {
+            return false;
+        };
+        let Some(last) = state.history.last() else {
+            return false;
+        };
+        let value = match e.metric {
+            Monitor::ValLoss => last.val_loss.map(|v| -v),
+            Monitor::ValAccuracy => last.val_accuracy,
+        };
+        let Some(value) = value else {
+            return false;
+        };
+        let improved = state.best.is_none_or(|best| value > best + e.min_delta);
+        if improved {
+            state.best = Some(value);
+            state.best_epoch = last.epoch;
+            state.bad_epochs = 0;
+        } else {
+            state.bad_epochs += 1;
+            if state.bad_epochs >= e.patience.max(1) {
+                state.stopped_early = true;
+            }
+        }
+        improved
+    }
+
+    fn save(&self, state: &TrainState) -> Result<PathBuf, MlError> {
+        self.checkpoints.save(
+            &self.vs,
+            &self.opt.state_tensors(),
+            self.best_weights.as_deref(),
+            state,
+        )
+    }
 }
 
-/// Mean loss and accuracy over a split, without gradients and with dropout off.
-fn evaluate(
-    net: &impl ModuleT,
-    split: &SplitTensors,
-    batch_size: i64,
-) -> Result<(f64, f64), MlError> {
-    let n = split.len();
-    if n == 0 {
-        return Ok((f64::NAN, f64::NAN));
-    }
+/// The libtorch seed of one batch (dropout masks).
+fn batch_seed(seed: u64, epoch: u32, batch: u64) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(epoch.to_le_bytes());
+    h.update(batch.to_le_bytes());
+    let d = h.finalize();
+    i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7] & 0x7f])
+}
+
+/// Copies of every variable (for restoring the best epoch's weights).
+fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach().copy()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn restore(vs: &nn::VarStore, saved: &[(String, Tensor)]) -> Result<(), MlError> {
+    let vars = vs.variables();
     let _guard = tch::no_grad_guard();
-    let (mut loss_sum, mut correct) = (0f64, 0f64);
-    // Larger batches are fine without gradients.
-    let batch = (batch_size * 8).max(1);
-    let mut start = 0;
-    while start < n {
-        let size = batch.min(n - start);
-        let images = split.images.narrow(0, start, size);
-        let labels = split.labels.narrow(0, start, size);
-        let logits = net.forward_t(&images, false);
-        let loss = logits.cross_entropy_for_logits(&labels);
-        loss_sum += f64::try_from(&loss).map_err(MlError::torch("reading the loss"))? * size as f64;
-        correct += correct_count(&logits, &labels)?;
-        start += size;
+    for (name, value) in saved {
+        let mut var = vars.get(name).map(Tensor::shallow_clone).ok_or_else(|| {
+            MlError::InvalidArgument(format!("saved weights have an unknown variable {name}"))
+        })?;
+        var.f_copy_(value)
+            .map_err(MlError::torch(format!("restoring {name}")))?;
     }
-    Ok((loss_sum / n as f64, correct / n as f64))
+    Ok(())
+}
+
+/// Loads pretrained weights into the variables under `prefix`: the file's `x` fills the
+/// model's `<prefix>x`. Every backbone variable must be in the file.
+pub fn load_backbone(vs: &mut nn::VarStore, prefix: &str, path: &Path) -> Result<usize, MlError> {
+    let tensors = Tensor::read_safetensors(path).map_err(MlError::torch(format!(
+        "loading pretrained weights {}",
+        path.display()
+    )))?;
+    let by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    let _guard = tch::no_grad_guard();
+    let mut loaded = 0;
+    let mut missing = Vec::new();
+    for (name, mut var) in vs.variables() {
+        let Some(key) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        match by_name.get(key) {
+            Some(src) if src.size() == var.size() => {
+                var.f_copy_(&src.to_kind(var.kind()))
+                    .map_err(MlError::torch(format!("loading {name}")))?;
+                loaded += 1;
+            }
+            Some(src) => {
+                return Err(MlError::InvalidArgument(format!(
+                    "{}: {key} has shape {:?}, the model's {name} {:?}",
+                    path.display(),
+                    src.size(),
+                    var.size()
+                )));
+            }
+            None => missing.push(key.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(MlError::InvalidArgument(format!(
+            "{}: no weights for {} backbone variable(s), e.g. {}",
+            path.display(),
+            missing.len(),
+            missing[0]
+        )));
+    }
+    Ok(loaded)
 }
 
 fn correct_count(logits: &Tensor, labels: &Tensor) -> Result<f64, MlError> {
@@ -250,7 +763,31 @@ fn correct_count(logits: &Tensor, labels: &Tensor) -> Result<f64, MlError> {
     f64::try_from(&hits).map_err(MlError::torch("counting correct predictions"))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), MlError> {
+/// `<out>.<suffix>` beside `out`.
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "model".into());
+    name.push(format!(".{suffix}"));
+    out.with_file_name(name)
+}
+
+fn append(path: &Path, line: &str) -> Result<(), MlError> {
+    use std::io::Write;
+    let err = |source| MlError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?;
+    writeln!(f, "{line}").map_err(err)
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), MlError> {
     let write_err = |source| MlError::Write {
         path: path.to_path_buf(),
         source,

@@ -1,7 +1,9 @@
-//! IDX fixtures and a runner for the `toucan-worker` binary, shared by the integration tests.
+//! IDX and image fixtures and a runner for the `toucan-worker` binary, shared by the
+//! integration tests.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -71,4 +73,50 @@ pub fn ingest(source: &Path, out: &Path, extra: &[&str]) -> Output {
     ];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
     worker(&args)
+}
+
+/// Writes a `height`x`width` image whose every pixel is `pixel` (one value: grayscale, three:
+/// RGB), as PNG or JPEG by the extension of `path`, creating its folder.
+pub fn write_image(path: &Path, height: u32, width: u32, pixel: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data: Vec<u8> = pixel.repeat((height * width) as usize);
+    let color = match pixel.len() {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        n => panic!("{n} channels"),
+    };
+    image::save_buffer(path, &data, width, height, color).unwrap();
+}
+
+/// The names in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every file under `dir` by relative path, with its bytes: two datasets are the same when
+/// these are equal.
+pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
 }

@@ -1,0 +1,149 @@
+//! Where the epoch metrics go: one JSON line each to stdout, appended to the metrics files
+//! (the run's `metrics.jsonl` and `$TOUCAN_METRICS_FILE` when the launcher sets it), and, when
+//! `TOUCAN_API` is set, to the control-plane API.
+//!
+//! The API call is idempotent by construction: after every epoch the whole series so far is
+//! `PUT` to `$TOUCAN_API/api/v1/runs/$TOUCAN_RUN_ID/steps/$TOUCAN_STEP/metrics`, replacing what
+//! the server holds for that (run, step). A retried request, a second attempt or a resumed run
+//! sends a series that supersedes the earlier one instead of appending duplicates. The bearer
+//! token is `$TOUCAN_API_TOKEN`, else the pod's service-account token. A failed push is
+//! reported on stderr and retried with the next epoch; it never fails the training.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::MlError;
+use super::train::EpochMetrics;
+
+/// The service-account token Kubernetes mounts into pods.
+const POD_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+#[derive(Debug, Clone)]
+pub struct ApiTarget {
+    pub url: String,
+    pub token: Option<String>,
+    pub attempt: Option<u32>,
+}
+
+impl ApiTarget {
+    /// From `TOUCAN_API`, `TOUCAN_RUN_ID`, `TOUCAN_STEP` (all three needed), `TOUCAN_ATTEMPT`.
+    pub fn from_env() -> Option<ApiTarget> {
+        let base = std::env::var("TOUCAN_API").ok().filter(|s| !s.is_empty())?;
+        let run = std::env::var("TOUCAN_RUN_ID").ok()?;
+        let step = std::env::var("TOUCAN_STEP").ok()?;
+        let token = std::env::var("TOUCAN_API_TOKEN")
+            .ok()
+            .or_else(|| std::fs::read_to_string(POD_TOKEN).ok())
+            .map(|t| t.trim().to_string());
+        Some(ApiTarget {
+            url: format!(
+                "{}/api/v1/runs/{}/steps/{}/metrics",
+                base.trim_end_matches('/'),
+                path_segment(&run),
+                path_segment(&step)
+            ),
+            token,
+            attempt: std::env::var("TOUCAN_ATTEMPT")
+                .ok()
+                .and_then(|a| a.parse().ok()),
+        })
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+struct SeriesBody<'a> {
+    attempt: Option<u32>,
+    epochs: &'a [EpochMetrics],
+}
+
+#[derive(Debug)]
+pub struct MetricsSink {
+    files: Vec<PathBuf>,
+    api: Option<(ApiTarget, ureq::Agent)>,
+}
+
+impl MetricsSink {
+    pub fn new(files: Vec<PathBuf>, api: Option<ApiTarget>) -> MetricsSink {
+        let api = api.map(|target| {
+            let agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .http_status_as_error(true)
+                .build()
+                .new_agent();
+            (target, agent)
+        });
+        MetricsSink { files, api }
+    }
+
+    /// Records one epoch; `series` is every epoch so far, this one last.
+    pub fn emit(&self, series: &[EpochMetrics]) -> Result<(), MlError> {
+        let Some(line) = series.last() else {
+            return Ok(());
+        };
+        let json = serde_json::to_string(line).map_err(|e| MlError::Write {
+            path: PathBuf::from("<stdout>"),
+            source: std::io::Error::other(e),
+        })?;
+        println!("{json}");
+        for file in &self.files {
+            append_line(file, &json)?;
+        }
+        if let Some((target, agent)) = &self.api {
+            let body = SeriesBody {
+                attempt: target.attempt,
+                epochs: series,
+            };
+            let mut request = agent.put(&target.url);
+            if let Some(token) = &target.token {
+                request = request.header("Authorization", &format!("Bearer {token}"));
+            }
+            if let Err(e) = request.send_json(&body) {
+                eprintln!(
+                    "toucan-worker: could not push metrics to {}: {e} (will retry with the next epoch)",
+                    target.url
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn append_line(path: &Path, line: &str) -> Result<(), MlError> {
+    let err = |source| MlError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?;
+    writeln!(f, "{line}").map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(path_segment("run-01_a.b"), "run-01_a.b");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
+}
