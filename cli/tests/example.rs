@@ -58,3 +58,36 @@ fn fashion_mnist_example_runs_then_comes_from_the_cache() {
     assert_eq!(step(&third, "export")["phase"], "Skipped");
     assert!(cached(&third, "train"));
 }
+
+#[test]
+fn transfer_learning_example_fine_tunes_the_pretrained_network() {
+    let sb = Sandbox::new();
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/transfer-learning/pipeline.yaml")
+        .canonicalize()
+        .unwrap();
+    // A smaller version of the example: 40 images per class at 64x64, one epoch per stage.
+    let params = [
+        "-p",
+        "per_class=40",
+        "-p",
+        "size=64x64",
+        "-p",
+        "transfer_epochs=1",
+        "-p",
+        "finetune_epochs=1",
+    ];
+    let (code, run, stderr) = sb.run_json(&manifest, &params);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(run["phase"], "Succeeded");
+    for name in ["transfer", "finetune", "evaluate"] {
+        let accuracy: f64 = step(&run, name)["outputs"]["params"]["accuracy"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Three classes: chance is 1/3.
+        assert!(accuracy > 0.5, "{name}: accuracy {accuracy}");
+    }
+    assert_eq!(step(&run, "export")["phase"], "Succeeded");
+}

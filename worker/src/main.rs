@@ -91,6 +91,24 @@ enum Command {
         #[arg(long, value_name = "1|3", value_parser = ingest::convert::parse_channels)]
         channels: Option<u32>,
     },
+    /// Write a dataset split back out as PNG files in one folder per class (the layout
+    /// `ingest --format folder` reads).
+    ExportImages {
+        /// The dataset directory.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Only these classes, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
+        /// At most this many images per class.
+        #[arg(long)]
+        per_class: Option<usize>,
+        /// The directory to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
     #[cfg(feature = "torch")]
     #[command(flatten)]
     Ml(ml::MlCommand),
@@ -144,6 +162,31 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("toucan-worker ingest: {e} ({})", e.reason());
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::ExportImages {
+            data,
+            split,
+            classes,
+            per_class,
+            out,
+        } => {
+            let opts = toucan_worker::dataset::images::ExportImages {
+                split: &split,
+                classes: &classes,
+                per_class,
+            };
+            let result = toucan_worker::dataset::Dataset::open(&data)
+                .and_then(|d| toucan_worker::dataset::images::export(&d, &out, &opts));
+            match result {
+                Ok(n) => {
+                    println!("{}", serde_json::json!({"images": n, "out": out}));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("toucan-worker export-images: {e} ({})", e.reason());
                     ExitCode::from(e.exit_code())
                 }
             }

@@ -23,9 +23,8 @@ const SAMPLES: usize = 20;
 
 /// A file or directory made by `scripts/pretrained`; its absence fails the test.
 fn pretrained(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../build/pretrained")
-        .join(name);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let path = workspace.join("build/pretrained").join(name);
     assert!(
         path.exists(),
         "{} is missing: run `make torch-setup` (scripts/pretrained makes it)",

@@ -22,6 +22,7 @@
 
 pub mod card;
 pub mod error;
+pub mod images;
 pub mod shard;
 
 use std::path::{Path, PathBuf};

@@ -18,6 +18,7 @@
 //! earlyStopping: {metric: val_accuracy, patience: 3, minDelta: 0.001}
 //! checkpoint: {everySteps: 500}
 //! transfer: {pretrained: efficientnet-lite0.safetensors, freezeBackbone: false, backboneLrScale: 0.1}
+//! initFrom: ../head-only-model
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -273,13 +274,16 @@ pub struct CheckpointConfig {
     pub every_steps: Option<u64>,
 }
 
-/// Starting from pretrained weights: the backbone is loaded from `pretrained` and a new head
-/// is trained for this dataset's classes.
+/// Transfer learning and fine-tuning (efficientnet-lite0): the backbone is loaded from
+/// `pretrained` and a new head is trained for this dataset's classes; the backbone can be
+/// frozen or trained at a scaled learning rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TransferConfig {
-    /// The backbone's weights (`scripts/pretrained` converts EfficientNet-Lite0's).
-    pub pretrained: PathBuf,
+    /// The backbone's weights (`scripts/pretrained` converts EfficientNet-Lite0's). Not needed
+    /// when the run starts from a trained model (`initFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
     /// Train the head only (transfer learning); the backbone's batch norms stay in inference
     /// mode.
     #[serde(default)]
@@ -310,6 +314,10 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferConfig>,
+    /// Start from the weights of a trained model (a `train --out` directory) of the same
+    /// architecture and classes, e.g. to fine-tune after transfer learning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -326,6 +334,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             checkpoint: CheckpointConfig::default(),
             transfer: None,
+            init_from: None,
         }
     }
 }

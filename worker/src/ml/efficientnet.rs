@@ -96,7 +96,8 @@ pub const IMAGENET_CLASSES: i64 = 1000;
 pub const IMAGENET_HEAD: &str = "_fc";
 /// Dropout before the head's linear layer in training.
 pub const DROPOUT: f64 = 0.2;
-/// Rate at which the last block's residual branch is dropped in training (less before it).
+/// In training, block `i` of 16 drops its residual branch for a sample with probability
+/// `DROP_CONNECT_RATE * i / 16`.
 pub const DROP_CONNECT_RATE: f64 = 0.2;
 
 const STEM_CHANNELS: i64 = 32;
@@ -113,56 +114,16 @@ struct Stage {
     channels: i64,
 }
 
+/// Stage by stage, EfficientNet-B0 at width and depth 1.
+#[rustfmt::skip]
 const STAGES: [Stage; 7] = [
-    Stage {
-        repeats: 1,
-        kernel: 3,
-        stride: 1,
-        expand: 1,
-        channels: 16,
-    },
-    Stage {
-        repeats: 2,
-        kernel: 3,
-        stride: 2,
-        expand: 6,
-        channels: 24,
-    },
-    Stage {
-        repeats: 2,
-        kernel: 5,
-        stride: 2,
-        expand: 6,
-        channels: 40,
-    },
-    Stage {
-        repeats: 3,
-        kernel: 3,
-        stride: 2,
-        expand: 6,
-        channels: 80,
-    },
-    Stage {
-        repeats: 3,
-        kernel: 5,
-        stride: 1,
-        expand: 6,
-        channels: 112,
-    },
-    Stage {
-        repeats: 4,
-        kernel: 5,
-        stride: 2,
-        expand: 6,
-        channels: 192,
-    },
-    Stage {
-        repeats: 1,
-        kernel: 3,
-        stride: 1,
-        expand: 6,
-        channels: 320,
-    },
+    Stage { repeats: 1, kernel: 3, stride: 1, expand: 1, channels: 16 },
+    Stage { repeats: 2, kernel: 3, stride: 2, expand: 6, channels: 24 },
+    Stage { repeats: 2, kernel: 5, stride: 2, expand: 6, channels: 40 },
+    Stage { repeats: 3, kernel: 3, stride: 2, expand: 6, channels: 80 },
+    Stage { repeats: 3, kernel: 5, stride: 1, expand: 6, channels: 112 },
+    Stage { repeats: 4, kernel: 5, stride: 2, expand: 6, channels: 192 },
+    Stage { repeats: 1, kernel: 3, stride: 1, expand: 6, channels: 320 },
 ];
 
 /// Pixels (any numeric kind, values in 0..=255, RGB) as the network's input range [-1, 1], in

@@ -90,6 +90,7 @@ impl LoadedModel {
             &card.model,
             card.image,
             card.classes.len() as i64,
+            false,
         )?;
         vs.load(&weights)
             .map_err(MlError::torch(format!("loading {}", weights.display())))?;

@@ -25,6 +25,7 @@ use tch::{Kind, Tensor};
 
 use super::MlError;
 use super::config::{ModelConfig, ModelKind};
+use super::efficientnet;
 use crate::dataset::ImageShape;
 
 /// A network ready for `forward_t(images, train)`: images are NCHW float, normalized.
@@ -38,11 +39,26 @@ pub fn backbone_prefix(kind: ModelKind) -> Option<&'static str> {
     }
 }
 
+/// Builds the network. `frozen_backbone` keeps a pretrained backbone's batch norms in
+/// inference mode during training (its weights are frozen by the trainer).
+/// The input scaling a kind's pretrained weights expect, overriding the dataset's statistics:
+/// EfficientNet-Lite0 takes `p / 127.5 - 1`, i.e. mean 0.5 and std 0.5 on the [0, 1] scale.
+pub fn fixed_normalization(kind: ModelKind) -> Option<super::data::Normalization> {
+    match kind {
+        ModelKind::EfficientnetLite0 => Some(super::data::Normalization {
+            mean: vec![0.5; 3],
+            std: vec![0.5; 3],
+        }),
+        _ => None,
+    }
+}
+
 pub fn build(
     vs: &nn::Path,
     config: &ModelConfig,
     shape: ImageShape,
     classes: i64,
+    frozen_backbone: bool,
 ) -> Result<Network, MlError> {
     let m = config.resolved();
     let (c, h, w) = (
@@ -149,12 +165,30 @@ pub fn build(
                     "efficientnet-lite0 needs RGB images; this dataset has {c} channel(s) (ingest with --channels 3)"
                 )));
             }
-            return Err(MlError::InvalidArgument(format!(
-                "efficientnet-lite0 is not wired yet ({classes} classes, dropout {dropout})"
-            )));
+            Box::new(Transfer {
+                backbone: efficientnet::Backbone::new(&(vs / "backbone")),
+                head: efficientnet::Head::new(&(vs / "head"), classes),
+                frozen_backbone,
+            })
         }
     };
     Ok(net)
+}
+
+/// A pretrained backbone and a new head. The head's dropout is EfficientNet's own
+/// ([`efficientnet::DROPOUT`]).
+#[derive(Debug)]
+struct Transfer {
+    backbone: efficientnet::Backbone,
+    head: efficientnet::Head,
+    frozen_backbone: bool,
+}
+
+impl ModuleT for Transfer {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let features = self.backbone.forward_t(x, train && !self.frozen_backbone);
+        self.head.forward_t(&features, train)
+    }
 }
 
 fn conv_bn(vs: &nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64) -> ConvBn {
@@ -416,7 +450,7 @@ mod tests {
             ModelKind::Mobilenetv2,
         ] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let net = build(&vs.root(), &ModelConfig::of(kind), shape, 10).unwrap();
+            let net = build(&vs.root(), &ModelConfig::of(kind), shape, 10, false).unwrap();
             let x = Tensor::zeros([3, 1, 28, 28], (Kind::Float, Device::Cpu));
             for train in [true, false] {
                 assert_eq!(net.forward_t(&x, train).size(), [3, 10], "{kind:?}");
@@ -442,6 +476,6 @@ mod tests {
             width: 28,
             channels: 1,
         };
-        assert!(build(&vs.root(), &config, shape, 10).is_err());
+        assert!(build(&vs.root(), &config, shape, 10, false).is_err());
     }
 }

@@ -113,6 +113,9 @@ pub struct TrainArgs {
     /// Backbone weights for transfer learning (efficientnet-lite0).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
+    /// Start from a trained model's weights (a `train --out` directory), e.g. to fine-tune.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Train only the new head.
     #[arg(long)]
     pub freeze_backbone: bool,
@@ -194,29 +197,46 @@ impl TrainArgs {
         if let Some(every) = self.checkpoint_every_steps {
             c.checkpoint.every_steps = Some(every);
         }
-        if let Some(path) = &self.pretrained {
-            c.transfer = Some(TransferConfig {
-                pretrained: path.clone(),
+        if self.pretrained.is_some() || self.freeze_backbone || self.backbone_lr_scale.is_some() {
+            let t = c.transfer.get_or_insert(TransferConfig {
+                pretrained: None,
                 freeze_backbone: false,
                 backbone_lr_scale: 1.0,
             });
-        }
-        if let Some(t) = &mut c.transfer {
+            if let Some(path) = &self.pretrained {
+                t.pretrained = Some(path.clone());
+            }
             t.freeze_backbone |= self.freeze_backbone;
             set(&mut t.backbone_lr_scale, self.backbone_lr_scale);
-        } else if self.freeze_backbone || self.backbone_lr_scale.is_some() {
-            return Err(MlError::Config {
-                file: source,
-                field: "transfer".into(),
-                message: "--freeze-backbone and --backbone-lr-scale need --pretrained".into(),
-            });
+        }
+        if let Some(init) = &self.init_from {
+            c.init_from = Some(init.clone());
         }
         c.model = c.model.resolved();
         c.validate().map_err(|(field, message)| MlError::Config {
-            file: source,
+            file: source.clone(),
             field,
             message,
         })?;
+        let pretrained = c.transfer.as_ref().and_then(|t| t.pretrained.as_ref());
+        for (field, path, what) in [
+            ("transfer.pretrained", pretrained, "a file"),
+            (
+                "initFrom",
+                c.init_from.as_ref(),
+                "a `train --out` directory",
+            ),
+        ] {
+            if let Some(path) = path
+                && !path.exists()
+            {
+                return Err(MlError::Config {
+                    file: source,
+                    field: field.into(),
+                    message: format!("{} does not exist (expected {what})", path.display()),
+                });
+            }
+        }
         Ok(c)
     }
 }
@@ -325,7 +345,10 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
     }
     let staged = StagedDir::new(&args.out)?;
     let dataset = Dataset::open(&args.data)?;
-    let normalization = Normalization::from_card(&dataset)?;
+    let normalization = match model::fixed_normalization(config.model.kind) {
+        Some(n) => n,
+        None => Normalization::from_card(&dataset)?,
+    };
     let train = data::load_split(&dataset, "train")?;
     let valid = data::load_split(&dataset, "valid")?;
     let test = data::load_split(&dataset, "test")?;
@@ -339,12 +362,30 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
     tch::manual_seed(config.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let classes = dataset.index.classes.len() as i64;
-    let net = model::build(&vs.root(), &config.model, dataset.index.image, classes)?;
+    let frozen = config.transfer.as_ref().is_some_and(|t| t.freeze_backbone);
+    let net = model::build(
+        &vs.root(),
+        &config.model,
+        dataset.index.image,
+        classes,
+        frozen,
+    )?;
     let backbone = model::backbone_prefix(config.model.kind);
     let mut lr_scale = 1.0;
+    if let Some(init) = &config.init_from {
+        let weights = init.join(WEIGHTS_FILE);
+        vs.load(&weights).map_err(MlError::torch(format!(
+            "loading {} (initFrom must be a model of the same architecture and classes)",
+            weights.display()
+        )))?;
+    }
     if let Some(t) = &config.transfer {
         let prefix = backbone.unwrap_or_default();
-        load_backbone(&mut vs, prefix, &t.pretrained)?;
+        if let Some(pretrained) = &t.pretrained
+            && config.init_from.is_none()
+        {
+            load_backbone(&mut vs, prefix, pretrained)?;
+        }
         lr_scale = t.backbone_lr_scale;
         if t.freeze_backbone {
             for (name, var) in vs.variables() {
