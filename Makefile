@@ -6,7 +6,7 @@ SHELL := bash
 MAKEFLAGS += --no-builtin-rules
 
 CARGO ?= cargo
-# The example's steps run `python3`; the project venv (numpy) goes first on their PATH.
+# The project venv (PyTorch, numpy, scikit-learn) first on PATH.
 VENV_PATH := $(CURDIR)/.venv/bin:$$PATH
 DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
@@ -70,7 +70,7 @@ test: setup lint ## lint, then every test, against a real PostgreSQL and a real 
 	  $(CARGO) test --workspace --exclude toucan-worker && \
 	$(TORCH_ENV) $(CARGO) test -p toucan-worker --features torch
 
-bench: build ## per-step overhead vs Kubeflow Pipelines; writes bench/results/latest.md
+bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes bench/results/latest.md
 	scripts/setup --bench
 	bench/run
 

@@ -73,6 +73,14 @@ impl LaunchSpec {
     pub fn report_path(&self) -> PathBuf {
         self.dir.join("report.json")
     }
+    /// A directory shared by all attempts of the step in this run (`TOUCAN_CHECKPOINT_DIR`),
+    /// beside the attempts' own: where training keeps checkpoints that a retry resumes from.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        match self.dir.parent() {
+            Some(step_dir) => step_dir.join("checkpoints"),
+            None => self.dir.join("checkpoints"),
+        }
+    }
     /// The metrics file a step's command may append JSON lines to (`TOUCAN_METRICS_FILE`).
     pub fn metrics_path(&self) -> PathBuf {
         self.dir.join(METRICS_FILE)

@@ -119,6 +119,8 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
         // Where `toucan-worker train` (or any command) appends its metrics as JSON lines; the
         // file stays with the attempt's log (`toucan logs --metrics`).
         .env("TOUCAN_METRICS_FILE", spec.metrics_path())
+        // Shared by the step's attempts, so that a retry resumes from a checkpoint.
+        .env("TOUCAN_CHECKPOINT_DIR", spec.checkpoint_dir())
         .current_dir(spec.work_dir())
         .stdin(Stdio::null())
         .status();

@@ -1,7 +1,7 @@
-//! The pretrained EfficientNet-Lite0 (only with the `torch` feature: `make test-torch`): the
+//! The pretrained EfficientNet-Lite0 (only with the `torch` feature: `make test`): the
 //! converted ImageNet weights fill the Rust model exactly, classify foolbox's 20 labelled
 //! ImageNet samples, and carry over to a backbone with a new head. The files come from
-//! `scripts/pretrained` (run by `make torch-setup`); without them these tests fail.
+//! `scripts/pretrained` (run by `make setup`); without them these tests fail.
 
 #![cfg(feature = "torch")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -27,7 +27,7 @@ fn pretrained(name: &str) -> PathBuf {
     let path = workspace.join("build/pretrained").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `make torch-setup` (scripts/pretrained makes it)",
+        "{} is missing: run `make setup` (scripts/pretrained makes it)",
         path.display()
     );
     path

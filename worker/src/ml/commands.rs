@@ -129,6 +129,7 @@ pub fn predict(args: &PredictArgs) -> Result<(), MlError> {
     let (inputs, images, truth): (Vec<String>, Tensor, Option<Vec<i64>>) = match &args.data {
         Some(dir) => {
             let dataset = Dataset::open(dir)?;
+            model.check_dataset(&dataset)?;
             let split = super::data::load_split(&dataset, &args.split)?;
             if split.is_empty() {
                 return Err(MlError::InvalidArgument(format!(

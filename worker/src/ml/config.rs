@@ -197,7 +197,8 @@ impl Default for ScheduleConfig {
 }
 
 /// Penalties added to the loss's gradient: `l1 * sign(w)` and `l2 * w`, on weights only
-/// (not biases or batch-norm parameters), as Keras' kernel regularizers do.
+/// (not biases or batch-norm parameters), like Keras' kernel regularizers. `l2` follows
+/// PyTorch's `weight_decay` convention (gradient `l2 * w`); Keras' `L2(x)` is `l2 = 2x`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct Regularization {

@@ -138,13 +138,9 @@ impl LoadedModel {
         ]))
     }
 
-    /// Probabilities over a dataset split, in record order, with the true labels.
-    pub fn split_probabilities(
-        &self,
-        dataset: &Dataset,
-        split: &str,
-        batch_size: i64,
-    ) -> Result<(Tensor, Tensor), MlError> {
+    /// A dataset's images must have the model's input shape (ingest with `--resize` and
+    /// `--channels` to match).
+    pub fn check_dataset(&self, dataset: &Dataset) -> Result<(), MlError> {
         if dataset.index.image != self.card.image {
             return Err(bad(
                 &dataset.dir,
@@ -154,6 +150,17 @@ impl LoadedModel {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Probabilities over a dataset split, in record order, with the true labels.
+    pub fn split_probabilities(
+        &self,
+        dataset: &Dataset,
+        split: &str,
+        batch_size: i64,
+    ) -> Result<(Tensor, Tensor), MlError> {
+        self.check_dataset(dataset)?;
         let data = data::load_split(dataset, split)?;
         let plan = BatchPlan {
             normalization: self.card.normalization.clone(),

@@ -1,6 +1,8 @@
-//! Where the epoch metrics go: one JSON line each to stdout, appended to the metrics files
-//! (the run's `metrics.jsonl` and `$TOUCAN_METRICS_FILE` when the launcher sets it), and, when
-//! `TOUCAN_API` is set, to the control-plane API.
+//! Where the epoch metrics go: one JSON line each to stdout, appended to
+//! `$TOUCAN_METRICS_FILE` when the launcher sets it, to the model's `metrics.jsonl` without the
+//! timings (so that the model directory's bytes depend on its inputs only and downstream
+//! steps stay cached when training is repeated), and, when `TOUCAN_API` is set, to the
+//! control-plane API.
 //!
 //! The API call is idempotent by construction: after every epoch the whole series so far is
 //! `PUT` to `$TOUCAN_API/api/v1/runs/$TOUCAN_RUN_ID/steps/$TOUCAN_STEP/metrics`, replacing what
@@ -75,11 +77,28 @@ struct SeriesBody<'a> {
 #[derive(Debug)]
 pub struct MetricsSink {
     files: Vec<PathBuf>,
+    /// Files that get the lines without timings (the model directory's `metrics.jsonl`, whose
+    /// bytes must depend on the inputs only).
+    untimed: Vec<PathBuf>,
     api: Option<(ApiTarget, ureq::Agent)>,
 }
 
+/// The fields that measure time rather than the model.
+pub const TIMING_FIELDS: [&str; 3] = ["seconds", "images_per_sec", "train_seconds"];
+
+/// A metrics line's JSON without [`TIMING_FIELDS`].
+pub fn untimed_json<T: Serialize>(value: &T) -> String {
+    let mut v = serde_json::to_value(value).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        for key in TIMING_FIELDS {
+            o.remove(key);
+        }
+    }
+    v.to_string()
+}
+
 impl MetricsSink {
-    pub fn new(files: Vec<PathBuf>, api: Option<ApiTarget>) -> MetricsSink {
+    pub fn new(files: Vec<PathBuf>, untimed: Vec<PathBuf>, api: Option<ApiTarget>) -> MetricsSink {
         let api = api.map(|target| {
             let agent = ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(10)))
@@ -88,7 +107,11 @@ impl MetricsSink {
                 .new_agent();
             (target, agent)
         });
-        MetricsSink { files, api }
+        MetricsSink {
+            files,
+            untimed,
+            api,
+        }
     }
 
     /// Records one epoch; `series` is every epoch so far, this one last.
@@ -103,6 +126,9 @@ impl MetricsSink {
         println!("{json}");
         for file in &self.files {
             append_line(file, &json)?;
+        }
+        for file in &self.untimed {
+            append_line(file, &untimed_json(line))?;
         }
         if let Some((target, agent)) = &self.api {
             let body = SeriesBody {
@@ -124,7 +150,8 @@ impl MetricsSink {
     }
 }
 
-fn append_line(path: &Path, line: &str) -> Result<(), MlError> {
+/// Appends one line to a file, creating it.
+pub fn append_line(path: &Path, line: &str) -> Result<(), MlError> {
     let err = |source| MlError::Write {
         path: path.to_path_buf(),
         source,

@@ -20,7 +20,9 @@
 //! - `model.safetensors`: the weights, keyed by variable name;
 //! - `model.json`: the [`ModelCard`]: architecture, classes, input shape and preprocessing;
 //! - `config.json`: the resolved training config;
-//! - `metrics.jsonl`: the epoch lines; `metrics.json`: the [`FinalMetrics`].
+//! - `metrics.jsonl`: the epoch lines; `metrics.json`: the [`FinalMetrics`]; both without
+//!   the timings, so that the same inputs give the same bytes (the timings are on stdout and
+//!   in `$TOUCAN_METRICS_FILE`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,7 +127,8 @@ pub struct TrainArgs {
     /// Checkpoint every N optimizer steps as well as every epoch.
     #[arg(long)]
     pub checkpoint_every_steps: Option<u64>,
-    /// Where checkpoints go (default: `<out>.checkpoints` beside `--out`; removed on success).
+    /// Where checkpoints go (default: `$TOUCAN_CHECKPOINT_DIR`, which the launcher sets to a
+    /// directory shared by a step's attempts, else `<out>.checkpoints`); removed on success.
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
     /// Continue from the newest checkpoint in the checkpoint directory, if there is one.
@@ -137,7 +140,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub threads: Option<i32>,
     /// Write a final metric to a file, e.g. `accuracy={{outputs.params.accuracy}}`. Names:
-    /// accuracy, loss (test), val_accuracy, val_loss (last epoch), epochs, best_epoch.
+    /// accuracy, loss (test split), val_accuracy, val_loss (the last epoch's, or the best
+    /// epoch's with early stopping's restoreBest), epochs, best_epoch.
     #[arg(long = "write-param", value_name = "NAME=PATH", value_parser = parse_param)]
     pub write_params: Vec<(String, PathBuf)>,
 }
@@ -422,6 +426,7 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
     let checkpoints = CheckpointDir::new(
         args.checkpoint_dir
             .clone()
+            .or_else(|| std::env::var_os("TOUCAN_CHECKPOINT_DIR").map(PathBuf::from))
             .unwrap_or_else(|| sibling(&args.out, "checkpoints")),
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -477,14 +482,13 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
     let metrics_path = staged.path().join("metrics.jsonl");
     // The epochs before a resume go into the new file too.
     for line in &state.history {
-        let json = serde_json::to_string(line).unwrap_or_default();
-        append(&metrics_path, &json)?;
+        super::sink::append_line(&metrics_path, &super::sink::untimed_json(line))?;
     }
-    let mut files = vec![metrics_path];
-    if let Some(f) = std::env::var_os("TOUCAN_METRICS_FILE") {
-        files.push(PathBuf::from(f));
-    }
-    let sink = MetricsSink::new(files, ApiTarget::from_env());
+    let files = std::env::var_os("TOUCAN_METRICS_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    let sink = MetricsSink::new(files, vec![metrics_path], ApiTarget::from_env());
 
     while state.epoch <= config.epochs && !state.stopped_early {
         session.train_epoch(&train, &mut state)?;
@@ -562,7 +566,10 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
     };
     write_json(&staged.path().join(CARD_FILE), &card)?;
     write_json(&staged.path().join("config.json"), &config)?;
-    write_json(&staged.path().join("metrics.json"), &result)?;
+    // Without the training time: the model directory's bytes depend on its inputs only.
+    let untimed: serde_json::Value =
+        serde_json::from_str(&super::sink::untimed_json(&result)).unwrap_or_default();
+    write_json(&staged.path().join("metrics.json"), &untimed)?;
     staged.commit()?;
     for (name, path) in &args.write_params {
         let value = result.param(name).unwrap_or_default();
@@ -812,20 +819,6 @@ fn sibling(out: &Path, suffix: &str) -> PathBuf {
         .unwrap_or_else(|| "model".into());
     name.push(format!(".{suffix}"));
     out.with_file_name(name)
-}
-
-fn append(path: &Path, line: &str) -> Result<(), MlError> {
-    use std::io::Write;
-    let err = |source| MlError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(err)?;
-    writeln!(f, "{line}").map_err(err)
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), MlError> {
