@@ -55,9 +55,11 @@ lint: setup ## rustfmt and clippy (with and without libtorch), warnings are erro
 # PostgreSQL and the test cluster are stopped whatever happens (the EXIT trap), and the recipe
 # exits with the tests' status. tests/cluster/build rebuilds the control plane only when its
 # sources changed (a cold build takes 15-25 minutes on 2 cores; see tests/cluster/README.md).
-# toucan-worker's tests run once, in the libtorch build (they include the ones without torch).
+# The workspace's tests run without libtorch (the whole workspace, so that cargo builds the
+# dependencies once, with the same features as `cargo build --workspace`); then the worker's
+# tests again with the `torch` feature, which adds the libtorch ones.
 test: setup lint ## lint, then every test, against a real PostgreSQL and a real test cluster
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --all-targets
 	$(TORCH_ENV) $(CARGO) build -p toucan-worker --features torch
 	tests/cluster/build
 	trap 'tests/postgres/down $(PG_DIR) || echo "make: could not stop PostgreSQL in $(PG_DIR)" >&2; \
@@ -66,8 +68,7 @@ test: setup lint ## lint, then every test, against a real PostgreSQL and a real 
 	tests/cluster/up $(CLUSTER_DIR); \
 	tests/cluster/smoke $(CLUSTER_DIR); \
 	export TOUCAN_TEST_POSTGRES_URL="$$(cat $(PG_DIR)/url)" TOUCAN_REQUIRE_POSTGRES=1; \
-	TOUCAN_TEST_STEP_PATH="$(TORCH_BIN):$(CURDIR)/.venv/bin" \
-	  $(CARGO) test --workspace --exclude toucan-worker && \
+	TOUCAN_TEST_STEP_PATH="$(TORCH_BIN):$(CURDIR)/.venv/bin" $(CARGO) test --workspace && \
 	$(TORCH_ENV) $(CARGO) test -p toucan-worker --features torch
 
 bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes bench/results/latest.md

@@ -32,11 +32,12 @@ pub fn worker_bin() -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            // The same units as `cargo build --workspace`, so an up-to-date tree builds nothing
-            // (building one package alone would unify features differently and rebuild).
-            .args(["build", "--workspace", "--bins"])
+            // The same features as `cargo test --workspace` (tests select the dev-dependencies,
+            // which unify features), so after it, or `make test`'s `cargo build --workspace
+            // --all-targets`, this builds nothing; another selection would rebuild the bins.
+            .args(["build", "--workspace", "--bins", "--tests"])
             .status()
-            .expect("running cargo build --workspace --bins");
+            .expect("running cargo build --workspace --bins --tests");
         assert!(status.success(), "building toucan-worker failed");
     });
     assert!(path.exists(), "{} is missing", path.display());

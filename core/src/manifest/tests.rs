@@ -482,14 +482,24 @@ fn diagnostics_display_as_file_index_path_message() {
 }
 
 #[test]
-fn the_shipped_example_is_valid() {
-    let docs = load(&[PathBuf::from("../examples/fashion-mnist")]).unwrap_or_else(|e| {
-        panic!("{}", lines(&e).join("\n"));
-    });
-    let target = select(&docs).unwrap();
-    assert_eq!(target.pipeline_name, "fashion-mnist");
-    let params = resolve_params(&target.spec, &[], &target.source).unwrap();
-    assert_eq!(params["epochs"], json!(5));
+fn the_shipped_examples_are_valid() {
+    for (dir, name, param, default) in [
+        ("fashion-mnist", "fashion-mnist", "epochs", json!(3)),
+        (
+            "transfer-learning",
+            "transfer-learning",
+            "per_class",
+            json!(100),
+        ),
+    ] {
+        let docs = load(&[PathBuf::from("../examples").join(dir)]).unwrap_or_else(|e| {
+            panic!("{}", lines(&e).join("\n"));
+        });
+        let target = select(&docs).unwrap();
+        assert_eq!(target.pipeline_name, name);
+        let params = resolve_params(&target.spec, &[], &target.source).unwrap();
+        assert_eq!(params[param], default);
+    }
 }
 
 /// The diagnostics of validating an inline spec, as printed. Lines are unindented first, so
