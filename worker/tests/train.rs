@@ -545,7 +545,8 @@ fn export_predict_and_evaluate_agree_with_training() {
         .as_f64()
         .unwrap();
 
-    let exported = work.path().join("model.safetensors");
+    // A pipeline's output path has no extension: the file must load whatever its name.
+    let exported = work.path().join("exported-model");
     let run = worker(&[
         "export".as_ref(),
         "--model".as_ref(),

@@ -92,8 +92,7 @@ impl LoadedModel {
             card.classes.len() as i64,
             false,
         )?;
-        vs.load(&weights)
-            .map_err(MlError::torch(format!("loading {}", weights.display())))?;
+        load_weights(&vs, &weights)?;
         vs.freeze();
         Ok(LoadedModel {
             card,
@@ -180,6 +179,26 @@ impl LoadedModel {
         }
         Ok((Tensor::cat(&probs, 0), Tensor::cat(&labels, 0)))
     }
+}
+
+/// Fills every variable of `vs` from a safetensors file, whatever its name (`VarStore::load`
+/// picks the format by file extension, and an exported model may have none).
+fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<(), MlError> {
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(MlError::torch(format!("loading {}", path.display())))?
+        .into_iter()
+        .collect();
+    let _guard = tch::no_grad_guard();
+    for (name, mut var) in vs.variables() {
+        let src = tensors
+            .get(&name)
+            .ok_or_else(|| bad(path, format!("no weights for {name}")))?;
+        var.f_copy_(src).map_err(MlError::torch(format!(
+            "loading {name} from {}",
+            path.display()
+        )))?;
+    }
+    Ok(())
 }
 
 /// `toucan-worker export`: one file with the weights and the card, written atomically.
