@@ -10,17 +10,7 @@ use toucan_worker::dataset::{Dataset, SPLITS};
 
 mod common;
 
-use common::{H, W, fixture, idx_bytes, ingest};
-
-/// Everything in `dir` (names), to show that nothing partial was left.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use common::{H, W, fixture, idx_bytes, ingest, listing};
 
 #[test]
 fn writes_a_complete_dataset_with_every_record_in_one_split() {

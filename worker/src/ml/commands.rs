@@ -90,16 +90,7 @@ const EVALUATE_PARAMS: [&str; 5] = [
 ];
 
 fn parse_param(s: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=PATH, got {s:?}"))?;
-    if !EVALUATE_PARAMS.contains(&name) {
-        return Err(format!(
-            "unknown metric {name:?}; one of {}",
-            EVALUATE_PARAMS.join(", ")
-        ));
-    }
-    Ok((name.to_string(), PathBuf::from(path)))
+    super::train::parse_metric_path(s, &EVALUATE_PARAMS)
 }
 
 fn threads(n: Option<i32>) {

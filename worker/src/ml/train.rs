@@ -147,13 +147,18 @@ pub struct TrainArgs {
 }
 
 fn parse_param(s: &str) -> Result<(String, PathBuf), String> {
+    parse_metric_path(s, &FinalMetrics::PARAMS)
+}
+
+/// A `--write-param NAME=PATH` value whose NAME is one of `known`.
+pub fn parse_metric_path(s: &str, known: &[&str]) -> Result<(String, PathBuf), String> {
     let (name, path) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=PATH, got {s:?}"))?;
-    if !FinalMetrics::PARAMS.contains(&name) {
+    if !known.contains(&name) {
         return Err(format!(
             "unknown metric {name:?}; one of {}",
-            FinalMetrics::PARAMS.join(", ")
+            known.join(", ")
         ));
     }
     Ok((name.to_string(), PathBuf::from(path)))
