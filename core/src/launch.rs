@@ -126,3 +126,27 @@ impl LaunchSpec {
         }
     }
 }
+
+/// What the launcher's `stage` command stores before a cluster run starts: the run's `path:`
+/// inputs, read in the step's image (relative paths from its working directory). Its report
+/// names each stored input `STEP/INPUT` among its output artifacts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSpec {
+    pub run_id: String,
+    /// The artifact store's location (`open` syntax).
+    pub artifacts: String,
+    pub inputs: Vec<StageInput>,
+}
+
+/// One `path:` input to store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageInput {
+    pub step: String,
+    pub input: String,
+    pub path: String,
+}
+
+/// The node name a stage reports under.
+pub const STAGE_NODE: &str = "_stage";

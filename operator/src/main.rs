@@ -1,12 +1,10 @@
-//! `toucan-operator`: the Kubernetes operator.
-//!
-//! The controllers that reconcile `Pipeline` and `PipelineRun` on a cluster are not in this
-//! release; the binary exists so the workspace, its packaging and the chart have their final
-//! shape. It prints the CRDs it will serve and exits.
+//! `toucan-operator`: reconciles toucan's custom resources on a Kubernetes cluster and serves
+//! the control-plane API. See the crate docs of `toucan_operator` and `charts/toucan`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use toucan_operator::config::Config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,27 +13,51 @@ use clap::Parser;
     about = "The toucan Kubernetes operator"
 )]
 struct Cli {
-    /// Print the CustomResourceDefinitions this operator serves, as YAML.
+    /// Print the CustomResourceDefinitions this operator serves, as YAML, and exit.
     #[arg(long)]
     print_crds: bool,
+
+    #[command(flatten)]
+    config: Config,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_crds {
-        match toucan_core::api::crds_yaml() {
+        return match toucan_core::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
-                return ExitCode::SUCCESS;
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::from(3);
+                ExitCode::from(3)
             }
+        };
+    }
+    let _telemetry = match toucan_operator::telemetry::init() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("toucan-operator: setting up logging and tracing: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("toucan-operator: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(toucan_operator::serve(cli.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("toucan-operator: {e:#}");
+            ExitCode::from(e.exit_code())
         }
     }
-    eprintln!(
-        "toucan-operator: the cluster controllers are not available in this release; use `toucan run` locally"
-    );
-    ExitCode::from(2)
 }

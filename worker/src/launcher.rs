@@ -8,26 +8,59 @@
 //! exit code is the launcher's exit code; a failure of the launcher itself exits with
 //! `LAUNCHER_FAILURE_EXIT`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Instant;
 
 use toucan_core::artifacts::ArtifactStore;
 use toucan_core::engine::InputSource;
-use toucan_core::launch::{LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_PARAM_BYTES};
+use toucan_core::launch::{
+    LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_PARAM_BYTES, STAGE_NODE, StageSpec,
+};
 use toucan_core::store::StepOutputs;
+use toucan_worker::control_plane;
 
-pub fn main(spec_path: &Path) -> ExitCode {
-    let spec: LaunchSpec = match std::fs::read(spec_path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
+/// Where the launch spec comes from: a file (the local runtime) or an environment variable
+/// (a pod).
+#[derive(Debug)]
+pub enum SpecSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SpecSource {
+    fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        match self {
+            SpecSource::File(path) => std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .map_err(|e| format!("reading launch spec {}: {e}", path.display())),
+            SpecSource::Env(name) => std::env::var(name)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+                .map_err(|e| format!("reading launch spec from ${name}: {e}")),
+        }
+    }
+}
+
+/// In a pod, `HOME` and `TMPDIR` point into the work volume (the root filesystem is
+/// read-only): make them exist before anything needs them.
+fn ensure_env_dirs() {
+    for var in ["HOME", "TMPDIR"] {
+        if let Some(dir) = std::env::var_os(var).map(PathBuf::from)
+            && !dir.exists()
+        {
+            let _ = std::fs::create_dir_all(&dir);
+        }
+    }
+}
+
+pub fn main(source: &SpecSource) -> ExitCode {
+    ensure_env_dirs();
+    let spec: LaunchSpec = match source.read() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "toucan-worker: reading launch spec {}: {e}",
-                spec_path.display()
-            );
+            eprintln!("toucan-worker: {e}");
             return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
         }
     };
@@ -36,13 +69,134 @@ pub fn main(spec_path: &Path) -> ExitCode {
         eprintln!("toucan-worker: writing report: {e}");
         return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
     }
+    deliver(&spec.run_id, &spec.node, spec.attempt, &report);
     if let Some(error) = &report.error {
         eprintln!("toucan-worker: {error}");
     }
+    exit_code(&report)
+}
+
+fn exit_code(report: &LaunchReport) -> ExitCode {
     match (report.succeeded, report.exit_code) {
         (true, _) => ExitCode::SUCCESS,
         (false, Some(code)) if code != 0 => ExitCode::from(code.clamp(1, 255) as u8),
         _ => ExitCode::from(LAUNCHER_FAILURE_EXIT as u8),
+    }
+}
+
+/// The largest termination message Kubernetes keeps.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// Hands the report to the cluster: a `PUT` to the control-plane API (`$TOUCAN_API`), and the
+/// termination message (`$TOUCAN_TERMINATION_MESSAGE_PATH`) as the fallback the operator reads
+/// when the API could not be reached. A report too large for a termination message is left
+/// out of it, so that the operator never reads a partial one. Locally neither is set.
+fn deliver(run_id: &str, node: &str, attempt: u32, report: &LaunchReport) {
+    if let Some(base) = control_plane::base_url() {
+        let url = format!(
+            "{base}/api/v1/runs/{}/steps/{}/attempts/{attempt}/report",
+            control_plane::path_segment(run_id),
+            control_plane::path_segment(node),
+        );
+        let token = control_plane::token();
+        if let Err(e) =
+            control_plane::put_json(&control_plane::agent(), &url, token.as_deref(), report)
+        {
+            eprintln!(
+                "toucan-worker: could not report to the control-plane API ({e}); the termination message carries the report"
+            );
+        }
+    }
+    if let Ok(path) = std::env::var("TOUCAN_TERMINATION_MESSAGE_PATH") {
+        let text = match serde_json::to_string(report) {
+            Ok(json) if json.len() <= TERMINATION_MESSAGE_MAX => json,
+            _ => "the launch report is larger than a termination message; it was sent to the control-plane API".to_string(),
+        };
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("toucan-worker: writing the termination message {path}: {e}");
+        }
+    }
+}
+
+/// `toucan-worker stage`: stores a cluster run's `path:` inputs and reports their digests.
+pub fn stage(source: &SpecSource) -> ExitCode {
+    ensure_env_dirs();
+    let spec: StageSpec = match source.read() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("toucan-worker: {e}");
+            return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
+        }
+    };
+    let started = Instant::now();
+    let report = match stage_inputs(&spec) {
+        Ok(outputs) => LaunchReport {
+            succeeded: true,
+            exit_code: Some(0),
+            signal: None,
+            outputs,
+            error: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+        Err(e) => failed(e, started),
+    };
+    deliver(&spec.run_id, STAGE_NODE, 1, &report);
+    if let Some(error) = &report.error {
+        eprintln!("toucan-worker: {error}");
+    }
+    exit_code(&report)
+}
+
+fn stage_inputs(spec: &StageSpec) -> Result<StepOutputs, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let store = ArtifactStore::open(&spec.artifacts).map_err(|e| e.to_string())?;
+    let mut outputs = StepOutputs::default();
+    for input in &spec.inputs {
+        let full = std::path::absolute(&input.path)
+            .and_then(|p| p.canonicalize())
+            .map_err(|e| {
+                format!(
+                    "input {:?} of step {:?}: {}: {e}",
+                    input.input, input.step, input.path
+                )
+            })?;
+        let root = if full.is_dir() {
+            full.clone()
+        } else {
+            full.parent().map_or(full.clone(), Path::to_path_buf)
+        };
+        let artifact = runtime
+            .block_on(store.put_path(&full, &root))
+            .map_err(|e| format!("input {:?} of step {:?}: {e}", input.input, input.step))?;
+        outputs
+            .artifacts
+            .insert(format!("{}/{}", input.step, input.input), artifact);
+    }
+    Ok(outputs)
+}
+
+/// `toucan-worker install-launcher DIR`: copies this binary to `DIR/toucan-worker`, as a step
+/// pod's init container does into the pod's shared emptyDir.
+pub fn install(dir: &Path) -> ExitCode {
+    let result = std::env::current_exe()
+        .map_err(|e| format!("locating this binary: {e}"))
+        .and_then(|exe| {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let dest = dir.join("toucan-worker");
+            let tmp = dir.join(".toucan-worker.tmp");
+            std::fs::copy(&exe, &tmp)
+                .map_err(|e| format!("copying {} to {}: {e}", exe.display(), tmp.display()))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("toucan-worker: {e}");
+            ExitCode::from(LAUNCHER_FAILURE_EXIT as u8)
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! datasets ([`dataset`]), ingest ([`ingest`]) and, with the `torch` feature, training on
 //! libtorch ([`ml`]). The launcher (`exec`) lives in the binary.
 
+pub mod control_plane;
 pub mod dataset;
 pub mod ingest;
 pub mod metrics;

@@ -33,8 +33,28 @@ enum Command {
     /// store outputs, write the report.
     Exec {
         /// The launch spec (JSON) written by the runtime.
+        #[arg(
+            long,
+            required_unless_present = "spec_env",
+            conflicts_with = "spec_env"
+        )]
+        spec: Option<PathBuf>,
+        /// The environment variable that holds the launch spec (in a pod).
         #[arg(long)]
-        spec: PathBuf,
+        spec_env: Option<String>,
+    },
+    /// Store a cluster run's `path:` inputs in the artifact store and report their digests
+    /// (the operator runs this once per run, before the steps).
+    Stage {
+        /// The environment variable that holds the stage spec (JSON).
+        #[arg(long)]
+        spec_env: String,
+    },
+    /// Copy this binary to DIR/toucan-worker: a step pod's init container installs the
+    /// launcher into the pod this way.
+    InstallLauncher {
+        /// The directory to copy into (created when missing).
+        dir: PathBuf,
     },
     /// Turn source files (IDX files, image folders or a CSV pixel table) into a toucan
     /// dataset: seeded train/valid/test split, record shards, index and dataset card. Writes
@@ -117,7 +137,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Exec { spec } => launcher::main(&spec),
+        Command::Exec { spec, spec_env } => {
+            let source = match (spec, spec_env) {
+                (Some(path), _) => launcher::SpecSource::File(path),
+                (None, Some(var)) => launcher::SpecSource::Env(var),
+                (None, None) => return ExitCode::from(2),
+            };
+            launcher::main(&source)
+        }
+        Command::Stage { spec_env } => launcher::stage(&launcher::SpecSource::Env(spec_env)),
+        Command::InstallLauncher { dir } => launcher::install(&dir),
         Command::Ingest {
             source,
             out,

@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use toucan_core::artifacts::ArtifactStore;
-use toucan_core::cache::{CacheDecision, CacheKey, MissReason, decide};
+use toucan_core::cache::CacheKey;
 use toucan_core::engine::Invocation;
 use toucan_core::launch::{LaunchReport, LaunchSpec};
 use toucan_core::store::{MetadataStore, Millis, StepOutputs};
@@ -102,34 +102,8 @@ impl Executor {
     }
 
     /// Looks the key up and decides; a hit returns the cached outputs.
-    async fn cached(
-        &self,
-        inv: &Invocation,
-        key: &CacheKey,
-    ) -> anyhow::Result<Option<StepOutputs>> {
-        let entry = self.store.get_cache_entry(&key.0).await?;
-        let now = now_ms();
-        // Check blobs only when everything else says hit.
-        let first = decide(&inv.cache, entry.as_ref(), &inv.outputs, now, &[]);
-        if first != CacheDecision::Hit {
-            if let CacheDecision::Miss(reason) = &first {
-                tracing::debug!(node = %inv.node, %reason, "cache miss");
-            }
-            return Ok(None);
-        }
-        let Some(entry) = entry else { return Ok(None) };
-        let missing = self
-            .artifacts
-            .missing(entry.outputs.artifacts.values())
-            .await?;
-        match decide(&inv.cache, Some(&entry), &inv.outputs, now, &missing) {
-            CacheDecision::Hit => Ok(Some(entry.outputs)),
-            CacheDecision::Miss(MissReason::MissingBlobs(_)) => {
-                tracing::info!(node = %inv.node, "cached outputs are gone; running again");
-                Ok(None)
-            }
-            CacheDecision::Miss(_) => Ok(None),
-        }
+    async fn cached(&self, inv: &Invocation) -> anyhow::Result<Option<StepOutputs>> {
+        Ok(toucan_core::cache::lookup(self.store.as_ref(), &self.artifacts, inv, now_ms()).await?)
     }
 
     /// Gives a claim back once the node's result is recorded.
@@ -148,7 +122,7 @@ impl Executor {
     ) -> (NodeResult, Option<Claim>) {
         let key = inv.key.key();
         if inv.cache.enabled {
-            match self.cached(inv, &key).await {
+            match self.cached(inv).await {
                 Ok(Some(outputs)) => return (NodeResult::Cached { outputs }, None),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(node = %inv.node, "cache lookup failed: {e:#}"),
@@ -186,7 +160,7 @@ impl Executor {
                 _local: guard,
             };
             // Another node may have finished the same work while we waited.
-            if let Ok(Some(outputs)) = self.cached(inv, &key).await {
+            if let Ok(Some(outputs)) = self.cached(inv).await {
                 return (NodeResult::Cached { outputs }, Some(claim));
             }
             let result = self.run_with_claim(inv, &key, &owner, stop).await;

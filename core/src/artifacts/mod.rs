@@ -5,9 +5,11 @@
 //! file artifact is one blob. A directory artifact is a blob per file plus a manifest blob (a
 //! canonical JSON list of relative paths, digests, sizes and modes) whose digest is the
 //! directory's digest. Writes go through `object_store`, whose local backend stages each blob
-//! and renames it into place, so a reader never sees half a blob.
+//! and renames it into place, and S3 shows an object only once its upload completes, so a reader
+//! never sees half a blob. `s3` opens `s3://` locations.
 
 mod digest;
+mod s3;
 mod tree;
 
 pub use digest::{Digest, sha256_file};
@@ -90,18 +92,22 @@ pub struct ArtifactStore {
 }
 
 impl ArtifactStore {
-    /// Opens a store: a directory path (created when missing), a `file://` URL, or
-    /// `memory://` (tests).
+    /// Opens a store: a directory path (created when missing), a `file://` URL,
+    /// `s3://BUCKET[/PREFIX]` (S3 or an S3-compatible server, configured from the standard
+    /// `AWS_*` environment; see the `s3` module), or `memory://` (tests).
     pub fn open(location: &str) -> Result<ArtifactStore> {
         let inner: Arc<dyn ObjectStore> = if location == "memory://" {
             Arc::new(InMemory::new())
+        } else if location.starts_with(s3::SCHEME) {
+            s3::open(location)?
         } else {
             let dir = match location.strip_prefix("file://") {
                 Some(p) => PathBuf::from(p),
                 None if location.contains("://") => {
                     return Err(ArtifactError::Location {
                         location: location.to_string(),
-                        detail: "unsupported scheme (expected a directory, file:// or memory://)"
+                        detail: "unsupported scheme (expected a directory, file://, s3:// or \
+                                 memory://)"
                             .into(),
                     });
                 }

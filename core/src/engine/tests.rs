@@ -46,6 +46,7 @@ fn plan(steps: Vec<Step>, finally: Vec<Step>, params: Vec<ParamSpec>) -> RunPlan
             finally,
             schedule: None,
             concurrency: None,
+            history_limit: None,
             cache: None,
         },
         values,

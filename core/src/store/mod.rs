@@ -184,6 +184,27 @@ pub struct StepCompletion {
     pub cache_entry: Option<CacheEntry>,
 }
 
+/// What a run document holds: JSON kept beside a run's rows, one per (run, kind, key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DocumentKind {
+    /// The engine's state of a run driven by the operator (key `""`).
+    State,
+    /// A launcher's report of one attempt (key `NODE/ATTEMPT`).
+    Report,
+    /// The metric series a step pushed (key: the node).
+    Metrics,
+}
+
+impl DocumentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::State => "state",
+            DocumentKind::Report => "report",
+            DocumentKind::Metrics => "metrics",
+        }
+    }
+}
+
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -276,6 +297,28 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     ) -> Result<bool>;
     /// Releases a claim held by `owner` (no-op otherwise).
     async fn release_cache_key(&self, key: &str, owner: &str) -> Result<()>;
+
+    /// Stores a run document, replacing the one with the same kind and key. The run must exist.
+    async fn put_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+        body: &serde_json::Value,
+        now: Millis,
+    ) -> Result<()>;
+    async fn get_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>>;
+    /// The documents of one kind of a run, ordered by key.
+    async fn list_run_documents(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+    ) -> Result<Vec<(String, serde_json::Value)>>;
 }
 
 /// Opens the store a URL names: `postgres://` or `postgresql://` for PostgreSQL; `sqlite:PATH`

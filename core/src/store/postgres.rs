@@ -18,8 +18,8 @@ use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, MetadataStore, Millis, Phase, Result,
-    RunRecord, StepCompletion, StepRecord, StoreError,
+    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, MetadataStore, Millis,
+    Phase, Result, RunRecord, StepCompletion, StepRecord, StoreError,
 };
 
 /// Connections per store.
@@ -74,13 +74,22 @@ impl PostgresStore {
 /// Built by hand rather than with `sqlx::migrate!`, which needs sqlx's `macros` feature; the
 /// version, description and checksum are the ones `migrate!` would record.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/postgres/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "run documents".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/postgres/0002_run_documents.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 #[async_trait]
@@ -307,6 +316,48 @@ impl MetadataStore for PostgresStore {
             .await
             .map_err(query_err("releasing a cache key"))?;
         Ok(())
+    }
+    async fn put_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+        body: &serde_json::Value,
+        now: Millis,
+    ) -> Result<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err("storing a run document"))?;
+        write_document(&mut conn, run_id, kind, key, body, now).await
+    }
+
+    async fn get_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err("reading a run document"))?;
+        read_document(&mut conn, run_id, kind, key).await
+    }
+
+    async fn list_run_documents(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err("listing run documents"))?;
+        read_documents(&mut conn, run_id, kind).await
     }
 }
 

@@ -116,6 +116,72 @@ macro_rules! shared_rows {
             Ok(())
         }
 
+        // === run documents ===
+
+        async fn write_document(
+            conn: &mut $conn,
+            run_id: &str,
+            kind: DocumentKind,
+            key: &str,
+            body: &serde_json::Value,
+            now: Millis,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO run_documents (run_id, kind, key, body, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (run_id, kind, key) DO UPDATE SET
+                     body = excluded.body,
+                     updated_at = excluded.updated_at",
+            )
+            .bind(run_id)
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(Json(body))
+            .bind(now)
+            .execute(conn)
+            .await
+            .map_err(query_err("storing a run document"))?;
+            Ok(())
+        }
+
+        async fn read_document(
+            conn: &mut $conn,
+            run_id: &str,
+            kind: DocumentKind,
+            key: &str,
+        ) -> Result<Option<serde_json::Value>> {
+            let row = sqlx::query(
+                "SELECT body FROM run_documents WHERE run_id = $1 AND kind = $2 AND key = $3",
+            )
+            .bind(run_id)
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(conn)
+            .await
+            .map_err(query_err("reading a run document"))?;
+            row.map(|r| column::<Json<serde_json::Value>>(&r, "body").map(|j| j.0))
+                .transpose()
+        }
+
+        async fn read_documents(
+            conn: &mut $conn,
+            run_id: &str,
+            kind: DocumentKind,
+        ) -> Result<Vec<(String, serde_json::Value)>> {
+            sqlx::query(
+                r#"SELECT key, body FROM run_documents WHERE run_id = $1 AND kind = $2
+                   ORDER BY key COLLATE "C""#,
+            )
+            .bind(run_id)
+            .bind(kind.as_str())
+            .fetch_all(conn)
+            .await
+            .map_err(query_err("listing run documents"))?
+            .iter()
+            .map(|r| Ok((column(r, "key")?, column::<Json<serde_json::Value>>(r, "body")?.0)))
+            .collect()
+        }
+
         // === rows ===
 
         fn run_from_row(row: &$row) -> Result<RunRecord> {

@@ -29,8 +29,8 @@ use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, MetadataStore, Millis, Phase, Result,
-    RunRecord, StepCompletion, StepRecord, StoreError,
+    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, MetadataStore, Millis,
+    Phase, Result, RunRecord, StepCompletion, StepRecord, StoreError,
 };
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -141,13 +141,22 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), MigrateError> {
 /// Built by hand rather than with `sqlx::migrate!`, which needs sqlx's `macros` feature; the
 /// version, description and checksum are the ones `migrate!` would record.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "run documents".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0002_run_documents.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 #[async_trait]
@@ -374,6 +383,48 @@ impl MetadataStore for SqliteStore {
             .await
             .map_err(query_err("releasing a cache key"))?;
         Ok(())
+    }
+    async fn put_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+        body: &serde_json::Value,
+        now: Millis,
+    ) -> Result<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err("storing a run document"))?;
+        write_document(&mut conn, run_id, kind, key, body, now).await
+    }
+
+    async fn get_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err("reading a run document"))?;
+        read_document(&mut conn, run_id, kind, key).await
+    }
+
+    async fn list_run_documents(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err("listing run documents"))?;
+        read_documents(&mut conn, run_id, kind).await
     }
 }
 

@@ -13,15 +13,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 
 use super::MlError;
 use super::train::EpochMetrics;
-
-/// The service-account token Kubernetes mounts into pods.
-const POD_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+use crate::control_plane;
 
 #[derive(Debug, Clone)]
 pub struct ApiTarget {
@@ -33,19 +30,15 @@ pub struct ApiTarget {
 impl ApiTarget {
     /// From `TOUCAN_API`, `TOUCAN_RUN_ID`, `TOUCAN_STEP` (all three needed), `TOUCAN_ATTEMPT`.
     pub fn from_env() -> Option<ApiTarget> {
-        let base = std::env::var("TOUCAN_API").ok().filter(|s| !s.is_empty())?;
+        let base = control_plane::base_url()?;
         let run = std::env::var("TOUCAN_RUN_ID").ok()?;
         let step = std::env::var("TOUCAN_STEP").ok()?;
-        let token = std::env::var("TOUCAN_API_TOKEN")
-            .ok()
-            .or_else(|| std::fs::read_to_string(POD_TOKEN).ok())
-            .map(|t| t.trim().to_string());
+        let token = control_plane::token();
         Some(ApiTarget {
             url: format!(
-                "{}/api/v1/runs/{}/steps/{}/metrics",
-                base.trim_end_matches('/'),
-                path_segment(&run),
-                path_segment(&step)
+                "{base}/api/v1/runs/{}/steps/{}/metrics",
+                control_plane::path_segment(&run),
+                control_plane::path_segment(&step)
             ),
             token,
             attempt: std::env::var("TOUCAN_ATTEMPT")
@@ -53,19 +46,6 @@ impl ApiTarget {
                 .and_then(|a| a.parse().ok()),
         })
     }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[derive(Debug, Serialize)]
@@ -99,14 +79,7 @@ pub fn untimed_json<T: Serialize>(value: &T) -> String {
 
 impl MetricsSink {
     pub fn new(files: Vec<PathBuf>, untimed: Vec<PathBuf>, api: Option<ApiTarget>) -> MetricsSink {
-        let api = api.map(|target| {
-            let agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(10)))
-                .http_status_as_error(true)
-                .build()
-                .new_agent();
-            (target, agent)
-        });
+        let api = api.map(|target| (target, control_plane::agent()));
         MetricsSink {
             files,
             untimed,
@@ -170,7 +143,7 @@ mod tests {
 
     #[test]
     fn path_segments_are_escaped() {
-        assert_eq!(path_segment("run-01_a.b"), "run-01_a.b");
-        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(control_plane::path_segment("run-01_a.b"), "run-01_a.b");
+        assert_eq!(control_plane::path_segment("a/b c"), "a%2Fb%20c");
     }
 }

@@ -43,6 +43,13 @@ pub struct TestCluster {
 impl TestCluster {
     /// Builds the cluster if needed, starts it in a new temporary folder and connects to it.
     pub async fn start() -> Result<Self> {
+        Self::start_with_env(&[]).await
+    }
+
+    /// Like [`TestCluster::start`], with extra environment for the cluster's processes: the
+    /// node agent passes its environment to every process-mode container (for example a
+    /// `PATH` on which the containers' commands are found).
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("toucan-test-cluster-")
             .tempdir()
@@ -51,6 +58,7 @@ impl TestCluster {
         let output = tokio::process::Command::new(script("up"))
             .arg(dir.path())
             .env("TOUCAN_CLUSTER_OWNER_PID", std::process::id().to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .await

@@ -1,0 +1,21 @@
+//! toucan-operator: the Kubernetes shell around toucan's engine.
+//!
+//! [`run`] reconciles PipelineRuns into step pods with the same engine, cache keys and store
+//! rows as `toucan run`; [`pipeline`] starts PipelineRuns on a Pipeline's schedule. The
+//! control-plane API (`toucan_core::http`) is served with [`auth::ClusterAuth`]; [`admin`]
+//! serves metrics and health; [`leader`] makes sure only one replica reconciles. [`serve`]
+//! wires it all together.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod pipeline;
+pub mod run;
+mod serve;
+pub mod telemetry;
+
+pub use serve::serve;

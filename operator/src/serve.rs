@@ -1,0 +1,271 @@
+//! Start-up and wiring: settings, stores, the API and admin servers, leader election, the
+//! watches and the controllers.
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, CustomResourceExt};
+use tokio::sync::mpsc;
+use toucan_core::api::{Pipeline, PipelineRun};
+use toucan_core::artifacts::ArtifactStore;
+use toucan_core::http::{ApiState, ReportAccepted};
+
+use crate::admin::{self, Readiness};
+use crate::auth::ClusterAuth;
+use crate::config::Config;
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, PodDefaults};
+use crate::{leader, pipeline, run};
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "the toucan CustomResourceDefinitions are not installed ({0}); install them with \
+         `kubectl apply -f charts/toucan/crds/` (or the Helm chart) and start the operator again"
+    )]
+    CrdsMissing(String),
+    #[error("lost the leader election; exiting so that a fresh start rejoins it")]
+    LostLeadership,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl ServeError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Config(_) | ServeError::CrdsMissing(_) => 2,
+            ServeError::LostLeadership | ServeError::Other(_) => 1,
+        }
+    }
+}
+
+/// Runs the operator until a signal, or until leadership is lost.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let database_url = config.database_url.clone().ok_or_else(|| {
+        ServeError::Config("no metadata store: set --database-url or TOUCAN_DATABASE_URL".into())
+    })?;
+    let artifacts_location = config.artifacts.clone().ok_or_else(|| {
+        ServeError::Config("no artifact store: set --artifacts or TOUCAN_ARTIFACTS".into())
+    })?;
+    let client = Client::try_default()
+        .await
+        .map_err(|e| ServeError::Config(format!("connecting to Kubernetes: {e}")))?;
+    check_crds(&client).await?;
+    let store = toucan_core::store::open(&database_url)
+        .await
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let artifacts =
+        ArtifactStore::open(&artifacts_location).map_err(|e| ServeError::Config(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+
+    // The API serves on every replica: reports land in the store whoever receives them.
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel::<ReportAccepted>();
+    let api_state = ApiState {
+        store: store.clone(),
+        auth: Arc::new(ClusterAuth::new(client.clone())),
+        reports: Some(reports_tx),
+    };
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|e| ServeError::Config(format!("--api-listen {}: {e}", config.api_listen)))?;
+    tracing::info!(addr = %config.api_listen, "control-plane API listening");
+    let api_server = axum::serve(api_listener, toucan_core::http::router(api_state));
+    tokio::spawn(async move {
+        if let Err(e) = api_server.await {
+            tracing::error!("control-plane API server: {e}");
+        }
+    });
+    readiness.api_serving();
+    let admin_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| {
+            ServeError::Config(format!("--metrics-listen {}: {e}", config.metrics_listen))
+        })?;
+    tracing::info!(addr = %config.metrics_listen, "metrics and health listening");
+    let admin_router = admin::router(metrics.clone(), readiness.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, admin_router).await {
+            tracing::error!("admin server: {e}");
+        }
+    });
+
+    let leading = if config.leader_elect {
+        let identity = config.identity();
+        let mut leading = leader::elect(
+            client.clone(),
+            &config.lease_namespace,
+            &config.lease_name,
+            &identity,
+        )
+        .await
+        .map_err(|e| ServeError::Config(format!("leader election: {e:#}")))?;
+        tracing::info!(%identity, lease = %config.lease_name, "waiting to lead");
+        // A standby serves the API and is ready; the leader is ready once its watches sync.
+        readiness.watches_synced();
+        tokio::select! {
+            r = leader::until_leading(&mut leading) => r.map_err(ServeError::Other)?,
+            _ = shutdown_signal() => return Ok(()),
+        }
+        tracing::info!(%identity, "leading");
+        Some(leading)
+    } else {
+        None
+    };
+
+    let pod_defaults = PodDefaults {
+        launcher_image: config.launcher_image.clone(),
+        service_account: config.step_service_account.clone(),
+        api_url: config.api_url.clone(),
+        artifacts: artifacts_location.clone(),
+        artifacts_secret: config.artifacts_secret.clone(),
+    };
+    let (runs_api, pods_api, pipelines_api): (Api<PipelineRun>, Api<Pod>, Api<Pipeline>) =
+        match &config.watch_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    let (pod_reader, pod_writer) = reflector::store::<Pod>();
+    let pod_watch = watcher(
+        pods_api,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+    )
+    .default_backoff()
+    .modify(|pod| {
+        pod.metadata.managed_fields = None;
+    })
+    .reflect(pod_writer)
+    .touched_objects();
+
+    let reporter = Reporter {
+        controller: "toucan-operator".into(),
+        instance: config.identity.clone(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        store,
+        artifacts,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        pods: pod_reader.clone(),
+        pod_defaults,
+        runs_by_id: Mutex::new(Default::default()),
+        service_accounts: Mutex::new(Default::default()),
+        queued: Mutex::new(Default::default()),
+    });
+
+    let report_ctx = ctx.clone();
+    let reports = futures::stream::unfold(reports_rx, |mut rx| async move {
+        rx.recv().await.map(|r| (r, rx))
+    })
+    .filter_map(move |r: ReportAccepted| {
+        let found = report_ctx.run_ref(&r.run_id);
+        if let Some(run) = &found {
+            report_ctx.enqueue(run.clone());
+        }
+        async move { found }
+    });
+    // Pod events that will wake a run count in the queue until its reconcile starts.
+    let queue_ctx = ctx.clone();
+    let pod_watch = pod_watch.inspect(move |pod| {
+        if let Ok(pod) = pod
+            && let Some(owner) = pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.kind == "PipelineRun")
+            && let Some(ns) = &pod.metadata.namespace
+        {
+            queue_ctx.enqueue(ObjectRef::new(&owner.name).within(ns));
+        }
+    });
+
+    let runs = Controller::new(runs_api, watcher::Config::default())
+        .owns_stream(pod_watch)
+        .reconcile_on(reports)
+        .with_config(controller::Config::default().concurrency(config.concurrency));
+    let runs_store = runs.store();
+    let runs_ctx = ctx.clone();
+    let runs_task = runs
+        .graceful_shutdown_on(shutdown_signal())
+        .run(run::reconcile, run::error_policy, runs_ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("reconcile: {e}");
+            }
+        });
+
+    let pipelines_task = pipeline::controller(pipelines_api, ctx.clone());
+
+    let ready = {
+        let readiness = readiness.clone();
+        let pod_reader = pod_reader.clone();
+        async move {
+            let _ = pod_reader.wait_until_ready().await;
+            let _ = runs_store.wait_until_ready().await;
+            readiness.watches_synced();
+            tracing::info!("watches synced");
+        }
+    };
+    tokio::spawn(ready);
+
+    let lost = async move {
+        match leading {
+            Some(l) => leader::lost(l).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = runs_task => Ok(()),
+        _ = pipelines_task => Ok(()),
+        _ = lost => Err(ServeError::LostLeadership),
+    }
+}
+
+/// Fails fast, with the fix, when the CRDs are not installed.
+async fn check_crds(client: &Client) -> Result<(), ServeError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in [PipelineRun::crd_name(), Pipeline::crd_name()] {
+        match crds.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ServeError::CrdsMissing(format!("{name} not found"))),
+            Err(e) => return Err(ServeError::CrdsMissing(format!("reading {name}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

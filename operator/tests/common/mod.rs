@@ -1,0 +1,338 @@
+//! The operator on the real test cluster: a cluster whose process-mode nodes run step pods as
+//! processes on this machine (so the launcher and `toucan-worker` really run), a PostgreSQL
+//! database of the test's own, an artifact directory, and `toucan-operator` as a child process.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use toucan_core::api::PipelineRun;
+use toucan_test_cluster::TestCluster;
+
+/// The PostgreSQL server `make test` starts; tests skip without it unless it is required.
+pub fn admin_url() -> Option<String> {
+    match std::env::var("TOUCAN_TEST_POSTGRES_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("TOUCAN_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("TOUCAN_REQUIRE_POSTGRES=1 but TOUCAN_TEST_POSTGRES_URL is unset")
+        }
+        Err(_) => None,
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh database named `toucan_op_NAME_PID`; returns its URL.
+pub fn database(admin: &str, name: &str) -> String {
+    let db = format!("toucan_op_{name}_{}", std::process::id());
+    psql(admin, &format!("DROP DATABASE IF EXISTS {db}"));
+    psql(admin, &format!("CREATE DATABASE {db}"));
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{db}")
+}
+
+/// Where the workspace's binaries are (`toucan`, `toucan-worker`, `toucan-operator`).
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_toucan-operator"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The PATH step processes get: `TOUCAN_TEST_STEP_PATH` (the libtorch worker) first, then the
+/// workspace's binaries, then this process's PATH.
+pub fn step_path() -> String {
+    let mut parts = Vec::new();
+    if let Ok(p) = std::env::var("TOUCAN_TEST_STEP_PATH") {
+        parts.push(p);
+    }
+    parts.push(bin_dir().display().to_string());
+    parts.push(std::env::var("PATH").unwrap_or_default());
+    parts.join(":")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Harness {
+    pub cluster: TestCluster,
+    pub db_url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// None when PostgreSQL is not available (and not required).
+    pub async fn start(name: &str) -> Option<Harness> {
+        let admin = admin_url()?;
+        let db_url = database(&admin, name);
+        let path = step_path();
+        let cluster = TestCluster::start_with_env(&[("PATH", path.as_str())])
+            .await
+            .unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("toucan-op-")
+            .tempdir()
+            .unwrap();
+        Some(Harness {
+            cluster,
+            db_url,
+            dir,
+        })
+    }
+
+    pub fn client(&self) -> Client {
+        self.cluster.client()
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.dir.path().join("artifacts")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.cluster.kubectl())
+            .args(args)
+            .env("KUBECONFIG", self.cluster.kubeconfig())
+            .output()
+            .unwrap()
+    }
+
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn apply_crds(&self) {
+        let crds = repo().join("charts/toucan/crds/toucan.dev.yaml");
+        self.kubectl_ok(&["apply", "-f", crds.to_str().unwrap()]);
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/pipelines.toucan.dev",
+            "crd/pipelineruns.toucan.dev",
+        ]);
+    }
+
+    /// Starts an operator; `extra` are more flags.
+    pub fn operator(&self, identity: &str, extra: &[&str]) -> Operator {
+        let api_port = free_port();
+        let metrics_port = free_port();
+        let log = self.dir.path().join(format!("operator-{identity}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_toucan-operator"))
+            .args([
+                "--database-url",
+                &self.db_url,
+                "--artifacts",
+                self.artifacts().to_str().unwrap(),
+                "--api-listen",
+                &format!("127.0.0.1:{api_port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--api-url",
+                &format!("http://127.0.0.1:{api_port}"),
+                "--launcher-image",
+                "toucan/worker:test",
+                "--identity",
+                identity,
+                "--lease-namespace",
+                "default",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", self.cluster.kubeconfig())
+            .env("RUST_LOG", "info,toucan_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Operator {
+            child: Some(child),
+            api_port,
+            metrics_port,
+            log,
+        }
+    }
+
+    /// Waits until the PipelineRun has a terminal phase.
+    pub async fn wait_finished(&self, ns: &str, name: &str, timeout: Duration) -> PipelineRun {
+        let api: Api<PipelineRun> = Api::namespaced(self.client(), ns);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(run) = api.get_opt(name).await.unwrap() {
+                let phase = run.status.as_ref().and_then(|s| s.phase.clone());
+                if matches!(phase.as_deref(), Some("Succeeded" | "Failed" | "Cancelled")) {
+                    return run;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PipelineRun {ns}/{name} did not finish in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `f` is true of the pods of a run (by the run's name label).
+    pub async fn wait_pods(
+        &self,
+        ns: &str,
+        run: &str,
+        what: &str,
+        f: impl Fn(&[Pod]) -> bool,
+    ) -> Vec<Pod> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let pods = self.pods(ns, run).await;
+            if f(&pods) {
+                return pods;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pods of {run}: {what}: never happened"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn pods(&self, ns: &str, run: &str) -> Vec<Pod> {
+        let api: Api<Pod> = Api::namespaced(self.client(), ns);
+        api.list(&ListParams::default().labels(&format!("toucan.dev/run={run}")))
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+pub struct Operator {
+    child: Option<Child>,
+    pub api_port: u16,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status, if it exited by itself within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, port: u16, path: &str) -> (u16, String) {
+        http_get(port, path)
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http_get(self.metrics_port, "/readyz").0 == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator never ready:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: status and body (0 when nothing answers).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http("GET", port, path, None, None)
+}
+
+/// A plain HTTP/1.0 request on loopback.
+pub fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
