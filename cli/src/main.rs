@@ -1,18 +1,21 @@
 //! `toucan`: the command line, and the local runtime that runs manifests on this machine.
 //!
-//! Exit codes: 0 success, 1 the run failed or was cancelled, 2 invalid input (nothing is
-//! written), 3 anything else went wrong (a store could not be opened, an I/O error).
+//! Exit codes: 0 success, 1 the run failed or was cancelled (or, with `--cluster`, the cluster
+//! could not be read), 2 invalid input (nothing is written), 3 anything else went wrong (a store
+//! could not be opened, an I/O error).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod cluster;
 mod commands;
 mod home;
 mod local;
 mod output;
 
+use cluster::ClusterArgs;
 use output::Format;
 
 #[derive(Debug, Parser)]
@@ -61,6 +64,8 @@ enum Command {
         metrics: bool,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Inspect and clean the step cache.
     Cache {
@@ -77,6 +82,11 @@ enum GetWhat {
         limit: u32,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        /// With --cluster: the PipelineRuns of every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -84,9 +94,12 @@ enum GetWhat {
 enum DescribeWhat {
     /// A run: its steps with phases, cache hits, attempts, durations and outputs.
     Run {
+        /// The run's id; with --cluster, the PipelineRun's name.
         id: String,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -96,6 +109,8 @@ pub enum Outcome {
     Success,
     RunFailed,
     InvalidInput,
+    /// `--cluster`: the cluster or the operator's API could not be read.
+    ClusterUnavailable,
     Error,
 }
 
@@ -103,7 +118,7 @@ impl From<Outcome> for ExitCode {
     fn from(o: Outcome) -> ExitCode {
         ExitCode::from(match o {
             Outcome::Success => 0,
-            Outcome::RunFailed => 1,
+            Outcome::RunFailed | Outcome::ClusterUnavailable => 1,
             Outcome::InvalidInput => 2,
             Outcome::Error => 3,
         })
@@ -115,7 +130,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TOUCAN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // kube's client logs every failed request; the commands report them.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -135,18 +151,42 @@ fn main() -> ExitCode {
             Command::Validate { files } => commands::validate::validate(&files),
             Command::Crds => commands::crds::print(),
             Command::Get {
-                what: GetWhat::Runs { limit, output },
-            } => commands::inspect::get_runs(limit, output).await,
+                what:
+                    GetWhat::Runs {
+                        limit,
+                        output,
+                        all_namespaces,
+                        cluster,
+                    },
+            } => match cluster.selected(all_namespaces) {
+                Ok(true) => cluster::get_runs(&cluster, all_namespaces, limit, output).await,
+                Ok(false) => commands::inspect::get_runs(limit, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Describe {
-                what: DescribeWhat::Run { id, output },
-            } => commands::inspect::describe_run(&id, output).await,
+                what:
+                    DescribeWhat::Run {
+                        id,
+                        output,
+                        cluster,
+                    },
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::describe_run(&cluster, &id, output).await,
+                Ok(false) => commands::inspect::describe_run(&id, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Logs {
                 run,
                 step,
                 attempt,
                 metrics,
                 output,
-            } => commands::inspect::logs(&run, &step, attempt, metrics, output).await,
+                cluster,
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::logs(&cluster, &run, &step, attempt, metrics, output).await,
+                Ok(false) => commands::inspect::logs(&run, &step, attempt, metrics, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Cache { what } => commands::cache::cache(what).await,
         }
     });
@@ -157,4 +197,10 @@ fn main() -> ExitCode {
             Outcome::Error.into()
         }
     }
+}
+
+/// Reports invalid command-line input.
+fn invalid(message: &str) -> anyhow::Result<Outcome> {
+    eprintln!("error: {message}");
+    Ok(Outcome::InvalidInput)
 }

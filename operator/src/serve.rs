@@ -222,8 +222,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         let readiness = readiness.clone();
         let pod_reader = pod_reader.clone();
         async move {
-            let _ = pod_reader.wait_until_ready().await;
-            let _ = runs_store.wait_until_ready().await;
+            let (pods, runs) =
+                tokio::join!(pod_reader.wait_until_ready(), runs_store.wait_until_ready());
+            if let Err(e) = pods.and(runs) {
+                tracing::error!("waiting for the watches to sync: {e}");
+                return;
+            }
             readiness.watches_synced();
             tracing::info!("watches synced");
         }

@@ -17,13 +17,22 @@ use kube::api::{Api, PostParams};
 use toucan_core::api::PipelineRun;
 use toucan_core::store::Phase;
 
-/// Small, so that the test is quick: a linear model for one epoch.
-const PARAMS: [(&str, &str); 2] = [("model", "linear"), ("epochs", "1")];
+/// Small, so that the test is quick: a linear model for one epoch, good enough to export.
+const PARAMS: [(&str, &str); 3] = [
+    ("model", "linear"),
+    ("epochs", "1"),
+    ("min_accuracy", "0.5"),
+];
 
 fn run_manifest(name: &str) -> PipelineRun {
     let params: Vec<serde_json::Value> = PARAMS
         .iter()
-        .map(|(n, v)| serde_json::json!({"name": n, "value": if *n == "epochs" { serde_json::json!(1) } else { serde_json::json!(v) }}))
+        .map(|(n, v)| {
+            // Typed as the Pipeline declares them: numbers stay numbers.
+            let value = serde_json::from_str::<serde_json::Value>(v)
+                .unwrap_or_else(|_| serde_json::json!(v));
+            serde_json::json!({"name": n, "value": value})
+        })
         .collect();
     serde_json::from_value(serde_json::json!({
         "apiVersion": "toucan.dev/v1alpha1",
@@ -240,7 +249,7 @@ async fn example_runs_in_the_cluster_as_it_does_locally() {
         "toucan_step_start_latency_seconds_bucket",
         "toucan_cache_hit_ratio",
         "toucan_queue_depth",
-        "toucan_reconcile_errors",
+        "toucan_runs_active",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }

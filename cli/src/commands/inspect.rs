@@ -1,8 +1,10 @@
-//! `toucan get runs`, `toucan describe run`, `toucan logs`.
+//! `toucan get runs`, `toucan describe run`, `toucan logs` on the local store (`--cluster`
+//! reads a cluster instead: see `crate::cluster`), and the renderers both share.
 
 use anyhow::Context;
 use serde::Serialize;
 
+use super::summary::RunSummary;
 use crate::Outcome;
 use crate::home::Home;
 use crate::output::{Format, duration, print_structured, table, timestamp};
@@ -61,9 +63,18 @@ pub async fn describe_run(id: &str, format: Format) -> anyhow::Result<Outcome> {
         return Ok(Outcome::InvalidInput);
     }
     let summary = super::summary::load(store.as_ref(), id).await?;
+    print_run(&summary, format)?;
+    Ok(Outcome::Success)
+}
+
+/// Prints a run as `describe run` does, whether its rows came from the store or a cluster.
+pub fn print_run(summary: &RunSummary, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Table => {
-            println!("{}", super::summary::table(&summary));
+            if let Some(name) = &summary.pipeline_run {
+                println!("PipelineRun {name}");
+            }
+            println!("{}", super::summary::table(summary));
             if let Some(m) = &summary.message {
                 println!("\nmessage: {m}");
             }
@@ -81,9 +92,9 @@ pub async fn describe_run(id: &str, format: Format) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        f => print_structured(f, &summary)?,
+        f => print_structured(f, summary)?,
     }
-    Ok(Outcome::Success)
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -108,20 +119,8 @@ pub async fn logs(
         None => attempts.iter().max_by_key(|a| a.attempt),
     };
     let Some(chosen) = chosen else {
-        let known = attempts
-            .iter()
-            .map(|a| a.attempt.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        eprintln!(
-            "error: no {} of step {step:?} in run {run:?}{}",
-            attempt.map_or("attempt".to_string(), |n| format!("attempt {n}")),
-            if known.is_empty() {
-                " (it never ran; cached or skipped steps have no log)".to_string()
-            } else {
-                format!(" (attempts: {known})")
-            }
-        );
+        let known: Vec<u32> = attempts.iter().map(|a| a.attempt).collect();
+        eprintln!("error: {}", no_attempt(run, step, attempt, &known));
         return Ok(Outcome::InvalidInput);
     };
     let log = chosen.log_ref.as_deref().map(std::path::Path::new);
@@ -133,17 +132,7 @@ pub async fn logs(
             }
             _ => String::new(),
         };
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|_| serde_json::Value::String(l.into()))
-            })
-            .collect();
-        match format {
-            Format::Table => print!("{text}"),
-            f => print_structured(f, &lines)?,
-        }
+        print_metrics(&text, format)?;
         return Ok(Outcome::Success);
     }
     let text = match log {
@@ -151,17 +140,61 @@ pub async fn logs(
             .unwrap_or_else(|e| format!("(log {} unreadable: {e})\n", path.display())),
         None => String::new(),
     };
+    print_log(run, step, chosen.attempt, text, format)?;
+    Ok(Outcome::Success)
+}
+
+/// Why `logs` found no attempt to show; `known` are the step's attempts.
+pub fn no_attempt(run: &str, step: &str, attempt: Option<u32>, known: &[u32]) -> String {
+    let known = known
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "no {} of step {step:?} in run {run:?}{}",
+        attempt.map_or("attempt".to_string(), |n| format!("attempt {n}")),
+        if known.is_empty() {
+            " (it never ran; cached or skipped steps have no log)".to_string()
+        } else {
+            format!(" (attempts: {known})")
+        }
+    )
+}
+
+/// Prints metrics given as JSON lines: as they are, or as a JSON/YAML list.
+pub fn print_metrics(text: &str, format: Format) -> anyhow::Result<()> {
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| serde_json::Value::String(l.into())))
+        .collect();
     match format {
         Format::Table => print!("{text}"),
+        f => print_structured(f, &lines)?,
+    }
+    Ok(())
+}
+
+/// Prints an attempt's log: as it is, or wrapped in a JSON/YAML document.
+pub fn print_log(
+    run: &str,
+    step: &str,
+    attempt: u32,
+    log: String,
+    format: Format,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Table => print!("{log}"),
         f => print_structured(
             f,
             &LogDoc {
                 run: run.to_string(),
                 step: step.to_string(),
-                attempt: chosen.attempt,
-                log: text,
+                attempt,
+                log,
             },
         )?,
     }
-    Ok(Outcome::Success)
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use toucan_core::engine::{RunPlan, step_of};
 use toucan_core::graph;
-use toucan_core::store::{MetadataStore, StepOutputs, StepRecord};
+use toucan_core::store::{MetadataStore, RunRecord, StepOutputs, StepRecord};
 
 use crate::output::{duration, table as render_table, timestamp};
 
@@ -13,6 +13,9 @@ use crate::output::{duration, table as render_table, timestamp};
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     pub run: String,
+    /// `NAMESPACE/NAME` of the PipelineRun, for a run read from a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_run: Option<String>,
     pub pipeline: String,
     pub phase: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,14 +43,20 @@ pub struct StepSummary {
     pub message: Option<String>,
 }
 
-/// Reads a run and its steps, ordered as the pipeline declares them (fan-out children after
-/// their step, `finally` steps last).
+/// Reads a run and its steps from a store; see [`from_records`].
 pub async fn load(store: &dyn MetadataStore, id: &str) -> anyhow::Result<RunSummary> {
     let Some(run) = store.get_run(id).await? else {
         anyhow::bail!("no run {id:?}");
     };
-    let plan: Option<RunPlan> = serde_json::from_value(run.spec.clone()).ok();
     let steps = store.list_steps(id).await?;
+    Ok(from_records(run, steps))
+}
+
+/// A run and its steps, ordered as the pipeline declares them (fan-out children after their
+/// step, `finally` steps last). The rows come from the local store or, with `--cluster`, from
+/// the operator's API.
+pub fn from_records(run: RunRecord, steps: Vec<StepRecord>) -> RunSummary {
+    let plan: Option<RunPlan> = serde_json::from_value(run.spec.clone()).ok();
     let order: BTreeMap<String, usize> = plan
         .as_ref()
         .map(|p| {
@@ -70,7 +79,7 @@ pub async fn load(store: &dyn MetadataStore, id: &str) -> anyhow::Result<RunSumm
                 .collect()
         })
         .unwrap_or_default();
-    let mut steps: Vec<StepRecord> = steps;
+    let mut steps = steps;
     steps.sort_by_key(|s| {
         let step = step_of(&s.name);
         let index = s
@@ -106,8 +115,9 @@ pub async fn load(store: &dyn MetadataStore, id: &str) -> anyhow::Result<RunSumm
             message: s.message,
         })
         .collect();
-    Ok(RunSummary {
+    RunSummary {
         run: run.id,
+        pipeline_run: None,
         pipeline: run.pipeline,
         phase: run.phase.to_string(),
         message: run.message,
@@ -115,7 +125,7 @@ pub async fn load(store: &dyn MetadataStore, id: &str) -> anyhow::Result<RunSumm
         duration_ms: run.finished_at.map(|f| f - run.created_at),
         params: run.params,
         steps,
-    })
+    }
 }
 
 /// The human table of a run's steps.

@@ -197,6 +197,13 @@ async fn apply(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
             })
             .inc();
         ctx.metrics.runs_active.dec();
+        crate::telemetry::run_finished(
+            &run.uid,
+            &doc.plan.pipeline,
+            doc.created_at,
+            now_ms(),
+            phase.as_str(),
+        );
         let (type_, reason) = if phase == Phase::Succeeded {
             (EventType::Normal, "RunSucceeded")
         } else {
@@ -518,34 +525,10 @@ async fn observe(
         .collect();
     for (node, flight) in in_flight {
         let Some(pod) = find_pod(ctx, run, &flight.pod).await? else {
-            // Deleted by someone else before it ended: start over as a new attempt.
-            record_attempt(
-                ctx,
-                doc,
-                run,
-                &node,
-                &flight,
-                Phase::Failed,
-                None,
-                Some("pod deleted before it finished".into()),
-            )
-            .await?;
-            doc.in_flight.remove(&node);
-            if let Some(n) = doc.state.nodes.get_mut(&node) {
-                n.phase = Phase::Pending;
-                n.retry_at = None;
-                n.message = Some("its pod was deleted; starting a new attempt".into());
-            }
-            events.push(event(
-                EventType::Warning,
-                "PodDeleted",
-                format!(
-                    "the pod of {node} (attempt {}) was deleted; starting a new attempt",
-                    flight.attempt
-                ),
-            ));
+            restart_deleted(ctx, doc, run, &node, &flight, events).await?;
             continue;
         };
+        let deleting = pod.metadata.deletion_timestamp.is_some();
         let PodOutcome::Ended {
             exit_code,
             reason,
@@ -573,9 +556,51 @@ async fn observe(
                 },
             },
         };
+        // Killed because someone deleted its pod: that is not the step failing.
+        if deleting && !report.succeeded {
+            restart_deleted(ctx, doc, run, &node, &flight, events).await?;
+            continue;
+        }
         finish_attempt(ctx, doc, run, &node, &flight, report, events).await?;
         doc.in_flight.remove(&node);
     }
+    Ok(())
+}
+
+/// An attempt whose pod was deleted by someone else before it finished: recorded as failed,
+/// and the node starts over as a new attempt without using up its retries.
+async fn restart_deleted(
+    ctx: &Context,
+    doc: &mut RunDocument,
+    run: &RunRef,
+    node: &str,
+    flight: &InFlight,
+    events: &mut Vec<KubeEvent>,
+) -> Result<()> {
+    record_attempt(
+        ctx,
+        run,
+        node,
+        flight,
+        Phase::Failed,
+        None,
+        Some("its pod was deleted before it finished".into()),
+    )
+    .await?;
+    doc.in_flight.remove(node);
+    if let Some(n) = doc.state.nodes.get_mut(node) {
+        n.phase = Phase::Pending;
+        n.retry_at = None;
+        n.message = Some("its pod was deleted; starting a new attempt".into());
+    }
+    events.push(event(
+        EventType::Warning,
+        "PodDeleted",
+        format!(
+            "the pod of {node} (attempt {}) was deleted; starting a new attempt",
+            flight.attempt
+        ),
+    ));
     Ok(())
 }
 
@@ -660,13 +685,23 @@ async fn finish_attempt(
     }
     completion.step = step_row(doc, &run.uid, node, now);
     ctx.store.complete_step(&completion).await?;
+    let outcome = completion
+        .attempt
+        .as_ref()
+        .map_or(Phase::Failed, |a| a.phase);
+    crate::telemetry::step_attempt(
+        &run.uid,
+        node,
+        flight.attempt,
+        flight.started_at,
+        now,
+        outcome.as_str(),
+    );
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn record_attempt(
     ctx: &Context,
-    doc: &RunDocument,
     run: &RunRef,
     node: &str,
     flight: &InFlight,
@@ -674,7 +709,6 @@ async fn record_attempt(
     exit_code: Option<i32>,
     message: Option<String>,
 ) -> Result<()> {
-    let _ = doc;
     ctx.store
         .upsert_attempt(&AttemptRecord {
             run_id: run.uid.clone(),
@@ -823,17 +857,7 @@ async fn advance(
                     cache_writable: inv.cache_writable,
                 };
                 save_row(ctx, doc, run, &inv.node).await?;
-                record_attempt(
-                    ctx,
-                    doc,
-                    run,
-                    &inv.node,
-                    &flight,
-                    Phase::Running,
-                    None,
-                    None,
-                )
-                .await?;
+                record_attempt(ctx, run, &inv.node, &flight, Phase::Running, None, None).await?;
                 doc.in_flight.insert(inv.node.clone(), flight);
             }
             // The API refused the pod itself (invalid spec, quota, admission): a failed attempt.

@@ -169,7 +169,10 @@ impl Harness {
             ])
             .args(extra)
             .env("KUBECONFIG", self.cluster.kubeconfig())
-            .env("RUST_LOG", "info,toucan_operator=debug")
+            .env(
+                "RUST_LOG",
+                "info,toucan_operator=debug,kube_runtime=debug,kube_client=debug",
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -274,7 +277,7 @@ impl Operator {
 
     /// Waits for `/readyz` to answer 200.
     pub async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if http_get(self.metrics_port, "/readyz").0 == 200 {
                 return;

@@ -1,0 +1,537 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `get runs`, `describe run` and `logs` with `--cluster`, against the real test cluster (whose
+//! process-mode nodes run step pods as processes here) with `toucan-operator` running the
+//! PipelineRun and serving its API on loopback, on a PostgreSQL database of the test's own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
+use toucan_core::api::PipelineRun;
+use toucan_test_cluster::TestCluster;
+
+const NS: &str = "default";
+const RUN: &str = "hello";
+
+/// Two steps in a row; `greet` says hello-from-step.
+const PIPELINE_RUN: &str = r#"
+apiVersion: toucan.dev/v1alpha1
+kind: PipelineRun
+metadata: {name: hello, namespace: default}
+spec:
+  pipelineSpec:
+    steps:
+      - name: greet
+        image: busybox
+        command: [sh, -c, "echo hello-from-step"]
+      - name: second
+        image: busybox
+        command: [sh, -c, "echo second"]
+        dependsOn: [greet]
+"#;
+
+fn admin_url() -> Option<String> {
+    match std::env::var("TOUCAN_TEST_POSTGRES_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("TOUCAN_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("TOUCAN_REQUIRE_POSTGRES=1 but TOUCAN_TEST_POSTGRES_URL is unset")
+        }
+        Err(_) => None,
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh database of this test; its URL.
+fn database(admin: &str) -> String {
+    let db = format!("toucan_cli_cluster_{}", std::process::id());
+    psql(admin, &format!("DROP DATABASE IF EXISTS {db}"));
+    psql(admin, &format!("CREATE DATABASE {db}"));
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{db}")
+}
+
+/// The workspace's binaries: `toucan`, and `toucan-operator` and `toucan-worker` next to it.
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_toucan"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The PATH of step processes: the libtorch worker if any, the workspace's binaries, ours.
+fn step_path() -> String {
+    let mut parts = Vec::new();
+    if let Ok(p) = std::env::var("TOUCAN_TEST_STEP_PATH") {
+        parts.push(p);
+    }
+    parts.push(bin_dir().display().to_string());
+    parts.push(std::env::var("PATH").unwrap_or_default());
+    parts.join(":")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The status code of a plain HTTP/1.0 request on loopback (0 when nothing answers).
+fn http(method: &str, port: u16, path: &str, token: Option<&str>, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The operator as a child process, killed when dropped.
+struct Operator {
+    child: Child,
+    api_port: u16,
+    metrics_port: u16,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(cluster: &TestCluster, db_url: &str, dir: &Path) -> Operator {
+        let binary = bin_dir().join("toucan-operator");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `cargo build -p toucan-operator -p toucan-worker --bins` first",
+            binary.display()
+        );
+        let (api_port, metrics_port) = (free_port(), free_port());
+        let log = dir.join("operator.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary)
+            .args(["--database-url", db_url, "--artifacts"])
+            .arg(dir.join("artifacts"))
+            .args([
+                "--api-listen",
+                &format!("127.0.0.1:{api_port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--api-url",
+                &format!("http://127.0.0.1:{api_port}"),
+                "--launcher-image",
+                "toucan/worker:test",
+                "--leader-elect=false",
+            ])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("RUST_LOG", "info,toucan_operator=debug,kube_runtime=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Operator {
+            child,
+            api_port,
+            metrics_port,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn ready(&self) {
+        // Generous: on a loaded machine the watches take a while to sync.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while http("GET", self.metrics_port, "/readyz", None, "") != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "operator never ready:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kubectl(cluster: &TestCluster, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new(cluster.kubectl())
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `toucan ARGS` against the cluster, with a local home that has no store.
+fn toucan(cluster: &TestCluster, home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_toucan"))
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("TOUCAN_HOME", home)
+        .env_remove("TOUCAN_API")
+        .env_remove("TOUCAN_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+fn expect(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}:\nstdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+async fn wait_finished(cluster: &TestCluster, operator: &Operator) -> PipelineRun {
+    let api: Api<PipelineRun> = Api::namespaced(cluster.client(), NS);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(run) = api.get_opt(RUN).await.unwrap() {
+            let phase = run.status.as_ref().and_then(|s| s.phase.clone());
+            if matches!(phase.as_deref(), Some("Succeeded" | "Failed" | "Cancelled")) {
+                return run;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PipelineRun {RUN} did not finish:\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Pushes a metric series for the `greet` step as its pod would: with a token bound to it.
+async fn push_metrics(cluster: &TestCluster, operator: &Operator, run_id: &str) {
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    let pod = pods
+        .list(&ListParams::default().labels(&format!("toucan.dev/run={RUN}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| p.metadata.annotations.as_ref().unwrap()["toucan.dev/node"] == "greet")
+        .unwrap();
+    let account = pod.spec.as_ref().unwrap().service_account_name.clone();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            bound_object_ref: Some(BoundObjectReference {
+                kind: Some("Pod".into()),
+                api_version: Some("v1".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            expiration_seconds: Some(600),
+        },
+        ..TokenRequest::default()
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), NS);
+    let token = accounts
+        .create_token_request(
+            account.as_deref().unwrap(),
+            &PostParams::default(),
+            &request,
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let series = r#"{"attempt":1,"epochs":[{"epoch":1,"loss":0.5},{"epoch":2,"loss":0.25}]}"#;
+    let path = format!("/api/v1/runs/{run_id}/steps/greet/metrics");
+    assert_eq!(
+        http("PUT", operator.api_port, &path, Some(&token), series),
+        204
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspects_a_pipeline_run_in_the_cluster() {
+    let Some(admin) = admin_url() else {
+        eprintln!("skipping: TOUCAN_TEST_POSTGRES_URL is unset (make test sets it)");
+        return;
+    };
+    let db_url = database(&admin);
+    let path = step_path();
+    let cluster = TestCluster::start_with_env(&[("PATH", path.as_str())])
+        .await
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("toucan-cli-cluster-")
+        .tempdir()
+        .unwrap();
+    let home = dir.path().join("home");
+    let crds = repo().join("charts/toucan/crds");
+    kubectl(&cluster, &["apply", "-f", crds.to_str().unwrap()], None);
+    kubectl(
+        &cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/pipelines.toucan.dev",
+            "crd/pipelineruns.toucan.dev",
+        ],
+        None,
+    );
+    let operator = Operator::start(&cluster, &db_url, dir.path());
+    operator.ready().await;
+    kubectl(&cluster, &["apply", "-f", "-"], Some(PIPELINE_RUN));
+    let done = wait_finished(&cluster, &operator).await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.phase.as_deref(),
+        Some("Succeeded"),
+        "{status:#?}\n{}",
+        operator.log_text()
+    );
+    let run_id = status.run_id.unwrap();
+    let api = operator.api();
+    let toucan = |args: &[&str]| toucan(&cluster, &home, args);
+
+    // get runs: the table and the PipelineRun summaries.
+    let out = toucan(&["get", "runs", "--cluster", "--api", &api]);
+    expect(&out, 0, "get runs");
+    let table = text(&out.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with(RUN))
+        .unwrap_or_else(|| panic!("no {RUN} in\n{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..6],
+        [RUN, "(inline)", "Succeeded", "2", "0", "2"],
+        "{table}"
+    );
+    let out = toucan(&["get", "runs", "--cluster", "-A", "-o", "json"]);
+    expect(&out, 0, "get runs -A -o json");
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["name"], RUN, "{runs:#}");
+    assert_eq!(runs[0]["namespace"], NS);
+    assert_eq!(runs[0]["phase"], "Succeeded");
+    assert_eq!(runs[0]["runId"], run_id.as_str());
+    assert_eq!(runs[0]["steps"]["total"], 2);
+
+    // describe run: the steps from the operator's API, in pipeline order.
+    let out = toucan(&[
+        "describe",
+        "run",
+        RUN,
+        "--cluster",
+        "--api",
+        &api,
+        "-o",
+        "json",
+    ]);
+    expect(&out, 0, "describe run -o json");
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(described["run"], run_id.as_str(), "{described:#}");
+    assert_eq!(described["pipelineRun"], format!("{NS}/{RUN}"));
+    assert_eq!(described["phase"], "Succeeded");
+    let steps = described["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["greet", "second"], "{described:#}");
+    for step in steps {
+        assert_eq!(step["phase"], "Succeeded", "{step:#}");
+        let key = step["cacheKey"].as_str().unwrap_or_default();
+        assert!(key.len() >= 16, "no cache key: {step:#}");
+    }
+    assert_ne!(steps[0]["cacheKey"], steps[1]["cacheKey"]);
+    assert_eq!(steps[1]["dependsOn"][0], "greet");
+    let out = toucan(&["describe", "run", RUN, "--cluster", "--api", &api]);
+    expect(&out, 0, "describe run");
+    let table = text(&out.stdout);
+    assert!(
+        table.contains(&format!("PipelineRun {NS}/{RUN}"))
+            && table.contains("second [Succeeded] <- greet"),
+        "{table}"
+    );
+
+    // describe run without the API: the status summary, a warning, exit 0. The default goes
+    // through the API server's service proxy, and this cluster has no such Service.
+    for extra in [&["--api", "http://127.0.0.1:1"][..], &[][..]] {
+        let mut args = vec!["describe", "run", RUN, "--cluster"];
+        args.extend_from_slice(extra);
+        let out = toucan(&args);
+        expect(&out, 0, "describe run without the API");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(stderr.contains("toucan API"), "{stderr}");
+        assert!(
+            stdout.contains("Succeeded") && stdout.contains("2 total"),
+            "{stdout}"
+        );
+    }
+
+    // logs: the step container's log from its pod.
+    let out = toucan(&["logs", RUN, "greet", "--cluster"]);
+    expect(&out, 0, "logs");
+    assert!(
+        text(&out.stdout).contains("hello-from-step"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = toucan(&[
+        "logs",
+        RUN,
+        "second",
+        "--cluster",
+        "--attempt",
+        "1",
+        "-o",
+        "json",
+    ]);
+    expect(&out, 0, "logs -o json");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["attempt"], 1);
+    assert!(doc["log"].as_str().unwrap().contains("second"), "{doc:#}");
+
+    // logs --metrics: none pushed yet, then the series the step's pod pushed.
+    let metrics = |format: &str| {
+        toucan(&[
+            "logs",
+            RUN,
+            "greet",
+            "--cluster",
+            "--api",
+            &api,
+            "--metrics",
+            "-o",
+            format,
+        ])
+    };
+    let out = metrics("json");
+    expect(&out, 0, "logs --metrics before any push");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    push_metrics(&cluster, &operator, &run_id).await;
+    let out = metrics("json");
+    expect(&out, 0, "logs --metrics");
+    let epochs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(epochs[1]["loss"], 0.25, "{epochs:#}");
+    let out = metrics("table");
+    assert_eq!(
+        text(&out.stdout),
+        "{\"epoch\":1,\"loss\":0.5}\n{\"epoch\":2,\"loss\":0.25}\n"
+    );
+
+    // Unknown runs and steps are invalid input, as locally.
+    for (args, message) in [
+        (
+            &["describe", "run", "nope", "--cluster"][..],
+            "no PipelineRun \"nope\" in namespace \"default\"",
+        ),
+        (
+            &["logs", "nope", "greet", "--cluster"][..],
+            "no PipelineRun \"nope\"",
+        ),
+        (
+            &["logs", RUN, "nope", "--cluster"][..],
+            "no attempt of step \"nope\"",
+        ),
+        (
+            &["logs", RUN, "greet", "--cluster", "--attempt", "7"][..],
+            "no attempt 7 of step \"greet\" in run \"hello\" (attempts: 1)",
+        ),
+    ] {
+        let out = toucan(args);
+        expect(&out, 2, &format!("{args:?}"));
+        assert!(text(&out.stderr).contains(message), "{}", text(&out.stderr));
+    }
+
+    // The user with no rights is told so; an unreachable cluster is exit 1 too.
+    let out = toucan(&["get", "runs", "--cluster", "--context", "user"]);
+    expect(&out, 1, "get runs as user");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("permission denied") && stderr.contains("pipelineruns"),
+        "{stderr}"
+    );
+    let broken = dir.path().join("broken-kubeconfig");
+    let config = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+    let server = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(&broken, config.replace(&server, "https://127.0.0.1:1")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_toucan"))
+        .args(["get", "runs", "--cluster"])
+        .env("KUBECONFIG", &broken)
+        .env("TOUCAN_HOME", &home)
+        .output()
+        .unwrap();
+    expect(&out, 1, "get runs on an unreachable cluster");
+    assert!(
+        text(&out.stderr).contains("cannot reach the Kubernetes API server"),
+        "{}",
+        text(&out.stderr)
+    );
+}
