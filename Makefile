@@ -12,8 +12,10 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 PG_DIR := build/pg
 CLUSTER_DIR := build/cluster
+S3_DIR := build/s3
+BENCH_N ?= 1000
 
-.PHONY: help setup build build-torch demo test lint bench bench-worker clean
+.PHONY: help setup build build-torch demo test lint bench bench-worker bench-operator clean
 
 # toucan-worker's ML commands (train, evaluate, export, predict) need its `torch` feature, which
 # links libtorch from the PyTorch in .venv (torch-sys runs `python` from VIRTUAL_ENV/PATH). It
@@ -62,11 +64,17 @@ test: setup lint ## lint, then every test, against a real PostgreSQL and a real 
 	$(CARGO) build --workspace --all-targets
 	$(TORCH_ENV) $(CARGO) build -p toucan-worker --features torch
 	tests/cluster/build
+	tests/s3/build
+	tests/helm/build
 	trap 'tests/postgres/down $(PG_DIR) || echo "make: could not stop PostgreSQL in $(PG_DIR)" >&2; \
-	      tests/cluster/down $(CLUSTER_DIR) || echo "make: could not stop the test cluster in $(CLUSTER_DIR)" >&2' EXIT; \
+	      tests/cluster/down $(CLUSTER_DIR) || echo "make: could not stop the test cluster in $(CLUSTER_DIR)" >&2; \
+	      tests/s3/down $(S3_DIR) || echo "make: could not stop the S3 server in $(S3_DIR)" >&2' EXIT; \
 	tests/postgres/up $(PG_DIR); \
+	TOUCAN_S3_OWNER_PID=$$$$ tests/s3/up $(S3_DIR); \
 	tests/cluster/up $(CLUSTER_DIR); \
 	tests/cluster/smoke $(CLUSTER_DIR); \
+	tests/helm/check $(CLUSTER_DIR); \
+	set -a; . $(S3_DIR)/env; set +a; export TOUCAN_REQUIRE_S3=1; \
 	export TOUCAN_TEST_POSTGRES_URL="$$(cat $(PG_DIR)/url)" TOUCAN_REQUIRE_POSTGRES=1; \
 	TOUCAN_TEST_STEP_PATH="$(TORCH_BIN):$(CURDIR)/.venv/bin" $(CARGO) test --workspace && \
 	$(TORCH_ENV) $(CARGO) test -p toucan-worker --features torch
@@ -77,6 +85,9 @@ bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes benc
 
 bench-worker: build-torch ## the worker's CNN vs plain PyTorch; writes bench/results/worker.md
 	bench/worker-vs-torch
+
+bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs); writes bench/results/operator.md
+	TOUCAN_OPERATOR=target/release/toucan-operator bench/operator-vs-argo/run $(BENCH_N)
 
 clean: ## remove build outputs and the demo store (keeps the venvs and your .toucan runs)
 	$(CARGO) clean

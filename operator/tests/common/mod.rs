@@ -108,8 +108,51 @@ impl Harness {
         self.cluster.client()
     }
 
-    pub fn artifacts(&self) -> PathBuf {
-        self.dir.path().join("artifacts")
+    /// The artifact store: the S3 server `make test` starts (`TOUCAN_TEST_S3_ARTIFACTS`, under a
+    /// prefix of this test's own), else a directory (pods run on this machine).
+    pub fn artifacts(&self) -> String {
+        match std::env::var("TOUCAN_TEST_S3_ARTIFACTS") {
+            Ok(base) => format!(
+                "{}/operator-{}",
+                base.trim_end_matches('/'),
+                self.dir.path().file_name().unwrap().to_string_lossy()
+            ),
+            Err(_) => self.dir.path().join("artifacts").display().to_string(),
+        }
+    }
+
+    /// With S3 artifacts, the Secret that gives step pods the store's credentials (the
+    /// operator's `--artifacts-secret`), created in `namespace`.
+    pub fn artifacts_secret(&self, namespace: &str) -> Option<&'static str> {
+        std::env::var("TOUCAN_TEST_S3_ARTIFACTS").ok()?;
+        let mut args = vec![
+            "create".to_string(),
+            "secret".into(),
+            "generic".into(),
+            "toucan-artifacts".into(),
+            "-n".into(),
+            namespace.into(),
+        ];
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ALLOW_HTTP",
+        ] {
+            if let Ok(value) = std::env::var(key) {
+                args.push(format!("--from-literal={key}={value}"));
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.kubectl(&args);
+        let already = String::from_utf8_lossy(&out.stderr).contains("already exists");
+        assert!(
+            out.status.success() || already,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some("toucan-artifacts")
     }
 
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
@@ -153,7 +196,7 @@ impl Harness {
                 "--database-url",
                 &self.db_url,
                 "--artifacts",
-                self.artifacts().to_str().unwrap(),
+                &self.artifacts(),
                 "--api-listen",
                 &format!("127.0.0.1:{api_port}"),
                 "--metrics-listen",
@@ -168,6 +211,11 @@ impl Harness {
                 "default",
             ])
             .args(extra)
+            .args(
+                self.artifacts_secret("default")
+                    .map(|s| vec!["--artifacts-secret", s])
+                    .unwrap_or_default(),
+            )
             .env("KUBECONFIG", self.cluster.kubeconfig())
             .env(
                 "RUST_LOG",
