@@ -147,10 +147,11 @@ async fn example_runs_in_the_cluster_as_it_does_locally() {
         ("evaluate", "export"),
     ] {
         let gap = created_ms(by_step[child]) - finished_ms(by_step[parent]);
-        // Kubernetes timestamps have one-second resolution: the child is created within the
-        // second its parent finished, or the next.
+        // Kubernetes timestamps have one-second resolution. The child is created as soon as the
+        // parent's pod event arrives (no requeue delay; Argo's is 10 s): allow for a loaded
+        // machine, not for a timer.
         assert!(
-            (-1000..=2000).contains(&gap),
+            (-1000..=5000).contains(&gap),
             "{child} created {gap} ms after {parent} finished"
         );
     }
