@@ -298,7 +298,7 @@ spec:
             findings(yaml),
             [
                 "spec.concurrency: unknown value \"forbid\" (expected one of: Allow, Forbid, Replace; did you mean \"Forbid\"?)",
-                "spec.extra: unknown field (expected one of: cache, concurrency, finally, params, schedule, steps)",
+                "spec.extra: unknown field (expected one of: cache, concurrency, finally, historyLimit, params, schedule, steps)",
                 "spec.steps[0].command: expected a list, got the string \"python train.py\"",
                 "spec.steps[0].retry.limit: must be at least 0, got -1",
                 "spec.steps[0].resources.gpus: unknown field (did you mean \"gpu\"?)",
