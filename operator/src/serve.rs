@@ -150,8 +150,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
     .default_backoff()
+    // The controller reads a pod's labels, annotations and status; its spec (which carries the
+    // launch spec) and managed fields would only grow the cache with every pod.
     .modify(|pod| {
         pod.metadata.managed_fields = None;
+        pod.spec = None;
     })
     .reflect(pod_writer)
     .touched_objects();
