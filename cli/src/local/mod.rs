@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use toucan_core::engine::{Action, Invocation, NodeState, RunPlan, RunState, child_name, decide};
-use toucan_core::store::{
-    ArtifactRecord, AttemptRecord, CacheEntry, Millis, Phase, StepCompletion, StepRecord,
-};
+use toucan_core::store::{AttemptRecord, CacheEntry, Millis, Phase, StepCompletion, StepRecord};
 
 use executor::{Claim, Executor, NodeResult, now_ms};
 use progress::Progress;
@@ -96,7 +94,7 @@ pub async fn drive(
                 changed = true;
                 match &action {
                     Action::Finish { phase } => {
-                        let message = summary_message(&state);
+                        let message = state.failure_summary();
                         exec.store
                             .set_run_phase(&exec.run_id, *phase, message.as_deref(), Some(now_ms()))
                             .await?;
@@ -235,20 +233,7 @@ async fn finish_node(
                 log_ref,
                 None,
             ));
-            completion.artifacts = report
-                .outputs
-                .artifacts
-                .iter()
-                .map(|(name, a)| ArtifactRecord {
-                    digest: a.digest.clone(),
-                    size: a.size,
-                    kind: a.kind,
-                    run_id: ledger.run_id.clone(),
-                    step: node.to_string(),
-                    output: name.clone(),
-                    created_at: now,
-                })
-                .collect();
+            completion.artifacts = report.outputs.artifact_records(&ledger.run_id, node, now);
             completion.cache_entry = inv.cache_writable.then(|| CacheEntry {
                 key: inv.key.key().0,
                 outputs: report.outputs.clone(),
@@ -325,16 +310,6 @@ fn report_failure(
         Phase::Cancelled => progress.cancelled(&inv.node),
         _ => progress.failed(&inv.node, message, log),
     }
-}
-
-fn summary_message(state: &RunState) -> Option<String> {
-    let failed: Vec<&str> = state
-        .nodes
-        .iter()
-        .filter(|(_, n)| n.phase == Phase::Failed)
-        .map(|(name, _)| name.as_str())
-        .collect();
-    (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM.

@@ -217,6 +217,17 @@ impl RunState {
         n.phase
     }
 
+    /// `failed: a, b` naming the failed nodes, or None when none failed.
+    pub fn failure_summary(&self) -> Option<String> {
+        let failed: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.phase == Phase::Failed)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
+    }
+
     /// Records that the user cancelled the run (running nodes are stopped by the shell and
     /// reported through `record_failure`, which then marks them cancelled).
     pub fn cancel(&mut self) {

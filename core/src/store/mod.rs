@@ -83,6 +83,24 @@ pub struct StepOutputs {
     pub artifacts: BTreeMap<String, ArtifactRef>,
 }
 
+impl StepOutputs {
+    /// The artifact rows of these outputs, produced by `step` of `run_id` at `now`.
+    pub fn artifact_records(&self, run_id: &str, step: &str, now: Millis) -> Vec<ArtifactRecord> {
+        self.artifacts
+            .iter()
+            .map(|(name, a)| ArtifactRecord {
+                digest: a.digest.clone(),
+                size: a.size,
+                kind: a.kind,
+                run_id: run_id.to_string(),
+                step: step.to_string(),
+                output: name.clone(),
+                created_at: now,
+            })
+            .collect()
+    }
+}
+
 /// A reference to an artifact in the content-addressed store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactRef {

@@ -44,8 +44,8 @@ use toucan_core::engine::{
 };
 use toucan_core::launch::{LaunchReport, STAGE_NODE, StageInput, StageSpec};
 use toucan_core::store::{
-    ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunRecord,
-    StepCompletion, StepOutputs, StepRecord,
+    AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunRecord, StepCompletion, StepOutputs,
+    StepRecord,
 };
 
 use crate::context::Context;
@@ -186,7 +186,7 @@ async fn apply(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
     if let Some(phase) = doc.state.finished
         && !is_finished(plr)
     {
-        let message = summary_message(&doc.state);
+        let message = doc.state.failure_summary();
         ctx.store
             .set_run_phase(&run.uid, phase, message.as_deref(), Some(now_ms()))
             .await?;
@@ -638,20 +638,7 @@ async fn finish_attempt(
             .record_success(node, report.outputs.clone(), false);
         doc.finished.insert(node.to_string(), now);
         completion.attempt = Some(attempt);
-        completion.artifacts = report
-            .outputs
-            .artifacts
-            .iter()
-            .map(|(name, a)| ArtifactRecord {
-                digest: a.digest.clone(),
-                size: a.size,
-                kind: a.kind,
-                run_id: run.uid.clone(),
-                step: node.to_string(),
-                output: name.clone(),
-                created_at: now,
-            })
-            .collect();
+        completion.artifacts = report.outputs.artifact_records(&run.uid, node, now);
         completion.cache_entry = flight.cache_writable.then(|| CacheEntry {
             key: flight.key.clone(),
             outputs: report.outputs.clone(),
@@ -1036,16 +1023,6 @@ async fn cleanup(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
         ctx.forget_run(&uid);
     }
     Ok(Action::await_change())
-}
-
-fn summary_message(state: &RunState) -> Option<String> {
-    let failed: Vec<&str> = state
-        .nodes
-        .iter()
-        .filter(|(_, n)| n.phase == Phase::Failed)
-        .map(|(name, _)| name.as_str())
-        .collect();
-    (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
 }
 
 fn event(type_: EventType, reason: &str, note: String) -> KubeEvent {

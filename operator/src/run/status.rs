@@ -74,7 +74,10 @@ pub fn desired(plr: &PipelineRun, run_id: &str, doc: &RunDocument) -> PipelineRu
     };
     let message = match doc.state.finished {
         Some(Phase::Succeeded) => None,
-        Some(_) => super::summary_message(&doc.state).or_else(|| first_message(&doc.state)),
+        Some(_) => doc
+            .state
+            .failure_summary()
+            .or_else(|| first_message(&doc.state)),
         None => None,
     };
     let (status, reason) = match phase {
