@@ -19,18 +19,31 @@ use crate::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Readiness {
     api: AtomicBool,
-    watches: AtomicBool,
+    pods: AtomicBool,
+    runs: AtomicBool,
 }
 
 impl Readiness {
     pub fn api_serving(&self) {
         self.api.store(true, Ordering::Release);
     }
-    pub fn watches_synced(&self) {
-        self.watches.store(true, Ordering::Release);
+    /// The pod watch delivered its first full list.
+    pub fn pods_synced(&self) {
+        self.pods.store(true, Ordering::Release);
+    }
+    /// The PipelineRun watch delivered its first full list.
+    pub fn runs_synced(&self) {
+        self.runs.store(true, Ordering::Release);
+    }
+    /// A standby replica watches nothing: serving the API is all it does.
+    pub fn standby(&self) {
+        self.pods_synced();
+        self.runs_synced();
     }
     pub fn is_ready(&self) -> bool {
-        self.api.load(Ordering::Acquire) && self.watches.load(Ordering::Acquire)
+        [&self.api, &self.pods, &self.runs]
+            .iter()
+            .all(|flag| flag.load(Ordering::Acquire))
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Config(format!("leader election: {e:#}")))?;
         tracing::info!(%identity, lease = %config.lease_name, "waiting to lead");
         // A standby serves the API and is ready; the leader is ready once its watches sync.
-        readiness.watches_synced();
+        readiness.standby();
         tokio::select! {
             r = leader::until_leading(&mut leading) => r.map_err(ServeError::Other)?,
             _ = shutdown_signal() => return Ok(()),
@@ -150,6 +150,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
     .default_backoff()
+    .inspect(synced(&readiness, "pods", Readiness::pods_synced))
     // The controller reads a pod's labels, annotations and status; its spec (which carries the
     // launch spec) and managed fields would only grow the cache with every pod.
     .modify(|pod| {
@@ -204,11 +205,19 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     });
 
-    let runs = Controller::new(runs_api, watcher::Config::default())
+    // The run watch is built here rather than by `Controller::new` so that its first full list
+    // can mark readiness: the store's own readiness future wakes only its last waiter, which is
+    // the controller.
+    let (runs_reader, runs_writer) = reflector::store::<PipelineRun>();
+    let runs_watch = watcher(runs_api, watcher::Config::default())
+        .default_backoff()
+        .inspect(synced(&readiness, "pipelineruns", Readiness::runs_synced))
+        .reflect(runs_writer)
+        .applied_objects();
+    let runs = Controller::for_stream(runs_watch, runs_reader)
         .owns_stream(pod_watch)
         .reconcile_on(reports)
         .with_config(controller::Config::default().concurrency(config.concurrency));
-    let runs_store = runs.store();
     let runs_ctx = ctx.clone();
     let runs_task = runs
         .graceful_shutdown_on(shutdown_signal())
@@ -221,22 +230,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let pipelines_task = pipeline::controller(pipelines_api, ctx.clone());
 
-    let ready = {
-        let readiness = readiness.clone();
-        let pod_reader = pod_reader.clone();
-        async move {
-            let (pods, runs) =
-                tokio::join!(pod_reader.wait_until_ready(), runs_store.wait_until_ready());
-            if let Err(e) = pods.and(runs) {
-                tracing::error!("waiting for the watches to sync: {e}");
-                return;
-            }
-            readiness.watches_synced();
-            tracing::info!("watches synced");
-        }
-    };
-    tokio::spawn(ready);
-
     let lost = async move {
         match leading {
             Some(l) => leader::lost(l).await,
@@ -247,6 +240,22 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         _ = runs_task => Ok(()),
         _ = pipelines_task => Ok(()),
         _ = lost => Err(ServeError::LostLeadership),
+    }
+}
+
+/// A watch-stream inspector that calls `mark` on `readiness` at each full list (the first one is
+/// what counts).
+fn synced<K>(
+    readiness: &Arc<Readiness>,
+    watch: &'static str,
+    mark: fn(&Readiness),
+) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+    let readiness = readiness.clone();
+    move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            mark(&readiness);
+            tracing::debug!(watch, "full list received");
+        }
     }
 }
 
