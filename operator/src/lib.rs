@@ -17,5 +17,6 @@ pub mod pipeline;
 pub mod run;
 mod serve;
 pub mod telemetry;
+pub mod triggers;
 
 pub use serve::serve;

@@ -10,7 +10,7 @@ use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, CustomResourceExt};
 use tokio::sync::mpsc;
 use toucan_core::api::{Pipeline, PipelineRun};
@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, PodDefaults};
+use crate::triggers::PodChanges;
 use crate::{leader, pipeline, run};
 
 /// Why the operator stopped.
@@ -158,6 +159,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         pod.spec = None;
     })
     .reflect(pod_writer)
+    .filter({
+        let mut changes = PodChanges::default();
+        move |event| std::future::ready(changes.passes(event))
+    })
     .touched_objects();
 
     let reporter = Reporter {
@@ -213,7 +218,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .default_backoff()
         .inspect(synced(&readiness, "pipelineruns", Readiness::runs_synced))
         .reflect(runs_writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
     let runs = Controller::for_stream(runs_watch, runs_reader)
         .owns_stream(pod_watch)
         .reconcile_on(reports)

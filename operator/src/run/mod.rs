@@ -217,6 +217,10 @@ async fn apply(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
     }
     status::write(plr, ctx, &doc).await?;
     publish(plr, ctx, events).await;
+    if doc.state.finished.is_some() {
+        // Its own status write does not wake it again (see `crate::triggers`).
+        ctx.forget_run(&run.uid);
+    }
     Ok(next_wake(&doc))
 }
 

@@ -1,0 +1,159 @@
+//! Which watch events wake a PipelineRun's reconcile.
+//!
+//! Every reconcile reads the run's document and its pods, so a wake-up that cannot change
+//! anything still costs store and API round trips, and under load it takes a worker slot from a
+//! run that has something to do. Two filters keep those out:
+//!
+//! - a PipelineRun wakes its reconcile when its spec (its generation, which deletion also bumps)
+//!   or its finalizers change, not when its status does: the operator writes that status itself,
+//!   at the end of the reconcile that decided it;
+//! - a step pod wakes its run when it ends, when its deletion starts, and when it is gone: the
+//!   only pod changes the run controller acts on. Its creation (the operator's own) and its way
+//!   through Pending and Running do not.
+//!
+//! The stores behind both watches still see every event: the filters sit after the reflectors.
+//! A relist passes everything, so nothing is missed across a broken watch.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+
+use crate::run::pods::{PodOutcome, outcome};
+
+/// What the run controller can see of a pod: whether it ended and whether it is being deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PodView {
+    ended: bool,
+    deleting: bool,
+}
+
+impl PodView {
+    fn of(pod: &Pod) -> Self {
+        PodView {
+            ended: matches!(outcome(pod), PodOutcome::Ended { .. }),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// Passes the pod watch events that change what the run controller sees; see the module docs.
+///
+/// Stateful: keep one per watch stream, used in order (`StreamExt::filter`).
+#[derive(Debug, Default)]
+pub struct PodChanges {
+    seen: HashMap<String, PodView>,
+}
+
+impl PodChanges {
+    /// Whether `event` should reach the controller.
+    pub fn passes(&mut self, event: &Result<watcher::Event<Pod>, watcher::Error>) -> bool {
+        let Ok(event) = event else {
+            return true;
+        };
+        match event {
+            watcher::Event::Init => {
+                self.seen.clear();
+                true
+            }
+            watcher::Event::InitApply(pod) => {
+                if let Some(uid) = &pod.metadata.uid {
+                    self.seen.insert(uid.clone(), PodView::of(pod));
+                }
+                true
+            }
+            watcher::Event::InitDone => true,
+            watcher::Event::Apply(pod) => {
+                let Some(uid) = &pod.metadata.uid else {
+                    return true;
+                };
+                let view = PodView::of(pod);
+                // A pod not seen before was created live and whole: that is no news.
+                let before = self.seen.insert(uid.clone(), view).unwrap_or_default();
+                view != before
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(uid) = &pod.metadata.uid {
+                    self.seen.remove(uid);
+                }
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::run::pods::STEP_CONTAINER;
+
+    fn pod(uid: &str, phase: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some(uid.into());
+        let terminated = matches!(phase, "Succeeded" | "Failed").then(|| ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: i32::from(phase == "Failed"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        pod.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: STEP_CONTAINER.into(),
+                state: terminated,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        pod
+    }
+
+    fn apply(pod: Pod) -> Result<watcher::Event<Pod>, watcher::Error> {
+        Ok(watcher::Event::Apply(pod))
+    }
+
+    #[test]
+    fn a_pod_wakes_its_run_when_it_ends_not_on_its_way_there() {
+        let mut f = PodChanges::default();
+        assert!(!f.passes(&apply(pod("a", "Pending"))), "created");
+        assert!(!f.passes(&apply(pod("a", "Pending"))), "scheduled");
+        assert!(!f.passes(&apply(pod("a", "Running"))), "running");
+        assert!(f.passes(&apply(pod("a", "Succeeded"))), "ended");
+        assert!(!f.passes(&apply(pod("a", "Succeeded"))), "same again");
+    }
+
+    #[test]
+    fn a_pod_first_seen_ended_wakes_its_run() {
+        let mut f = PodChanges::default();
+        assert!(f.passes(&apply(pod("b", "Failed"))));
+    }
+
+    #[test]
+    fn deletion_wakes_the_run_when_it_starts_and_when_the_pod_is_gone() {
+        let mut f = PodChanges::default();
+        let mut p = pod("c", "Running");
+        assert!(!f.passes(&apply(p.clone())));
+        p.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert!(f.passes(&apply(p.clone())), "deletion started");
+        assert!(!f.passes(&apply(p.clone())), "still terminating");
+        assert!(f.passes(&Ok(watcher::Event::Delete(p))), "gone");
+    }
+
+    #[test]
+    fn a_relist_passes_everything_and_is_the_new_baseline() {
+        let mut f = PodChanges::default();
+        assert!(f.passes(&Ok(watcher::Event::Init)));
+        assert!(f.passes(&Ok(watcher::Event::InitApply(pod("d", "Running")))));
+        assert!(f.passes(&Ok(watcher::Event::InitDone)));
+        assert!(!f.passes(&apply(pod("d", "Running"))));
+        assert!(f.passes(&apply(pod("d", "Failed"))));
+    }
+}
