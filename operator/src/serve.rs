@@ -211,8 +211,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     });
 
     // The run watch is built here rather than by `Controller::new` so that its first full list
-    // can mark readiness: the store's own readiness future wakes only its last waiter, which is
-    // the controller.
+    // can mark readiness (the store's own readiness future wakes only its last waiter, which is
+    // the controller) and so that status-only changes do not wake a run (`crate::triggers`).
     let (runs_reader, runs_writer) = reflector::store::<PipelineRun>();
     let runs_watch = watcher(runs_api, watcher::Config::default())
         .default_backoff()
