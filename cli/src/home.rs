@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use toucan_core::artifacts::ArtifactStore;
-use toucan_core::store::{self, MetadataStore};
+use toucan_store::artifacts::ArtifactStore;
+use toucan_store::metadata::{self as store, MetadataStore};
 
 #[derive(Clone, Debug)]
 pub struct Home {

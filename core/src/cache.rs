@@ -6,17 +6,15 @@
 //! of its input artifacts, and the step's cache salt. Never a path or a URI.
 //!
 //! The components are kept beside the key so `toucan cache explain` can show them and
-//! `toucan cache diff` can say which differ. [`lookup`] is the one impure helper: it reads the
-//! entry and checks its blobs, then applies [`decide`]; both runtimes serve hits through it.
+//! `toucan cache diff` can say which differ. [`decide`] is the hit-or-miss rule; the store
+//! crate's `cache::lookup` reads the entry and checks its blobs, then applies it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::artifacts::ArtifactStore;
-use crate::engine::Invocation;
-use crate::store::{CacheEntry, MetadataStore, Millis, StepOutputs};
+use crate::records::{CacheEntry, Millis, StepOutputs};
 
 /// The version of the key layout below. Bump it whenever the layout changes.
 pub const CACHE_KEY_VERSION: u32 = 1;
@@ -257,48 +255,10 @@ pub fn decide(
     CacheDecision::Hit
 }
 
-/// Looks `inv`'s key up and decides: a hit returns the cached outputs. The blobs are checked
-/// only when everything else says hit; outputs that are gone make a miss, never a failure.
-pub async fn lookup(
-    store: &dyn MetadataStore,
-    artifacts: &ArtifactStore,
-    inv: &Invocation,
-    now: Millis,
-) -> Result<Option<StepOutputs>, LookupError> {
-    let key = inv.key.key();
-    let entry = store.get_cache_entry(&key.0).await?;
-    let first = decide(&inv.cache, entry.as_ref(), &inv.outputs, now, &[]);
-    if first != CacheDecision::Hit {
-        if let CacheDecision::Miss(reason) = &first {
-            tracing::debug!(node = %inv.node, %reason, "cache miss");
-        }
-        return Ok(None);
-    }
-    let Some(entry) = entry else { return Ok(None) };
-    let missing = artifacts.missing(entry.outputs.artifacts.values()).await?;
-    match decide(&inv.cache, Some(&entry), &inv.outputs, now, &missing) {
-        CacheDecision::Hit => Ok(Some(entry.outputs)),
-        CacheDecision::Miss(MissReason::MissingBlobs(_)) => {
-            tracing::info!(node = %inv.node, "cached outputs are gone; running again");
-            Ok(None)
-        }
-        CacheDecision::Miss(_) => Ok(None),
-    }
-}
-
-/// Why a cache lookup could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    #[error("cache lookup: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("cache lookup: {0}")]
-    Artifacts(#[from] crate::artifacts::ArtifactError),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ArtifactKind, ArtifactRef};
+    use crate::records::{ArtifactKind, ArtifactRef};
 
     fn components() -> CacheKeyComponents {
         CacheKeyComponents {

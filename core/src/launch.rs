@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::DeclaredOutputs;
 use crate::engine::InputSource;
-use crate::store::StepOutputs;
+use crate::records::StepOutputs;
 use crate::template::{Reference, Template};
 
 /// Output parameters are small values; anything larger belongs in an artifact.

@@ -1,16 +1,21 @@
-//! toucan's domain: the custom resource types, the pipeline engine, cache keys, and the
-//! metadata and artifact stores. Pure decisions live here; no kube client and no process
-//! spawning, so the local runtime and the operator run the same code.
+//! toucan's domain, pure: the custom resource types, manifests and their validation,
+//! expressions and templates, cache keys, the launcher's contract, the records a run is kept
+//! as, and one engine per resource.
+//!
+//! Nothing here does I/O: no async runtime, no database, no kube client, no processes. The
+//! shells — the local runtime in the `toucan` CLI and the operator — observe the world, hand
+//! what they saw to an engine, and carry out the effects it returns (see [`engine`] for the
+//! pattern every resource follows). Storage is the `toucan-store` crate; the control-plane
+//! HTTP API is `toucan-api`.
 
 pub mod api;
-pub mod artifacts;
 pub mod cache;
 pub mod engine;
 pub mod expr;
 pub mod graph;
-pub mod http;
 pub mod launch;
 pub mod manifest;
+pub mod records;
 pub mod schedule;
-pub mod store;
 pub mod template;
+pub mod time;

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 
 use crate::api::ConcurrencyPolicy;
-use crate::store::Millis;
+use crate::records::Millis;
 
 /// What to do about a schedule now.
 #[derive(Clone, Debug, PartialEq, Eq)]

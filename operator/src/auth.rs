@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
-use toucan_core::http::{AuthError, Authenticator, Principal};
+use toucan_api::{AuthError, Authenticator, Principal};
 
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATION, RUN_ID_ANNOTATION};
 

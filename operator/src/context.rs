@@ -8,8 +8,8 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use toucan_core::api::PipelineRun;
-use toucan_core::artifacts::ArtifactStore;
-use toucan_core::store::MetadataStore;
+use toucan_store::artifacts::ArtifactStore;
+use toucan_store::metadata::MetadataStore;
 
 use crate::config::Config;
 use crate::metrics::Metrics;

@@ -1,9 +1,9 @@
 //! The operator's errors: one enum, each variant with a short stable reason used in Events,
 //! metrics and logs.
 
-use toucan_core::artifacts::ArtifactError;
-use toucan_core::cache::LookupError;
-use toucan_core::store::StoreError;
+use toucan_store::artifacts::ArtifactError;
+use toucan_store::cache::LookupError;
+use toucan_store::metadata::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,6 +21,13 @@ pub enum Error {
     Finalizer(String),
     #[error("{0} has no {1}")]
     MissingField(String, &'static str),
+    #[error("pod {0} went away while it was adopted; it is created again")]
+    PodGone(String),
+    #[error(
+        "pod {pod} belongs to another PipelineRun that was named {run}; waiting for it to be \
+         deleted with its run"
+    )]
+    StrangerPod { pod: String, run: String },
 }
 
 impl Error {
@@ -34,6 +41,8 @@ impl Error {
             Error::CorruptState { .. } => "CorruptState",
             Error::Finalizer(_) => "Finalizer",
             Error::MissingField(..) => "MissingField",
+            Error::PodGone(_) => "PodGone",
+            Error::StrangerPod { .. } => "StrangerPod",
         }
     }
 }

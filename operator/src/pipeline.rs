@@ -19,8 +19,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use toucan_core::api::{Pipeline, PipelineRef, PipelineRun, PipelineRunSpec, PipelineStatus};
 use toucan_core::manifest::validate_spec;
+use toucan_core::records::{Millis, Phase};
 use toucan_core::schedule::{self, ScheduleDecision};
-use toucan_core::store::{Millis, Phase};
 
 use crate::context::Context;
 use crate::error::{Error, Result};

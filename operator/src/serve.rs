@@ -13,9 +13,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, CustomResourceExt};
 use tokio::sync::mpsc;
+use toucan_api::{ApiState, ReportAccepted};
 use toucan_core::api::{Pipeline, PipelineRun};
-use toucan_core::artifacts::ArtifactStore;
-use toucan_core::http::{ApiState, ReportAccepted};
+use toucan_store::artifacts::ArtifactStore;
 
 use crate::admin::{self, Readiness};
 use crate::auth::ClusterAuth;
@@ -63,7 +63,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .await
         .map_err(|e| ServeError::Config(format!("connecting to Kubernetes: {e}")))?;
     check_crds(&client).await?;
-    let store = toucan_core::store::open(&database_url)
+    let store = toucan_store::metadata::open(&database_url)
         .await
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let artifacts =
@@ -82,7 +82,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .await
         .map_err(|e| ServeError::Config(format!("--api-listen {}: {e}", config.api_listen)))?;
     tracing::info!(addr = %config.api_listen, "control-plane API listening");
-    let api_server = axum::serve(api_listener, toucan_core::http::router(api_state));
+    let api_server = axum::serve(api_listener, toucan_api::router(api_state));
     tokio::spawn(async move {
         if let Err(e) = api_server.await {
             tracing::error!("control-plane API server: {e}");

@@ -15,7 +15,7 @@ use common::{Harness, bin_dir, http_get, repo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use toucan_core::api::PipelineRun;
-use toucan_core::store::Phase;
+use toucan_core::records::Phase;
 
 /// Small, so that the test is quick: a linear model for one epoch, good enough to export.
 const PARAMS: [(&str, &str); 3] = [
@@ -185,17 +185,18 @@ async fn example_runs_in_the_cluster_as_it_does_locally() {
     );
     let local: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let local_id = local["run"].as_str().unwrap().to_string();
-    let local_store = toucan_core::store::open(&local_db).await.unwrap();
-    let cluster_store = toucan_core::store::open(&h.db_url).await.unwrap();
+    let local_store = toucan_store::metadata::open(&local_db).await.unwrap();
+    let cluster_store = toucan_store::metadata::open(&h.db_url).await.unwrap();
     let run_id = status.run_id.clone().unwrap();
     let local_steps = local_store.list_steps(&local_id).await.unwrap();
     let cluster_steps = cluster_store.list_steps(&run_id).await.unwrap();
-    let view = |steps: &[toucan_core::store::StepRecord]| -> Vec<(String, Phase, Option<String>)> {
-        steps
-            .iter()
-            .map(|s| (s.name.clone(), s.phase, s.cache_key.clone()))
-            .collect()
-    };
+    let view =
+        |steps: &[toucan_core::records::StepRecord]| -> Vec<(String, Phase, Option<String>)> {
+            steps
+                .iter()
+                .map(|s| (s.name.clone(), s.phase, s.cache_key.clone()))
+                .collect()
+        };
     assert_eq!(
         view(&local_steps),
         view(&cluster_steps),

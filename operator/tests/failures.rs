@@ -15,7 +15,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use toucan_core::api::PipelineRun;
-use toucan_core::store::Phase;
+use toucan_core::records::Phase;
 
 const NS: &str = "default";
 
@@ -75,7 +75,7 @@ async fn retries_deletions_restarts_and_tokens() {
     h.apply_crds();
     let mut operator = h.operator("op-1", &["--leader-elect=false"]);
     operator.ready().await;
-    let store = toucan_core::store::open(&h.db_url).await.unwrap();
+    let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
 
     // 1. A failing step is retried per its policy, then the run fails and `finally` runs.
     let flaky = inline_run(
@@ -274,7 +274,11 @@ async fn retries_deletions_restarts_and_tokens() {
         204
     );
     let stored = store
-        .get_run_document(&mine_id, toucan_core::store::DocumentKind::Metrics, "wait")
+        .get_run_document(
+            &mine_id,
+            toucan_core::records::DocumentKind::Metrics,
+            "wait",
+        )
         .await
         .unwrap()
         .unwrap();

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Instant;
 
-use toucan_core::artifacts::ArtifactStore;
 use toucan_core::engine::InputSource;
 use toucan_core::launch::{
     LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_PARAM_BYTES, STAGE_NODE, StageSpec,
 };
-use toucan_core::store::StepOutputs;
+use toucan_core::records::StepOutputs;
+use toucan_store::artifacts::ArtifactStore;
 use toucan_worker::control_plane;
 
 /// Where the launch spec comes from: a file (the local runtime) or an environment variable

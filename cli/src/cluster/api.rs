@@ -11,7 +11,7 @@ use kube::api::GetParams;
 use kube::client::Body;
 use kube::{Client, Config};
 use serde::de::DeserializeOwned;
-use toucan_core::http::{MetricSeries, RunDetail};
+use toucan_api::{MetricSeries, RunDetail};
 
 use super::ClusterError;
 

@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn metrics_become_json_lines() {
-        let series: toucan_core::http::MetricSeries = serde_json::from_value(serde_json::json!({
+        let series: toucan_api::MetricSeries = serde_json::from_value(serde_json::json!({
             "attempt": 1,
             "epochs": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
         }))

@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use clap::Subcommand;
 use serde::Serialize;
 use toucan_core::cache::{CacheKeyComponents, ComponentDiff};
-use toucan_core::store::MetadataStore;
+use toucan_store::metadata::MetadataStore;
 
 use crate::Outcome;
 use crate::home::Home;
-use crate::local::executor::now_ms;
 use crate::output::{Format, print_structured};
+use toucan_core::time::now_ms;
 
 /// Blobs younger than this are never collected.
 const GC_GRACE_MS: i64 = 60 * 60 * 1000;

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use toucan_core::api::{PipelineSpec, Step};
-use toucan_core::artifacts::ArtifactStore;
-use toucan_core::engine::{RunPlan, RunState};
+use toucan_core::engine::run::Effect;
+use toucan_core::engine::{Run, RunPlan};
 use toucan_core::manifest::{self, Diagnostic, Document, LoadedDocument, Source};
-use toucan_core::store::{ArtifactRef, MetadataStore, Phase, RunRecord};
+use toucan_core::records::{ArtifactRef, Phase};
+use toucan_core::time::now_ms;
+use toucan_store::artifacts::ArtifactStore;
+use toucan_store::metadata::MetadataStore;
 
 use crate::Outcome;
 use crate::home::Home;
-use crate::local::executor::{Executor, now_ms};
+use crate::local::executor::Executor;
 use crate::local::progress::Progress;
 use crate::output::Format;
 
@@ -47,8 +50,9 @@ fn default_parallelism() -> usize {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let home = Home::locate();
-    let (plan, run_id, state, store) = match &args.resume {
-        Some(id) => match resume(&home, id).await? {
+    let parallelism = args.parallelism.max(1);
+    let (run, effects, store) = match &args.resume {
+        Some(id) => match resume(&home, id, parallelism).await? {
             Ok(x) => x,
             Err(message) => {
                 eprintln!("error: {message}");
@@ -74,34 +78,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             let (plan, base) = plan;
             let plan = import_local_inputs(plan, &base, &artifacts).await?;
             let id = ulid::Ulid::new().to_string().to_lowercase();
-            let record = RunRecord {
-                id: id.clone(),
-                pipeline: plan.pipeline.clone(),
-                phase: Phase::Running,
-                params: serde_json::to_value(&plan.params)?,
-                spec: serde_json::to_value(&plan)?,
-                created_at: now_ms(),
-                finished_at: None,
-                message: None,
-            };
-            store.create_run(&record).await?;
-            let state = RunState::new(&plan);
-            (plan, id, state, store)
+            let (run, effects) =
+                Run::start(&id, plan, now_ms(), parallelism).context("recording the run's plan")?;
+            (run, effects, store)
         }
     };
-    let artifacts = home.open_artifacts()?;
-    let worker = worker_binary()?;
-    let progress = Arc::new(Progress::new());
-    progress.run_started(&run_id, &plan.pipeline);
-    let exec = Arc::new(Executor::new(
-        store.clone(),
-        artifacts,
+    let run_id = run.id.clone();
+    let exec = Arc::new(Executor {
+        store: store.clone(),
+        artifacts: home.open_artifacts()?,
+        worker: worker_binary()?,
         home,
-        worker,
-        run_id.clone(),
-        progress,
-    ));
-    let phase = crate::local::drive(exec, &plan, state, args.parallelism.max(1)).await?;
+        run_id: run_id.clone(),
+        progress: Arc::new(Progress::new()),
+    });
+    let phase = crate::local::drive(exec, run, effects).await?;
     let summary = super::summary::load(store.as_ref(), &run_id).await?;
     match args.output {
         Format::Table => println!("{}", super::summary::table(&summary)),
@@ -243,10 +234,14 @@ async fn import_local_inputs(
     Ok(plan)
 }
 
-type Resumed = (RunPlan, String, RunState, Arc<dyn MetadataStore>);
+type Resumed = (Run, Vec<Effect>, Arc<dyn MetadataStore>);
 
-/// Reloads a run from the store and prepares the state to continue from.
-async fn resume(home: &Home, id: &str) -> anyhow::Result<Result<Resumed, String>> {
+/// Reloads a run from the store and the engine's record to continue from.
+async fn resume(
+    home: &Home,
+    id: &str,
+    parallelism: usize,
+) -> anyhow::Result<Result<Resumed, String>> {
     let store = home.open_existing_store().await?;
     let Some(run) = store.get_run(id).await? else {
         return Ok(Err(format!("no run {id:?} in {}", home.database_url())));
@@ -260,9 +255,8 @@ async fn resume(home: &Home, id: &str) -> anyhow::Result<Result<Resumed, String>
     let plan: RunPlan = serde_json::from_value(run.spec.clone())
         .with_context(|| format!("reading the plan of run {id}"))?;
     let steps = store.list_steps(id).await?;
-    let state = RunState::resume_from_records(&plan, &steps);
-    store.set_run_phase(id, Phase::Running, None, None).await?;
-    Ok(Ok((plan, id.to_string(), state, store)))
+    let (run, effects) = Run::resume(id, plan, &steps, now_ms(), parallelism);
+    Ok(Ok((run, effects, store)))
 }
 
 /// `toucan-worker`: next to this executable, else on PATH.

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use toucan_core::engine::{RunPlan, step_of};
 use toucan_core::graph;
-use toucan_core::store::{MetadataStore, RunRecord, StepOutputs, StepRecord};
+use toucan_core::records::{RunRecord, StepOutputs, StepRecord};
+use toucan_store::metadata::MetadataStore;
 
 use crate::output::{duration, table as render_table, timestamp};
 

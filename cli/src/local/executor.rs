@@ -1,36 +1,31 @@
-//! Runs one node: serves it from the cache when the engine's cache decision says hit, else
-//! runs one attempt as a process under the launcher (`toucan-worker exec`).
-//!
-//! Identical nodes (same cache key) in flight at once run once: within this process through
-//! a per-key async lock, across processes through a claim row in the metadata store that the
-//! holder refreshes while it runs. A waiter re-checks the cache once it gets the claim.
+//! Carries out the engine's cache lookups and attempts on this machine: a lookup through the
+//! store crate's `cache::check` (the same one the operator uses), an attempt as a process
+//! group under the launcher (`toucan-worker exec`), reporting back to the runtime's loop as
+//! observations.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
-use toucan_core::artifacts::ArtifactStore;
-use toucan_core::cache::CacheKey;
+use tokio::sync::{mpsc, watch};
 use toucan_core::engine::Invocation;
+use toucan_core::engine::run::{CLAIM_TTL_MS, CacheCheck, Claim, Observation};
 use toucan_core::launch::{LaunchReport, LaunchSpec};
-use toucan_core::store::{MetadataStore, Millis, StepOutputs};
+use toucan_core::records::StepOutputs;
+use toucan_core::time::now_ms;
+use toucan_store::artifacts::ArtifactStore;
+use toucan_store::metadata::MetadataStore;
 
 use super::progress::Progress;
 use crate::home::Home;
 
-/// A claim older than this belongs to a process that died; holders refresh theirs.
-const CLAIM_STALE_MS: Millis = 30_000;
-const CLAIM_REFRESH: Duration = Duration::from_secs(10);
-const CLAIM_POLL: Duration = Duration::from_millis(100);
 /// How long a stopped step gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// Shared by every node task of a run.
+/// Shared by every task of a run.
 #[derive(Debug)]
 pub struct Executor {
     pub store: Arc<dyn MetadataStore>,
@@ -39,168 +34,67 @@ pub struct Executor {
     pub worker: PathBuf,
     pub run_id: String,
     pub progress: Arc<Progress>,
-    in_flight: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
-}
-
-/// The right to compute one cache key, held until the result is recorded so an identical
-/// node waiting for it finds the cache entry.
-#[derive(Debug)]
-pub struct Claim {
-    key: String,
-    owner: String,
-    _local: OwnedMutexGuard<()>,
-}
-
-/// How a node ended.
-#[derive(Debug)]
-pub enum NodeResult {
-    Cached {
-        outputs: StepOutputs,
-    },
-    Ran {
-        report: LaunchReport,
-        log: PathBuf,
-        started_at: Millis,
-    },
-    /// The runtime could not run it (an I/O error before the command started).
-    Broken {
-        message: String,
-        started_at: Millis,
-    },
-}
-
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or_default()
 }
 
 impl Executor {
-    pub fn new(
-        store: Arc<dyn MetadataStore>,
-        artifacts: ArtifactStore,
-        home: Home,
-        worker: PathBuf,
-        run_id: String,
-        progress: Arc<Progress>,
-    ) -> Executor {
-        Executor {
-            store,
-            artifacts,
-            home,
-            worker,
-            run_id,
-            progress,
-            in_flight: StdMutex::new(HashMap::new()),
+    /// Looks an invocation up in the cache, taking `claim` on a miss.
+    pub async fn check_cache(&self, inv: &Invocation, claim: Option<&Claim>) -> CacheCheck {
+        toucan_store::cache::check(self.store.as_ref(), &self.artifacts, inv, claim, now_ms()).await
+    }
+
+    pub async fn renew_claims(&self, claims: &[Claim]) {
+        let now = now_ms();
+        for c in claims {
+            if let Err(e) = self
+                .store
+                .claim_cache_key(&c.key, &c.owner, now, now - CLAIM_TTL_MS)
+                .await
+            {
+                tracing::warn!("renewing the claim on cache key {}: {e}", c.key);
+            }
         }
     }
 
-    fn key_lock(&self, key: &str) -> Arc<Mutex<()>> {
-        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.to_string()).or_default().clone()
-    }
-
-    /// Looks the key up and decides; a hit returns the cached outputs.
-    async fn cached(&self, inv: &Invocation) -> anyhow::Result<Option<StepOutputs>> {
-        Ok(toucan_core::cache::lookup(self.store.as_ref(), &self.artifacts, inv, now_ms()).await?)
-    }
-
-    /// Gives a claim back once the node's result is recorded.
-    pub async fn release(&self, claim: Claim) {
+    pub async fn release_claim(&self, claim: &Claim) {
         if let Err(e) = self.store.release_cache_key(&claim.key, &claim.owner).await {
             tracing::warn!("releasing cache key {}: {e}", claim.key);
         }
     }
 
-    /// Serves or runs one node. `stop` turns true when the run is cancelled. The claim, when
-    /// one is returned, must be released after the result is recorded.
-    pub async fn execute(
+    /// Runs one attempt and reports it: `Launched` once its process runs, then `Ended`
+    /// (or `LaunchFailed` when it could not start).
+    pub async fn run_attempt(
+        &self,
+        inv: &Invocation,
+        stop: watch::Receiver<bool>,
+        observed: &mpsc::UnboundedSender<Observation>,
+    ) {
+        let report = match self.attempt(inv, stop, observed).await {
+            Ok(report) => Observation::Ended {
+                node: inv.node.clone(),
+                attempt: inv.attempt,
+                report,
+            },
+            Err(message) => Observation::LaunchFailed {
+                node: inv.node.clone(),
+                attempt: inv.attempt,
+                message,
+            },
+        };
+        let _ = observed.send(report);
+    }
+
+    /// Runs one attempt as a process group under the launcher; an error is an attempt that
+    /// could not start.
+    async fn attempt(
         &self,
         inv: &Invocation,
         mut stop: watch::Receiver<bool>,
-    ) -> (NodeResult, Option<Claim>) {
-        let key = inv.key.key();
-        if inv.cache.enabled {
-            match self.cached(inv).await {
-                Ok(Some(outputs)) => return (NodeResult::Cached { outputs }, None),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(node = %inv.node, "cache lookup failed: {e:#}"),
-            }
-            let guard = self.key_lock(&key.0).lock_owned().await;
-            let owner = format!("{}/{}", self.run_id, inv.node);
-            loop {
-                match self
-                    .store
-                    .claim_cache_key(&key.0, &owner, now_ms(), now_ms() - CLAIM_STALE_MS)
-                    .await
-                {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!("claiming cache key: {e}");
-                        break;
-                    }
-                }
-                if *stop.borrow() {
-                    let broken = NodeResult::Broken {
-                        message: "cancelled".into(),
-                        started_at: now_ms(),
-                    };
-                    return (broken, None);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(CLAIM_POLL) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            let claim = Claim {
-                key: key.0.clone(),
-                owner: owner.clone(),
-                _local: guard,
-            };
-            // Another node may have finished the same work while we waited.
-            if let Ok(Some(outputs)) = self.cached(inv).await {
-                return (NodeResult::Cached { outputs }, Some(claim));
-            }
-            let result = self.run_with_claim(inv, &key, &owner, stop).await;
-            (result, Some(claim))
-        } else {
-            (self.run_attempt(inv, stop).await, None)
-        }
-    }
-
-    async fn run_with_claim(
-        &self,
-        inv: &Invocation,
-        key: &CacheKey,
-        owner: &str,
-        stop: watch::Receiver<bool>,
-    ) -> NodeResult {
-        let refresh = async {
-            loop {
-                tokio::time::sleep(CLAIM_REFRESH).await;
-                let now = now_ms();
-                let _ = self
-                    .store
-                    .claim_cache_key(&key.0, owner, now, now - CLAIM_STALE_MS)
-                    .await;
-            }
-        };
-        tokio::select! {
-            result = self.run_attempt(inv, stop) => result,
-            _ = refresh => NodeResult::Broken { message: "claim refresh ended".into(), started_at: now_ms() },
-        }
-    }
-
-    /// Runs one attempt as a process group under the launcher.
-    async fn run_attempt(&self, inv: &Invocation, mut stop: watch::Receiver<bool>) -> NodeResult {
+        observed: &mpsc::UnboundedSender<Observation>,
+    ) -> Result<LaunchReport, String> {
         let started_at = now_ms();
         let dir = self.home.attempt_dir(&self.run_id, &inv.node, inv.attempt);
-        let broken = |message: String| NodeResult::Broken {
-            message,
-            started_at,
-        };
+        let broken = Err::<LaunchReport, String>;
         if dir.exists()
             && let Err(e) = std::fs::remove_dir_all(&dir)
         {
@@ -236,7 +130,6 @@ impl Executor {
             Ok(f) => f,
             Err(e) => return broken(format!("{}: {e}", log_path.display())),
         };
-        self.progress.started(&inv.node, inv.attempt);
         let child = tokio::process::Command::new(&self.worker)
             .arg("exec")
             .arg("--spec")
@@ -252,6 +145,11 @@ impl Executor {
             Err(e) => return broken(format!("starting {}: {e}", self.worker.display())),
         };
         let pid = child.id().map(|id| Pid::from_raw(id as i32));
+        let _ = observed.send(Observation::Launched {
+            node: inv.node.clone(),
+            attempt: inv.attempt,
+            log: Some(log_path.to_string_lossy().into_owned()),
+        });
         let deadline = inv
             .timeout_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -285,21 +183,31 @@ impl Executor {
             let _ = killpg(pid, Signal::SIGKILL);
         }
         let report_path = spec.report_path();
-        let report = std::fs::read(&report_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<LaunchReport>(&b).ok());
+        let report = match std::fs::read(&report_path) {
+            Ok(bytes) => serde_json::from_slice::<LaunchReport>(&bytes).map_err(|e| {
+                format!(
+                    "the launcher's report {} is unreadable: {e}",
+                    report_path.display()
+                )
+            }),
+            Err(_) => Err(match &status {
+                Ok(s) => format!("launcher exited without a report ({s})"),
+                Err(e) => format!("waiting for the launcher: {e}"),
+            }),
+        };
         let report = match (report, stopped) {
-            (Some(r), None) => r,
-            (_, stopped) => {
+            (Ok(r), None) => r,
+            (report, stopped) => {
                 use std::os::unix::process::ExitStatusExt;
                 let (code, signal) = match &status {
                     Ok(s) => (s.code(), s.signal()),
                     Err(_) => (None, None),
                 };
-                let error = stopped.unwrap_or_else(|| match &status {
-                    Ok(s) => format!("launcher exited without a report ({s})"),
-                    Err(e) => format!("waiting for the launcher: {e}"),
-                });
+                let error = match (stopped, report) {
+                    (Some(why), _) => why,
+                    (None, Err(why)) => why,
+                    (None, Ok(_)) => "stopped".to_string(),
+                };
                 LaunchReport {
                     succeeded: false,
                     exit_code: code,
@@ -318,11 +226,7 @@ impl Executor {
                 let _ = std::fs::remove_dir_all(&path);
             }
         }
-        NodeResult::Ran {
-            report,
-            log: log_path,
-            started_at,
-        }
+        Ok(report)
     }
 }
 

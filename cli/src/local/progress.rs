@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use toucan_core::engine::run::RunEvent;
 
 /// How many lines of a failed step's log are shown.
 const LOG_TAIL_LINES: usize = 20;
@@ -55,11 +56,45 @@ impl Progress {
         }
     }
 
-    pub fn run_started(&self, run: &str, pipeline: &str) {
+    /// Shows one of the engine's events.
+    pub fn event(&self, event: &RunEvent) {
+        match event {
+            RunEvent::RunStarted { run_id, pipeline } => self.run_started(run_id, pipeline),
+            RunEvent::StepStarted { node, attempt } => self.started(node, *attempt),
+            RunEvent::StepCached { node } => self.cached(node),
+            RunEvent::StepSucceeded {
+                node, duration_ms, ..
+            } => self.succeeded(node, *duration_ms),
+            RunEvent::StepRetrying {
+                node,
+                attempt,
+                message,
+                delay_ms,
+            } => self.retrying(node, *attempt, message, *delay_ms),
+            RunEvent::StepFailed { node, message, log } => {
+                self.failed(node, message, log.as_deref().map(Path::new))
+            }
+            RunEvent::StepSkipped { node, reason } => self.skipped(node, reason),
+            RunEvent::StepCancelled { node } => self.cancelled(node),
+            RunEvent::FannedOut { step, count } => self.fanned_out(step, *count),
+            RunEvent::Cancelling => self.cancelling(),
+            RunEvent::AttemptLost { node, .. } | RunEvent::CacheUnavailable { node, .. } => {
+                self.finish_bar(node);
+                self.line(&format!("warning: {}", event.message()));
+            }
+            RunEvent::RunInvalid { .. } | RunEvent::StagingFailed { .. } => {
+                self.line(&format!("error: {}", event.message()))
+            }
+            // The summary printed after the run says how it ended.
+            RunEvent::RunFinished { .. } => {}
+        }
+    }
+
+    fn run_started(&self, run: &str, pipeline: &str) {
         self.line(&format!("run {run} of pipeline {pipeline}"));
     }
 
-    pub fn started(&self, node: &str, attempt: u32) {
+    fn started(&self, node: &str, attempt: u32) {
         match &self.bars {
             Some((multi, bars)) => {
                 let bar = multi.add(ProgressBar::new_spinner());
@@ -88,12 +123,12 @@ impl Progress {
         }
     }
 
-    pub fn cached(&self, node: &str) {
+    fn cached(&self, node: &str) {
         self.finish_bar(node);
         self.line(&format!("{node}: cached"));
     }
 
-    pub fn succeeded(&self, node: &str, ms: i64) {
+    fn succeeded(&self, node: &str, ms: i64) {
         self.finish_bar(node);
         self.line(&format!(
             "{node}: succeeded in {}",
@@ -101,7 +136,7 @@ impl Progress {
         ));
     }
 
-    pub fn retrying(&self, node: &str, attempt: u32, message: &str, delay_ms: i64) {
+    fn retrying(&self, node: &str, attempt: u32, message: &str, delay_ms: i64) {
         self.finish_bar(node);
         self.line(&format!(
             "{node}: attempt {attempt} failed ({message}); retrying in {}",
@@ -109,7 +144,7 @@ impl Progress {
         ));
     }
 
-    pub fn failed(&self, node: &str, message: &str, log: Option<&Path>) {
+    fn failed(&self, node: &str, message: &str, log: Option<&Path>) {
         self.finish_bar(node);
         let mut text = format!("{node}: failed: {message}");
         if let Some(log) = log {
@@ -125,20 +160,20 @@ impl Progress {
         self.line(&text);
     }
 
-    pub fn skipped(&self, node: &str, reason: &str) {
+    fn skipped(&self, node: &str, reason: &str) {
         self.line(&format!("{node}: skipped ({reason})"));
     }
 
-    pub fn cancelled(&self, node: &str) {
+    fn cancelled(&self, node: &str) {
         self.finish_bar(node);
         self.line(&format!("{node}: cancelled"));
     }
 
-    pub fn fanned_out(&self, step: &str, n: usize) {
+    fn fanned_out(&self, step: &str, n: usize) {
         self.line(&format!("{step}: fanned out over {n} item(s)"));
     }
 
-    pub fn cancelling(&self) {
+    fn cancelling(&self) {
         self.line("cancelling: stopping running steps");
     }
 }

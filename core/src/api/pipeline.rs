@@ -255,6 +255,11 @@ pub struct RetryPolicy {
     pub limit: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
+    /// Exit codes that mean the step can never succeed with these inputs: an attempt that
+    /// ends with one is not retried. `[2]` (a usage error, as `toucan-worker` and most
+    /// command-line tools exit on bad arguments) when omitted; `[]` retries every failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permanent_exit_codes: Option<Vec<i32>>,
 }
 
 /// Exponential backoff: `initial * factor^(retry-1)`, capped at `max`.

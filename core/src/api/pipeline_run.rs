@@ -53,6 +53,9 @@ pub struct ParamValue {
     pub value: serde_json::Value,
 }
 
+/// The longest `status.message` of a PipelineRun (the CRD's `maxLength`).
+pub const MAX_STATUS_MESSAGE_CHARS: usize = 1024;
+
 /// A bounded summary of a run; per-step detail lives in the metadata store.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -68,7 +71,9 @@ pub struct PipelineRunStatus {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<StepCounts>,
+    /// Why the run failed: bounded, naming a few failed steps and counting the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -10,7 +10,7 @@ use super::plan::{RunPlan, StepPlan};
 use super::state::{NodeState, RunState};
 use super::values::list_items;
 use crate::expr::Condition;
-use crate::store::{Millis, Phase, StepOutputs};
+use crate::records::{Millis, Phase, StepOutputs};
 use crate::template::{Reference, Template};
 
 /// What the shell should do next.

@@ -10,7 +10,7 @@ use super::state::RunState;
 use super::values::render_value;
 use crate::api::Step;
 use crate::cache::{CACHE_KEY_VERSION, CacheKeyComponents, DeclaredOutputs, EffectiveCachePolicy};
-use crate::store::{ArtifactRef, Phase};
+use crate::records::{ArtifactRef, Phase};
 use crate::template::{Reference, Template};
 
 /// Where an input artifact comes from.

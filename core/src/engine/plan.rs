@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::api::{CachePolicy, PipelineSpec, Step};
 use crate::cache::EffectiveCachePolicy;
 use crate::graph;
-use crate::store::{ArtifactRef, Millis};
+use crate::records::{ArtifactRef, Millis};
 
 /// Everything the engine needs that does not change during a run. Serializable, so a run can
 /// be resumed from the store alone.
@@ -28,7 +28,18 @@ pub struct RunPlan {
     pub no_cache: bool,
     /// The step graph, derived once: the engine consults it on every decision.
     #[serde(skip)]
-    derived: OnceLock<Derived>,
+    derived: DerivedOnce,
+}
+
+/// The derived step graph, computed on first use. A cache of the spec, so it never makes two
+/// plans differ.
+#[derive(Clone, Debug, Default)]
+struct DerivedOnce(OnceLock<Derived>);
+
+impl PartialEq for DerivedOnce {
+    fn eq(&self, _: &DerivedOnce) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +72,7 @@ impl RunPlan {
             params,
             local_inputs: BTreeMap::new(),
             no_cache: false,
-            derived: OnceLock::new(),
+            derived: DerivedOnce::default(),
         }
     }
 
@@ -71,7 +82,7 @@ impl RunPlan {
     }
 
     fn derived(&self) -> &Derived {
-        self.derived.get_or_init(|| Derived {
+        self.derived.0.get_or_init(|| Derived {
             deps: self
                 .all_steps()
                 .map(|(s, _)| graph::dependencies(s))
@@ -105,6 +116,22 @@ impl RunPlan {
             is_finally,
             deps: &derived.deps[i],
         })
+    }
+
+    /// The `path:` inputs not yet in the artifact store, as (step, input, path).
+    pub fn unstaged_inputs(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for sp in self.steps() {
+            let staged = self.local_inputs.get(&sp.step.name);
+            for a in sp.step.inputs.iter().flat_map(|i| &i.artifacts) {
+                if let Some(path) = &a.path
+                    && !staged.is_some_and(|m| m.contains_key(&a.name))
+                {
+                    out.push((sp.step.name.clone(), a.name.clone(), path.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Names of the main (non-finally) steps.
@@ -154,6 +181,21 @@ pub fn timeout_ms(step: &Step) -> Option<u64> {
         .as_deref()
         .and_then(|s| parse_duration(s).ok())
         .map(|d| d.as_millis() as u64)
+}
+
+/// Exit codes that make a failure permanent when a step declares none: a usage error.
+pub const DEFAULT_PERMANENT_EXIT_CODES: &[i32] = &[2];
+
+/// Whether an attempt of `step` that exited with `code` can never succeed on a retry.
+pub fn is_permanent(step: &Step, code: i32) -> bool {
+    match step
+        .retry
+        .as_ref()
+        .and_then(|r| r.permanent_exit_codes.as_ref())
+    {
+        Some(codes) => codes.contains(&code),
+        None => DEFAULT_PERMANENT_EXIT_CODES.contains(&code),
+    }
 }
 
 /// The most attempts a step gets (the first plus its retries).

@@ -6,9 +6,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::decide::Action;
-use super::plan::{RunPlan, backoff_ms, max_attempts};
+use super::plan::{RunPlan, backoff_ms, is_permanent, max_attempts};
 use super::{child_name, step_of};
-use crate::store::{Millis, Phase, StepOutputs, StepRecord};
+use crate::records::{Millis, Phase, StepOutputs, StepRecord};
+
+/// Failed nodes named in a run's summary; the rest are counted.
+pub const SUMMARY_NAMES: usize = 5;
+/// Longest node name shown in a summary.
+const SUMMARY_NAME_CHARS: usize = 100;
+
+/// `text` cut to `max` characters, with `…` when cut.
+fn bounded(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max).collect();
+    cut.push('…');
+    cut
+}
 
 /// The observed state of every node of a run, by node name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -189,14 +204,17 @@ impl RunState {
         }
     }
 
-    /// An attempt failed at `now`. The node goes back to pending with a retry time while it has
-    /// attempts left, else it fails. Returns the phase it is in afterwards.
+    /// An attempt failed at `now` (with `exit_code`, when its command exited). The node goes
+    /// back to pending with a retry time while it has attempts left and the failure is not
+    /// permanent (an exit code the step declares so), else it fails. Returns the phase it is
+    /// in afterwards.
     pub fn record_failure(
         &mut self,
         plan: &RunPlan,
         node: &str,
         now: Millis,
         message: &str,
+        exit_code: Option<i32>,
     ) -> Phase {
         let Some(step) = plan.step(step_of(node)) else {
             return Phase::Failed;
@@ -205,19 +223,62 @@ impl RunState {
             return Phase::Failed;
         };
         n.message = Some(message.to_string());
+        let permanent = exit_code.is_some_and(|code| is_permanent(step.step, code));
         if self.cancelled {
             n.phase = Phase::Cancelled;
-        } else if n.attempts < max_attempts(step.step) {
+        } else if n.attempts < max_attempts(step.step) && !permanent {
             n.phase = Phase::Pending;
             n.retry_at = Some(now + backoff_ms(step.step, n.attempts));
         } else {
             n.phase = Phase::Failed;
             n.retry_at = None;
+            if permanent && n.attempts < max_attempts(step.step) {
+                n.message = Some(format!(
+                    "{message} (exit code {} is permanent: not retried)",
+                    exit_code.unwrap_or_default()
+                ));
+            }
         }
         n.phase
     }
 
-    /// `failed: a, b` naming the failed nodes, or None when none failed.
+    /// Sets how many attempts a node has used (a cache hit or a wait is not an attempt).
+    pub fn set_attempts(&mut self, node: &str, attempts: u32) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.attempts = attempts;
+        }
+    }
+
+    /// The node waits until `until` without using an attempt (another run is computing the
+    /// same key).
+    pub fn wait(&mut self, node: &str, attempts: u32, until: Millis, why: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.phase = Phase::Pending;
+            n.attempts = attempts;
+            n.retry_at = Some(until);
+            n.message = Some(why.to_string());
+        }
+    }
+
+    /// The node starts over at once as a new attempt (its last one was lost, not failed).
+    pub fn restart(&mut self, node: &str, why: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.phase = Phase::Pending;
+            n.retry_at = None;
+            n.message = Some(why.to_string());
+        }
+    }
+
+    pub fn record_cancelled(&mut self, node: &str, why: &str) {
+        self.set_terminal(node, Phase::Cancelled, why);
+    }
+
+    pub fn record_skipped(&mut self, node: &str, why: &str) {
+        self.set_terminal(node, Phase::Skipped, why);
+    }
+
+    /// `failed: a, b` naming the failed nodes, or None when none failed. Bounded: at most
+    /// [`SUMMARY_NAMES`] names, then `and N more`, so a large fan-out cannot grow a status.
     pub fn failure_summary(&self) -> Option<String> {
         let failed: Vec<&str> = self
             .nodes
@@ -225,7 +286,19 @@ impl RunState {
             .filter(|(_, n)| n.phase == Phase::Failed)
             .map(|(name, _)| name.as_str())
             .collect();
-        (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", ")))
+        if failed.is_empty() {
+            return None;
+        }
+        let shown: Vec<String> = failed
+            .iter()
+            .take(SUMMARY_NAMES)
+            .map(|name| bounded(name, SUMMARY_NAME_CHARS))
+            .collect();
+        let mut text = format!("failed: {}", shown.join(", "));
+        if failed.len() > shown.len() {
+            text.push_str(&format!(" and {} more", failed.len() - shown.len()));
+        }
+        Some(text)
     }
 
     /// Records that the user cancelled the run (running nodes are stopped by the shell and

@@ -9,9 +9,9 @@ use super::*;
 use crate::api::{
     Backoff, OutputParam, Outputs, ParamSpec, ParamType, PipelineSpec, RetryPolicy, Step,
 };
-use crate::store::{Phase, StepOutputs};
+use crate::records::{Phase, StepOutputs};
 
-fn step(name: &str, deps: &[&str], refs: &[&str]) -> Step {
+pub(crate) fn step(name: &str, deps: &[&str], refs: &[&str]) -> Step {
     let mut command = vec!["run".to_string(), name.to_string()];
     command.extend(
         refs.iter()
@@ -33,7 +33,7 @@ fn step(name: &str, deps: &[&str], refs: &[&str]) -> Step {
     }
 }
 
-fn plan(steps: Vec<Step>, finally: Vec<Step>, params: Vec<ParamSpec>) -> RunPlan {
+pub(crate) fn plan(steps: Vec<Step>, finally: Vec<Step>, params: Vec<ParamSpec>) -> RunPlan {
     let values = params
         .iter()
         .filter_map(|p| p.default.clone().map(|d| (p.name.clone(), d)))
@@ -55,7 +55,7 @@ fn plan(steps: Vec<Step>, finally: Vec<Step>, params: Vec<ParamSpec>) -> RunPlan
 
 /// What a simulated step outputs: a function of its cache key, so outputs carry their whole
 /// upstream history.
-fn simulated_outputs(inv: &Invocation) -> StepOutputs {
+pub(crate) fn simulated_outputs(inv: &Invocation) -> StepOutputs {
     let mut o = StepOutputs::default();
     o.params
         .insert("out".into(), inv.key.key().0[..16].to_string());
@@ -134,7 +134,7 @@ impl Sim<'_> {
             let inv = running.remove(i);
             self.now += 10;
             if self.fails.contains(&(inv.node.clone(), inv.attempt)) {
-                state.record_failure(self.plan, &inv.node, self.now, "boom");
+                state.record_failure(self.plan, &inv.node, self.now, "boom", Some(1));
             } else {
                 state.record_success(&inv.node, simulated_outputs(&inv), false);
             }
@@ -153,7 +153,7 @@ impl Sim<'_> {
             .map(|(k, _)| k.clone())
             .collect();
         for node in running {
-            state.record_failure(self.plan, &node, self.now, "cancelled");
+            state.record_failure(self.plan, &node, self.now, "cancelled", None);
         }
         for a in decide(self.plan, state, self.now, 0) {
             state.apply(&a);
@@ -191,7 +191,7 @@ fn outputs_of(state: &RunState) -> BTreeMap<String, (Phase, StepOutputs)> {
 
 /// A random DAG: step i may depend on any earlier step, by reference or by `dependsOn`; some
 /// steps fan out over a literal list.
-fn arb_plan() -> impl Strategy<Value = RunPlan> {
+pub(crate) fn arb_plan() -> impl Strategy<Value = RunPlan> {
     (1usize..10).prop_flat_map(|n| {
         let deps = proptest::collection::vec(
             proptest::collection::vec((any::<bool>(), any::<bool>()), n),
@@ -283,6 +283,7 @@ fn retries_with_exponential_backoff_then_succeeds() {
             factor: Some(3.0),
             max: None,
         }),
+        permanent_exit_codes: None,
     });
     let plan = plan(vec![s], vec![], vec![]);
     let fails = BTreeSet::from([("flaky".to_string(), 1), ("flaky".to_string(), 2)]);

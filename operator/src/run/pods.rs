@@ -309,6 +309,16 @@ pub fn build_pod(run: &RunRef, defaults: &PodDefaults, p: &LauncherPod<'_>) -> P
     }
 }
 
+/// Whether `pod` is one of the run with UID `run_uid`: a PipelineRun deleted and made again
+/// under the same name has another UID, and must never take the old run's pods.
+pub fn belongs_to(pod: &Pod, run_uid: &str) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(RUN_UID_LABEL))
+        .is_some_and(|uid| uid == run_uid)
+}
+
 /// What is left of a pod for the controller: where the attempt is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PodOutcome {
@@ -389,6 +399,30 @@ mod tests {
             );
             assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
         }
+    }
+
+    #[test]
+    fn a_pod_belongs_only_to_the_run_with_its_uid() {
+        let run = RunRef {
+            namespace: "ns".into(),
+            name: "daily".into(),
+            uid: "uid-new".into(),
+            owner: OwnerReference::default(),
+        };
+        let mut old = run.clone();
+        old.uid = "uid-old".into();
+        let ours = labels(&run, "train", 1, &BTreeMap::new());
+        let theirs = labels(&old, "train", 1, &BTreeMap::new());
+        let pod = |labels| Pod {
+            metadata: ObjectMeta {
+                labels: Some(labels),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        assert!(belongs_to(&pod(ours), "uid-new"));
+        assert!(!belongs_to(&pod(theirs), "uid-new"), "same name, older run");
+        assert!(!belongs_to(&Pod::default(), "uid-new"));
     }
 
     #[test]

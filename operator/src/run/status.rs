@@ -6,11 +6,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use toucan_core::api::{PipelineRun, PipelineRunStatus, StepCounts};
-use toucan_core::engine::RunState;
-use toucan_core::store::{Millis, Phase};
+use toucan_core::api::{PipelineRun, PipelineRunStatus};
+use toucan_core::engine::{Run, RunState};
+use toucan_core::records::{Millis, Phase};
 
-use super::RunDocument;
 use crate::context::Context;
 use crate::error::Result;
 
@@ -18,35 +17,8 @@ use crate::error::Result;
 pub const FIELD_MANAGER: &str = "toucan-operator";
 /// The condition that says how the run ended (`Unknown` while it runs).
 pub const SUCCEEDED: &str = "Succeeded";
-
-/// Counts of a run's steps (top-level steps; a fan-out counts once).
-pub fn counts(doc: &RunDocument) -> StepCounts {
-    let mut c = StepCounts::default();
-    for sp in doc.plan.steps() {
-        let Some(node) = doc.state.node(&sp.step.name) else {
-            continue;
-        };
-        c.total += 1;
-        match node.phase {
-            Phase::Pending => c.pending += 1,
-            Phase::Running => c.running += 1,
-            Phase::Succeeded => {
-                c.succeeded += 1;
-                if node.cached || all_children_cached(&doc.state, &sp.step.name) {
-                    c.cached += 1;
-                }
-            }
-            Phase::Failed => c.failed += 1,
-            Phase::Skipped | Phase::Cancelled => c.skipped += 1,
-        }
-    }
-    c
-}
-
-fn all_children_cached(state: &RunState, step: &str) -> bool {
-    let children = state.children(step);
-    !children.is_empty() && children.iter().all(|(_, n)| n.cached)
-}
+/// The longest status message; the CRD says the same (`maxLength`).
+pub const MAX_MESSAGE_CHARS: usize = toucan_core::api::MAX_STATUS_MESSAGE_CHARS;
 
 fn time(ms: Millis) -> Option<Time> {
     k8s_openapi::jiff::Timestamp::from_millisecond(ms)
@@ -61,23 +33,24 @@ fn rfc3339(ms: Millis) -> Option<String> {
 }
 
 /// The status a run should have now, keeping condition transition times that did not flip.
-pub fn desired(plr: &PipelineRun, run_id: &str, doc: &RunDocument) -> PipelineRunStatus {
-    let phase = match doc.state.finished {
+pub fn desired(plr: &PipelineRun, run: &Run) -> PipelineRunStatus {
+    let phase = match run.state.finished {
         Some(p) => p,
-        None if !doc.staged
-            || doc.in_flight.is_empty()
-                && doc.state.nodes.values().all(|n| n.phase == Phase::Pending) =>
+        None if !run.staged
+            || run.in_flight.is_empty()
+                && run.state.nodes.values().all(|n| n.phase == Phase::Pending) =>
         {
             Phase::Pending
         }
         None => Phase::Running,
     };
-    let message = match doc.state.finished {
+    let message = match run.state.finished {
         Some(Phase::Succeeded) => None,
-        Some(_) => doc
+        Some(_) => run
             .state
             .failure_summary()
-            .or_else(|| first_message(&doc.state)),
+            .or_else(|| first_message(&run.state))
+            .map(|m| bounded(&m)),
         None => None,
     };
     let (status, reason) = match phase {
@@ -87,30 +60,35 @@ pub fn desired(plr: &PipelineRun, run_id: &str, doc: &RunDocument) -> PipelineRu
         Phase::Pending => ("Unknown", "Pending"),
         _ => ("Unknown", "Running"),
     };
-    let finished_at = doc.state.finished.map(|_| {
-        doc.finished
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(doc.created_at)
-    });
+    let finished_at = run.finished_at();
     let condition = condition(
         plr,
         status,
         reason,
         message.clone().unwrap_or_default(),
-        finished_at.unwrap_or(doc.created_at),
+        finished_at.unwrap_or(run.created_at),
     );
     PipelineRunStatus {
         phase: Some(phase.as_str().to_string()),
-        run_id: Some(run_id.to_string()),
-        started_at: rfc3339(doc.created_at),
+        run_id: Some(run.id.clone()),
+        started_at: rfc3339(run.created_at),
         finished_at: finished_at.and_then(rfc3339),
-        steps: Some(counts(doc)),
+        steps: Some(run.step_counts()),
         message,
         observed_generation: plr.meta().generation,
         conditions: vec![condition],
     }
+}
+
+/// `text` within [`MAX_MESSAGE_CHARS`] (the CRD's `maxLength` for status messages), cut with
+/// `…`.
+fn bounded(text: &str) -> String {
+    if text.chars().count() <= MAX_MESSAGE_CHARS {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 fn first_message(state: &RunState) -> Option<String> {
@@ -137,17 +115,15 @@ fn condition(
         type_: SUCCEEDED.into(),
         status: status.into(),
         reason: reason.into(),
-        message: message.chars().take(1024).collect(),
+        message: bounded(&message),
         last_transition_time,
         observed_generation: plr.meta().generation,
     }
 }
 
 /// Writes the status when it differs from what the object has.
-pub async fn write(plr: &PipelineRun, ctx: &Context, doc: &RunDocument) -> Result<()> {
-    let run_id = plr.uid().unwrap_or_default();
-    let status = desired(plr, &run_id, doc);
-    apply(plr, ctx, status).await
+pub async fn write(plr: &PipelineRun, ctx: &Context, run: &Run) -> Result<()> {
+    apply(plr, ctx, desired(plr, run)).await
 }
 
 /// The status of a run waiting for its Pipeline to be created.
@@ -187,4 +163,97 @@ async fn apply(plr: &PipelineRun, ctx: &Context, status: PipelineRunStatus) -> R
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::BTreeMap;
+
+    use toucan_core::api::{PipelineRunSpec, PipelineSpec, Step};
+    use toucan_core::engine::RunPlan;
+
+    use super::*;
+
+    fn run_of(steps: Vec<Step>) -> Run {
+        let spec = PipelineSpec {
+            steps,
+            ..PipelineSpec::default()
+        };
+        let plan = RunPlan::new("ns/p", spec, BTreeMap::new());
+        Run::start("uid-1", plan, 1_000, 10).unwrap().0
+    }
+
+    fn step(name: &str) -> Step {
+        Step {
+            name: name.into(),
+            image: "img".into(),
+            command: vec!["true".into()],
+            ..Step::default()
+        }
+    }
+
+    fn plr() -> PipelineRun {
+        PipelineRun::new(
+            "daily",
+            PipelineRunSpec {
+                pipeline_ref: None,
+                pipeline_spec: None,
+                params: Vec::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_run_that_has_not_started_anything_is_pending() {
+        let run = run_of(vec![step("a")]);
+        let status = desired(&plr(), &run);
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert_eq!(status.run_id.as_deref(), Some("uid-1"));
+        assert_eq!(status.conditions[0].status, "Unknown");
+        assert_eq!(status.steps.unwrap().total, 1);
+    }
+
+    #[test]
+    fn a_failure_message_stays_within_the_crd_bound() {
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("{}-{i}", "x".repeat(90)))
+            .collect();
+        let mut run = run_of(names.iter().map(|n| step(n)).collect());
+        for name in &names {
+            run.state.record_skipped(name, "");
+            run.state.nodes.get_mut(name).unwrap().phase = Phase::Failed;
+        }
+        run.state.finished = Some(Phase::Failed);
+        let status = desired(&plr(), &run);
+        let message = status.message.unwrap();
+        assert!(message.chars().count() <= MAX_MESSAGE_CHARS, "{message}");
+        assert!(message.ends_with("and 295 more"), "{message}");
+        assert_eq!(status.conditions[0].reason, "Failed");
+        assert!(status.conditions[0].message.chars().count() <= MAX_MESSAGE_CHARS);
+        assert!(bounded(&"y".repeat(5000)).chars().count() <= MAX_MESSAGE_CHARS);
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_it_flips() {
+        let run = run_of(vec![step("a")]);
+        let mut object = plr();
+        let first = desired(&object, &run);
+        let mut later = run.clone();
+        later.created_at += 60_000;
+        object.status = Some(first.clone());
+        let again = desired(&object, &later);
+        assert_eq!(
+            again.conditions[0].last_transition_time, first.conditions[0].last_transition_time,
+            "still Unknown: no transition"
+        );
+        later.state.finished = Some(Phase::Succeeded);
+        let done = desired(&object, &later);
+        assert_eq!(done.conditions[0].status, "True");
+        assert_ne!(
+            done.conditions[0].last_transition_time,
+            first.conditions[0].last_transition_time
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! The control-plane HTTP API: one axum router for the operator and the local runtime.
+//! toucan-api: the control-plane HTTP API, one axum router for the operator and the local
+//! runtime.
 //!
 //! Steps write through it: the launcher `PUT`s its report of each attempt, and commands such
 //! as `toucan-worker train` `PUT` their metric series (idempotent: the whole series replaces
@@ -23,10 +24,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::launch::LaunchReport;
-use crate::store::{
-    AttemptRecord, DocumentKind, MetadataStore, Millis, RunRecord, StepRecord, StoreError,
-};
+use toucan_core::launch::LaunchReport;
+use toucan_core::records::{AttemptRecord, DocumentKind, Millis, RunRecord, StepRecord};
+use toucan_store::metadata::{MetadataStore, StoreError};
 
 /// Bodies larger than this are refused: reports and metric series are small.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
-use toucan_core::store::{
-    self, ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, MetadataStore,
-    Phase, RunRecord, SqliteStore, StepCompletion, StepOutputs, StepRecord, StoreError,
+use toucan_core::records::{
+    ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, Phase, RunChanges,
+    RunPhase, RunRecord, StepOutputs, StepRecord,
 };
+use toucan_store::metadata::{self as store, MetadataStore, SqliteStore, StoreError};
 
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
@@ -68,8 +69,9 @@ store_suite!(
     steps_upsert_get_and_list_by_name,
     steps_need_their_run,
     attempts_upsert_and_list_by_number,
-    complete_step_records_everything,
-    complete_step_is_all_or_nothing,
+    record_writes_everything,
+    record_is_all_or_nothing,
+    record_creates_fans_out_and_ends_a_run_at_once,
     cache_entries_get_delete_and_expire,
     referenced_digests_cover_steps_cache_entries_and_artifacts,
     claims_are_exclusive_reentrant_and_go_stale,
@@ -167,7 +169,7 @@ fn cache_entry(key: &str, run_id: &str, step: &str, outputs: StepOutputs) -> Cac
 }
 
 /// A finished step that ran once and succeeded, with its outputs, artifacts and cache entry.
-fn succeeded(run_id: &str, name: &str, key: &str, produced: &[(&str, &str)]) -> StepCompletion {
+fn succeeded(run_id: &str, name: &str, key: &str, produced: &[(&str, &str)]) -> RunChanges {
     let refs: Vec<_> = produced
         .iter()
         .map(|(output, digest)| (*output, *digest, ArtifactKind::File))
@@ -183,14 +185,15 @@ fn succeeded(run_id: &str, name: &str, key: &str, produced: &[(&str, &str)]) -> 
     let mut finished = attempt(run_id, name, 1, Phase::Succeeded);
     finished.exit_code = Some(0);
     finished.finished_at = Some(T0 + 10);
-    StepCompletion {
-        step: record,
-        attempt: Some(finished),
+    RunChanges {
+        steps: vec![record],
+        attempts: vec![finished],
         artifacts: produced
             .iter()
             .map(|(output, digest)| artifact(run_id, name, output, digest))
             .collect(),
-        cache_entry: Some(cache_entry(key, run_id, name, outputs)),
+        cache_entries: vec![cache_entry(key, run_id, name, outputs)],
+        ..RunChanges::default()
     }
 }
 
@@ -348,7 +351,7 @@ async fn attempts_upsert_and_list_by_number(store: Arc<dyn MetadataStore>) {
     assert!(store.list_attempts("r", "export").await.unwrap().is_empty());
 }
 
-async fn complete_step_records_everything(store: Arc<dyn MetadataStore>) {
+async fn record_writes_everything(store: Arc<dyn MetadataStore>) {
     store.create_run(&run("r", T0)).await.unwrap();
     store
         .upsert_step(&step("r", "train", Phase::Running))
@@ -366,21 +369,21 @@ async fn complete_step_records_everything(store: Arc<dyn MetadataStore>) {
         "key-train",
         &[("model", &model), ("metrics", &metrics)],
     );
-    store.complete_step(&completion).await.unwrap();
+    store.record(&completion).await.unwrap();
     // Recording the same completion again (a retried report) changes nothing.
-    store.complete_step(&completion).await.unwrap();
+    store.record(&completion).await.unwrap();
 
     assert_eq!(
         store.get_step("r", "train").await.unwrap(),
-        Some(completion.step.clone())
+        Some(completion.steps[0].clone())
     );
     assert_eq!(
         store.list_attempts("r", "train").await.unwrap(),
-        [completion.attempt.clone().unwrap()]
+        completion.attempts
     );
     assert_eq!(
         store.get_cache_entry("key-train").await.unwrap(),
-        completion.cache_entry.clone()
+        completion.cache_entries.first().cloned()
     );
     let mut expected = vec![model, metrics];
     expected.sort();
@@ -389,19 +392,20 @@ async fn complete_step_records_everything(store: Arc<dyn MetadataStore>) {
     // A cache hit: no attempt, no cache entry, the step marked cached.
     let mut hit = step("r", "eval", Phase::Succeeded);
     hit.cached = true;
-    hit.outputs = completion.step.outputs.clone();
-    let hit = StepCompletion {
-        step: hit,
-        attempt: None,
-        artifacts: Vec::new(),
-        cache_entry: None,
+    hit.outputs = completion.steps[0].outputs.clone();
+    let hit = RunChanges {
+        steps: vec![hit],
+        ..RunChanges::default()
     };
-    store.complete_step(&hit).await.unwrap();
-    assert_eq!(store.get_step("r", "eval").await.unwrap(), Some(hit.step));
+    store.record(&hit).await.unwrap();
+    assert_eq!(
+        store.get_step("r", "eval").await.unwrap().as_ref(),
+        hit.steps.first()
+    );
     assert!(store.list_attempts("r", "eval").await.unwrap().is_empty());
 }
 
-async fn complete_step_is_all_or_nothing(store: Arc<dyn MetadataStore>) {
+async fn record_is_all_or_nothing(store: Arc<dyn MetadataStore>) {
     store.create_run(&run("r", T0)).await.unwrap();
     let before = step("r", "train", Phase::Running);
     store.upsert_step(&before).await.unwrap();
@@ -415,7 +419,7 @@ async fn complete_step_is_all_or_nothing(store: Arc<dyn MetadataStore>) {
     broken
         .artifacts
         .push(artifact("r", "ghost", "model", &digest('g')));
-    let err = store.complete_step(&broken).await.unwrap_err();
+    let err = store.record(&broken).await.unwrap_err();
     assert_eq!(err.reason(), "StoreQuery", "{err}");
 
     assert_eq!(store.get_step("r", "train").await.unwrap(), Some(before));
@@ -425,7 +429,7 @@ async fn complete_step_is_all_or_nothing(store: Arc<dyn MetadataStore>) {
 
     // Nothing was left half-open: the corrected completion goes through.
     broken.artifacts.pop();
-    store.complete_step(&broken).await.unwrap();
+    store.record(&broken).await.unwrap();
     assert_eq!(
         store.get_step("r", "train").await.unwrap().unwrap().phase,
         Phase::Succeeded
@@ -433,14 +437,56 @@ async fn complete_step_is_all_or_nothing(store: Arc<dyn MetadataStore>) {
     assert_eq!(store.referenced_digests().await.unwrap(), [model]);
 }
 
+async fn record_creates_fans_out_and_ends_a_run_at_once(store: Arc<dyn MetadataStore>) {
+    // A run's first changes create it; a fan-out's children arrive as one batch.
+    let children: Vec<StepRecord> = (0..50)
+        .map(|i| step("r", &format!("shard[{i}]"), Phase::Pending))
+        .collect();
+    let mut first = RunChanges {
+        created: Some(run("r", T0)),
+        steps: children.clone(),
+        ..RunChanges::default()
+    };
+    first.steps.push(step("r", "shard", Phase::Running));
+    store.record(&first).await.unwrap();
+    assert_eq!(store.list_steps("r").await.unwrap().len(), 51);
+
+    // Recording the run again leaves it as it is; the phase change ends it.
+    let end = RunChanges {
+        created: Some(run("r", T0 + 1)),
+        phase: Some(RunPhase {
+            run_id: "r".into(),
+            phase: Phase::Failed,
+            message: Some("failed: shard[3]".into()),
+            finished_at: Some(T0 + 99),
+        }),
+        ..RunChanges::default()
+    };
+    store.record(&end).await.unwrap();
+    let recorded = store.get_run("r").await.unwrap().unwrap();
+    assert_eq!(recorded.created_at, T0);
+    assert_eq!(recorded.phase, Phase::Failed);
+    assert_eq!(recorded.message.as_deref(), Some("failed: shard[3]"));
+    assert_eq!(recorded.finished_at, Some(T0 + 99));
+
+    // A batch with one bad row writes none of it.
+    let mut broken = RunChanges {
+        steps: vec![step("r", "late", Phase::Succeeded)],
+        ..RunChanges::default()
+    };
+    broken.steps.push(step("missing-run", "x", Phase::Running));
+    assert!(store.record(&broken).await.is_err());
+    assert_eq!(store.get_step("r", "late").await.unwrap(), None);
+}
+
 async fn cache_entries_get_delete_and_expire(store: Arc<dyn MetadataStore>) {
     store.create_run(&run("r", T0)).await.unwrap();
     for (i, created_at) in [(1, T0 + 100), (2, T0 + 200), (3, T0 + 300)] {
         let mut completion = succeeded("r", &format!("s{i}"), &format!("k{i}"), &[]);
-        if let Some(entry) = completion.cache_entry.as_mut() {
+        for entry in &mut completion.cache_entries {
             entry.created_at = created_at;
         }
-        store.complete_step(&completion).await.unwrap();
+        store.record(&completion).await.unwrap();
     }
     assert_eq!(
         store
@@ -472,10 +518,10 @@ async fn cache_entries_get_delete_and_expire(store: Arc<dyn MetadataStore>) {
 
     // A newer result for the same key replaces the entry.
     let newer = succeeded("r", "s4", "k3", &[("model", &digest('n'))]);
-    store.complete_step(&newer).await.unwrap();
+    store.record(&newer).await.unwrap();
     assert_eq!(
-        store.get_cache_entry("k3").await.unwrap(),
-        newer.cache_entry
+        store.get_cache_entry("k3").await.unwrap().as_ref(),
+        newer.cache_entries.first()
     );
 
     assert_eq!(
@@ -492,7 +538,7 @@ async fn referenced_digests_cover_steps_cache_entries_and_artifacts(store: Arc<d
     store.create_run(&run("r", T0)).await.unwrap();
     let [only_step, only_entry, only_artifact, shared, dir] = ['a', 'b', 'c', 'd', 'e'].map(digest);
 
-    // Step outputs alone (a step recorded without complete_step), a directory among them.
+    // Step outputs alone (a step recorded without `record`), a directory among them.
     let mut recorded = step("r", "ingest", Phase::Succeeded);
     recorded.outputs = outputs(&[
         ("raw", &only_step, ArtifactKind::File),
@@ -506,14 +552,14 @@ async fn referenced_digests_cover_steps_cache_entries_and_artifacts(store: Arc<d
     let mut train = step("r", "train", Phase::Succeeded);
     train.outputs = outputs(&[("copy", &shared, ArtifactKind::File)]);
     store
-        .complete_step(&StepCompletion {
-            step: train,
-            attempt: None,
+        .record(&RunChanges {
+            steps: vec![train],
             artifacts: vec![
                 artifact("r", "train", "log", &only_artifact),
                 artifact("r", "train", "copy", &shared),
             ],
-            cache_entry: Some(cache_entry("k", "r", "train", entry_outputs)),
+            cache_entries: vec![cache_entry("k", "r", "train", entry_outputs)],
+            ..RunChanges::default()
         })
         .await
         .unwrap();
@@ -603,7 +649,7 @@ async fn sqlite_open_creates_the_file_and_reopening_keeps_the_data() {
     let store = SqliteStore::open(&path).await.unwrap();
     store.create_run(&run("r", T0)).await.unwrap();
     store
-        .complete_step(&succeeded("r", "train", "k", &[("model", &digest('m'))]))
+        .record(&succeeded("r", "train", "k", &[("model", &digest('m'))]))
         .await
         .unwrap();
     store.close().await;
@@ -665,7 +711,7 @@ async fn sqlite_two_handles_on_one_file_write_concurrently() {
                 store.upsert_step(&step("r", &name, Phase::Running)).await?;
                 let d = format!("sha256:{i:064}");
                 let completion = succeeded("r", &name, &format!("k{i}"), &[("out", &d)]);
-                store.complete_step(&completion).await?;
+                store.record(&completion).await?;
                 store.claim_cache_key("shared", &name, T0, 0).await?;
                 store.referenced_digests().await?;
                 Ok::<_, StoreError>(())

@@ -7,7 +7,62 @@
 /// store's record types, `Json`, `Row`, `StoreError` and `Result` in scope.
 macro_rules! shared_rows {
     ($db:ty, $conn:ty, $row:ty) => {
-        // === writes shared by single operations and `complete_step` ===
+        // === writes shared by single operations and `record` ===
+
+        async fn write_run(conn: &mut $conn, run: &RunRecord) -> sqlx::Result<()> {
+            sqlx::query(
+                "INSERT INTO runs (id, pipeline, phase, params, spec, created_at, finished_at, message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&run.id)
+            .bind(&run.pipeline)
+            .bind(run.phase.as_str())
+            .bind(Json(&run.params))
+            .bind(Json(&run.spec))
+            .bind(run.created_at)
+            .bind(run.finished_at)
+            .bind(&run.message)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn write_run_phase(conn: &mut $conn, phase: &RunPhase) -> sqlx::Result<()> {
+            sqlx::query("UPDATE runs SET phase = $1, message = $2, finished_at = $3 WHERE id = $4")
+                .bind(phase.phase.as_str())
+                .bind(&phase.message)
+                .bind(phase.finished_at)
+                .bind(&phase.run_id)
+                .execute(conn)
+                .await?;
+            Ok(())
+        }
+
+        /// Writes every row of `changes` on `conn`, inside the caller's transaction.
+        async fn write_changes(conn: &mut $conn, changes: &RunChanges) -> Result<()> {
+            const OP: &str = "recording a run's changes";
+            if let Some(run) = &changes.created {
+                write_run(conn, run).await.map_err(query_err(OP))?;
+            }
+            for step in &changes.steps {
+                write_step(conn, step).await.map_err(query_err(OP))?;
+            }
+            for attempt in &changes.attempts {
+                write_attempt(conn, attempt).await.map_err(query_err(OP))?;
+            }
+            for artifact in &changes.artifacts {
+                write_artifact(conn, artifact).await?;
+            }
+            for entry in &changes.cache_entries {
+                write_cache_entry(conn, entry).await.map_err(query_err(OP))?;
+            }
+            if let Some(phase) = &changes.phase {
+                write_run_phase(conn, phase).await.map_err(query_err(OP))?;
+            }
+            Ok(())
+        }
+
 
         async fn write_step(conn: &mut $conn, step: &StepRecord) -> sqlx::Result<()> {
             sqlx::query(

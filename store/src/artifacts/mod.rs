@@ -26,7 +26,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
-use crate::store::{ArtifactKind, ArtifactRef};
+use toucan_core::records::{ArtifactKind, ArtifactRef};
 
 /// Files larger than this are uploaded in parts instead of being read whole into memory.
 const WHOLE_PUT_LIMIT: u64 = 8 * 1024 * 1024;

@@ -3,7 +3,7 @@
 //! The same operations as the SQLite store, over a connection pool. JSON columns are JSONB,
 //! written and read through [`sqlx::types::Json`]. Migrations take sqlx's advisory lock, so
 //! several replicas starting at once apply them exactly once. Writes that must land together
-//! (`complete_step`) share one transaction; `claim_cache_key` is one
+//! (`record`) share one transaction; `claim_cache_key` is one
 //! `INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING` statement, which PostgreSQL
 //! evaluates against the latest committed claim, so of two concurrent claimers only one wins.
 //! Orderings compare text in the "C" collation, the byte order SQLite uses, so both stores list
@@ -17,10 +17,12 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
-use super::{
-    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, MetadataStore, Millis,
-    Phase, Result, RunRecord, StepCompletion, StepRecord, StoreError,
+use toucan_core::records::{
+    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis, Phase,
+    RunChanges, RunPhase, RunRecord, StepRecord,
 };
+
+use super::{MetadataStore, Result, StoreError};
 
 /// Connections per store.
 const MAX_CONNECTIONS: u32 = 8;
@@ -201,25 +203,13 @@ impl MetadataStore for PostgresStore {
             .collect()
     }
 
-    async fn complete_step(&self, completion: &StepCompletion) -> Result<()> {
-        const OP: &str = "completing a step";
+    async fn record(&self, changes: &RunChanges) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "recording a run's changes";
         let mut tx = self.write_tx(OP).await?;
-        write_step(&mut tx, &completion.step)
-            .await
-            .map_err(query_err(OP))?;
-        if let Some(attempt) = &completion.attempt {
-            write_attempt(&mut tx, attempt)
-                .await
-                .map_err(query_err(OP))?;
-        }
-        for artifact in &completion.artifacts {
-            write_artifact(&mut tx, artifact).await?;
-        }
-        if let Some(entry) = &completion.cache_entry {
-            write_cache_entry(&mut tx, entry)
-                .await
-                .map_err(query_err(OP))?;
-        }
+        write_changes(&mut tx, changes).await?;
         // Dropping `tx` on an early return above rolls everything back.
         tx.commit().await.map_err(query_err(OP))
     }

@@ -28,10 +28,12 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 use sqlx::{Row, SqlSafeStr};
 
-use super::{
-    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, MetadataStore, Millis,
-    Phase, Result, RunRecord, StepCompletion, StepRecord, StoreError,
+use toucan_core::records::{
+    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis, Phase,
+    RunChanges, RunPhase, RunRecord, StepRecord,
 };
+
+use super::{MetadataStore, Result, StoreError};
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -268,25 +270,13 @@ impl MetadataStore for SqliteStore {
             .collect()
     }
 
-    async fn complete_step(&self, completion: &StepCompletion) -> Result<()> {
-        const OP: &str = "completing a step";
+    async fn record(&self, changes: &RunChanges) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "recording a run's changes";
         let mut tx = self.write_tx(OP).await?;
-        write_step(&mut tx, &completion.step)
-            .await
-            .map_err(query_err(OP))?;
-        if let Some(attempt) = &completion.attempt {
-            write_attempt(&mut tx, attempt)
-                .await
-                .map_err(query_err(OP))?;
-        }
-        for artifact in &completion.artifacts {
-            write_artifact(&mut tx, artifact).await?;
-        }
-        if let Some(entry) = &completion.cache_entry {
-            write_cache_entry(&mut tx, entry)
-                .await
-                .map_err(query_err(OP))?;
-        }
+        write_changes(&mut tx, changes).await?;
         // Dropping `tx` on an early return above rolls everything back.
         tx.commit().await.map_err(query_err(OP))
     }

@@ -19,8 +19,8 @@ use std::path::Path;
 use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use toucan_core::artifacts::{ArtifactError, ArtifactStore, Digest};
-use toucan_core::store::{ArtifactKind, ArtifactRef};
+use toucan_core::records::{ArtifactKind, ArtifactRef};
+use toucan_store::artifacts::{ArtifactError, ArtifactStore, Digest};
 
 /// Above the store's whole-put limit (8 MiB), so that it goes up as a multipart upload of two
 /// parts.

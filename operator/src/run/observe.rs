@@ -1,0 +1,129 @@
+//! What the cluster shows of a run's attempts, as observations for the engine: each attempt
+//! that runs is matched with its pod (from the watch cache, else the API). An ended pod's
+//! result is the launcher's report (from the API, else the termination message, else what
+//! the pod's status says); a pod that is gone, or deleted before it finished, is a lost
+//! attempt.
+
+use toucan_core::engine::Run;
+use toucan_core::engine::run::{Observation, Stage};
+use toucan_core::launch::LaunchReport;
+use toucan_core::records::{DocumentKind, StepOutputs};
+
+use super::execute::find_pod;
+use super::pods::{self, PodOutcome, RunRef};
+use crate::context::Context;
+use crate::error::Result;
+
+/// Observations of every attempt of `run` whose pod exists or existed.
+pub async fn attempts(run_ref: &RunRef, ctx: &Context, run: &Run) -> Result<Vec<Observation>> {
+    let mut observed = Vec::new();
+    for (node, flight) in &run.in_flight {
+        if flight.stage != Stage::Running {
+            continue;
+        }
+        let name = pods::pod_name(&run_ref.name, node, flight.attempt);
+        let lost = |reason: &str| Observation::Lost {
+            node: node.clone(),
+            attempt: flight.attempt,
+            reason: reason.to_string(),
+        };
+        let Some(pod) = find_pod(ctx, run_ref, &name).await? else {
+            observed.push(lost("its pod is gone"));
+            continue;
+        };
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let PodOutcome::Ended {
+            exit_code,
+            reason,
+            report,
+            message,
+        } = pods::outcome(&pod)
+        else {
+            continue;
+        };
+        let report = match api_report(ctx, &run_ref.uid, node, flight.attempt).await? {
+            Some(r) => r,
+            None => report.unwrap_or_else(|| LaunchReport {
+                succeeded: false,
+                exit_code,
+                signal: None,
+                outputs: StepOutputs::default(),
+                error: Some(failure_text(
+                    exit_code,
+                    reason.as_deref(),
+                    message.as_deref(),
+                )),
+                duration_ms: 0,
+            }),
+        };
+        // Killed because someone deleted its pod: that is not the step failing.
+        if deleting && !report.succeeded {
+            observed.push(lost("its pod was deleted before it finished"));
+            continue;
+        }
+        observed.push(Observation::Ended {
+            node: node.clone(),
+            attempt: flight.attempt,
+            report,
+        });
+    }
+    Ok(observed)
+}
+
+/// The launcher's report of one attempt, as it reached the API. A report that does not read
+/// is logged and left for the termination message.
+pub async fn api_report(
+    ctx: &Context,
+    run_id: &str,
+    node: &str,
+    attempt: u32,
+) -> Result<Option<LaunchReport>> {
+    let key = toucan_api::report_key(node, attempt);
+    let Some(body) = ctx
+        .store
+        .get_run_document(run_id, DocumentKind::Report, &key)
+        .await?
+    else {
+        return Ok(None);
+    };
+    match serde_json::from_value(body) {
+        Ok(report) => Ok(Some(report)),
+        Err(e) => {
+            tracing::warn!(
+                run = run_id,
+                node,
+                attempt,
+                "unreadable launcher report: {e}"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Why a pod failed, from its status, for a report nobody wrote.
+pub fn failure_text(exit_code: Option<i32>, reason: Option<&str>, message: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    if let Some(code) = exit_code {
+        parts.push(format!("exit code {code}"));
+    }
+    if let Some(reason) = reason {
+        parts.push(reason.to_string());
+    }
+    if let Some(message) = message.map(str::trim).filter(|m| !m.is_empty()) {
+        // The message may be the log's tail (FallbackToLogsOnError): keep it short.
+        let tail: String = message
+            .chars()
+            .rev()
+            .take(300)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        parts.push(tail);
+    }
+    if parts.is_empty() {
+        "the pod failed".into()
+    } else {
+        parts.join(": ")
+    }
+}

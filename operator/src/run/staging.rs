@@ -1,0 +1,129 @@
+//! Storing a run's `path:` inputs: one pod runs the launcher's `stage` command in the image of
+//! the first step that has such inputs, from the directory named by the
+//! `toucan.dev/source-dir` annotation (of the run, else the Pipeline). Its result reaches the
+//! engine as `Staged` or `StagingFailed`.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use toucan_core::api::{Pipeline, PipelineRun};
+use toucan_core::engine::Run;
+use toucan_core::engine::run::Observation;
+use toucan_core::launch::{STAGE_NODE, StageInput, StageSpec};
+use toucan_core::records::ArtifactRef;
+
+use super::execute::{create_pod, find_pod};
+use super::observe::{api_report, failure_text};
+use super::pods::{self, LauncherPod, PodOutcome, RunRef, SOURCE_DIR_ANNOTATION};
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Creates the stage pod, or observes how it ended.
+pub async fn observe(
+    plr: &PipelineRun,
+    run_ref: &RunRef,
+    ctx: &Context,
+    run: &Run,
+) -> Result<Vec<Observation>> {
+    let inputs = run.plan.unstaged_inputs();
+    let Some(first) = inputs.first() else {
+        return Ok(vec![Observation::Staged {
+            inputs: BTreeMap::new(),
+        }]);
+    };
+    let pod_name = pods::pod_name(&run_ref.name, STAGE_NODE, 1);
+    let Some(pod) = find_pod(ctx, run_ref, &pod_name).await? else {
+        let Some(sp) = run.plan.step(&first.0) else {
+            return Ok(Vec::new());
+        };
+        let spec = StageSpec {
+            run_id: run_ref.uid.clone(),
+            artifacts: ctx.pod_defaults.artifacts.clone(),
+            inputs: inputs
+                .iter()
+                .map(|(step, input, path)| StageInput {
+                    step: step.clone(),
+                    input: input.clone(),
+                    path: path.clone(),
+                })
+                .collect(),
+        };
+        let spec_json = serde_json::to_string(&spec).map_err(|e| Error::CorruptState {
+            run_id: run_ref.uid.clone(),
+            detail: format!("encoding the stage spec: {e}"),
+        })?;
+        let pod = pods::build_pod(
+            run_ref,
+            &ctx.pod_defaults,
+            &LauncherPod {
+                node: STAGE_NODE,
+                step: STAGE_NODE,
+                attempt: 1,
+                image: &sp.step.image,
+                subcommand: "stage",
+                spec_json,
+                resources: None,
+                pod: sp.step.pod.as_ref(),
+                timeout_ms: None,
+                working_dir: source_dir(plr, ctx, run_ref).await?,
+            },
+        );
+        create_pod(ctx, run_ref, pod).await?;
+        return Ok(Vec::new());
+    };
+    let PodOutcome::Ended {
+        exit_code,
+        reason,
+        report,
+        message,
+    } = pods::outcome(&pod)
+    else {
+        return Ok(Vec::new());
+    };
+    let report = match api_report(ctx, &run_ref.uid, STAGE_NODE, 1).await? {
+        Some(r) => Some(r),
+        None => report,
+    };
+    Ok(vec![match report {
+        Some(report) if report.succeeded => Observation::Staged {
+            inputs: staged_inputs(report.outputs.artifacts),
+        },
+        report => {
+            let why = report
+                .and_then(|r| r.error)
+                .unwrap_or_else(|| failure_text(exit_code, reason.as_deref(), message.as_deref()));
+            tracing::warn!(run = %run_ref.uid, "storing the run's path: inputs failed: {why}");
+            Observation::StagingFailed { message: why }
+        }
+    }])
+}
+
+/// The stage report's artifacts, keyed `STEP/INPUT`, by step and input.
+fn staged_inputs(
+    artifacts: BTreeMap<String, ArtifactRef>,
+) -> BTreeMap<String, BTreeMap<String, ArtifactRef>> {
+    let mut by_step: BTreeMap<String, BTreeMap<String, ArtifactRef>> = BTreeMap::new();
+    for (key, artifact) in artifacts {
+        if let Some((step, input)) = key.split_once('/') {
+            by_step
+                .entry(step.to_string())
+                .or_default()
+                .insert(input.to_string(), artifact);
+        }
+    }
+    by_step
+}
+
+async fn source_dir(plr: &PipelineRun, ctx: &Context, run: &RunRef) -> Result<Option<String>> {
+    if let Some(dir) = plr.annotations().get(SOURCE_DIR_ANNOTATION) {
+        return Ok(Some(dir.clone()));
+    }
+    let Some(reference) = &plr.spec.pipeline_ref else {
+        return Ok(None);
+    };
+    let pipeline = Api::<Pipeline>::namespaced(ctx.client.clone(), &run.namespace)
+        .get_opt(&reference.name)
+        .await?;
+    Ok(pipeline.and_then(|p| p.annotations().get(SOURCE_DIR_ANNOTATION).cloned()))
+}

@@ -1,0 +1,163 @@
+//! The metadata store: runs, steps, attempts, artifacts, cache entries and run documents.
+//!
+//! One trait, [`MetadataStore`], with two implementations over sqlx: SQLite for the local
+//! runtime (one file, WAL mode) and PostgreSQL for the cluster. Both run the migrations under
+//! `migrations/{sqlite,postgres}` on open and are exercised by the same test suite. The rows
+//! they hold are core's record types (`toucan_core::records`).
+//!
+//! Everything that must be recorded together is written in one transaction: finishing a step
+//! records its phase, outputs, produced artifacts and cache entry at once, so a crash never
+//! leaves a step half-recorded.
+
+mod postgres;
+mod rows;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use toucan_core::records::{
+    AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunChanges, RunRecord, StepRecord,
+};
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening metadata store {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating metadata store {url}: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("metadata store {operation}: {source}")]
+    Query {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("metadata store: corrupt {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("metadata store: unsupported URL {url:?} (expected a file path, sqlite: or postgres:)")]
+    UnsupportedUrl { url: String },
+}
+
+impl StoreError {
+    /// A short stable reason, for events, metrics and exit codes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreError::Open { .. } => "StoreOpen",
+            StoreError::Migrate { .. } => "StoreMigrate",
+            StoreError::Query { .. } => "StoreQuery",
+            StoreError::Corrupt { .. } => "StoreCorrupt",
+            StoreError::UnsupportedUrl { .. } => "StoreUrl",
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The metadata store's operations. See the module docs.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+    /// Records a new run (phase as given, usually `Running`).
+    async fn create_run(&self, run: &RunRecord) -> Result<()>;
+    /// Sets a run's phase, message and finish time.
+    async fn set_run_phase(
+        &self,
+        id: &str,
+        phase: Phase,
+        message: Option<&str>,
+        finished_at: Option<Millis>,
+    ) -> Result<()>;
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>>;
+    /// Runs, newest first.
+    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>>;
+
+    /// Inserts or replaces one step row (phase changes, cache key once known).
+    async fn upsert_step(&self, step: &StepRecord) -> Result<()>;
+    /// The steps of a run, ordered by name.
+    async fn list_steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+    async fn get_step(&self, run_id: &str, name: &str) -> Result<Option<StepRecord>>;
+
+    /// Inserts or replaces one attempt row (started, then finished).
+    async fn upsert_attempt(&self, attempt: &AttemptRecord) -> Result<()>;
+    /// The attempts of one step, by attempt number.
+    async fn list_attempts(&self, run_id: &str, step: &str) -> Result<Vec<AttemptRecord>>;
+
+    /// Records every row of `changes` atomically: all of them, or none.
+    async fn record(&self, changes: &RunChanges) -> Result<()>;
+
+    async fn get_cache_entry(&self, key: &str) -> Result<Option<CacheEntry>>;
+    async fn delete_cache_entry(&self, key: &str) -> Result<()>;
+    /// Deletes cache entries created before `cutoff`; returns how many.
+    async fn delete_cache_entries_before(&self, cutoff: Millis) -> Result<u64>;
+    /// Every artifact digest still referenced by a step output or a cache entry.
+    async fn referenced_digests(&self) -> Result<Vec<String>>;
+
+    /// Claims a cache key for computing it (single-flight across processes). Returns true when
+    /// this owner holds the claim: no claim existed, or the existing one is older than
+    /// `stale_before`, or it is already this owner's.
+    async fn claim_cache_key(
+        &self,
+        key: &str,
+        owner: &str,
+        now: Millis,
+        stale_before: Millis,
+    ) -> Result<bool>;
+    /// Releases a claim held by `owner` (no-op otherwise).
+    async fn release_cache_key(&self, key: &str, owner: &str) -> Result<()>;
+
+    /// Stores a run document, replacing the one with the same kind and key. The run must exist.
+    async fn put_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+        body: &serde_json::Value,
+        now: Millis,
+    ) -> Result<()>;
+    async fn get_run_document(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>>;
+    /// The documents of one kind of a run, ordered by key.
+    async fn list_run_documents(
+        &self,
+        run_id: &str,
+        kind: DocumentKind,
+    ) -> Result<Vec<(String, serde_json::Value)>>;
+}
+
+/// Opens the store a URL names: `postgres://` or `postgresql://` for PostgreSQL; `sqlite:PATH`
+/// or a plain file path for SQLite (created with its parent directory when missing).
+pub async fn open(url: &str) -> Result<Arc<dyn MetadataStore>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    } else if url.contains("://") {
+        Err(StoreError::UnsupportedUrl {
+            url: url.to_string(),
+        })
+    } else {
+        Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(url)).await?,
+        ))
+    }
+}
