@@ -5,6 +5,8 @@
 pub mod api;
 pub mod artifacts;
 pub mod cache;
+pub mod duration;
+pub mod echo;
 pub mod engine;
 pub mod expr;
 pub mod graph;
@@ -13,4 +15,5 @@ pub mod launch;
 pub mod manifest;
 pub mod schedule;
 pub mod store;
+pub mod suggest;
 pub mod template;
