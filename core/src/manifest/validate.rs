@@ -5,8 +5,9 @@
 //! steps never wait for `finally` steps, and durations, quantities, the cron schedule,
 //! parameter defaults and `when` conditions all make sense. Every problem is reported.
 
-use croner::parser::{CronParser, Seconds, Year};
 use std::collections::BTreeMap;
+
+use croner::parser::{CronParser, Seconds, Year};
 
 use super::names::{check_env_name, check_identifier, check_step_name};
 use super::params::{declaration_problems, not_allowed, type_mismatch};
