@@ -196,3 +196,46 @@ fn valid_examples_pass() {
     );
     assert!(!sb.home().exists());
 }
+
+#[test]
+fn a_pipeline_run_naming_no_loaded_pipeline_is_rejected_by_both() {
+    let run = "---\napiVersion: toucan.dev/v1alpha1\nkind: PipelineRun\nmetadata: {name: r}\nspec:\n  pipelineRef: {name: q}\n  params: [{name: needed, value: x}]\n";
+    let sb = Sandbox::new();
+    sb.write("pipeline.yaml", &format!("{}{run}", pipeline(GOOD_STEP)));
+    for args in [
+        vec!["validate", "pipeline.yaml"],
+        vec!["run", "pipeline.yaml"],
+    ] {
+        let out = sb.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("pipeline.yaml[1] spec.pipelineRef.name: no Pipeline \"q\""),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!sb.home().exists());
+}
+
+#[test]
+fn param_bounds_are_checked_on_the_command_line() {
+    let manifest = "apiVersion: toucan.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  params:\n    - {name: epochs, type: int, default: 3, min: 1}\n  steps:\n    - {name: a, image: x, command: [echo]}\n";
+    let sb = Sandbox::new();
+    sb.write("pipeline.yaml", manifest);
+    let out = sb.run(&["run", "pipeline.yaml", "-p", "epochs=0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("-p epochs: must be at least 1, got 0"),
+        "{stderr}"
+    );
+    assert!(!sb.home().exists());
+}
+
+#[test]
+fn a_go_duration_is_required() {
+    rejects(
+        &pipeline("    - {name: a, image: x, command: [echo], timeout: 30M}\n"),
+        &["pipeline.yaml[0] spec.steps[0].timeout: invalid duration \"30M\": unknown unit \"M\""],
+    );
+}

@@ -10,6 +10,8 @@
 
 pub mod api;
 pub mod cache;
+pub mod duration;
+pub mod echo;
 pub mod engine;
 pub mod expr;
 pub mod graph;
@@ -17,5 +19,6 @@ pub mod launch;
 pub mod manifest;
 pub mod records;
 pub mod schedule;
+pub mod suggest;
 pub mod template;
 pub mod time;

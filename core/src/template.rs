@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::echo::cut;
+
 /// A parsed string: literal text with references in between.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -89,10 +91,11 @@ pub enum TemplateError {
     #[error("unclosed placeholder starting at byte {at}")]
     Unclosed { at: usize },
     #[error(
-        "unknown reference \"{{{{{text}}}}}\" (expected params.*, inputs.*, outputs.*, steps.*.outputs.*, item or index)"
+        "unknown reference \"{{{{{}}}}}\" (expected params.*, inputs.*, outputs.*, steps.*.outputs.*, item or index)",
+        cut(text)
     )]
     Unknown { text: String },
-    #[error("empty name in reference \"{{{{{text}}}}}\"")]
+    #[error("empty name in reference \"{{{{{}}}}}\"", cut(text))]
     EmptyName { text: String },
 }
 
@@ -252,6 +255,50 @@ mod tests {
         ] {
             let t = Template::parse(s).unwrap();
             assert_eq!(t.as_single_reference().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn a_long_reference_is_not_echoed_whole() {
+        let text = format!("{{{{{}}}}}", "x".repeat(1 << 20));
+        let message = Template::parse(&text).unwrap_err().to_string();
+        assert!(message.len() < 400, "{message}");
+        assert!(message.contains("(1048576 bytes)"), "{message}");
+    }
+
+    /// A template made of `parts` pieces: literals, references, stray braces.
+    fn template_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just("{{params.a}}"),
+            Just("{{ steps.s.outputs.params.o }}"),
+            Just("{{item}}"),
+            Just("{{"),
+            Just("}}"),
+            Just("{{params.}}"),
+            Just("{{x.y}}"),
+            Just("text "),
+            Just("{"),
+        ];
+        (proptest::collection::vec(piece, 0..64), 1usize..500)
+            .prop_map(|(pieces, repeat)| pieces.concat().repeat(repeat))
+    }
+
+    proptest::proptest! {
+        /// Long and wide templates parse or give an error, on a 2 MiB stack; what parses
+        /// renders back to itself.
+        #[test]
+        fn parsing_never_panics(text in template_text()) {
+            let result = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || Template::parse(&text).map(|t| t.render(|_| None)))
+                .unwrap()
+                .join()
+                .unwrap();
+            if let Ok(rendered) = result {
+                let reparsed = Template::parse(&rendered).unwrap();
+                proptest::prop_assert_eq!(reparsed.render(|_| None), rendered);
+            }
         }
     }
 }

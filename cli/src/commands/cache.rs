@@ -142,7 +142,7 @@ pub async fn cache(cmd: CacheCommand) -> anyhow::Result<Outcome> {
             }
         }
         CacheCommand::Gc { older_than } => {
-            let age = match humantime::parse_duration(&older_than) {
+            let age = match toucan_core::duration::Duration::parse(&older_than) {
                 Ok(d) => d,
                 Err(e) => {
                     eprintln!("error: --older-than {older_than:?}: {e}");

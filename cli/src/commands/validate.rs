@@ -1,4 +1,5 @@
-//! `toucan validate FILE...`: every error in every document, nothing written.
+//! `toucan validate FILE...`: every error in every document, nothing written. A PipelineRun
+//! must name a Pipeline among the files, as `toucan run` requires.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ use crate::Outcome;
 pub fn validate(files: &[PathBuf]) -> anyhow::Result<Outcome> {
     match manifest::load(files) {
         Ok(docs) => {
-            let mut errors = Vec::new();
+            let mut errors = manifest::check_pipeline_refs(&docs);
             for d in &docs {
                 errors.extend(super::run::missing_local_inputs(d));
             }

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::schema;
+use crate::duration::Duration;
 
 /// A reusable DAG of steps with typed parameters, run by a `PipelineRun` or `toucan run`.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -50,7 +51,7 @@ pub struct PipelineSpec {
 }
 
 /// A declared parameter.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ParamSpec {
     pub name: String,
@@ -63,6 +64,25 @@ pub struct ParamSpec {
     pub default: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The smallest value allowed (int and float parameters only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<serde_json::Number>,
+    /// The largest value allowed (int and float parameters only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<serde_json::Number>,
+    /// The only values allowed, each of the parameter's type.
+    #[serde(rename = "enum", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_values")]
+    pub allowed: Option<Vec<serde_json::Value>>,
+}
+
+/// A list of values of any JSON type (a parameter's `enum`).
+fn any_values(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = schema::any_value(generator);
+    schemars::json_schema!({
+        "type": "array",
+        "items": item,
+    })
 }
 
 /// The type of a parameter.
@@ -135,9 +155,9 @@ pub struct Step {
     pub for_each: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
-    /// The longest one attempt may run (`30m`, `1h30m`).
+    /// The longest one attempt may run, as a Go duration (`30m`, `1h30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CachePolicy>,
     /// Where the step's pod runs in a cluster, and what it carries; the local runtime ignores
@@ -266,15 +286,15 @@ pub struct RetryPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Backoff {
-    /// First delay (`5s`); 1s when omitted.
+    /// First delay, as a Go duration (`5s`); 1s when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial: Option<String>,
+    pub initial: Option<Duration>,
     /// Growth factor; 2 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
-    /// Longest delay; 10m when omitted.
+    /// Longest delay, as a Go duration; 10m when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<String>,
+    pub max: Option<Duration>,
 }
 
 /// Whether a step's outputs are cached, and for how long.
@@ -284,9 +304,9 @@ pub struct CachePolicy {
     /// On unless set to false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Entries older than this are not used (`168h`).
+    /// Entries older than this are not used, as a Go duration (`168h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_age: Option<String>,
+    pub max_age: Option<Duration>,
     /// Changes the key without changing the step, to force a miss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,

@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{CachePolicy, PipelineSpec, Step};
 use crate::cache::EffectiveCachePolicy;
+use crate::duration::Duration;
 use crate::graph;
 use crate::records::{ArtifactRef, Millis};
 
@@ -145,8 +145,7 @@ impl RunPlan {
         let policy: Option<&CachePolicy> = step.cache.as_ref().or(self.spec.cache.as_ref());
         let enabled = policy.and_then(|p| p.enabled).unwrap_or(true) && !self.no_cache;
         let max_age_ms = policy
-            .and_then(|p| p.max_age.as_deref())
-            .and_then(|s| parse_duration(s).ok())
+            .and_then(|p| p.max_age.as_ref())
             .map(|d| d.as_millis() as Millis);
         EffectiveCachePolicy {
             enabled,
@@ -170,17 +169,9 @@ impl RunPlan {
     }
 }
 
-/// Parses a duration such as `5s`, `30m` or `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("bad duration {s:?}: {e}"))
-}
-
 /// The per-attempt timeout of a step.
 pub fn timeout_ms(step: &Step) -> Option<u64> {
-    step.timeout
-        .as_deref()
-        .and_then(|s| parse_duration(s).ok())
-        .map(|d| d.as_millis() as u64)
+    step.timeout.as_ref().map(Duration::as_millis)
 }
 
 /// Exit codes that make a failure permanent when a step declares none: a usage error.
@@ -203,19 +194,22 @@ pub fn max_attempts(step: &Step) -> u32 {
     step.retry.as_ref().map_or(0, |r| r.limit).saturating_add(1)
 }
 
+/// The first retry's delay when a step's backoff does not say.
+const DEFAULT_BACKOFF_INITIAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest retry delay when a step's backoff does not say.
+const DEFAULT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The delay before retry number `retry` (1 for the first retry): `initial * factor^(retry-1)`
 /// capped at `max`.
 pub fn backoff_ms(step: &Step, retry: u32) -> Millis {
     let backoff = step.retry.as_ref().and_then(|r| r.backoff.as_ref());
     let initial = backoff
-        .and_then(|b| b.initial.as_deref())
-        .and_then(|s| parse_duration(s).ok())
-        .unwrap_or(Duration::from_secs(1));
+        .and_then(|b| b.initial.as_ref())
+        .map_or(DEFAULT_BACKOFF_INITIAL, Duration::get);
     let factor = backoff.and_then(|b| b.factor).unwrap_or(2.0).max(1.0);
     let max = backoff
-        .and_then(|b| b.max.as_deref())
-        .and_then(|s| parse_duration(s).ok())
-        .unwrap_or(Duration::from_secs(600));
+        .and_then(|b| b.max.as_ref())
+        .map_or(DEFAULT_BACKOFF_MAX, Duration::get);
     let exponent = retry.saturating_sub(1).min(64) as i32;
     let ms = initial.as_millis() as f64 * factor.powi(exponent);
     ms.min(max.as_millis() as f64) as Millis

@@ -279,7 +279,7 @@ fn retries_with_exponential_backoff_then_succeeds() {
     s.retry = Some(RetryPolicy {
         limit: 2,
         backoff: Some(Backoff {
-            initial: Some("5s".into()),
+            initial: Some("5s".parse().unwrap()),
             factor: Some(3.0),
             max: None,
         }),
@@ -338,6 +338,7 @@ fn when_gates_on_upstream_outputs_and_params() {
         kind: ParamType::Float,
         default: Some(json!(0.5)),
         description: None,
+        ..Default::default()
     }];
     let plan = plan(vec![step("train", &[], &[]), gate], vec![], params);
     let mut state = RunState::new(&plan);
@@ -375,6 +376,7 @@ fn fan_out_and_fan_in() {
         kind: ParamType::List,
         default: Some(json!(["a", "b", "c"])),
         description: None,
+        ..Default::default()
     }];
     let plan = plan(vec![fan, sink], vec![], params);
     let mut sim = Sim {
@@ -434,6 +436,7 @@ fn cache_key_ignores_paths_and_follows_values() {
         kind: ParamType::Int,
         default: Some(json!(3)),
         description: None,
+        ..Default::default()
     }];
     let mut p = plan(vec![s], vec![], params);
     let state = RunState::new(&p);

@@ -33,7 +33,15 @@ mod tests;
 use std::fmt;
 
 use crate::api::ParamType;
+use crate::echo::quote;
 use crate::template::{Reference, Template, TemplateError};
+
+/// How deeply parentheses and `!` may nest in a condition. Parsing, checking and evaluating
+/// recurse once per level, so the limit bounds the stack they use: the operator validates on
+/// 2 MiB worker stacks, and a hostile condition of thousands of `(` must be an error there,
+/// not an overflow. Real conditions nest two or three levels; chains of `&&` and `||` are
+/// flat and do not count.
+pub const MAX_NESTING: usize = 32;
 
 /// A parsed `when` condition.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,10 +59,11 @@ pub enum Condition {
     },
     /// `!condition`.
     Not(Box<Condition>),
-    /// `a && b`, evaluated left to right with short-circuit.
-    And(Box<Condition>, Box<Condition>),
-    /// `a || b`, evaluated left to right with short-circuit.
-    Or(Box<Condition>, Box<Condition>),
+    /// `a && b && ...` (two or more), evaluated left to right with short-circuit. A chain is
+    /// one node, however long, so that its length costs no depth.
+    All(Vec<Condition>),
+    /// `a || b || ...` (two or more), evaluated left to right with short-circuit.
+    Any(Vec<Condition>),
 }
 
 /// One side of a comparison, or a lone operand.
@@ -134,6 +143,12 @@ pub enum ExprError {
     /// Nothing but whitespace.
     #[error("empty condition")]
     Empty,
+    /// Parentheses and `!` nested deeper than [`MAX_NESTING`].
+    #[error(
+        "condition nests parentheses and `!` deeper than {MAX_NESTING} levels (column {column}); \
+         split it or simplify it"
+    )]
+    TooDeep { column: usize },
     /// Not a condition; `column` counts characters from 1.
     #[error("{message} (column {column})")]
     Syntax { column: usize, message: String },
@@ -144,7 +159,11 @@ pub enum ExprError {
     #[error("{reference} has no value")]
     Unresolved { reference: String },
     /// An ordering operator between values that are not both numbers.
-    #[error("cannot compare {left:?} {op} {right:?}: `{op}` needs two numbers")]
+    #[error(
+        "cannot compare {} {op} {}: `{op}` needs two numbers",
+        quote(left),
+        quote(right)
+    )]
     NotNumbers {
         op: CompareOp,
         left: String,
@@ -157,6 +176,7 @@ impl ExprError {
     pub fn reason(&self) -> &'static str {
         match self {
             ExprError::Empty => "EmptyCondition",
+            ExprError::TooDeep { .. } => "ConditionTooDeep",
             ExprError::Syntax { .. } => "ConditionSyntax",
             ExprError::Template(_) => "ConditionPlaceholder",
             ExprError::Unresolved { .. } => "ConditionUnresolved",
@@ -188,9 +208,10 @@ impl Condition {
                 right.collect_references(out);
             }
             Condition::Not(c) => c.collect_references(out),
-            Condition::And(a, b) | Condition::Or(a, b) => {
-                a.collect_references(out);
-                b.collect_references(out);
+            Condition::All(all) | Condition::Any(all) => {
+                for c in all {
+                    c.collect_references(out);
+                }
             }
         }
     }
@@ -211,8 +232,22 @@ impl Condition {
                 compare(&left.value(resolve)?, *op, &right.value(resolve)?)
             }
             Condition::Not(c) => Ok(!c.eval(resolve)?),
-            Condition::And(a, b) => Ok(a.eval(resolve)? && b.eval(resolve)?),
-            Condition::Or(a, b) => Ok(a.eval(resolve)? || b.eval(resolve)?),
+            Condition::All(all) => {
+                for c in all {
+                    if !c.eval(resolve)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Condition::Any(any) => {
+                for c in any {
+                    if c.eval(resolve)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
         }
     }
 
@@ -309,9 +344,10 @@ impl Operand {
         }
     }
 
-    /// The operand as the user wrote it (quotes normalized to single quotes).
+    /// The operand as the user wrote it (quotes normalized to single quotes), for messages:
+    /// cut to its first [`crate::echo::SHOWN_CHARS`] characters when longer.
     pub(super) fn source_text(&self) -> String {
-        match self {
+        let text = match self {
             Operand::Ref(r) => r.to_string(),
             Operand::Number(n) => n.clone(),
             Operand::Bool(b) => b.to_string(),
@@ -319,6 +355,7 @@ impl Operand {
                 let text = template.render(|_| None);
                 if *quoted { format!("'{text}'") } else { text }
             }
-        }
+        };
+        crate::echo::cut(&text).into_owned()
     }
 }

@@ -1,7 +1,9 @@
 //! Recursive descent over the tokens, loosest operator first: `||`, `&&`, `!`, comparison.
+//! Each `(` and `!` is one level deeper; past [`MAX_NESTING`] levels parsing stops with
+//! [`ExprError::TooDeep`] before the recursion can exhaust the stack.
 
 use super::lex::{Spanned, Token, lex, syntax};
-use super::{Condition, ExprError, Operand};
+use super::{Condition, ExprError, MAX_NESTING, Operand};
 
 /// Parses a whole condition.
 pub(super) fn parse(text: &str) -> Result<Condition, ExprError> {
@@ -13,6 +15,7 @@ pub(super) fn parse(text: &str) -> Result<Condition, ExprError> {
         tokens,
         pos: 0,
         text,
+        depth: 0,
     };
     let condition = parser.or()?;
     match parser.tokens.get(parser.pos) {
@@ -25,6 +28,8 @@ struct Parser<'a> {
     tokens: Vec<Spanned>,
     pos: usize,
     text: &'a str,
+    /// How many `(` and `!` enclose the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -49,40 +54,57 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Condition, ExprError> {
-        let mut left = self.and()?;
+        let mut any = vec![self.and()?];
         while self.peek() == Some(&Token::Or) {
             self.pos += 1;
-            left = Condition::Or(Box::new(left), Box::new(self.and()?));
+            any.push(self.and()?);
         }
-        Ok(left)
+        Ok(flatten(any, Condition::Any))
     }
 
     fn and(&mut self) -> Result<Condition, ExprError> {
-        let mut left = self.unary()?;
+        let mut all = vec![self.unary()?];
         while self.peek() == Some(&Token::And) {
             self.pos += 1;
-            left = Condition::And(Box::new(left), Box::new(self.unary()?));
+            all.push(self.unary()?);
         }
-        Ok(left)
+        Ok(flatten(all, Condition::All))
     }
 
     fn unary(&mut self) -> Result<Condition, ExprError> {
         if self.peek() == Some(&Token::Not) {
+            self.deeper()?;
             self.pos += 1;
-            return Ok(Condition::Not(Box::new(self.unary()?)));
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Condition::Not(Box::new(inner)));
         }
         self.primary()
+    }
+
+    /// Enters one more level of nesting at the current token, or refuses to.
+    fn deeper(&mut self) -> Result<(), ExprError> {
+        if self.depth >= MAX_NESTING {
+            let at = self.tokens.get(self.pos).map_or(self.text.len(), |t| t.at);
+            return Err(ExprError::TooDeep {
+                column: self.text[..at].chars().count() + 1,
+            });
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn primary(&mut self) -> Result<Condition, ExprError> {
         match self.peek() {
             Some(Token::LParen) => {
+                self.deeper()?;
                 self.pos += 1;
                 let inner = self.or()?;
                 if self.peek() != Some(&Token::RParen) {
                     return Err(self.expected("`)`"));
                 }
                 self.pos += 1;
+                self.depth -= 1;
                 Ok(inner)
             }
             Some(Token::Operand(_)) => {
@@ -118,5 +140,13 @@ impl Parser<'_> {
             }
             _ => Err(self.expected("an operand")),
         }
+    }
+}
+
+/// One condition stays itself; two or more become one `All` or `Any` node.
+fn flatten(mut conditions: Vec<Condition>, many: fn(Vec<Condition>) -> Condition) -> Condition {
+    match conditions.len() {
+        1 => conditions.remove(0),
+        _ => many(conditions),
     }
 }

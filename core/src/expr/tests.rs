@@ -265,3 +265,125 @@ fn numbers_are_strict() {
         assert_eq!(parse_number(text).is_some(), number, "{text}");
     }
 }
+
+/// Runs `f` on a thread with the 2 MiB stack of a tokio worker, where the operator validates.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// What the operator does with a condition: parse it, check it, evaluate it, drop it.
+fn parse_check_evaluate(text: &str) -> Result<bool, ExprError> {
+    let condition = Condition::parse(text)?;
+    condition.check_types(types);
+    condition.references();
+    condition.evaluate(values)
+}
+
+#[test]
+fn hostile_conditions_are_errors_on_a_small_stack() {
+    let results = on_small_stack(|| {
+        let n = 100_000;
+        let parens = format!("{}true{}", "(".repeat(n), ")".repeat(n));
+        let unclosed = "(".repeat(n);
+        let nots = format!("{}true", "!".repeat(n));
+        let mixed = format!("{}true", "!(".repeat(n));
+        [parens, unclosed, nots, mixed].map(|text| parse_check_evaluate(&text))
+    });
+    for result in results {
+        assert!(
+            matches!(result, Err(ExprError::TooDeep { .. })),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn long_chains_are_flat_and_evaluate_on_a_small_stack() {
+    let results = on_small_stack(|| {
+        let n = 100_000;
+        let ands = vec!["{{params.epochs}} > 1"; n].join(" && ");
+        let ors = format!("{} || true", vec!["false"; n].join(" || "));
+        let mixed = vec!["true && false"; n].join(" || ");
+        [ands, ors, mixed].map(|text| parse_check_evaluate(&text))
+    });
+    assert_eq!(results, [Ok(true), Ok(true), Ok(false)]);
+}
+
+#[test]
+fn nesting_up_to_the_limit_parses() {
+    let deepest = format!(
+        "{}true{}",
+        "(".repeat(MAX_NESTING - 1),
+        ")".repeat(MAX_NESTING - 1)
+    );
+    assert_eq!(
+        Condition::parse(&format!("!{deepest}"))
+            .unwrap()
+            .evaluate(values),
+        Ok(false)
+    );
+    let too_deep = format!("!!{deepest}");
+    let err = Condition::parse(&too_deep).unwrap_err();
+    assert_eq!(err, ExprError::TooDeep { column: 33 });
+    assert_eq!(
+        err.to_string(),
+        "condition nests parentheses and `!` deeper than 32 levels (column 33); split it or \
+         simplify it"
+    );
+}
+
+#[test]
+fn long_operands_are_not_echoed_whole() {
+    let long = "x".repeat(1 << 20);
+    let err = Condition::parse(&format!("'{long}' < 1")).unwrap();
+    let message = err.evaluate(values).unwrap_err().to_string();
+    assert!(message.len() < 400, "{message}");
+    let problems = Condition::parse(&format!("{long} > 1"))
+        .unwrap()
+        .check_types(types);
+    assert!(problems.iter().all(|p| p.len() < 400), "{problems:?}");
+    assert!(problems[0].contains("(1048576 bytes)"), "{problems:?}");
+}
+
+/// A condition built from random pieces: nested, chained and negated, with depth up to
+/// twice the limit.
+fn condition_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just("true".to_string()),
+        Just("{{params.epochs}} > 3".to_string()),
+        Just("{{params.name}} == resnet".to_string()),
+        Just("'a' != b".to_string()),
+        Just("(".to_string()),
+        Just(")".to_string()),
+    ];
+    leaf.prop_recursive(2 * MAX_NESTING as u32, 4096, 8, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|c| format!("({c})")),
+            inner.clone().prop_map(|c| format!("!{c}")),
+            proptest::collection::vec(inner.clone(), 2..8).prop_map(|v| v.join(" && ")),
+            proptest::collection::vec(inner, 2..8).prop_map(|v| v.join(" || ")),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Deep and wide conditions parse or give an error, and never overflow a 2 MiB stack.
+    #[test]
+    fn deep_and_wide_conditions_never_overflow(text in condition_text(), repeat in 1usize..2000) {
+        let deep = format!("{}{text}{}", "(".repeat(repeat), ")".repeat(repeat));
+        let results = on_small_stack(move || {
+            [text, deep].map(|t| parse_check_evaluate(&t).map_err(|e| e.reason()))
+        });
+        let [_, deep] = results;
+        if repeat >= MAX_NESTING {
+            proptest::prop_assert_eq!(deep, Err("ConditionTooDeep"));
+        }
+    }
+}

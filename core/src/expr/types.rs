@@ -29,9 +29,10 @@ pub(super) fn check(
             check_comparison(left, *op, right, type_of, out);
         }
         Condition::Not(c) => check(c, type_of, out),
-        Condition::And(a, b) | Condition::Or(a, b) => {
-            check(a, type_of, out);
-            check(b, type_of, out);
+        Condition::All(all) | Condition::Any(all) => {
+            for c in all {
+                check(c, type_of, out);
+            }
         }
     }
 }

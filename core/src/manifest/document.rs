@@ -9,8 +9,10 @@ use serde_yaml_ng::{Mapping, Value};
 use super::names::check_object_name;
 use super::params::{check_run_value_names, check_run_values};
 use super::schema_check::{self, Finding, describe};
-use super::{DOCUMENT_PATH, Diagnostic, Document, Source, hint, validate_spec};
+use super::{DOCUMENT_PATH, Diagnostic, Document, Source, validate_spec};
 use crate::api::{API_VERSION, Pipeline, PipelineRun};
+use crate::echo::{cut, quote};
+use crate::suggest;
 
 /// The kinds toucan reads.
 const KINDS: &[&str] = &["Pipeline", "PipelineRun"];
@@ -69,11 +71,13 @@ pub(super) fn read(
     out: &mut Vec<Diagnostic>,
 ) -> Option<Document> {
     let mut found = Vec::new();
-    let document = check(&mut value, schemas, &mut found);
+    let mut durations = Vec::new();
+    let document = check(&mut value, schemas, &mut found, &mut durations);
     let structurally_valid = found.is_empty();
     out.extend(
         found
             .into_iter()
+            .chain(durations)
             .map(|(path, message)| Diagnostic::new(source, path, message)),
     );
     let kind = document?;
@@ -104,8 +108,14 @@ enum Kind {
     PipelineRun,
 }
 
-/// The structural checks; the kind when it is known.
-fn check(value: &mut Value, schemas: &Schemas, found: &mut Vec<Finding>) -> Option<Kind> {
+/// The structural checks; the kind when it is known. Invalid durations go to `durations` and
+/// are removed from the value, so that the rest of the document is still checked.
+fn check(
+    value: &mut Value,
+    schemas: &Schemas,
+    found: &mut Vec<Finding>,
+    durations: &mut Vec<Finding>,
+) -> Option<Kind> {
     if let Err(e) = value.apply_merge() {
         found.push((
             DOCUMENT_PATH.into(),
@@ -113,7 +123,7 @@ fn check(value: &mut Value, schemas: &Schemas, found: &mut Vec<Finding>) -> Opti
         ));
         return None;
     }
-    let Value::Mapping(mapping) = &*value else {
+    let Value::Mapping(mapping) = value else {
         let message = format!(
             "expected a mapping with apiVersion, kind, metadata and spec, got {}",
             describe(value)
@@ -128,6 +138,7 @@ fn check(value: &mut Value, schemas: &Schemas, found: &mut Vec<Finding>) -> Opti
         Kind::Pipeline => &schemas.pipeline,
         Kind::PipelineRun => &schemas.pipeline_run,
     };
+    schema_check::take_invalid_durations(mapping, schema, "", durations);
     schema_check::check_document(mapping, schema, ENVELOPE, found);
     Some(kind)
 }
@@ -138,7 +149,7 @@ fn check_api_version(mapping: &Mapping, found: &mut Vec<Finding>) {
         Some(Value::String(v)) if v == API_VERSION => {}
         Some(Value::String(v)) => found.push((
             "apiVersion".into(),
-            format!("unknown apiVersion {v:?} (expected {API_VERSION:?})"),
+            format!("unknown apiVersion {} (expected {API_VERSION:?})", quote(v)),
         )),
         Some(other) => found.push((
             "apiVersion".into(),
@@ -156,10 +167,13 @@ fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
         Some(Value::String(k)) if k == "Pipeline" => return Some(Kind::Pipeline),
         Some(Value::String(k)) if k == "PipelineRun" => return Some(Kind::PipelineRun),
         Some(Value::String(k)) => {
-            let hint = hint::closest(k, KINDS.iter().copied())
+            let hint = suggest::closest(k, KINDS.iter().copied())
                 .map(|c| format!("; did you mean {c:?}?"))
                 .unwrap_or_default();
-            let message = format!("unknown kind {k:?} (expected Pipeline or PipelineRun{hint})");
+            let message = format!(
+                "unknown kind {} (expected Pipeline or PipelineRun{hint})",
+                quote(k)
+            );
             found.push(("kind".into(), message));
         }
         Some(other) => found.push((
@@ -183,8 +197,11 @@ fn check_metadata(mapping: &Mapping, kind: Kind, found: &mut Vec<Finding>) {
         match key.as_str() {
             Some(k) if METADATA_FIELDS.contains(&k) => {}
             Some(k) => {
-                let hint = hint::did_you_mean(k, METADATA_FIELDS.iter().copied());
-                found.push((format!("metadata.{k}"), format!("unknown field{hint}")));
+                let hint = suggest::did_you_mean(k, METADATA_FIELDS.iter().copied());
+                found.push((
+                    format!("metadata.{}", cut(k)),
+                    format!("unknown field{hint}"),
+                ));
             }
             None => found.push((
                 "metadata".into(),
@@ -232,7 +249,9 @@ fn check_metadata(mapping: &Mapping, kind: Kind, found: &mut Vec<Finding>) {
             Some(Value::Mapping(entries)) => {
                 for (key, value) in entries {
                     if !value.is_string() {
-                        let key = key.as_str().map_or_else(|| describe(key), str::to_string);
+                        let key = key
+                            .as_str()
+                            .map_or_else(|| describe(key), |k| cut(k).into());
                         let message = format!("expected a string, got {}", describe(value));
                         found.push((format!("metadata.{field}.{key}"), message));
                     }

@@ -6,12 +6,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 use super::document::{self, Schemas};
 use super::params::check_run_values;
 use super::select::find_pipeline;
+use super::yaml::{self, StreamDocument};
 use super::{DOCUMENT_PATH, Diagnostic, Document, FILE_PATH, LoadedDocument, Source};
 
 /// Loads and checks every document of `paths`. A path is a file or a directory, whose
@@ -124,22 +124,22 @@ fn read_stream(
     docs: &mut Vec<LoadedDocument>,
     out: &mut Vec<Diagnostic>,
 ) {
-    for (index, stream_document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    for (index, stream_document) in yaml::documents(text).into_iter().enumerate() {
         let source = Source {
             file: file.to_path_buf(),
             index,
         };
-        match Value::deserialize(stream_document) {
-            Err(e) => {
-                out.push(Diagnostic::new(
-                    &source,
-                    DOCUMENT_PATH,
-                    format!("malformed YAML: {e}"),
-                ));
-                break;
+        match stream_document {
+            StreamDocument::Malformed(e) => {
+                let message = format!("malformed YAML: {e}");
+                out.push(Diagnostic::new(&source, DOCUMENT_PATH, message));
             }
-            Ok(Value::Null) => {}
-            Ok(value) => {
+            StreamDocument::TooLarge => {
+                let message = yaml::too_large_message();
+                out.push(Diagnostic::new(&source, DOCUMENT_PATH, message));
+            }
+            StreamDocument::Value(Value::Null) => {}
+            StreamDocument::Value(value) => {
                 if let Some(document) = document::read(&source, value, schemas, out) {
                     docs.push(LoadedDocument {
                         source,

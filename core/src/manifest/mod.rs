@@ -19,7 +19,6 @@
 //! the field path.
 
 mod document;
-mod hint;
 mod load;
 mod names;
 mod params;
@@ -28,7 +27,10 @@ mod references;
 mod schema_check;
 mod select;
 mod validate;
+mod yaml;
 
+#[cfg(test)]
+mod bad_input_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,8 +44,9 @@ use crate::api::{Pipeline, PipelineRun};
 pub use load::load;
 pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;
-pub use select::{RunTarget, select};
+pub use select::{RunTarget, check_pipeline_refs, select};
 pub use validate::validate_spec;
+pub use yaml::MAX_NODES;
 
 /// Where a document came from: the file as the user named it and the document's position in
 /// its YAML stream (0-based, counting empty documents).

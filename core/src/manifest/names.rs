@@ -1,6 +1,8 @@
 //! Which names are well-formed: steps, parameters, inputs and outputs, environment
 //! variables and object names.
 
+use crate::echo::quote;
+
 /// The longest step name: it becomes part of pod and child object names.
 pub(super) const MAX_STEP_NAME: usize = 63;
 /// The longest `metadata.name` Kubernetes accepts for these resources.
@@ -19,8 +21,9 @@ pub(super) fn check_step_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid step name {name:?}: use at most {MAX_STEP_NAME} lowercase letters, digits, \
-             \"-\" and \"_\", starting with a letter or digit"
+            "invalid step name {}: use at most {MAX_STEP_NAME} lowercase letters, digits, \
+             \"-\" and \"_\", starting with a letter or digit",
+            quote(name)
         ))
     }
 }
@@ -36,8 +39,9 @@ pub(super) fn check_identifier(what: &str, name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid {what} name {name:?}: use letters, digits, \"-\" and \"_\", starting with a \
-             letter or \"_\""
+            "invalid {what} name {}: use letters, digits, \"-\" and \"_\", starting with a \
+             letter or \"_\"",
+            quote(name)
         ))
     }
 }
@@ -53,8 +57,9 @@ pub(super) fn check_env_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid environment variable name {name:?}: use letters, digits, \"_\", \"-\" and \
-             \".\", not starting with a digit"
+            "invalid environment variable name {}: use letters, digits, \"_\", \"-\" and \
+             \".\", not starting with a digit",
+            quote(name)
         ))
     }
 }
@@ -72,8 +77,9 @@ pub(super) fn check_object_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid name {name:?}: use at most {MAX_OBJECT_NAME} lowercase letters, digits, \"-\" \
-             and \".\", starting and ending with a letter or digit"
+            "invalid name {}: use at most {MAX_OBJECT_NAME} lowercase letters, digits, \"-\" \
+             and \".\", starting and ending with a letter or digit",
+            quote(name)
         ))
     }
 }

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::hint;
 use super::{Diagnostic, Source};
 use crate::api::{ParamSpec, ParamType, ParamValue, PipelineSpec};
+use crate::echo::quote;
+use crate::suggest;
 
 /// Resolves the values given on the command line (or any text-first source) against the
 /// declared parameters: text is coerced to the declared type, typed values are checked, later
@@ -101,6 +102,7 @@ pub(super) fn type_mismatch(value: &Value, kind: ParamType) -> Option<String> {
         (ParamType::String, Value::Number(_) | Value::Bool(_)) => {
             format!(" (quote it: \"{value}\")")
         }
+        (ParamType::List, Value::String(s)) => list_hint(s),
         (_, Value::String(s)) if coerce(s, kind).is_ok() => " (write it without quotes)".into(),
         _ => String::new(),
     };
@@ -109,6 +111,104 @@ pub(super) fn type_mismatch(value: &Value, kind: ParamType) -> Option<String> {
         article(kind),
         describe(value)
     ))
+}
+
+/// Why `value`, already of the declared type, is not one the declaration allows: outside
+/// `min`/`max` or not in `enum`.
+pub(super) fn not_allowed(value: &Value, declared: &ParamSpec) -> Option<String> {
+    if let Some(allowed) = &declared.allowed
+        && !allowed.iter().any(|a| same_value(a, value))
+    {
+        let listed: Vec<String> = allowed.iter().map(shown).collect();
+        return Some(format!(
+            "must be one of {}, got {}",
+            crate::echo::cut(&listed.join(", ")),
+            shown(value)
+        ));
+    }
+    let number = value.as_f64()?;
+    if let Some(min) = &declared.min
+        && min.as_f64().is_some_and(|min| number < min)
+    {
+        return Some(format!("must be at least {min}, got {}", shown(value)));
+    }
+    if let Some(max) = &declared.max
+        && max.as_f64().is_some_and(|max| number > max)
+    {
+        return Some(format!("must be at most {max}, got {}", shown(value)));
+    }
+    None
+}
+
+/// What is wrong with a declaration's own `min`, `max` and `enum`, as (field, message):
+/// bounds on a type that has no order, bounds of the wrong type, `min` above `max`, and
+/// `enum` values of the wrong type or outside the bounds.
+pub(super) fn declaration_problems(declared: &ParamSpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let numeric = matches!(declared.kind, ParamType::Int | ParamType::Float);
+    for (field, bound) in [("min", &declared.min), ("max", &declared.max)] {
+        let Some(bound) = bound else { continue };
+        if !numeric {
+            let message = format!(
+                "{field} applies only to int and float parameters, and this one is {}",
+                article(declared.kind)
+            );
+            out.push((field.to_string(), message));
+        } else if let Some(message) = type_mismatch(&Value::Number(bound.clone()), declared.kind) {
+            out.push((field.to_string(), message));
+        }
+    }
+    if let (Some(min), Some(max)) = (&declared.min, &declared.max)
+        && let (Some(low), Some(high)) = (min.as_f64(), max.as_f64())
+        && low > high
+    {
+        out.push(("max".into(), format!("is less than min ({max} < {min})")));
+    }
+    match declared.allowed.as_deref() {
+        Some([]) => out.push(("enum".into(), "must list at least one value".into())),
+        Some(allowed) => {
+            let bounds_only = ParamSpec {
+                allowed: None,
+                ..declared.clone()
+            };
+            for (i, value) in allowed.iter().enumerate() {
+                let problem = type_mismatch(value, declared.kind)
+                    .or_else(|| not_allowed(value, &bounds_only));
+                if let Some(message) = problem {
+                    out.push((format!("enum[{i}]"), message));
+                }
+            }
+        }
+        None => {}
+    }
+    out
+}
+
+/// Equal values, numbers compared by value (`1` equals `1.0`).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// A value in a message: strings quoted and cut, the rest as JSON.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => quote(s),
+        other => crate::echo::cut(&other.to_string()).into_owned(),
+    }
+}
+
+/// How to write a string that looks like a list as a YAML list: `"a,b"` becomes `[a, b]`.
+fn list_hint(text: &str) -> String {
+    let items: Vec<&str> = text.split(',').map(str::trim).collect();
+    let shown = if items.len() > 1 && text.chars().count() <= crate::echo::SHOWN_CHARS {
+        format!("[{}]", items.join(", "))
+    } else {
+        "[a, b, c]".to_string()
+    };
+    format!(" (write a YAML list: {shown})")
 }
 
 /// A parameter type with its article: "an int", "a list".
@@ -128,7 +228,7 @@ pub(super) fn describe(value: &Value) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("the bool {b}"),
         Value::Number(n) => format!("the number {n}"),
-        Value::String(s) => format!("the string {s:?}"),
+        Value::String(s) => format!("the string {}", quote(s)),
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "a mapping".into(),
     }
@@ -205,8 +305,8 @@ fn resolve(
 fn check_one(spec: &PipelineSpec, g: &Given<'_>, source: &Source) -> Result<Value, Diagnostic> {
     let Some(declared) = spec.params.iter().find(|p| p.name == g.name) else {
         let names: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
-        let hint = hint::unknown_name_hint(g.name, &names, "declared parameters");
-        let message = format!("unknown parameter {:?}{hint}", g.name);
+        let hint = suggest::unknown_name_hint(g.name, &names, "declared parameters");
+        let message = format!("unknown parameter {}{hint}", quote(g.name));
         return Err(Diagnostic::new(source, &g.name_path, message));
     };
     let result = match g.value {
@@ -216,13 +316,17 @@ fn check_one(spec: &PipelineSpec, g: &Given<'_>, source: &Source) -> Result<Valu
             Some(message) => Err(message),
         },
     };
+    let result = result.and_then(|value| match not_allowed(&value, declared) {
+        None => Ok(value),
+        Some(message) => Err(message),
+    });
     result.map_err(|message| Diagnostic::new(source, &g.value_path, message))
 }
 
 /// Text from the command line as a value of the declared type.
 fn coerce(text: &str, kind: ParamType) -> Result<Value, String> {
     let trimmed = text.trim();
-    let fail = || format!("expected {}, got {text:?}", article(kind));
+    let fail = || format!("expected {}, got {}", article(kind), quote(text));
     match kind {
         ParamType::String => Ok(Value::String(text.to_string())),
         ParamType::Int => trimmed.parse::<i64>().map(Value::from).map_err(|_| fail()),
@@ -241,7 +345,7 @@ fn coerce(text: &str, kind: ParamType) -> Result<Value, String> {
         ParamType::List if trimmed.starts_with('[') => match serde_json::from_str(trimmed) {
             Ok(Value::Array(items)) => Ok(Value::Array(items)),
             Ok(_) => Err(fail()),
-            Err(e) => Err(format!("expected a list, got {text:?}: {e}")),
+            Err(e) => Err(format!("expected a list, got {}: {e}", quote(text))),
         },
         ParamType::List if trimmed.is_empty() => Ok(Value::Array(Vec::new())),
         ParamType::List => Ok(Value::Array(

@@ -4,6 +4,8 @@
 //! Kubernetes client along. This parser is strict: no sign, no spaces, only the suffixes
 //! Kubernetes defines.
 
+use crate::echo::quote;
+
 /// Binary suffixes, 1024-based.
 const BINARY: &[(&str, i32)] = &[
     ("Ki", 10),
@@ -31,8 +33,9 @@ const DECIMAL: &[(&str, i32)] = &[
 pub fn parse_quantity(text: &str) -> Result<f64, String> {
     let invalid = || {
         format!(
-            "invalid quantity {text:?}: expected a number with an optional suffix (m, k, M, G, T, \
-             P, E, Ki, Mi, Gi, Ti, Pi, Ei) or exponent (e3), e.g. 500m or 4Gi"
+            "invalid quantity {}: expected a number with an optional suffix (m, k, M, G, T, \
+             P, E, Ki, Mi, Gi, Ti, Pi, Ei) or exponent (e3), e.g. 500m or 4Gi",
+            quote(text)
         )
     };
     let split = text

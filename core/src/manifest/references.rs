@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use super::hint;
 use super::params::{article, declared};
 use super::schema_check::{Finding, join};
 use crate::api::{ParamType, PipelineSpec, Step};
+use crate::echo::quote;
 use crate::expr::{Condition, ExprError};
 use crate::graph::template_fields;
+use crate::suggest;
 use crate::template::{Reference, Template};
 
 /// The steps of a spec by name, main and `finally` apart.
@@ -64,11 +65,12 @@ impl<'a> Scope<'a> {
         target: &str,
     ) -> Result<&'a Step, String> {
         if target == from.name {
-            return Err(format!("step {target:?} cannot depend on itself"));
+            return Err(format!("step {} cannot depend on itself", quote(target)));
         }
         if !from_finally && self.is_finally(target) {
             return Err(format!(
-                "{target:?} is a finally step; main steps cannot depend on finally steps"
+                "{} is a finally step; main steps cannot depend on finally steps",
+                quote(target)
             ));
         }
         self.step(target).ok_or_else(|| {
@@ -78,8 +80,9 @@ impl<'a> Scope<'a> {
                 .filter(|n| *n != from.name)
                 .collect();
             format!(
-                "unknown step {target:?}{}",
-                hint::did_you_mean(target, candidates)
+                "unknown step {}{}",
+                quote(target),
+                suggest::did_you_mean(target, candidates)
             )
         })
     }
@@ -203,8 +206,8 @@ fn missing(
         if list.contains(&name) {
             return None;
         }
-        let hint = hint::unknown_name_hint(name, &list, &format!("{what}s in this step"));
-        Some(format!("unknown {what} {name:?}{hint}"))
+        let hint = suggest::unknown_name_hint(name, &list, &format!("{what}s in this step"));
+        Some(format!("unknown {what} {}{hint}", quote(name)))
     };
     let inputs = step.inputs.as_ref();
     let outputs = step.outputs.as_ref();
@@ -214,8 +217,8 @@ fn missing(
             if list.contains(&n.as_str()) {
                 return None;
             }
-            let hint = hint::unknown_name_hint(n, &list, "declared parameters");
-            Some(format!("unknown parameter {n:?}{hint}"))
+            let hint = suggest::unknown_name_hint(n, &list, "declared parameters");
+            Some(format!("unknown parameter {}{hint}", quote(n)))
         }
         Reference::InputParam(n) => names(
             inputs
@@ -274,8 +277,12 @@ fn missing(
             if list.contains(&name.as_str()) {
                 return None;
             }
-            let hint = hint::unknown_name_hint(name, &list, &format!("{what}s"));
-            Some(format!("step {target:?} has no {what} {name:?}{hint}"))
+            let hint = suggest::unknown_name_hint(name, &list, &format!("{what}s"));
+            Some(format!(
+                "step {} has no {what} {}{hint}",
+                quote(target),
+                quote(name)
+            ))
         }
         Reference::Item | Reference::Index => None,
     }
@@ -289,7 +296,8 @@ fn check_for_each(scope: &Scope<'_>, template: &Template, text: &str) -> Result<
     match template.as_single_reference() {
         Some(Reference::Param(n)) => match declared(scope.spec, n) {
             Some(p) if p.kind != ParamType::List => Err(format!(
-                "forEach needs a list: parameter {n:?} is {}",
+                "forEach needs a list: parameter {} is {}",
+                quote(n),
                 article(p.kind)
             )),
             _ => Ok(()),
@@ -303,7 +311,8 @@ fn check_for_each(scope: &Scope<'_>, template: &Template, text: &str) -> Result<
                 .and_then(|p| p.kind);
             match kind {
                 Some(k) if k != ParamType::List && k != ParamType::String => Err(format!(
-                    "forEach needs a list: output parameter {name:?} of step {step:?} is {}",
+                    "forEach needs a list: output parameter {} of step {step:?} is {}",
+                    quote(name),
                     article(k)
                 )),
                 _ => Ok(()),

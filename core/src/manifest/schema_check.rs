@@ -11,7 +11,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use serde_yaml_ng::{Mapping, Value};
 
-use super::hint;
+use crate::duration::{self, Duration};
+use crate::echo::{cut, quote};
+use crate::suggest;
 
 /// A problem found: the field path and the message.
 pub(super) type Finding = (String, String);
@@ -35,6 +37,10 @@ pub(super) fn check(value: &Value, schema: &JSONSchemaProps, path: &str, out: &m
             path.to_string(),
             format!("YAML tags are not supported ({})", tagged.tag),
         ));
+        return;
+    }
+    if let Some(message) = non_finite(value) {
+        out.push((path.to_string(), message));
         return;
     }
     if value.is_null() {
@@ -69,8 +75,9 @@ pub(super) fn check(value: &Value, schema: &JSONSchemaProps, path: &str, out: &m
         Some("number") => value.is_number(),
         Some("boolean") => value.is_bool(),
         _ => {
-            if let (Value::Mapping(m), Some(_)) = (value, &schema.properties) {
-                check_mapping(m, schema, path, &[], out);
+            match (value, &schema.properties) {
+                (Value::Mapping(m), Some(_)) => check_mapping(m, schema, path, &[], out),
+                _ => check_finite_within(value, path, out),
             }
             true
         }
@@ -86,6 +93,64 @@ pub(super) fn check(value: &Value, schema: &JSONSchemaProps, path: &str, out: &m
     }
     check_enum(value, schema, path, out);
     check_bounds(value, schema, path, out);
+}
+
+/// Reports every string whose schema is a duration's and that does not parse as one, at its
+/// path, and removes it from `mapping`. Serde stops at the first field that fails to
+/// deserialize; taking bad durations out first lets every other problem of the document be
+/// reported with them.
+pub(super) fn take_invalid_durations(
+    mapping: &mut Mapping,
+    schema: &JSONSchemaProps,
+    path: &str,
+    out: &mut Vec<Finding>,
+) {
+    let Some(properties) = schema.properties.as_ref() else {
+        return;
+    };
+    let mut invalid = Vec::new();
+    for (key, value) in mapping.iter_mut() {
+        let Some((name, field_schema)) = key.as_str().and_then(|k| properties.get_key_value(k))
+        else {
+            continue;
+        };
+        if !take_within(value, field_schema, &join(path, name), out) {
+            invalid.push(key.clone());
+        }
+    }
+    for key in invalid {
+        mapping.remove(&key);
+    }
+}
+
+/// [`take_invalid_durations`] for any value; false when the value itself is an invalid
+/// duration, which its mapping then removes.
+fn take_within(
+    value: &mut Value,
+    schema: &JSONSchemaProps,
+    path: &str,
+    out: &mut Vec<Finding>,
+) -> bool {
+    match value {
+        Value::String(text) if schema.pattern.as_deref() == Some(duration::PATTERN) => {
+            if let Err(e) = Duration::parse(text) {
+                out.push((path.to_string(), e.to_string()));
+                return false;
+            }
+        }
+        Value::Mapping(m) => take_invalid_durations(m, schema, path, out),
+        Value::Sequence(items) => {
+            if let Some(item_schema) = item_schema(schema) {
+                for (i, item) in items.iter_mut().enumerate() {
+                    // A list item cannot be removed without renumbering the rest; no list
+                    // holds durations itself, only mappings that do.
+                    take_within(item, item_schema, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+    true
 }
 
 fn check_mapping(
@@ -108,7 +173,7 @@ fn check_mapping(
         if skip.contains(&key) {
             continue;
         }
-        let field_path = join(path, key);
+        let field_path = join(path, &cut(key));
         if let Some(field_schema) = properties.and_then(|p| p.get(key)) {
             check(value, field_schema, &field_path, out);
         } else if let Some(JSONSchemaPropsOrBool::Schema(values)) = &schema.additional_properties {
@@ -122,13 +187,98 @@ fn check_mapping(
             let known: Vec<&str> = properties
                 .map(|p| p.keys().map(String::as_str).collect())
                 .unwrap_or_default();
-            let hint = hint::unknown_name_hint(key, &known, "fields here");
-            out.push((field_path, format!("unknown field{hint}")));
+            out.push((field_path, unknown_field_message(key, &known)));
         }
     }
     for required in schema.required.iter().flatten() {
         if !mapping.contains_key(required.as_str()) {
             out.push((join(path, required), "missing required field".to_string()));
+        }
+    }
+}
+
+/// Fields of a Kubernetes container or pod that a step has no equivalent for.
+const KUBERNETES_ONLY: &[&str] = &[
+    "imagePullPolicy",
+    "imagePullSecrets",
+    "workingDir",
+    "envFrom",
+    "ports",
+    "volumeMounts",
+    "volumes",
+    "securityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "restartPolicy",
+    "serviceAccountName",
+    "initContainers",
+    "containers",
+    "affinity",
+    "priorityClassName",
+    "hostNetwork",
+    "stdin",
+    "tty",
+];
+
+/// Pod fields a step sets under `pod:` rather than at its top level.
+const POD_SETTINGS: &[&str] = &["nodeSelector", "tolerations", "annotations", "labels"];
+
+/// Why `key` is not a field here: it belongs under a step's `pod:`, it is a Kubernetes field
+/// toucan does not support, or it is a likely typo of a field that exists.
+fn unknown_field_message(key: &str, known: &[&str]) -> String {
+    let name = quote(key);
+    if known.contains(&"pod") && POD_SETTINGS.contains(&key) {
+        return format!("unknown field; a step sets {name} under pod: (pod.{key})");
+    }
+    if KUBERNETES_ONLY.contains(&key) {
+        let pod = if known.contains(&"pod") {
+            "; a step's pod: sets only nodeSelector, tolerations, annotations and labels"
+        } else {
+            ""
+        };
+        return format!("{name} is a Kubernetes field that toucan does not support{pod}");
+    }
+    let hint = suggest::unknown_name_hint(key, known, "fields here");
+    format!("unknown field{hint}")
+}
+
+/// The message for a NaN or infinite number, which JSON (and so the API server) cannot hold.
+fn non_finite(value: &Value) -> Option<String> {
+    let f = match value {
+        Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    if f.is_nan() {
+        Some("NaN is not allowed here (JSON has no NaN); write a number".to_string())
+    } else if f.is_infinite() {
+        Some("infinity is not allowed here (JSON has no infinity); write a number".to_string())
+    } else {
+        None
+    }
+}
+
+/// Reports every NaN or infinity inside a value the schema does not describe (a parameter
+/// default or value of any type), at its own path.
+fn check_finite_within(value: &Value, path: &str, out: &mut Vec<Finding>) {
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_finite_within(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Mapping(entries) => {
+            for (key, item) in entries {
+                let key = key.as_str().map_or_else(|| describe(key), str::to_string);
+                check_finite_within(item, &join(path, &key), out);
+            }
+        }
+        Value::Tagged(tagged) => check_finite_within(&tagged.value, path, out),
+        _ => {
+            if let Some(message) = non_finite(value) {
+                out.push((path.to_string(), message));
+            }
         }
     }
 }
@@ -155,10 +305,10 @@ fn check_enum(value: &Value, schema: &JSONSchemaProps, path: &str, out: &mut Vec
         .collect();
     let shown = as_json
         .as_str()
-        .map_or_else(|| as_json.to_string(), |s| format!("{s:?}"));
+        .map_or_else(|| quote(&as_json.to_string()), quote);
     let close = as_json
         .as_str()
-        .and_then(|s| hint::closest(s, names.iter().map(String::as_str)));
+        .and_then(|s| suggest::closest(s, names.iter().map(String::as_str)));
     let hint = close
         .map(|c| format!("; did you mean {c:?}?"))
         .unwrap_or_default();
@@ -229,16 +379,11 @@ pub(super) fn type_name(openapi: &str) -> &str {
 
 /// A YAML value as a message shows it: `the string "abc"`, `a list`.
 pub(super) fn describe(value: &Value) -> String {
-    const LONGEST: usize = 40;
     match value {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("the boolean {b}"),
         Value::Number(n) => format!("the number {n}"),
-        Value::String(s) if s.chars().count() > LONGEST => {
-            let short: String = s.chars().take(LONGEST).collect();
-            format!("the string {:?}", format!("{short}..."))
-        }
-        Value::String(s) => format!("the string {s:?}"),
+        Value::String(s) => format!("the string {}", quote(s)),
         Value::Sequence(_) => "a list".into(),
         Value::Mapping(_) => "a mapping".into(),
         Value::Tagged(t) => format!("a value tagged {}", t.tag),

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::{DOCUMENT_PATH, Diagnostic, Document, LoadedDocument, Source, hint};
+use super::{DOCUMENT_PATH, Diagnostic, Document, LoadedDocument, Source};
 use crate::api::{Pipeline, PipelineRun, PipelineSpec};
+use crate::echo::quote;
+use crate::suggest;
 
 /// A pipeline to run, with the values its PipelineRun gives (if any).
 #[derive(Clone, Debug, PartialEq)]
@@ -120,22 +122,38 @@ fn from_run(
             base_dir: pipeline_doc.base_dir.clone(),
             source: doc.source.clone(),
         }),
-        None => {
-            let names: Vec<&str> = pipelines(docs)
-                .filter_map(|(_, p)| p.metadata.name.as_deref())
-                .collect();
-            let hint = match hint::closest(&reference.name, names.iter().copied()) {
-                Some(close) => format!(" (did you mean {close:?}?)"),
-                None => " (give its file too, e.g. the directory holding both)".to_string(),
-            };
-            let message = format!("no Pipeline {:?} in the loaded files{hint}", reference.name);
-            Err(vec![Diagnostic::new(
-                &doc.source,
-                "spec.pipelineRef.name",
-                message,
-            )])
-        }
+        None => Err(vec![unknown_pipeline(docs, doc, &reference.name)]),
     }
+}
+
+/// Every PipelineRun among `docs` whose `pipelineRef` names no Pipeline among them. `toucan
+/// run` refuses such a run when it selects it; `toucan validate` reports every one.
+pub fn check_pipeline_refs(docs: &[LoadedDocument]) -> Vec<Diagnostic> {
+    docs.iter()
+        .filter_map(|doc| match &doc.document {
+            Document::PipelineRun(run) => {
+                let reference = run.spec.pipeline_ref.as_ref()?;
+                match find_pipeline(docs, run) {
+                    Some(_) => None,
+                    None => Some(unknown_pipeline(docs, doc, &reference.name)),
+                }
+            }
+            Document::Pipeline(_) => None,
+        })
+        .collect()
+}
+
+/// The diagnostic for a `pipelineRef` naming no Pipeline among `docs`.
+fn unknown_pipeline(docs: &[LoadedDocument], doc: &LoadedDocument, name: &str) -> Diagnostic {
+    let names: Vec<&str> = pipelines(docs)
+        .filter_map(|(_, p)| p.metadata.name.as_deref())
+        .collect();
+    let hint = match suggest::closest(name, names.iter().copied()) {
+        Some(close) => format!(" (did you mean {close:?}?)"),
+        None => " (give its file too, e.g. the directory holding both)".to_string(),
+    };
+    let message = format!("no Pipeline {} in the loaded files{hint}", quote(name));
+    Diagnostic::new(&doc.source, "spec.pipelineRef.name", message)
 }
 
 fn pipelines(docs: &[LoadedDocument]) -> impl Iterator<Item = (&LoadedDocument, &Pipeline)> {

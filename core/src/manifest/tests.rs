@@ -192,9 +192,8 @@ fn bad_duration() {
         errors("bad-duration.yaml"),
         [
             "tests/fixtures/manifests/bad-duration.yaml[0] spec.steps[0].timeout: invalid \
-             duration \"10 minuts\" (e.g. 30s, 5m, 1h30m): unknown time unit \"minuts\", \
-             supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few \
-             variations)"
+             duration \"10 minuts\": unknown unit \" minuts\" (write e.g. 30s, 5m, 1h30m or \
+             500ms; units are ns, us, ms, s, m and h)"
         ]
     );
 }
@@ -421,7 +420,7 @@ fn pipeline_run_values_are_checked_against_their_pipeline() {
             "tests/fixtures/manifests/run-bad-params.yaml[1] spec.params[0].value: expected an \
              int, got the string \"5\" (write it without quotes)",
             "tests/fixtures/manifests/run-bad-params.yaml[1] spec.params[1].value: expected a \
-             list, got the string \"a,b\" (write it without quotes)",
+             list, got the string \"a,b\" (write a YAML list: [a, b])",
             "tests/fixtures/manifests/run-bad-params.yaml[1] spec.params[2].name: unknown \
              parameter \"epoch\" (did you mean \"epochs\"?)",
         ]

@@ -6,17 +6,18 @@
 //! parameter defaults and `when` conditions all make sense. Every problem is reported.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds, Year};
 
 use super::names::{check_env_name, check_identifier, check_step_name};
-use super::params::type_mismatch;
+use super::params::{declaration_problems, not_allowed, type_mismatch};
 use super::quantity::parse_quantity;
 use super::references::{self, Scope};
 use super::schema_check::{Finding, join};
 use super::{Diagnostic, Source};
 use crate::api::{CachePolicy, PipelineSpec, RetryPolicy, Step};
+use crate::duration::Duration;
+use crate::echo::quote;
 use crate::graph;
 
 /// What `check_names` calls environment variables; their names follow other rules.
@@ -80,8 +81,17 @@ fn check_params(spec: &PipelineSpec, prefix: &str, out: &mut Vec<Finding>) {
         out,
     );
     for (i, p) in spec.params.iter().enumerate() {
-        if let Some(message) = p.default.as_ref().and_then(|d| type_mismatch(d, p.kind)) {
-            out.push((format!("{list}[{i}].default"), message));
+        let at = format!("{list}[{i}]");
+        let declaration = declaration_problems(p);
+        let declaration_ok = declaration.is_empty();
+        for (field, message) in declaration {
+            out.push((join(&at, &field), message));
+        }
+        let Some(default) = &p.default else { continue };
+        let problem = type_mismatch(default, p.kind)
+            .or_else(|| declaration_ok.then(|| not_allowed(default, p)).flatten());
+        if let Some(message) = problem {
+            out.push((join(&at, "default"), message));
         }
     }
 }
@@ -214,13 +224,9 @@ fn check_retry(retry: &RetryPolicy, path: &str, out: &mut Vec<Finding>) {
         .as_ref()
         .and_then(|d| check_duration(d, join(&path, "max"), out));
     if let (Some(initial), Some(max)) = (initial, max)
-        && max < initial
+        && max.get() < initial.get()
     {
-        let message = format!(
-            "is shorter than initial ({} < {})",
-            humantime::format_duration(max),
-            humantime::format_duration(initial)
-        );
+        let message = format!("is shorter than initial ({max} < {initial})");
         out.push((join(&path, "max"), message));
     }
     if let Some(factor) = backoff.factor
@@ -237,25 +243,24 @@ fn check_cache(cache: &CachePolicy, path: &str, out: &mut Vec<Finding>) {
     }
 }
 
-/// Parses a positive duration (`30s`, `1h30m`), reporting at `path` why it is not one.
-fn check_duration(text: &str, path: String, out: &mut Vec<Finding>) -> Option<Duration> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => {
-            out.push((
-                path,
-                format!("duration must be greater than zero, got {text:?}"),
-            ));
-            None
-        }
-        Ok(d) => Some(d),
-        Err(e) => {
-            out.push((
-                path,
-                format!("invalid duration {text:?} (e.g. 30s, 5m, 1h30m): {e}"),
-            ));
-            None
-        }
+/// A duration parsed when the manifest was read must also be greater than zero; reported at
+/// `path` when it is not.
+fn check_duration<'a>(
+    duration: &'a Duration,
+    path: String,
+    out: &mut Vec<Finding>,
+) -> Option<&'a Duration> {
+    if duration.get().is_zero() {
+        out.push((
+            path,
+            format!(
+                "duration must be greater than zero, got {:?}",
+                duration.as_str()
+            ),
+        ));
+        return None;
     }
+    Some(duration)
 }
 
 /// The five cron fields with the numbers each accepts.
@@ -273,8 +278,9 @@ fn check_schedule(text: &str) -> Result<(), String> {
     let fields: Vec<&str> = text.split_whitespace().collect();
     if !text.trim_start().starts_with('@') && fields.len() != 5 {
         return Err(format!(
-            "invalid cron schedule {text:?}: expected 5 fields (minute hour day-of-month month \
+            "invalid cron schedule {}: expected 5 fields (minute hour day-of-month month \
              day-of-week), got {}",
+            quote(text),
             fields.len()
         ));
     }
@@ -288,7 +294,8 @@ fn check_schedule(text: &str) -> Result<(), String> {
         {
             if !(low..=high).contains(&number) {
                 return Err(format!(
-                    "invalid cron schedule {text:?}: {name} {number} is out of range {low}-{high}"
+                    "invalid cron schedule {}: {name} {number} is out of range {low}-{high}",
+                    quote(text)
                 ));
             }
         }
@@ -299,7 +306,7 @@ fn check_schedule(text: &str) -> Result<(), String> {
         .build()
         .parse(text)
         .map(|_| ())
-        .map_err(|e| format!("invalid cron schedule {text:?}: {e}"))
+        .map_err(|e| format!("invalid cron schedule {}: {e}", quote(text)))
 }
 
 /// Reports one dependency cycle among `steps`, if there is one. Steps that depend on
@@ -350,15 +357,15 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
+    fn durations_must_be_positive() {
         let mut out = Vec::new();
+        let d = |text: &str| Duration::parse(text).unwrap();
         assert_eq!(
-            check_duration("1h30m", "t".into(), &mut out),
-            Some(Duration::from_secs(5400))
+            check_duration(&d("1h30m"), "t".into(), &mut out).map(Duration::get),
+            Some(std::time::Duration::from_secs(5400))
         );
-        assert_eq!(check_duration("0s", "t".into(), &mut out), None);
-        assert_eq!(check_duration("5 parsecs", "t".into(), &mut out), None);
-        assert_eq!(check_duration("", "t".into(), &mut out), None);
-        assert_eq!(out.len(), 3);
+        assert_eq!(check_duration(&d("0s"), "t".into(), &mut out), None);
+        assert_eq!(check_duration(&d("0"), "t".into(), &mut out), None);
+        assert_eq!(out.len(), 2);
     }
 }

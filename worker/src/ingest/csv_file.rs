@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use super::hint::did_you_mean;
 use crate::dataset::DatasetError;
+use toucan_core::suggest::did_you_mean;
 
 /// Reads the whole file (its bytes are also hashed as a source). A missing file is the user's
 /// to fix (exit code 2), not an I/O failure.

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::hint::did_you_mean;
+use toucan_core::suggest::did_you_mean;
 
 /// The most classes a dataset may have.
 pub const MAX_CLASSES: usize = u16::MAX as usize;

@@ -19,7 +19,6 @@ pub mod convert;
 mod csv_file;
 pub mod folder;
 pub mod format;
-mod hint;
 pub mod idx;
 pub mod labels;
 pub mod pixel_csv;
