@@ -14,3 +14,4 @@ pub mod manifest;
 pub mod schedule;
 pub mod store;
 pub mod template;
+pub mod time;

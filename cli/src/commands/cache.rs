@@ -6,10 +6,10 @@ use clap::Subcommand;
 use serde::Serialize;
 use toucan_core::cache::{CacheKeyComponents, ComponentDiff};
 use toucan_core::store::MetadataStore;
+use toucan_core::time::now_ms;
 
 use crate::Outcome;
 use crate::home::Home;
-use crate::local::executor::now_ms;
 use crate::output::{Format, print_structured};
 
 /// Blobs younger than this are never collected.
