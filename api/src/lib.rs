@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use toucan_core::launch::LaunchReport;
 use toucan_core::records::{AttemptRecord, DocumentKind, Millis, RunRecord, StepRecord};
+use toucan_core::time::now_ms;
 use toucan_store::metadata::{MetadataStore, StoreError};
 
 /// Bodies larger than this are refused: reports and metric series are small.
@@ -324,9 +325,3 @@ async fn get_metrics(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no metrics for {node:?}")))
 }
 
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or_default()
-}

@@ -2,6 +2,7 @@
 
 use clap::ValueEnum;
 use serde::Serialize;
+use toucan_core::time::{self, Millis};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -45,8 +46,8 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC.
-pub fn timestamp(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+/// Milliseconds since the epoch as RFC 3339 UTC, to the second; the number itself when it is
+/// past any date.
+pub fn timestamp(ms: Millis) -> String {
+    time::rfc3339_seconds(ms).unwrap_or_else(|_| format!("{ms} ms since the epoch"))
 }

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds since the Unix epoch; every timestamp in the store uses it.
-pub type Millis = i64;
+pub use crate::time::Millis;
 
 /// The phase of a run, a step or an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

@@ -5,12 +5,15 @@
 //! which scheduled time, which names it deterministically), skip this firing, or replace the
 //! active runs, and when to look again. Missed firings (the operator was down) are collapsed
 //! into the latest one, as a CronJob does.
+//!
+//! Times are [`Millis`]; croner works in chrono's `DateTime`, so [`next_after`] converts at
+//! its call and nothing else here, or outside, sees chrono (see [`crate::time`] for why).
 
 use chrono::{DateTime, TimeZone, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 
 use crate::api::ConcurrencyPolicy;
-use crate::records::Millis;
+use crate::time::Millis;
 
 /// What to do about a schedule now.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,12 +1,14 @@
 //! What every reconcile shares: clients, stores, settings, metrics, the pod cache.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use toucan_core::api::PipelineRun;
 use toucan_store::artifacts::ArtifactStore;
 use toucan_store::metadata::MetadataStore;
@@ -25,6 +27,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Every pod the operator manages, kept current by a watch.
     pub pods: Store<Pod>,
+    /// Every PipelineRun the operator watches, kept current by the run watch.
+    pub runs: RunCache,
     pub pod_defaults: PodDefaults,
     /// PipelineRuns by run id, so an API report can wake the right run.
     pub runs_by_id: Mutex<HashMap<String, ObjectRef<PipelineRun>>>,
@@ -94,5 +98,42 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(run_id);
+    }
+}
+
+// === impl RunCache ===
+
+/// A reflector store of PipelineRuns, and whether its watch has delivered a full list yet.
+///
+/// Readiness is tracked here rather than with `Store::wait_until_ready`: that future wakes
+/// only its last waiter, and the run controller already waits on it.
+#[derive(Debug)]
+pub struct RunCache {
+    store: Store<PipelineRun>,
+    listed: AtomicBool,
+}
+
+impl RunCache {
+    pub fn new(store: Store<PipelineRun>) -> Self {
+        RunCache {
+            store,
+            listed: AtomicBool::new(false),
+        }
+    }
+
+    /// Inspects the watch that fills the store; put it after `reflect`, so that a full list is
+    /// in the store by the time it counts as listed.
+    pub fn observe(&self, event: &Result<watcher::Event<PipelineRun>, watcher::Error>) {
+        if let Ok(watcher::Event::InitDone) = event {
+            self.listed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The cached runs; `None` until the watch's first full list, when an empty store does
+    /// not yet mean "no runs".
+    pub fn state(&self) -> Option<Vec<Arc<PipelineRun>>> {
+        self.listed
+            .load(Ordering::Acquire)
+            .then(|| self.store.state())
     }
 }

@@ -20,7 +20,7 @@ use toucan_store::artifacts::ArtifactStore;
 use crate::admin::{self, Readiness};
 use crate::auth::ClusterAuth;
 use crate::config::Config;
-use crate::context::Context;
+use crate::context::{Context, RunCache};
 use crate::metrics::Metrics;
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, PodDefaults};
 use crate::triggers::PodChanges;
@@ -169,6 +169,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         controller: "toucan-operator".into(),
         instance: config.identity.clone(),
     };
+    let (runs_reader, runs_writer) = reflector::store::<PipelineRun>();
     let ctx = Arc::new(Context {
         client: client.clone(),
         store,
@@ -177,6 +178,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         pods: pod_reader.clone(),
+        runs: RunCache::new(runs_reader.clone()),
         pod_defaults,
         runs_by_id: Mutex::new(Default::default()),
         service_accounts: Mutex::new(Default::default()),
@@ -213,11 +215,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // The run watch is built here rather than by `Controller::new` so that its first full list
     // can mark readiness (the store's own readiness future wakes only its last waiter, which is
     // the controller) and so that status-only changes do not wake a run (`crate::triggers`).
-    let (runs_reader, runs_writer) = reflector::store::<PipelineRun>();
+    let runs_cache_ctx = ctx.clone();
     let runs_watch = watcher(runs_api, watcher::Config::default())
         .default_backoff()
         .inspect(synced(&readiness, "pipelineruns", Readiness::runs_synced))
         .reflect(runs_writer)
+        .inspect(move |event| runs_cache_ctx.runs.observe(event))
         .applied_objects()
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers),

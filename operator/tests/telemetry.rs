@@ -1,8 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! OTLP export end to end: the operator's telemetry is pointed at an OTLP/HTTP receiver
-//! served here on 127.0.0.1, and what it receives is decoded and checked.
+//! OTLP export end to end: the operator's telemetry, configured by the standard `OTEL_*`
+//! variables alone, is pointed at an OTLP/HTTP receiver served here on 127.0.0.1, and what it
+//! receives is decoded and checked.
 //!
-//! One test in this binary: `telemetry::init_with` installs the process-wide subscriber.
+//! The exporting side runs in a child process (this test binary again, running only
+//! [`exporting_process`]): the SDK reads the variables from the process environment, which a
+//! test cannot set in its own process without `unsafe`, and `telemetry::init` installs the
+//! process-wide subscriber.
 
 use std::collections::HashMap;
 
@@ -18,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
-use toucan_operator::telemetry::{self, OtlpSettings};
+use toucan_operator::telemetry;
 
 /// One POST /v1/traces as the receiver saw it.
 struct Export {
@@ -73,26 +77,20 @@ fn ms_to_ns(ms: i64) -> u64 {
     u64::try_from(ms).unwrap() * 1_000_000
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_is_one_trace_with_a_span_per_step_attempt() {
-    let (endpoint, mut exports) = start_receiver().await;
-    let vars = HashMap::from([
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
-        ("OTEL_SERVICE_NAME", "toucan-operator-under-test".to_owned()),
-        (
-            "OTEL_RESOURCE_ATTRIBUTES",
-            "k8s.namespace.name=toucan%2Dsystem,deployment.environment=test".to_owned(),
-        ),
-        (
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "x-toucan-token=s3cret".to_owned(),
-        ),
-    ]);
-    let settings = OtlpSettings::from_lookup(|name| vars.get(name).cloned())
-        .unwrap()
-        .expect("an endpoint turns export on");
-    assert_eq!(settings.traces_endpoint(), format!("{endpoint}/v1/traces"));
-    let guard = telemetry::init_with(Some(settings)).unwrap();
+/// Set only in the child process that [`a_run_is_one_trace_with_a_span_per_step_attempt`]
+/// starts.
+const CHILD: &str = "TOUCAN_TELEMETRY_TEST_CHILD";
+const RUN_ID: &str = "01JRUNULIDFORTELEMETRYTEST";
+const T0: i64 = 1_760_000_000_000;
+
+/// The exporting side: what the operator records, with export configured from the environment.
+#[test]
+#[ignore = "run by a_run_is_one_trace_with_a_span_per_step_attempt in a child process"]
+fn exporting_process() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let guard = telemetry::init().unwrap();
 
     // What kube-runtime does around every reconcile.
     tracing::info_span!(
@@ -103,24 +101,66 @@ async fn a_run_is_one_trace_with_a_span_per_step_attempt() {
     )
     .in_scope(|| tracing::info!("reconciled"));
 
-    let run_id = "01JRUNULIDFORTELEMETRYTEST";
-    let t0: i64 = 1_760_000_000_000;
-    telemetry::step_attempt(run_id, "train", 1, t0 + 100, t0 + 1_600, "Failed");
-    telemetry::step_attempt(run_id, "train", 2, t0 + 2_000, t0 + 9_250, "Succeeded");
-    telemetry::run_finished(run_id, "nightly", t0, t0 + 9_500, "Succeeded");
+    telemetry::step_attempt(RUN_ID, "train", 1, T0 + 100, T0 + 1_600, "Failed");
+    telemetry::step_attempt(RUN_ID, "train", 2, T0 + 2_000, T0 + 9_250, "Succeeded");
+    telemetry::run_finished(RUN_ID, "nightly", T0, T0 + 9_500, "Succeeded");
     // Another run: another trace.
-    telemetry::step_attempt("another-run", "prep", 1, t0, t0 + 10, "Succeeded");
+    telemetry::step_attempt("another-run", "prep", 1, T0, T0 + 10, "Succeeded");
 
     // Flushes and shuts down; blocks until the receiver has answered every export.
-    tokio::task::spawn_blocking(move || drop(guard))
-        .await
-        .unwrap();
+    drop(guard);
     // With export shut down the run functions do nothing, and must not fail.
-    telemetry::step_attempt(run_id, "train", 3, t0, t0 + 1, "Succeeded");
+    telemetry::step_attempt(RUN_ID, "train", 3, T0, T0 + 1, "Succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_one_trace_with_a_span_per_step_attempt() {
+    let (endpoint, mut exports) = start_receiver().await;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    child.args([
+        "exporting_process",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    // Only the variables below configure the child, whatever this environment holds.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            child.env_remove(name);
+        }
+    }
+    child
+        .env(CHILD, "1")
+        .env("RUST_LOG", "info")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "toucan-operator-under-test")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=overridden,k8s.namespace.name=toucan%2Dsystem,deployment.environment=test",
+        )
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-toucan-token=wrong")
+        .env(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "x-toucan-token=s3cret%20token",
+        );
+    let output = child.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the exporting process failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("exporting spans over OTLP/HTTP"),
+        "the start-up log names the export:\n{stderr}"
+    );
+    let run_id = RUN_ID;
+    let t0 = T0;
 
     let mut received = Vec::new();
     while let Ok(export) = exports.try_recv() {
-        assert_eq!(export.headers["x-toucan-token"], "s3cret");
+        assert_eq!(export.headers["x-toucan-token"], "s3cret token");
         assert_eq!(
             export.headers[header::CONTENT_TYPE],
             "application/x-protobuf"

@@ -7,6 +7,7 @@
 use kube::api::DynamicObject;
 use serde::Serialize;
 use toucan_core::api::{PipelineRunStatus, StepCounts};
+use toucan_core::time;
 
 use super::{Cluster, ClusterArgs, finish};
 use crate::Outcome;
@@ -54,11 +55,7 @@ pub fn summarize(object: &DynamicObject) -> PipelineRunSummary {
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok())
         .unwrap_or_default();
-    let millis = |t: &Option<String>| {
-        t.as_deref()
-            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-            .map(|t| t.as_millisecond())
-    };
+    let millis = |t: &Option<String>| t.as_deref().and_then(|t| time::parse_rfc3339(t).ok());
     let duration_ms = match (millis(&status.started_at), millis(&status.finished_at)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -179,10 +176,6 @@ fn print_status(run: &PipelineRunSummary, format: Format) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    k8s_openapi::jiff::Timestamp::now().as_millisecond()
-}
-
 /// `toucan get runs --cluster`.
 pub async fn get_runs(
     args: &ClusterArgs,
@@ -196,7 +189,7 @@ pub async fn get_runs(
             let objects = cluster.list_pipeline_runs(all_namespaces).await?;
             let runs = newest_first(objects.iter().map(summarize).collect(), limit);
             match format {
-                Format::Table => println!("{}", runs_table(&runs, all_namespaces, now_ms())),
+                Format::Table => println!("{}", runs_table(&runs, all_namespaces, time::now_ms())),
                 f => print_structured(f, &runs)?,
             }
             Ok(Outcome::Success)
@@ -320,10 +313,7 @@ spec: {pipelineSpec: {steps: []}, someFutureField: true}
             vec![summarize(&object(FINISHED)), summarize(&object(NEW))],
             10,
         );
-        let now = "2025-03-01T12:00:00Z"
-            .parse::<k8s_openapi::jiff::Timestamp>()
-            .unwrap()
-            .as_millisecond();
+        let now = time::parse_rfc3339("2025-03-01T12:00:00Z").unwrap();
         let text = runs_table(&runs, false, now);
         let lines: Vec<Vec<&str>> = text
             .lines()

@@ -21,15 +21,11 @@ pub const SUCCEEDED: &str = "Succeeded";
 pub const MAX_MESSAGE_CHARS: usize = toucan_core::api::MAX_STATUS_MESSAGE_CHARS;
 
 fn time(ms: Millis) -> Option<Time> {
-    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
-        .ok()
-        .map(Time)
+    toucan_core::time::timestamp(ms).ok().map(Time)
 }
 
 fn rfc3339(ms: Millis) -> Option<String> {
-    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
-        .ok()
-        .map(|t| t.to_string())
+    toucan_core::time::rfc3339(ms).ok()
 }
 
 /// The status a run should have now, keeping condition transition times that did not flip.
