@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use toucan_core::launch::LaunchReport;
-use toucan_core::records::{AttemptRecord, DocumentKind, Millis, RunRecord, StepRecord};
+use toucan_core::records::{AttemptRecord, DocumentKind, RunRecord, StepRecord};
 use toucan_core::time::now_ms;
 use toucan_store::metadata::{MetadataStore, StoreError};
 
