@@ -31,10 +31,13 @@ where
     /// The flag's value parser: an integer, then [`AtLeast::check`].
     pub fn parser(self) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
         move |s: &str| {
-            let value = s
-                .trim()
-                .parse::<T>()
-                .map_err(|e| format!("expected an integer: {e}"))?;
+            let value = s.trim().parse::<T>().map_err(|e| {
+                match s.trim().parse::<i128>() {
+                    // A negative number where `T` is unsigned is below the minimum too.
+                    Ok(n) if n < 0 => format!("must be at least {}", self.0),
+                    _ => format!("expected an integer: {e}"),
+                }
+            })?;
             self.check(value).map(|()| value)
         }
     }
@@ -181,7 +184,12 @@ mod tests {
         let parse = AtLeast(1u32).parser();
         assert_eq!(parse("3"), Ok(3));
         assert_eq!(parse("0"), Err("must be at least 1".into()));
-        assert!(parse("-1").unwrap_err().starts_with("expected an integer"));
+        assert_eq!(parse("-1"), Err("must be at least 1".into()));
+        assert!(
+            parse("99999999999")
+                .unwrap_err()
+                .starts_with("expected an integer")
+        );
         assert!(parse("two").unwrap_err().starts_with("expected an integer"));
     }
 
