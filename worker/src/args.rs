@@ -141,17 +141,24 @@ impl Range {
     }
 }
 
+fn metadata(path: &std::path::Path) -> Result<std::fs::Metadata, String> {
+    std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        _ => format!("cannot be read: {e}"),
+    })
+}
+
 /// A path that must exist (a file or a directory).
 pub fn existing_path(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
-    std::fs::metadata(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    metadata(&path)?;
     Ok(path)
 }
 
 /// A path that must be an existing file.
 pub fn existing_file(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
-    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = metadata(&path)?;
     if meta.is_dir() {
         return Err("is a directory; expected a file".into());
     }
@@ -161,7 +168,7 @@ pub fn existing_file(s: &str) -> Result<PathBuf, String> {
 /// A path that must be an existing directory.
 pub fn existing_dir(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
-    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = metadata(&path)?;
     if !meta.is_dir() {
         return Err("is not a directory".into());
     }
@@ -226,7 +233,7 @@ mod tests {
         let missing = dir.path().join("missing");
         let missing_s = missing.to_str().unwrap();
         assert!(existing_path(dir_s).is_ok() && existing_path(file_s).is_ok());
-        assert!(existing_path(missing_s).is_err());
+        assert_eq!(existing_path(missing_s), Err("does not exist".into()));
         assert!(existing_file(file_s).is_ok());
         assert!(existing_file(dir_s).is_err());
         assert!(existing_dir(dir_s).is_ok());
