@@ -1,7 +1,9 @@
 //! The ML runtime of `toucan-worker`, as a library so that tests and benchmarks reach it:
 //! datasets ([`dataset`]), ingest ([`ingest`]) and, with the `torch` feature, training on
-//! libtorch ([`ml`]). The launcher (`exec`) lives in the binary.
+//! libtorch ([`ml`]). The launcher (`exec`) lives in the binary; the value parsers of its
+//! flags are [`args`].
 
+pub mod args;
 pub mod control_plane;
 pub mod dataset;
 pub mod ingest;
@@ -9,3 +11,11 @@ pub mod metrics;
 #[cfg(feature = "torch")]
 pub mod ml;
 pub mod staged;
+
+/// The exit code for invalid arguments, configuration or input data: a usage error that gives
+/// the same result every time, so never worth retrying. clap's own usage errors (an unknown
+/// flag, a value a flag's parser refuses) exit with it too.
+pub const EXIT_INVALID: u8 = 2;
+
+/// The exit code for every other failure (I/O, libtorch): one that a retry may not meet.
+pub const EXIT_FAILURE: u8 = 1;

@@ -4,15 +4,22 @@
 //! `toucan_core::launch`). `ingest` turns source files into a toucan dataset
 //! (`toucan_worker::dataset`). Built with the `torch` feature, `train` and `device` run on
 //! libtorch through tch (`toucan_worker::ml`).
+//!
+//! Exit codes: 0 success; `EXIT_INVALID` (2) for invalid arguments, configuration or input,
+//! clap's usage errors included, which a retry cannot fix; `EXIT_FAILURE` (1) for any other
+//! failure; 75 when `train` was stopped by a signal after writing a checkpoint. `exec` exits
+//! with its command's code (also in its report), or `LAUNCHER_FAILURE_EXIT` (120) when the
+//! launcher itself failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use toucan_worker::ingest;
+use toucan_worker::args::{self, AtLeast};
 #[cfg(feature = "torch")]
 use toucan_worker::ml;
+use toucan_worker::{EXIT_INVALID, ingest};
 
 mod launcher;
 
@@ -63,7 +70,7 @@ enum Command {
         /// The source: a directory of IDX files (e.g. /usr/share/datasets/fashion-mnist), a
         /// directory of images (one sub-folder per class, or any layout with --labels), or a
         /// CSV pixel table.
-        #[arg(long)]
+        #[arg(long, value_parser = args::existing_path)]
         source: PathBuf,
         /// The dataset directory to create; must not exist or be empty.
         #[arg(long)]
@@ -80,7 +87,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Records per shard.
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, value_parser = AtLeast(1usize).parser())]
         shard_records: usize,
         /// Class names by label, comma-separated. Default: the label numbers (IDX, numeric
         /// labels), or the sorted folder names or label texts. With text labels or class
@@ -89,7 +96,7 @@ enum Command {
         class_names: Option<Vec<String>>,
         /// Image folders: a CSV with a header row naming each image (path relative to
         /// --source) and its label, instead of class sub-folders.
-        #[arg(long, value_name = "FILE.csv")]
+        #[arg(long, value_name = "FILE.csv", value_parser = args::existing_file)]
         labels: Option<PathBuf>,
         /// The column of --labels holding the image path [default: file].
         #[arg(long, value_name = "NAME")]
@@ -115,15 +122,15 @@ enum Command {
     /// `ingest --format folder` reads).
     ExportImages {
         /// The dataset directory.
-        #[arg(long)]
+        #[arg(long, value_parser = args::existing_dir)]
         data: PathBuf,
-        #[arg(long, default_value = "train")]
+        #[arg(long, default_value = "train", value_parser = args::split())]
         split: String,
         /// Only these classes, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         classes: Vec<String>,
         /// At most this many images per class.
-        #[arg(long)]
+        #[arg(long, value_parser = AtLeast(1usize).parser())]
         per_class: Option<usize>,
         /// The directory to create.
         #[arg(long)]
@@ -134,14 +141,40 @@ enum Command {
     Ml(ml::MlCommand),
 }
 
+/// Every flag takes a value that looks like a negative number as its value, so that
+/// `--epochs -1` is refused by `--epochs`'s own parser rather than read as a flag `-1`.
+fn negative_numbers_are_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| {
+        let takes_values = arg.get_action().takes_values();
+        arg.allow_negative_numbers(takes_values)
+    })
+    .mut_subcommands(negative_numbers_are_values)
+}
+
+fn parse() -> Result<Cli, clap::Error> {
+    let matches = negative_numbers_are_values(Cli::command()).try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are "errors" that print to stdout and succeed.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Exec { spec, spec_env } => {
             let source = match (spec, spec_env) {
                 (Some(path), _) => launcher::SpecSource::File(path),
                 (None, Some(var)) => launcher::SpecSource::Env(var),
-                (None, None) => return ExitCode::from(2),
+                (None, None) => return ExitCode::from(EXIT_INVALID),
             };
             launcher::main(&source)
         }

@@ -504,8 +504,8 @@ fn rejects_a_wrong_column_and_suggests_the_closest() {
             "--labels",
             &source.path().join("nope.csv").display().to_string(),
         ],
-        "nope.csv",
-        "no such file",
+        "--labels",
+        "nope.csv' for '--labels <FILE.csv>': does not exist",
     );
 
     let table = source.path().join("t.csv");
@@ -594,9 +594,15 @@ fn rejects_a_format_or_flag_that_does_not_fit_the_source() {
         "give --labels",
     );
     let idx = fixture();
+    let labels = tempfile::NamedTempFile::new().unwrap();
     assert_rejected(
         idx.path(),
-        &["--format", "idx", "--labels", "x.csv"],
+        &[
+            "--format",
+            "idx",
+            "--labels",
+            labels.path().to_str().unwrap(),
+        ],
         "--labels",
         "read as idx",
     );

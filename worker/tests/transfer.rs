@@ -173,10 +173,27 @@ fn a_missing_pretrained_file_is_named() {
     let work = tempfile::tempdir().unwrap();
     let data = colour_dataset(work.path());
     let out = work.path().join("m");
+    // From a flag: refused while parsing the arguments, naming the flag.
     let run = train(&data, &out, &["--pretrained", "nowhere.safetensors"]);
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     assert!(
-        stderr(&run).contains("transfer.pretrained: nowhere.safetensors does not exist"),
+        stderr(&run).contains("'nowhere.safetensors' for '--pretrained"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!out.exists());
+    // From the config file: naming the file and the field.
+    let config = work.path().join("train.yaml");
+    std::fs::write(
+        &config,
+        "model: {kind: efficientnet-lite0}\ntransfer: {pretrained: nowhere.safetensors}\n",
+    )
+    .unwrap();
+    let run = train(&data, &out, &["--config", config.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(
+        stderr(&run)
+            .contains("train.yaml: transfer.pretrained: nowhere.safetensors does not exist"),
         "{}",
         stderr(&run)
     );

@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
+use crate::{EXIT_FAILURE, EXIT_INVALID};
+
 /// What went wrong, with the file it concerns. Each variant has a stable [`DatasetError::reason`]
-/// and an exit code: 2 for input the user can fix, 1 for the machine failing us.
+/// and an exit code: [`EXIT_INVALID`] for input the user can fix, [`EXIT_FAILURE`] for the
+/// machine failing us.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("{path}: {source}")]
@@ -45,11 +48,12 @@ impl DatasetError {
         }
     }
 
-    /// 2 when the input is at fault, 1 when reading or writing failed.
+    /// [`EXIT_INVALID`] when the input is at fault, [`EXIT_FAILURE`] when reading or writing
+    /// failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DatasetError::Io { .. } => 1,
-            _ => 2,
+            DatasetError::Io { .. } => EXIT_FAILURE,
+            _ => EXIT_INVALID,
         }
     }
 }

@@ -80,11 +80,14 @@ impl MetricsError {
         }
     }
 
-    /// 2 when the input is at fault, 1 when drawing or writing failed.
+    /// [`crate::EXIT_INVALID`] when the input is at fault, [`crate::EXIT_FAILURE`] when drawing
+    /// or writing failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            MetricsError::Plot { .. } | MetricsError::Io { .. } | MetricsError::Json { .. } => 1,
-            _ => 2,
+            MetricsError::Plot { .. } | MetricsError::Io { .. } | MetricsError::Json { .. } => {
+                crate::EXIT_FAILURE
+            }
+            _ => crate::EXIT_INVALID,
         }
     }
 }

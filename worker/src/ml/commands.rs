@@ -9,6 +9,7 @@ use tch::{Device, Tensor};
 use super::MlError;
 use super::device::DeviceChoice;
 use super::infer::{self, LoadedModel};
+use crate::args::{self, AtLeast};
 use crate::dataset::Dataset;
 use crate::metrics;
 use crate::staged::StagedDir;
@@ -16,7 +17,7 @@ use crate::staged::StagedDir;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
     /// A `train --out` directory.
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_path)]
     pub model: PathBuf,
     /// The model file to write (safetensors with the model card in its metadata).
     #[arg(long)]
@@ -26,54 +27,55 @@ pub struct ExportArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PredictArgs {
     /// A `train --out` directory or an exported model file.
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_path)]
     pub model: PathBuf,
     /// Classify the records of this dataset's `--split` instead of image files.
-    #[arg(long, conflicts_with = "images")]
+    #[arg(long, conflicts_with = "images", value_parser = args::existing_dir)]
     pub data: Option<PathBuf>,
-    #[arg(long, default_value = "test")]
+    #[arg(long, default_value = "test", value_parser = args::split())]
     pub split: String,
     /// Image files (PNG, JPEG) to classify; resized and converted as the model card says.
+    #[arg(value_parser = args::existing_file)]
     pub images: Vec<PathBuf>,
-    /// How many classes to list per input.
-    #[arg(long, default_value_t = 3)]
+    /// How many classes to list per input (at most the model's classes are listed).
+    #[arg(long, default_value_t = 3, value_parser = AtLeast(1i64).parser())]
     pub top_k: i64,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = AtLeast(1i64).parser())]
     pub batch_size: i64,
     /// Instead of printing predictions, time this many forward passes of one input and of one
     /// batch of `--batch-size`, and print the latency percentiles as one JSON line.
-    #[arg(long)]
+    #[arg(long, value_parser = AtLeast(1usize).parser())]
     pub benchmark: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
-    #[arg(long)]
+    #[arg(long, value_parser = AtLeast(1i32).parser())]
     pub threads: Option<i32>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvaluateArgs {
     /// A `train --out` directory or an exported model file.
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_path)]
     pub model: PathBuf,
     /// The dataset to evaluate on.
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_dir)]
     pub data: PathBuf,
-    #[arg(long, default_value = "test")]
+    #[arg(long, default_value = "test", value_parser = args::split())]
     pub split: String,
     /// The directory to create with `report.json` and `confusion_matrix.png`.
     #[arg(long)]
     pub out: PathBuf,
     /// The k of each top-k accuracy.
-    #[arg(long, value_delimiter = ',', default_value = "1,5")]
+    #[arg(long, value_delimiter = ',', default_value = "1,5", value_parser = AtLeast(1usize).parser())]
     pub top_k: Vec<usize>,
     /// Also compute the metrics per value of these metadata columns of the dataset.
     #[arg(long = "slice", value_name = "COLUMN")]
     pub slices: Vec<String>,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = AtLeast(1i64).parser())]
     pub batch_size: i64,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
-    #[arg(long)]
+    #[arg(long, value_parser = AtLeast(1i32).parser())]
     pub threads: Option<i32>,
     /// Write a metric to a file, e.g. `accuracy={{outputs.params.accuracy}}`. Names: accuracy,
     /// macro_f1, weighted_f1, log_loss, roc_auc_macro.
@@ -161,8 +163,8 @@ pub fn predict(args: &PredictArgs) -> Result<(), MlError> {
     };
     if let Some(iterations) = args.benchmark {
         let n = images.size()[0];
-        let batch = images.narrow(0, 0, args.batch_size.clamp(1, n));
-        let report = infer::benchmark(&model, &batch, iterations.max(1));
+        let batch = images.narrow(0, 0, args.batch_size.min(n));
+        let report = infer::benchmark(&model, &batch, iterations);
         println!("{}", serde_json::json!({ "benchmark": report }));
         return Ok(());
     }
@@ -170,7 +172,7 @@ pub fn predict(args: &PredictArgs) -> Result<(), MlError> {
     let mut stdout = std::io::stdout().lock();
     let mut start = 0;
     while start < n {
-        let size = args.batch_size.max(1).min(n - start);
+        let size = args.batch_size.min(n - start);
         let probs = model.probabilities(&images.narrow(0, start, size));
         let rows = &inputs[start as usize..(start + size) as usize];
         let truth = truth

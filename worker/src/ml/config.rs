@@ -26,6 +26,41 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::MlError;
+use crate::args::Range;
+
+/// What each single number of the config must be: the file's validation
+/// ([`TrainConfig::validate`]) and the flags' value parsers (`train --epochs`, `--lr`, ...)
+/// apply the same rule, so the two accept the same values.
+pub mod rules {
+    use crate::args::{AtLeast, Range};
+
+    pub const EPOCHS: AtLeast<u32> = AtLeast(1);
+    pub const BATCH_SIZE: AtLeast<i64> = AtLeast(1);
+    pub const LEARNING_RATE: Range = Range::POSITIVE;
+    pub const MOMENTUM: Range = Range::FRACTION;
+    /// Adam's beta1 and beta2.
+    pub const BETA: Range = Range::FRACTION;
+    pub const EPS: Range = Range::POSITIVE;
+    pub const WEIGHT_DECAY: Range = Range::NON_NEGATIVE;
+    pub const WARMUP_EPOCHS: Range = Range::NON_NEGATIVE;
+    pub const STEP_EPOCHS: AtLeast<u32> = AtLeast(1);
+    pub const GAMMA: Range = Range::POSITIVE;
+    /// l1 and l2.
+    pub const REGULARIZATION: Range = Range::NON_NEGATIVE;
+    /// Degrees either way.
+    pub const ROTATION: Range = Range::up_to(180.0);
+    /// Beyond 0.9 a zoom out shrinks the image to almost nothing.
+    pub const ZOOM: Range = Range::up_to(0.9);
+    /// Half the size either way already moves the whole image's center to an edge.
+    pub const TRANSLATE: Range = Range::up_to(0.5);
+    pub const BRIGHTNESS: Range = Range::up_to(1.0);
+    pub const CONTRAST: Range = Range::up_to(1.0);
+    pub const DROPOUT: Range = Range::FRACTION;
+    pub const WIDTH: Range = Range::POSITIVE;
+    pub const MIN_DELTA: Range = Range::NON_NEGATIVE;
+    pub const CHECKPOINT_EVERY_STEPS: AtLeast<u64> = AtLeast(1);
+    pub const BACKBONE_LR_SCALE: Range = Range::POSITIVE;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -366,72 +401,70 @@ impl TrainConfig {
         })
     }
 
-    /// Range checks, naming the field as the file would.
+    /// Range checks, naming the field as the file would. The single-value rules are
+    /// [`rules`], which the flags' parsers apply too.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        fn at(field: &'static str) -> impl Fn(String) -> (String, String) {
+            move |message| (field.to_string(), message)
+        }
         let bad = |field: &str, message: &str| Err((field.to_string(), message.to_string()));
-        let positive = |v: f64| v.is_finite() && v > 0.0;
-        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if self.epochs == 0 {
-            return bad("epochs", "must be at least 1");
-        }
-        if self.batch_size <= 0 {
-            return bad("batchSize", "must be at least 1");
-        }
+        rules::EPOCHS.check(self.epochs).map_err(at("epochs"))?;
+        rules::BATCH_SIZE
+            .check(self.batch_size)
+            .map_err(at("batchSize"))?;
         let o = &self.optimizer;
-        if !positive(o.learning_rate) {
-            return bad("optimizer.learningRate", "must be a positive number");
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return bad("optimizer.momentum", "must be in [0, 1)");
-        }
-        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            return bad("optimizer.beta1", "beta1 and beta2 must be in [0, 1)");
-        }
-        if !positive(o.eps) {
-            return bad("optimizer.eps", "must be a positive number");
-        }
-        if !non_negative(o.weight_decay) {
-            return bad("optimizer.weightDecay", "must be zero or more");
-        }
+        rules::LEARNING_RATE
+            .check(o.learning_rate)
+            .map_err(at("optimizer.learningRate"))?;
+        rules::MOMENTUM
+            .check(o.momentum)
+            .map_err(at("optimizer.momentum"))?;
+        rules::BETA.check(o.beta1).map_err(at("optimizer.beta1"))?;
+        rules::BETA.check(o.beta2).map_err(at("optimizer.beta2"))?;
+        rules::EPS.check(o.eps).map_err(at("optimizer.eps"))?;
+        rules::WEIGHT_DECAY
+            .check(o.weight_decay)
+            .map_err(at("optimizer.weightDecay"))?;
         let s = &self.schedule;
-        if !non_negative(s.warmup_epochs) {
-            return bad("schedule.warmupEpochs", "must be zero or more");
+        rules::WARMUP_EPOCHS
+            .check(s.warmup_epochs)
+            .map_err(at("schedule.warmupEpochs"))?;
+        if s.kind == ScheduleKind::Step {
+            rules::STEP_EPOCHS
+                .check(s.step_epochs)
+                .map_err(at("schedule.stepEpochs"))?;
+            rules::GAMMA.check(s.gamma).map_err(at("schedule.gamma"))?;
         }
-        if s.kind == ScheduleKind::Step && (s.step_epochs == 0 || !positive(s.gamma)) {
-            return bad(
-                "schedule.stepEpochs",
-                "a step schedule needs stepEpochs >= 1 and gamma > 0",
-            );
+        if !Range::NON_NEGATIVE.contains(s.min_learning_rate)
+            || s.min_learning_rate > o.learning_rate
+        {
+            return Err((
+                "schedule.minLearningRate".into(),
+                format!(
+                    "must be between 0 and the learning rate ({})",
+                    o.learning_rate
+                ),
+            ));
         }
-        if !non_negative(s.min_learning_rate) || s.min_learning_rate > o.learning_rate {
-            return bad(
-                "schedule.minLearningRate",
-                "must be between 0 and the learning rate",
-            );
-        }
-        if !non_negative(self.regularization.l1) {
-            return bad("regularization.l1", "must be zero or more");
-        }
-        if !non_negative(self.regularization.l2) {
-            return bad("regularization.l2", "must be zero or more");
-        }
+        rules::REGULARIZATION
+            .check(self.regularization.l1)
+            .map_err(at("regularization.l1"))?;
+        rules::REGULARIZATION
+            .check(self.regularization.l2)
+            .map_err(at("regularization.l2"))?;
         let a = &self.augmentation;
-        for (field, v, max) in [
-            ("augmentation.rotation", a.rotation, 180.0),
-            ("augmentation.zoom", a.zoom, 0.9),
-            ("augmentation.translate", a.translate, 0.5),
-            ("augmentation.brightness", a.brightness, 1.0),
-            ("augmentation.contrast", a.contrast, 1.0),
+        for (field, v, rule) in [
+            ("augmentation.rotation", a.rotation, rules::ROTATION),
+            ("augmentation.zoom", a.zoom, rules::ZOOM),
+            ("augmentation.translate", a.translate, rules::TRANSLATE),
+            ("augmentation.brightness", a.brightness, rules::BRIGHTNESS),
+            ("augmentation.contrast", a.contrast, rules::CONTRAST),
         ] {
-            if !(v.is_finite() && (0.0..=max).contains(&v)) {
-                return bad(field, &format!("must be between 0 and {max}"));
-            }
+            rule.check(v).map_err(at(field))?;
         }
         let m = self.model.resolved();
-        if let Some(d) = m.dropout
-            && !(0.0..1.0).contains(&d)
-        {
-            return bad("model.dropout", "must be in [0, 1)");
+        if let Some(d) = m.dropout {
+            rules::DROPOUT.check(d).map_err(at("model.dropout"))?;
         }
         for (field, sizes) in [
             ("model.hidden", &m.hidden),
@@ -453,21 +486,23 @@ impl TrainConfig {
                 "resnet needs as many stages in blocks as in filters",
             );
         }
-        if m.width.is_some_and(|w| !positive(w)) {
-            return bad("model.width", "must be a positive number");
+        if let Some(w) = m.width {
+            rules::WIDTH.check(w).map_err(at("model.width"))?;
         }
-        if let Some(e) = &self.early_stopping
-            && !non_negative(e.min_delta)
-        {
-            return bad("earlyStopping.minDelta", "must be zero or more");
+        if let Some(e) = &self.early_stopping {
+            rules::MIN_DELTA
+                .check(e.min_delta)
+                .map_err(at("earlyStopping.minDelta"))?;
         }
-        if self.checkpoint.every_steps == Some(0) {
-            return bad("checkpoint.everySteps", "must be at least 1");
+        if let Some(every) = self.checkpoint.every_steps {
+            rules::CHECKPOINT_EVERY_STEPS
+                .check(every)
+                .map_err(at("checkpoint.everySteps"))?;
         }
         if let Some(t) = &self.transfer {
-            if !positive(t.backbone_lr_scale) {
-                return bad("transfer.backboneLrScale", "must be a positive number");
-            }
+            rules::BACKBONE_LR_SCALE
+                .check(t.backbone_lr_scale)
+                .map_err(at("transfer.backboneLrScale"))?;
             if self.model.kind != ModelKind::EfficientnetLite0 {
                 return bad(
                     "transfer",

@@ -58,13 +58,17 @@ pub enum MlError {
     },
     #[error("{0}")]
     InvalidArgument(String),
-    /// A config file or flag with a bad value: `file: field: message`.
+    /// A config file with a bad value: `file: field: message`.
     #[error("{}{}: {message}", file.display(), if field.is_empty() { String::new() } else { format!(": {field}") })]
     Config {
         file: PathBuf,
         field: String,
         message: String,
     },
+    /// A flag whose value breaks a rule of the training config together with the other
+    /// settings (each flag's own range is checked while the arguments are parsed).
+    #[error("{flag}: {message}")]
+    Flag { flag: String, message: String },
     /// Stopped by SIGTERM/SIGINT after writing a checkpoint.
     #[error("stopped by a signal; checkpoint written to {}; run again with --resume", checkpoint.display())]
     Preempted { checkpoint: PathBuf },
@@ -85,7 +89,7 @@ impl MlError {
         match self {
             MlError::Dataset(e) => e.reason(),
             MlError::Torch { .. } => "TorchError",
-            MlError::InvalidArgument(_) => "InvalidArgument",
+            MlError::InvalidArgument(_) | MlError::Flag { .. } => "InvalidArgument",
             MlError::Config { .. } => "InvalidConfig",
             MlError::Preempted { .. } => "Preempted",
             MlError::Write { .. } => "IoError",
@@ -95,9 +99,11 @@ impl MlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             MlError::Dataset(e) => e.exit_code(),
-            MlError::InvalidArgument(_) | MlError::Config { .. } => 2,
+            MlError::InvalidArgument(_) | MlError::Config { .. } | MlError::Flag { .. } => {
+                crate::EXIT_INVALID
+            }
             MlError::Preempted { .. } => train::EXIT_PREEMPTED,
-            MlError::Torch { .. } | MlError::Write { .. } => 1,
+            MlError::Torch { .. } | MlError::Write { .. } => crate::EXIT_FAILURE,
         }
     }
 }

@@ -37,7 +37,7 @@ use super::MlError;
 use super::checkpoint::{CheckpointDir, TrainState};
 use super::config::{
     Augmentation, EarlyStopping, ModelConfig, ModelKind, Monitor, OptimizerKind, ScheduleKind,
-    TrainConfig, TransferConfig,
+    TrainConfig, TransferConfig, rules,
 };
 use super::data::{self, BatchPlan, Loader, Normalization, Split};
 use super::device::{self, DeviceChoice};
@@ -45,6 +45,7 @@ use super::model::{self, Network};
 use super::optim::Optimizer;
 use super::schedule::Schedule;
 use super::sink::{ApiTarget, MetricsSink};
+use crate::args::{self, AtLeast};
 use crate::dataset::{Dataset, ImageShape};
 use crate::staged::StagedDir;
 
@@ -57,55 +58,55 @@ pub const CARD_FILE: &str = "model.json";
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// The dataset directory written by `toucan-worker ingest`.
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_dir)]
     pub data: PathBuf,
     /// The directory to create with the weights, model card and metrics.
     #[arg(long)]
     pub out: PathBuf,
     /// A YAML training config (see the module docs); the flags below override it.
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_file)]
     pub config: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub model: Option<ModelKind>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::EPOCHS.parser())]
     pub epochs: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::BATCH_SIZE.parser())]
     pub batch_size: Option<i64>,
     #[arg(long)]
     pub seed: Option<u64>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
     /// The (peak) learning rate.
-    #[arg(long)]
+    #[arg(long, value_parser = rules::LEARNING_RATE.parser())]
     pub lr: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::MOMENTUM.parser())]
     pub momentum: Option<f64>,
     /// AdamW's decoupled weight decay.
-    #[arg(long)]
+    #[arg(long, value_parser = rules::WEIGHT_DECAY.parser())]
     pub weight_decay: Option<f64>,
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleKind>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::WARMUP_EPOCHS.parser())]
     pub warmup_epochs: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::REGULARIZATION.parser())]
     pub l1: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::REGULARIZATION.parser())]
     pub l2: Option<f64>,
     /// Random left-right flips.
     #[arg(long)]
     pub flip: bool,
     /// Random rotations up to this many degrees.
-    #[arg(long)]
+    #[arg(long, value_parser = rules::ROTATION.parser())]
     pub rotation: Option<f64>,
     /// Random zoom by up to this fraction.
-    #[arg(long)]
+    #[arg(long, value_parser = rules::ZOOM.parser())]
     pub zoom: Option<f64>,
     /// Random shifts by up to this fraction of the size.
-    #[arg(long)]
+    #[arg(long, value_parser = rules::TRANSLATE.parser())]
     pub translate: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::BRIGHTNESS.parser())]
     pub brightness: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = rules::CONTRAST.parser())]
     pub contrast: Option<f64>,
     /// Stop after this many epochs without improvement of the monitored metric.
     #[arg(long)]
@@ -113,19 +114,19 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub monitor: Option<Monitor>,
     /// Backbone weights for transfer learning (efficientnet-lite0).
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_file)]
     pub pretrained: Option<PathBuf>,
     /// Start from a trained model's weights (a `train --out` directory), e.g. to fine-tune.
-    #[arg(long)]
+    #[arg(long, value_parser = args::existing_dir)]
     pub init_from: Option<PathBuf>,
     /// Train only the new head.
     #[arg(long)]
     pub freeze_backbone: bool,
     /// The backbone's learning rate relative to the head's.
-    #[arg(long)]
+    #[arg(long, value_parser = rules::BACKBONE_LR_SCALE.parser())]
     pub backbone_lr_scale: Option<f64>,
     /// Checkpoint every N optimizer steps as well as every epoch.
-    #[arg(long)]
+    #[arg(long, value_parser = rules::CHECKPOINT_EVERY_STEPS.parser())]
     pub checkpoint_every_steps: Option<u64>,
     /// Where checkpoints go (default: `$TOUCAN_CHECKPOINT_DIR`, which the launcher sets to a
     /// directory shared by a step's attempts, else `<out>.checkpoints`); removed on success.
@@ -137,7 +138,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
     /// libtorch's intra-op threads (default: libtorch's choice, the physical cores).
-    #[arg(long)]
+    #[arg(long, value_parser = AtLeast(1i32).parser())]
     pub threads: Option<i32>,
     /// Write a final metric to a file, e.g. `accuracy={{outputs.params.accuracy}}`. Names:
     /// accuracy, loss (test split), val_accuracy, val_loss (the last epoch's, or the best
@@ -165,16 +166,14 @@ pub fn parse_metric_path(s: &str, known: &[&str]) -> Result<(String, PathBuf), S
 }
 
 impl TrainArgs {
-    /// The config file with the flags applied, validated.
+    /// The config file with the flags applied, validated. A value that breaks a rule is
+    /// blamed on the flag that gave it, else on the config file's field.
     pub fn config(&self) -> Result<TrainConfig, MlError> {
-        let source = self
-            .config
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("<flags>"));
         let mut c = match &self.config {
             Some(path) => TrainConfig::from_file(path)?,
             None => TrainConfig::default(),
         };
+        let file_has_transfer = c.transfer.is_some();
         if let Some(kind) = self.model
             && kind != c.model.kind
         {
@@ -222,11 +221,8 @@ impl TrainArgs {
             c.init_from = Some(init.clone());
         }
         c.model = c.model.resolved();
-        c.validate().map_err(|(field, message)| MlError::Config {
-            file: source.clone(),
-            field,
-            message,
-        })?;
+        c.validate()
+            .map_err(|(field, message)| self.blame(&c, field, message, file_has_transfer))?;
         let pretrained = c.transfer.as_ref().and_then(|t| t.pretrained.as_ref());
         for (field, path, what) in [
             ("transfer.pretrained", pretrained, "a file"),
@@ -239,14 +235,88 @@ impl TrainArgs {
             if let Some(path) = path
                 && !path.exists()
             {
-                return Err(MlError::Config {
-                    file: source,
-                    field: field.into(),
-                    message: format!("{} does not exist (expected {what})", path.display()),
-                });
+                let message = format!("{} does not exist (expected {what})", path.display());
+                return Err(self.blame(&c, field.into(), message, file_has_transfer));
             }
         }
         Ok(c)
+    }
+
+    /// The error for a config `field` that breaks a rule: on the flag that set it, else on
+    /// the config file's field.
+    fn blame(
+        &self,
+        c: &TrainConfig,
+        field: String,
+        message: String,
+        file_has_transfer: bool,
+    ) -> MlError {
+        let min_lr = c.schedule.min_learning_rate;
+        let flag = match field.as_str() {
+            // `--lr` is at fault only when the minimum itself is a valid number.
+            "schedule.minLearningRate" if !(min_lr.is_finite() && min_lr >= 0.0) => None,
+            _ => self.flag_for(&field, file_has_transfer),
+        };
+        match (flag, &self.config) {
+            (Some(flag), _) => MlError::Flag {
+                flag: flag.into(),
+                message: if field == "schedule.minLearningRate" {
+                    format!("must be at least schedule.minLearningRate ({min_lr})")
+                } else {
+                    message
+                },
+            },
+            (None, Some(file)) => MlError::Config {
+                file: file.clone(),
+                field,
+                message,
+            },
+            (None, None) => MlError::InvalidArgument(format!("{field}: {message}")),
+        }
+    }
+
+    /// The flag that gave the value of the config field `field`, if one did.
+    fn flag_for(&self, field: &str, file_has_transfer: bool) -> Option<&'static str> {
+        let given = |set: bool, flag: &'static str| set.then_some(flag);
+        match field {
+            "epochs" => given(self.epochs.is_some(), "--epochs"),
+            "batchSize" => given(self.batch_size.is_some(), "--batch-size"),
+            // The minimum is checked against the learning rate, which `--lr` may have set.
+            "optimizer.learningRate" | "schedule.minLearningRate" => {
+                given(self.lr.is_some(), "--lr")
+            }
+            "optimizer.momentum" => given(self.momentum.is_some(), "--momentum"),
+            "optimizer.weightDecay" => given(self.weight_decay.is_some(), "--weight-decay"),
+            "schedule.warmupEpochs" => given(self.warmup_epochs.is_some(), "--warmup-epochs"),
+            "regularization.l1" => given(self.l1.is_some(), "--l1"),
+            "regularization.l2" => given(self.l2.is_some(), "--l2"),
+            "augmentation.rotation" => given(self.rotation.is_some(), "--rotation"),
+            "augmentation.zoom" => given(self.zoom.is_some(), "--zoom"),
+            "augmentation.translate" => given(self.translate.is_some(), "--translate"),
+            "augmentation.brightness" => given(self.brightness.is_some(), "--brightness"),
+            "augmentation.contrast" => given(self.contrast.is_some(), "--contrast"),
+            "checkpoint.everySteps" => given(
+                self.checkpoint_every_steps.is_some(),
+                "--checkpoint-every-steps",
+            ),
+            "transfer.backboneLrScale" => {
+                given(self.backbone_lr_scale.is_some(), "--backbone-lr-scale")
+            }
+            "transfer.pretrained" => given(self.pretrained.is_some(), "--pretrained"),
+            "initFrom" => given(self.init_from.is_some(), "--init-from"),
+            // Transfer learning needs efficientnet-lite0: blame the flag that chose another
+            // model, or the flag that asked for transfer learning when the file did not.
+            "transfer" => given(self.model.is_some(), "--model").or_else(|| {
+                (!file_has_transfer).then_some(if self.pretrained.is_some() {
+                    "--pretrained"
+                } else if self.freeze_backbone {
+                    "--freeze-backbone"
+                } else {
+                    "--backbone-lr-scale"
+                })
+            }),
+            _ => None,
+        }
     }
 }
 

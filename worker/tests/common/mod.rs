@@ -120,3 +120,18 @@ pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     }
     files
 }
+
+/// Runs `toucan-worker ARGS...`, which must be refused as a usage error: exit code
+/// [`toucan_worker::EXIT_INVALID`] and an error on stderr that names `flag`. Returns stderr.
+pub fn refused(args: &[&str], flag: &str) -> String {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let run = worker(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(
+        run.status.code(),
+        Some(i32::from(toucan_worker::EXIT_INVALID)),
+        "{stderr}"
+    );
+    assert!(stderr.contains(flag), "expected {flag} in: {stderr}");
+    stderr
+}

@@ -1,0 +1,58 @@
+//! `toucan-worker exec` passes its command's exit code through, both as its own exit code and
+//! in the report, so that the runtime can tell a usage error (2, never worth retrying) from
+//! other failures; a failure of the launcher itself exits with `LAUNCHER_FAILURE_EXIT`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+
+use toucan_core::launch::{LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec};
+
+/// Runs `sh -c SCRIPT` under the launcher; returns its exit code and the report.
+fn exec(dir: &Path, script: &str) -> (Option<i32>, LaunchReport) {
+    let spec = LaunchSpec {
+        run_id: "run-1".into(),
+        node: "step".into(),
+        attempt: 1,
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: Default::default(),
+        inputs: Default::default(),
+        outputs: Default::default(),
+        artifacts: dir.join("artifacts").display().to_string(),
+        dir: dir.join("attempt"),
+    };
+    std::fs::create_dir_all(&spec.dir).unwrap();
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let run = common::worker(&["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()]);
+    let report = serde_json::from_slice(&std::fs::read(spec.report_path()).unwrap()).unwrap();
+    (run.status.code(), report)
+}
+
+#[test]
+fn the_commands_exit_code_is_passed_through() {
+    for code in [i32::from(toucan_worker::EXIT_INVALID), 1, 75] {
+        let dir = tempfile::tempdir().unwrap();
+        let (exit, report) = exec(dir.path(), &format!("exit {code}"));
+        assert_eq!(exit, Some(code));
+        assert!(!report.succeeded);
+        assert_eq!(report.exit_code, Some(code));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (exit, report) = exec(dir.path(), "true");
+    assert_eq!(
+        (exit, report.succeeded, report.exit_code),
+        (Some(0), true, Some(0))
+    );
+}
+
+#[test]
+fn a_launcher_failure_is_not_a_command_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, "{not json").unwrap();
+    let run = common::worker(&["exec".as_ref(), "--spec".as_ref(), spec.as_os_str()]);
+    assert_eq!(run.status.code(), Some(LAUNCHER_FAILURE_EXIT));
+}
