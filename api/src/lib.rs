@@ -324,4 +324,3 @@ async fn get_metrics(
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no metrics for {node:?}")))
 }
-

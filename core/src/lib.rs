@@ -22,3 +22,4 @@ pub mod schedule;
 pub mod suggest;
 pub mod template;
 pub mod time;
+pub mod url;

@@ -25,18 +25,7 @@ pub fn token() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Percent-encodes everything but unreserved characters.
-pub fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use toucan_core::url::path_segment;
 
 /// An HTTP agent with a bounded time per request that treats 4xx/5xx as errors.
 pub fn agent() -> ureq::Agent {

@@ -10,9 +10,9 @@
 use kube::api::GetParams;
 use kube::client::Body;
 use kube::{Client, Config};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use toucan_api::{MetricSeries, RunDetail};
+use toucan_core::url::path_segment;
 
 use super::ClusterError;
 
@@ -212,18 +212,6 @@ fn error_message(body: &[u8]) -> String {
     } else {
         text
     }
-}
-
-/// Every byte but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
-const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// `s` as one URL path segment: everything but unreserved characters percent-encoded.
-fn path_segment(s: &str) -> String {
-    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 #[cfg(test)]
