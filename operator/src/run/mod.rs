@@ -28,13 +28,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::queue::{Action, finalizer};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::finalizer::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
@@ -97,7 +97,6 @@ pub struct RunDocument {
 /// The controller's entry point.
 pub async fn reconcile(plr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
-    ctx.dequeue(&ObjectRef::from_obj(plr.as_ref()));
     let namespace = plr
         .namespace()
         .ok_or_else(|| Error::MissingField(plr.name_any(), "namespace"))?;
@@ -116,8 +115,8 @@ pub async fn reconcile(plr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     })
 }
 
-/// Requeues with a short backoff; the reason is counted.
-pub fn error_policy(_plr: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts and logs a failed reconcile; the queue schedules the retry (`crate::queue`).
+pub fn error_policy(_plr: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) {
     tracing::warn!(error = %error, "reconcile failed");
     ctx.metrics
         .reconcile_errors
@@ -126,7 +125,6 @@ pub fn error_policy(_plr: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) ->
             reason: error.reason(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(2))
 }
 
 fn run_ref(plr: &PipelineRun) -> Result<RunRef> {
