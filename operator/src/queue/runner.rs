@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 use tokio::task::{Id, JoinError, JoinSet};
+use tracing::Instrument;
 
 use super::Action;
 use super::work_queue::{Class, Outcome, Settings, WorkQueue};
@@ -165,7 +166,13 @@ pub async fn run<K, C, E, Fut>(
                     continue;
                 };
                 let ctx = ctx.clone();
-                let handle = tasks.spawn(async move {
+                // Everything the reconcile and its error policy log names the object.
+                let span = tracing::info_span!(
+                    "reconciling object",
+                    object.ref = %taken.key,
+                    object.class = taken.class.as_str(),
+                );
+                let reconciled = async move {
                     match reconcile(object.clone(), ctx.clone()).await {
                         Ok(action) => Outcome::Done(action.requeue_after()),
                         Err(e) => {
@@ -173,7 +180,8 @@ pub async fn run<K, C, E, Fut>(
                             Outcome::Failed
                         }
                     }
-                });
+                };
+                let handle = tasks.spawn(reconciled.instrument(span));
                 running.insert(handle.id(), taken.key);
             }
             queue.shared.metrics.depth.set(q.waiting() as i64);
