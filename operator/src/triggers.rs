@@ -15,22 +15,28 @@
 //! A relist passes everything, so nothing is missed across a broken watch.
 //!
 //! A pod's change and a launcher's report are work for a run in progress ([`Class::Active`]);
-//! so is a change to a run the operator has already written a status for, or is deleting. A run
-//! without a status is a new run ([`Class::New`]), served after the work in progress.
+//! so is a change to a run the operator has taken on (its finalizer or a status is written) or
+//! that is being deleted. Any other run is a new run ([`Class::New`]), served after the work in
+//! progress.
 
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use toucan_core::api::PipelineRun;
 
 use crate::queue::Class;
+use crate::run::FINALIZER;
 use crate::run::pods::{PodOutcome, outcome};
 
 /// The queue class of a reconcile that a change to `run` asks for.
 pub fn run_class(run: &PipelineRun) -> Class {
-    if run.status.is_some() || run.metadata.deletion_timestamp.is_some() {
+    // The operator's finalizer is its first write to a run: from then on the run is under way,
+    // and its start should not wait behind new runs a second time.
+    let taken_on = run.status.is_some() || run.finalizers().iter().any(|f| f == FINALIZER);
+    if taken_on || run.metadata.deletion_timestamp.is_some() {
         Class::Active
     } else {
         Class::New
@@ -174,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_without_a_status_is_new_and_one_in_progress_or_deleted_is_active() {
+    fn a_run_not_yet_taken_on_is_new_and_one_taken_on_or_deleted_is_active() {
         let spec = toucan_core::api::PipelineRunSpec {
             pipeline_ref: None,
             pipeline_spec: None,
@@ -185,8 +191,13 @@ mod tests {
         run.metadata.deletion_timestamp = Some(Time(Default::default()));
         assert_eq!(run_class(&run), Class::Active, "deleted before it started");
         run.metadata.deletion_timestamp = None;
+        run.metadata.finalizers = Some(vec!["someone.else/keep".into()]);
+        assert_eq!(run_class(&run), Class::New, "another's finalizer");
+        run.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert_eq!(run_class(&run), Class::Active, "the operator's finalizer");
+        run.metadata.finalizers = None;
         run.status = Some(Default::default());
-        assert_eq!(run_class(&run), Class::Active);
+        assert_eq!(run_class(&run), Class::Active, "a status");
     }
 
     #[test]
