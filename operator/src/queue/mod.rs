@@ -6,11 +6,11 @@
 //!
 //! - a key is queued once (a second request keeps the earlier due time and the higher class)
 //!   and never reconciled twice at once (a request that comes while it runs waits for the end);
-//! - work for objects already in progress ([`Class::Active`]: a pod ended, a report arrived, a
-//!   requested wake-up, a retry) comes before an object's first reconcile ([`Class::New`]),
-//!   and within a class the key due first comes first;
-//! - a new key due for longer than [`Settings::max_wait`] competes by its age, so new objects
-//!   never starve;
+//! - the key due first comes first, but work for objects already in progress ([`Class::Active`]:
+//!   a pod ended, a report arrived, a requested wake-up, a retry) has a head start of
+//!   [`Settings::max_wait`] over an object's first reconcile ([`Class::New`]): it goes first
+//!   under load, yet a new object waits at most that much longer than it would in plain FIFO
+//!   order and never starves;
 //! - a reconcile's [`Action`] asks for a wake-up, and a failed one is retried after the key's
 //!   exponential [`Backoff`] with jitter, reset by a success: error policies only count and log.
 //!

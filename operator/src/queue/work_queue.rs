@@ -8,10 +8,11 @@
 //! request for a running key is held beside it and joins the waiting keys when the reconcile
 //! finishes, so one key is never reconciled twice at once and no request is lost.
 //!
-//! Among the keys that are due, [`Class::Active`] comes before [`Class::New`], and within a
-//! class the key due first comes first (ties in the order they were queued). A new key that has
-//! been due for `max_wait` or longer competes with active ones by its due time, so new objects
-//! wait at most about `max_wait` plus the work that was already older than them.
+//! Among the keys that are due, the one due first comes first (ties in the order they were
+//! queued), except that a [`Class::New`] key counts as due `max_wait` later than it is: work
+//! already in progress ([`Class::Active`]) goes ahead of new work, but only by that much. So a
+//! new key waits at most `max_wait` plus the active work that fell due before that, however
+//! much more keeps coming, and never starves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -53,7 +54,8 @@ pub enum Outcome {
 /// The queue's policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// How long a due [`Class::New`] key may wait before it competes with active work.
+    /// The head start of active work over new work: a due [`Class::New`] key goes ahead of
+    /// active keys that fell due more than this after it.
     pub max_wait: Duration,
     pub backoff: Backoff,
 }
@@ -178,9 +180,8 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
             (None, None) => return None,
             (Some(_), None) => Class::Active,
             (None, Some(_)) => Class::New,
-            (Some(active), Some(new)) => {
-                let aged = now.saturating_duration_since(new.0) >= self.settings.max_wait;
-                if aged && new < active {
+            (Some(active), Some((due, seq))) => {
+                if (due + self.settings.max_wait, seq) < active {
                     Class::New
                 } else {
                     Class::Active

@@ -63,22 +63,18 @@ fn keys_due_at_the_same_time_keep_the_order_they_were_queued_in() {
 }
 
 #[test]
-fn a_new_key_that_waited_past_the_bound_goes_before_younger_active_work() {
+fn active_work_has_a_head_start_of_max_wait_over_new_work_and_no_more() {
     let (mut q, t0) = queue();
+    let max_wait = Settings::default().max_wait;
     q.push("new", Class::New, t0);
-    q.push("active-old", Class::Active, t0 - S(1));
-    q.push("active-young", Class::Active, t0 + S(4));
-    // Before the bound, active work first.
-    assert_eq!(q.pop(t0 + S(4)).unwrap().key, "active-old");
-    q.finish(&"active-old", Outcome::Done(None), t0 + S(4));
-    // Past it, the new key competes by how long it has waited.
-    let now = t0 + Settings::default().max_wait;
-    let taken = q.pop(now).unwrap();
+    q.push("active-before", Class::Active, t0 - S(1));
+    q.push("active-within", Class::Active, t0 + max_wait - MS(1));
+    q.push("active-after", Class::Active, t0 + max_wait + MS(1));
+    let now = t0 + max_wait + S(1);
     assert_eq!(
-        (taken.key, taken.waited),
-        ("new", Settings::default().max_wait)
+        drain(&mut q, now),
+        ["active-before", "active-within", "new", "active-after"]
     );
-    assert_eq!(q.pop(now).unwrap().key, "active-young");
 }
 
 #[test]
@@ -224,7 +220,11 @@ fn check_choice(
     prop_assert_eq!(class, taken.class);
     prop_assert!(due <= now, "took a key before it was due");
     prop_assert_eq!(taken.waited, now - due);
-    let aged = |d: Instant| now - d >= max_wait;
+    // A new key counts as due `max_wait` later than it is.
+    let rank = |class: Class, due: Instant, seq: u64| match class {
+        Class::New => (due + max_wait, seq),
+        Class::Active => (due, seq),
+    };
     for &(other, other_class, other_due, other_seq) in before {
         if other == taken.key || other_due > now {
             continue;
@@ -236,16 +236,14 @@ fn check_choice(
                 taken.key,
                 other
             );
-        } else if class == Class::New {
-            prop_assert!(aged(due), "a young new key went before due active work");
+        } else {
             prop_assert!(
-                (due, seq) < (other_due, other_seq),
-                "an aged new key went before older active work"
-            );
-        } else if aged(other_due) {
-            prop_assert!(
-                (due, seq) < (other_due, other_seq),
-                "an aged new key waited behind younger work"
+                rank(class, due, seq) < rank(other_class, other_due, other_seq),
+                "{:?} {} taken before {:?} {} that ranks first",
+                class,
+                taken.key,
+                other_class,
+                other
             );
         }
     }
@@ -322,8 +320,8 @@ proptest! {
         prop_assert_eq!((q.waiting(), q.running()), (0, 0));
     }
 
-    /// A new key that has waited `max_wait` is taken next, however much active work keeps
-    /// arriving and waiting.
+    /// A new key is taken before any active key that fell due more than `max_wait` after it,
+    /// however much active work keeps arriving: it never starves.
     #[test]
     fn new_keys_do_not_starve_behind_a_stream_of_active_work(
         arrivals in prop::collection::vec(0usize..4, 1..300),
@@ -337,18 +335,22 @@ proptest! {
         // On one worker, active keys keep arriving, up to three per reconcile.
         let mut now = t0;
         let mut next_key = 0u32;
+        let mut due = HashMap::new();
         for count in arrivals {
             for _ in 0..count {
                 q.push(next_key, Class::Active, now);
+                due.insert(next_key, now);
                 next_key += 1;
             }
             let Some(taken) = q.pop(now) else { continue };
-            if now - t0 >= settings.max_wait {
-                prop_assert_eq!(taken.key, NEW, "an aged new key still waiting at {:?}", now - t0);
-            }
             if taken.key == NEW {
                 return Ok(());
             }
+            prop_assert!(
+                due[&taken.key] <= t0 + settings.max_wait,
+                "active work due {:?} after the new key went first",
+                due[&taken.key] - t0
+            );
             now += MS(service_ms);
             q.finish(&taken.key, Outcome::Done(None), now);
         }
