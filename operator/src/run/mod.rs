@@ -28,7 +28,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::{Action, finalizer};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -50,6 +49,7 @@ use toucan_core::store::{
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::queue::{Action, finalizer};
 use pods::{LauncherPod, PodOutcome, RunRef, SOURCE_DIR_ANNOTATION};
 use prepare::Invalid;
 
