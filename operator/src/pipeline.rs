@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::queue::{self, Action, Class, Queue, QueueMetrics};
 use crate::run::now_ms;
 use crate::run::prepare::source_of;
+use crate::triggers;
 
 pub const CONTROLLER: &str = "pipeline";
 /// Label on the runs a Pipeline's schedule started.
@@ -76,7 +77,7 @@ pub async fn controller(
             move |run| {
                 match run {
                     Ok(run) => {
-                        if let Some(pl) = pipeline_of(&run) {
+                        if let Some(pl) = triggers::pipeline_of(&run) {
                             queue.push(pl, Class::Active);
                         }
                     }
@@ -98,14 +99,6 @@ pub async fn controller(
         () = runner => {}
         _ = futures::future::join(pipelines, scheduled_runs) => {}
     }
-}
-
-/// The Pipeline that owns `run`, if any.
-fn pipeline_of(run: &PipelineRun) -> Option<ObjectRef<Pipeline>> {
-    let namespace = run.namespace();
-    run.owner_references()
-        .iter()
-        .find_map(|o| ObjectRef::from_owner_ref(namespace.as_deref(), o, ()))
 }
 
 /// Counts and logs a failed reconcile; the queue schedules the retry.

@@ -1,4 +1,5 @@
-//! Which watch events wake a PipelineRun's reconcile, and in which [`Class`] of the queue.
+//! Which watch events wake a PipelineRun's reconcile, and in which [`Class`] of the queue; and
+//! which Pipeline a scheduled run's change wakes ([`pipeline_of`]).
 //!
 //! Every reconcile reads the run's document and its pods, so a wake-up that cannot change
 //! anything still costs store and API round trips, and under load it takes a worker slot from a
@@ -25,7 +26,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use toucan_core::api::PipelineRun;
+use toucan_core::api::{Pipeline, PipelineRun};
 
 use crate::queue::Class;
 use crate::run::FINALIZER;
@@ -51,6 +52,14 @@ pub fn run_of(pod: &Pod) -> Option<ObjectRef<PipelineRun>> {
         .iter()
         .flatten()
         .find_map(|o| ObjectRef::from_owner_ref(namespace, o, ()))
+}
+
+/// The Pipeline that owns `run` (its schedule started it), if any.
+pub fn pipeline_of(run: &PipelineRun) -> Option<ObjectRef<Pipeline>> {
+    let namespace = run.namespace();
+    run.owner_references()
+        .iter()
+        .find_map(|o| ObjectRef::from_owner_ref(namespace.as_deref(), o, ()))
 }
 
 /// What the run controller can see of a pod: whether it ended and whether it is being deleted.
@@ -221,6 +230,29 @@ mod tests {
             },
         ]);
         assert_eq!(run_of(&p), Some(ObjectRef::new("train").within("ns")));
+    }
+
+    #[test]
+    fn a_scheduled_run_wakes_the_pipeline_that_owns_it() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let spec = toucan_core::api::PipelineRunSpec {
+            pipeline_ref: None,
+            pipeline_spec: None,
+            params: Vec::new(),
+        };
+        let mut run = PipelineRun::new("nightly-1", spec);
+        run.metadata.namespace = Some("ml".into());
+        assert_eq!(pipeline_of(&run), None, "started by hand");
+        run.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: toucan_core::api::API_VERSION.into(),
+            kind: "Pipeline".into(),
+            name: "nightly".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            pipeline_of(&run),
+            Some(ObjectRef::new("nightly").within("ml"))
+        );
     }
 
     #[test]
