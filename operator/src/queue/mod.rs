@@ -1,7 +1,7 @@
 //! The work queue and worker pool every controller runs on.
 //!
-//! kube-runtime's `Controller` keeps its watches and reflector stores here, but not its
-//! scheduler: when all its workers are busy it parks due requests in a hash set and takes them
+//! The controllers keep kube-runtime's watches and reflector stores but not its `Controller`,
+//! whose scheduler parks due requests in a hash set when all workers are busy and takes them
 //! back in hash order, so under load the same objects lose every time. This queue is fair:
 //!
 //! - a key is queued once (a second request keeps the earlier due time and the higher class)
@@ -16,7 +16,7 @@
 //!
 //! [`work_queue`] is the queue as a plain value (time passed in, unit and property tests);
 //! [`runner`] is the async shell that feeds it, runs the reconciles on a bounded pool of workers
-//! and stops gracefully; [`backoff`] is the retry policy; [`finalizer`] adapts kube-runtime's
+//! and stops gracefully; [`backoff`] is the retry policy; [`mod@finalizer`] adapts kube-runtime's
 //! finalizer helper to the queue's [`Action`].
 
 pub mod backoff;
