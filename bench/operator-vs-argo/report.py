@@ -76,13 +76,13 @@ def main():
     )
     out = []
     w = out.append
-    w("## toucan operator vs Argo Workflows controller")
+    w(f"## {a.runs} runs")
     w("")
     w(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} with `{a.command}` on {cpu}, "
       f"{os.cpu_count()} CPUs; {a.runs} runs of a 10-step chain per side, submitted at once, "
       f"each step pod simulated for 1 s on the test cluster's scripted node; "
       f"{a.rounds} round(s) per side, each side on a fresh cluster, median over rounds; "
-      f"whole benchmark {a.total_seconds // 60} min {a.total_seconds % 60} s.")
+      f"this size {a.total_seconds // 60} min {a.total_seconds % 60} s.")
     w("")
     w(f"toucan: {a.toucan_version} (kube-rs client, no client-side rate limit). "
       f"Argo: workflow-controller {a.argo_version} built from its Go module, "

@@ -34,9 +34,6 @@ pub struct Context {
     pub runs_by_id: Mutex<HashMap<String, ObjectRef<PipelineRun>>>,
     /// Namespaces where the step service account is known to exist.
     pub service_accounts: Mutex<HashSet<String>>,
-    /// Runs an event asked to reconcile that have not been reconciled since: the work queue
-    /// behind `toucan_queue_depth`.
-    pub queued: Mutex<HashSet<ObjectRef<PipelineRun>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -77,20 +74,6 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .get(run_id)
             .cloned()
-    }
-
-    /// An event asked for `run` to be reconciled.
-    pub fn enqueue(&self, run: ObjectRef<PipelineRun>) {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        queued.insert(run);
-        self.metrics.queue_depth.set(queued.len() as i64);
-    }
-
-    /// A reconcile of `run` started.
-    pub fn dequeue(&self, run: &ObjectRef<PipelineRun>) {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        queued.remove(run);
-        self.metrics.queue_depth.set(queued.len() as i64);
     }
 
     pub fn forget_run(&self, run_id: &str) {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod pipeline;
+pub mod queue;
 pub mod run;
 mod serve;
 pub mod telemetry;

@@ -25,6 +25,13 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub controller: &'static str,
+    /// `new` (an object's first reconcile) or `active` (see `crate::queue::Class`).
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -43,9 +50,10 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     /// Reconciles running now, per controller.
     pub reconciles_in_flight: Family<ControllerLabels, Gauge>,
-    /// PipelineRuns that a pod event or a launcher report asked to reconcile and whose
-    /// reconcile has not started yet.
-    pub queue_depth: Gauge,
+    /// Objects waiting in a controller's work queue (due or not), per controller.
+    pub queue_depth: Family<ControllerLabels, Gauge>,
+    /// From an object's reconcile falling due to its start, per controller and class.
+    pub queue_wait: Family<QueueLabels, Histogram>,
     /// From a step becoming ready (its last dependency finished, or the run started) to its
     /// pod being created.
     pub step_start_latency: Histogram,
@@ -73,7 +81,10 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 16))
             });
         let reconciles_in_flight = Family::<ControllerLabels, Gauge>::default();
-        let queue_depth = Gauge::default();
+        let queue_depth = Family::<ControllerLabels, Gauge>::default();
+        let queue_wait = Family::<QueueLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 18))
+        });
         let step_start_latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let step_pods_created = Counter::default();
         let cache_lookups = Family::<ResultLabels, Counter>::default();
@@ -98,8 +109,13 @@ impl Metrics {
         );
         registry.register(
             "queue_depth",
-            "Objects waiting for a reconcile or being reconciled",
+            "Objects waiting in a controller's work queue",
             queue_depth.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "From an object's reconcile falling due to its start, by class (new or active)",
+            queue_wait.clone(),
         );
         registry.register(
             "step_start_latency_seconds",
@@ -138,6 +154,7 @@ impl Metrics {
             reconcile_duration,
             reconciles_in_flight,
             queue_depth,
+            queue_wait,
             step_start_latency,
             step_pods_created,
             cache_lookups,

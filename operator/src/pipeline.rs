@@ -19,8 +19,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use toucan_core::api::{Pipeline, PipelineRef, PipelineRun, PipelineRunSpec, PipelineStatus};
@@ -31,7 +31,9 @@ use toucan_core::time::{self, now_ms};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::queue::{self, Action, Class, Queue, QueueMetrics};
 use crate::run::prepare::source_of;
+use crate::triggers;
 
 pub const CONTROLLER: &str = "pipeline";
 /// Label on the runs a Pipeline's schedule started.
@@ -45,24 +47,72 @@ const PERIODIC_RECONCILE: Duration = Duration::from_secs(3600);
 const CACHE_WAIT: Duration = Duration::from_secs(1);
 const FIELD_MANAGER: &str = "toucan-operator";
 
-/// Runs the controller until the process stops.
-pub async fn controller(api: Api<Pipeline>, ctx: Arc<Context>) {
+/// Runs the controller until `shutdown`, then lets the reconciles in flight finish.
+///
+/// A Pipeline is reconciled when it changes and when a run its schedule started changes, on the
+/// same kind of queue as the run controller (`crate::queue`).
+pub async fn controller(
+    api: Api<Pipeline>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let runs: Api<PipelineRun> = match &ctx.config.watch_namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    Controller::new(api, watcher::Config::default())
-        .owns(runs, watcher::Config::default().labels(PIPELINE_LABEL))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!("pipeline reconcile: {e}");
+    let queue = Queue::new(
+        queue::Settings::default(),
+        QueueMetrics::new(&ctx.metrics, CONTROLLER),
+    );
+    let (reader, writer) = reflector::store::<Pipeline>();
+    let pipelines = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .for_each({
+            let queue = queue.clone();
+            move |pl| {
+                match pl {
+                    Ok(pl) => queue.push(ObjectRef::from_obj(&pl), Class::Active),
+                    Err(e) => tracing::debug!("pipeline watch: {e}"),
+                }
+                std::future::ready(())
             }
-        })
-        .await;
+        });
+    let scheduled_runs = watcher(runs, watcher::Config::default().labels(PIPELINE_LABEL))
+        .default_backoff()
+        .touched_objects()
+        .for_each({
+            let queue = queue.clone();
+            move |run| {
+                match run {
+                    Ok(run) => {
+                        if let Some(pl) = triggers::pipeline_of(&run) {
+                            queue.push(pl, Class::Active);
+                        }
+                    }
+                    Err(e) => tracing::debug!("scheduled run watch: {e}"),
+                }
+                std::future::ready(())
+            }
+        });
+    let runner = queue::run(
+        queue,
+        reader,
+        reconcile,
+        error_policy,
+        ctx.clone(),
+        usize::from(ctx.config.concurrency),
+        shutdown,
+    );
+    tokio::select! {
+        () = runner => {}
+        _ = futures::future::join(pipelines, scheduled_runs) => {}
+    }
 }
 
-fn error_policy(_pl: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts and logs a failed reconcile; the queue schedules the retry.
+fn error_policy(_pl: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) {
     tracing::warn!(error = %error, "pipeline reconcile failed");
     ctx.metrics
         .reconcile_errors
@@ -71,7 +121,6 @@ fn error_policy(_pl: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> Action 
             reason: error.reason(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(5))
 }
 
 async fn reconcile(pl: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {

@@ -7,7 +7,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
-use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
@@ -22,9 +21,10 @@ use crate::auth::ClusterAuth;
 use crate::config::Config;
 use crate::context::{Context, RunCache};
 use crate::metrics::Metrics;
+use crate::queue::{self, Class, Queue, QueueMetrics};
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, PodDefaults};
 use crate::triggers::PodChanges;
-use crate::{leader, pipeline, run};
+use crate::{leader, pipeline, run, triggers};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -182,39 +182,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         pod_defaults,
         runs_by_id: Mutex::new(Default::default()),
         service_accounts: Mutex::new(Default::default()),
-        queued: Mutex::new(Default::default()),
     });
 
-    let report_ctx = ctx.clone();
-    let reports = futures::stream::unfold(reports_rx, |mut rx| async move {
-        rx.recv().await.map(|r| (r, rx))
-    })
-    .filter_map(move |r: ReportAccepted| {
-        let found = report_ctx.run_ref(&r.run_id);
-        if let Some(run) = &found {
-            report_ctx.enqueue(run.clone());
-        }
-        async move { found }
-    });
-    // Pod events that will wake a run count in the queue until its reconcile starts.
-    let queue_ctx = ctx.clone();
-    let pod_watch = pod_watch.inspect(move |pod| {
-        if let Ok(pod) = pod
-            && let Some(owner) = pod
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|o| o.kind == "PipelineRun")
-            && let Some(ns) = &pod.metadata.namespace
-        {
-            queue_ctx.enqueue(ObjectRef::new(&owner.name).within(ns));
-        }
-    });
-
-    // The run watch is built here rather than by `Controller::new` so that its first full list
-    // can mark readiness (the store's own readiness future wakes only its last waiter, which is
-    // the controller) and so that status-only changes do not wake a run (`crate::triggers`).
+    // Three sources feed the run queue: the runs themselves, their pods, and launcher reports.
+    let runs_queue = Queue::new(
+        queue::Settings::default(),
+        QueueMetrics::new(&metrics, run::CONTROLLER),
+    );
+    // The run watch's first full list marks readiness (the store's own readiness future wakes
+    // only its last waiter), and status-only changes do not wake a run (`crate::triggers`).
     let runs_cache_ctx = ctx.clone();
     let runs_watch = watcher(runs_api, watcher::Config::default())
         .default_backoff()
@@ -225,22 +201,61 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers),
             Default::default(),
-        );
-    let runs = Controller::for_stream(runs_watch, runs_reader)
-        .owns_stream(pod_watch)
-        .reconcile_on(reports)
-        .with_config(controller::Config::default().concurrency(config.concurrency));
-    let runs_ctx = ctx.clone();
-    let runs_task = runs
-        .graceful_shutdown_on(shutdown_signal())
-        .run(run::reconcile, run::error_policy, runs_ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!("reconcile: {e}");
+        )
+        .for_each({
+            let queue = runs_queue.clone();
+            move |run| {
+                match run {
+                    Ok(run) => queue.push(ObjectRef::from_obj(&run), triggers::run_class(&run)),
+                    Err(e) => tracing::debug!("pipelinerun watch: {e}"),
+                }
+                std::future::ready(())
             }
         });
+    let pods_feed = pod_watch.for_each({
+        let queue = runs_queue.clone();
+        move |pod| {
+            match pod {
+                Ok(pod) => {
+                    if let Some(run) = triggers::run_of(&pod) {
+                        queue.push(run, Class::Active);
+                    }
+                }
+                Err(e) => tracing::debug!("pod watch: {e}"),
+            }
+            std::future::ready(())
+        }
+    });
+    let reports_feed = {
+        let queue = runs_queue.clone();
+        let ctx = ctx.clone();
+        let mut reports = reports_rx;
+        async move {
+            while let Some(report) = reports.recv().await {
+                if let Some(run) = ctx.run_ref(&report.run_id) {
+                    queue.push(run, Class::Active);
+                }
+            }
+        }
+    };
+    let runs_task = queue::run(
+        runs_queue,
+        runs_reader,
+        run::reconcile,
+        run::error_policy,
+        ctx.clone(),
+        usize::from(config.concurrency),
+        shutdown_signal(),
+    );
+    // The watches feed the queue until the runner has stopped.
+    let runs_task = async move {
+        tokio::select! {
+            () = runs_task => {}
+            _ = futures::future::join3(runs_watch, pods_feed, reports_feed) => {}
+        }
+    };
 
-    let pipelines_task = pipeline::controller(pipelines_api, ctx.clone());
+    let pipelines_task = pipeline::controller(pipelines_api, ctx.clone(), shutdown_signal());
 
     let lost = async move {
         match leading {
@@ -249,8 +264,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
     tokio::select! {
-        _ = runs_task => Ok(()),
-        _ = pipelines_task => Ok(()),
+        _ = futures::future::join(runs_task, pipelines_task) => Ok(()),
         _ = lost => Err(ServeError::LostLeadership),
     }
 }

@@ -1,4 +1,5 @@
-//! Which watch events wake a PipelineRun's reconcile.
+//! Which watch events wake a PipelineRun's reconcile, and in which [`Class`] of the queue; and
+//! which Pipeline a scheduled run's change wakes ([`pipeline_of`]).
 //!
 //! Every reconcile reads the run's document and its pods, so a wake-up that cannot change
 //! anything still costs store and API round trips, and under load it takes a worker slot from a
@@ -13,13 +14,53 @@
 //!
 //! The stores behind both watches still see every event: the filters sit after the reflectors.
 //! A relist passes everything, so nothing is missed across a broken watch.
+//!
+//! A pod's change and a launcher's report are work for a run in progress ([`Class::Active`]);
+//! so is a change to a run the operator has taken on (its finalizer or a status is written) or
+//! that is being deleted. Any other run is a new run ([`Class::New`]), served after the work in
+//! progress.
 
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use toucan_core::api::{Pipeline, PipelineRun};
 
+use crate::queue::Class;
+use crate::run::FINALIZER;
 use crate::run::pods::{PodOutcome, outcome};
+
+/// The queue class of a reconcile that a change to `run` asks for.
+pub fn run_class(run: &PipelineRun) -> Class {
+    // The operator's finalizer is its first write to a run: from then on the run is under way,
+    // and its start should not wait behind new runs a second time.
+    let taken_on = run.status.is_some() || run.finalizers().iter().any(|f| f == FINALIZER);
+    if taken_on || run.metadata.deletion_timestamp.is_some() {
+        Class::Active
+    } else {
+        Class::New
+    }
+}
+
+/// The PipelineRun that owns `pod`, if any.
+pub fn run_of(pod: &Pod) -> Option<ObjectRef<PipelineRun>> {
+    let namespace = pod.metadata.namespace.as_deref();
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find_map(|o| ObjectRef::from_owner_ref(namespace, o, ()))
+}
+
+/// The Pipeline that owns `run` (its schedule started it), if any.
+pub fn pipeline_of(run: &PipelineRun) -> Option<ObjectRef<Pipeline>> {
+    let namespace = run.namespace();
+    run.owner_references()
+        .iter()
+        .find_map(|o| ObjectRef::from_owner_ref(namespace.as_deref(), o, ()))
+}
 
 /// What the run controller can see of a pod: whether it ended and whether it is being deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -145,6 +186,73 @@ mod tests {
         assert!(f.passes(&apply(p.clone())), "deletion started");
         assert!(!f.passes(&apply(p.clone())), "still terminating");
         assert!(f.passes(&Ok(watcher::Event::Delete(p))), "gone");
+    }
+
+    #[test]
+    fn a_run_not_yet_taken_on_is_new_and_one_taken_on_or_deleted_is_active() {
+        let spec = toucan_core::api::PipelineRunSpec {
+            pipeline_ref: None,
+            pipeline_spec: None,
+            params: Vec::new(),
+        };
+        let mut run = PipelineRun::new("r", spec);
+        assert_eq!(run_class(&run), Class::New);
+        run.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert_eq!(run_class(&run), Class::Active, "deleted before it started");
+        run.metadata.deletion_timestamp = None;
+        run.metadata.finalizers = Some(vec!["someone.else/keep".into()]);
+        assert_eq!(run_class(&run), Class::New, "another's finalizer");
+        run.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert_eq!(run_class(&run), Class::Active, "the operator's finalizer");
+        run.metadata.finalizers = None;
+        run.status = Some(Default::default());
+        assert_eq!(run_class(&run), Class::Active, "a status");
+    }
+
+    #[test]
+    fn a_pod_wakes_the_run_that_owns_it() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let mut p = pod("e", "Succeeded");
+        p.metadata.namespace = Some("ns".into());
+        assert_eq!(run_of(&p), None, "no owner");
+        p.metadata.owner_references = Some(vec![
+            OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: "other".into(),
+                ..Default::default()
+            },
+            OwnerReference {
+                api_version: toucan_core::api::API_VERSION.into(),
+                kind: "PipelineRun".into(),
+                name: "train".into(),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(run_of(&p), Some(ObjectRef::new("train").within("ns")));
+    }
+
+    #[test]
+    fn a_scheduled_run_wakes_the_pipeline_that_owns_it() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let spec = toucan_core::api::PipelineRunSpec {
+            pipeline_ref: None,
+            pipeline_spec: None,
+            params: Vec::new(),
+        };
+        let mut run = PipelineRun::new("nightly-1", spec);
+        run.metadata.namespace = Some("ml".into());
+        assert_eq!(pipeline_of(&run), None, "started by hand");
+        run.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: toucan_core::api::API_VERSION.into(),
+            kind: "Pipeline".into(),
+            name: "nightly".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            pipeline_of(&run),
+            Some(ObjectRef::new("nightly").within("ml"))
+        );
     }
 
     #[test]

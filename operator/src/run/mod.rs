@@ -33,8 +33,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::Api;
-use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::finalizer::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use toucan_core::api::PipelineRun;
@@ -44,6 +43,7 @@ pub use toucan_core::time::now_ms;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::queue::{Action, finalizer};
 use pods::RunRef;
 
 pub const CONTROLLER: &str = "pipelinerun";
@@ -60,7 +60,6 @@ const MAX_IN_FLIGHT: usize = 1000;
 /// The controller's entry point.
 pub async fn reconcile(plr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
-    ctx.dequeue(&ObjectRef::from_obj(plr.as_ref()));
     let namespace = plr
         .namespace()
         .ok_or_else(|| Error::MissingField(plr.name_any(), "namespace"))?;
@@ -79,8 +78,8 @@ pub async fn reconcile(plr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
     })
 }
 
-/// Requeues with a short backoff; the reason is counted.
-pub fn error_policy(_plr: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Counts and logs a failed reconcile; the queue schedules the retry (`crate::queue`).
+pub fn error_policy(_plr: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) {
     tracing::warn!(error = %error, "reconcile failed");
     ctx.metrics
         .reconcile_errors
@@ -89,7 +88,6 @@ pub fn error_policy(_plr: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) ->
             reason: error.reason(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(2))
 }
 
 fn run_ref(plr: &PipelineRun) -> Result<RunRef> {
