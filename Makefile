@@ -35,12 +35,14 @@ export TOUCAN_VENV ?= $(CACHE_HOME)/toucan/venv
 # stops `make demo` as it stops CI. A plain `cargo build` outside make (no wrapper) rebuilds
 # only the workspace's crates, not the dependencies.
 export VIRTUAL_ENV := $(TOUCAN_VENV)
-export PATH := $(TOUCAN_VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 export RUSTC_WORKSPACE_WRAPPER = $(shell rustc --print sysroot)/bin/clippy-driver
 export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 # What every dev build builds (scripts/test reads it too).
 export TOUCAN_CARGO_SELECTION := --workspace --features toucan-worker/torch
+# The venv first on PATH for cargo (torch-sys's `python`) and for the demo's steps; not for
+# scripts/setup, which may have to make the venv again.
+VENV_PATH := $(TOUCAN_VENV)/bin:$$PATH
 DEV_BIN := $(CARGO_TARGET_DIR)/debug
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release
 
@@ -63,22 +65,22 @@ build: target-dir ## release build of every binary, without libtorch, no debug i
 	$(CARGO) build --release --workspace
 
 build-torch: setup target-dir ## the dev build with libtorch that demo and the tests use: $CARGO_TARGET_DIR/debug
-	$(CARGO) build $(TOUCAN_CARGO_SELECTION)
+	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION)
 
 # Pipelines' steps run `toucan-worker` from PATH: the libtorch build, then the venv.
 demo: build-torch ## run the fashion-mnist example twice: the second run comes from the cache
 	rm -rf "$(DEMO_HOME)"
 	@echo "== first run: every step runs =="
-	PATH="$(DEV_BIN):$$PATH" TOUCAN_HOME="$(DEMO_HOME)" "$(DEV_BIN)/toucan" run $(DEMO_PIPELINE)
+	PATH="$(DEV_BIN):$(VENV_PATH)" TOUCAN_HOME="$(DEMO_HOME)" "$(DEV_BIN)/toucan" run $(DEMO_PIPELINE)
 	@echo
 	@echo "== second run: the same inputs, so the steps come from the cache =="
-	PATH="$(DEV_BIN):$$PATH" TOUCAN_HOME="$(DEMO_HOME)" "$(DEV_BIN)/toucan" run $(DEMO_PIPELINE)
+	PATH="$(DEV_BIN):$(VENV_PATH)" TOUCAN_HOME="$(DEMO_HOME)" "$(DEV_BIN)/toucan" run $(DEMO_PIPELINE)
 
 # The build it lints is the one the tests run: `make lint` then `make test` compiles nothing
 # again.
 lint: setup target-dir ## rustfmt, and clippy on every crate and target as they build; warnings are errors
 	$(CARGO) fmt --all --check
-	$(CARGO) build $(TOUCAN_CARGO_SELECTION) --all-targets
+	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION) --all-targets
 
 # scripts/test: setup, lint, the build, the test services, every test group; it stops the
 # services whatever happens and prints the time of each phase at the end.
