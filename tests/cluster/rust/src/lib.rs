@@ -79,9 +79,8 @@ impl TestCluster {
                 Ok(None)
             }
             Availability::Fail => bail!(
-                "{REQUIRE_ENV}=1 but the test cluster is not built ({} has no finished build): \
-                 run tests/cluster/build, or `make test`, which builds it",
-                bin_dir().display()
+                "{REQUIRE_ENV}=1 but the test cluster is not built (tests/cluster/bin has no \
+                 finished build): run tests/cluster/build, or `make test`, which builds it"
             ),
         }
     }
