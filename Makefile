@@ -32,8 +32,8 @@ export TOUCAN_VENV ?= $(CACHE_HOME)/toucan/venv
 # those: RUSTC_WORKSPACE_WRAPPER) and denies warnings as it goes. `cargo clippy` would check
 # every dependency a second time in its own mode (`cargo check` cannot reuse `cargo build`'s
 # files), minutes on a cold machine. So every cargo command below is linted, and a lint error
-# stops `make demo` as it stops CI. A plain `cargo build` outside make (no wrapper) rebuilds
-# only the workspace's crates, not the dependencies.
+# stops `make demo` as it stops CI. A plain `cargo build $(TOUCAN_CARGO_SELECTION)` outside
+# make (no wrapper) rebuilds only the workspace's crates, not the dependencies.
 export VIRTUAL_ENV := $(TOUCAN_VENV)
 export LIBTORCH_USE_PYTORCH := 1
 export RUSTC_WORKSPACE_WRAPPER = $(shell rustc --print sysroot)/bin/clippy-driver
