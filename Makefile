@@ -6,78 +6,86 @@ SHELL := bash
 MAKEFLAGS += --no-builtin-rules
 
 CARGO ?= cargo
-# The project venv (PyTorch, numpy, scikit-learn) first on PATH.
-VENV_PATH := $(CURDIR)/.venv/bin:$$PATH
+CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
+
+# One cargo target directory for every clone on this machine, under the user's cache directory:
+# a new clone (CI's, or a second checkout) reuses every compiled dependency. Dependencies are
+# keyed by version, features and profile, never by the clone; the workspace's own crates are
+# keyed by their path inside the workspace, so every clone writes the same file names, and
+# scripts/shared-target (run before each build) makes cargo rebuild them when another clone
+# built last, removes incremental folders CI does not use, and caps the directory's size.
+# Set CARGO_TARGET_DIR to use another directory.
+export CARGO_TARGET_DIR ?= $(CACHE_HOME)/toucan/target
+# The venv with PyTorch, numpy and scikit-learn, shared by every clone like the target
+# directory (.venv links to it; see scripts/setup): torch-sys's build remembers the libtorch it
+# compiled against, so one path for all clones is what lets them share that build too.
+export TOUCAN_VENV ?= $(CACHE_HOME)/toucan/venv
+
+# One build for demo, test and lint, so that no crate is compiled twice: the dev profile
+# (dependencies at opt-level 1; the heavy work of the demo runs inside libtorch), the whole
+# workspace, and toucan-worker's `torch` feature (train, evaluate, export, predict on libtorch;
+# the feature only adds code, so this build sees every line). torch-sys finds libtorch by
+# running `python` from the venv. A release build (`make build`) is only for what ships and for
+# the benchmarks; it is not part of demo, test or lint.
+#
+# Clippy runs inside that same build: clippy-driver compiles the workspace's crates (and only
+# those: RUSTC_WORKSPACE_WRAPPER) and denies warnings as it goes. `cargo clippy` would check
+# every dependency a second time in its own mode (`cargo check` cannot reuse `cargo build`'s
+# files), minutes on a cold machine. So every cargo command below is linted, and a lint error
+# stops `make demo` as it stops CI. A plain `cargo build $(TOUCAN_CARGO_SELECTION)` outside
+# make (no wrapper) rebuilds only the workspace's crates, not the dependencies.
+export VIRTUAL_ENV := $(TOUCAN_VENV)
+export LIBTORCH_USE_PYTORCH := 1
+export RUSTC_WORKSPACE_WRAPPER = $(shell rustc --print sysroot)/bin/clippy-driver
+export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+# What every dev build builds (scripts/test reads it too).
+export TOUCAN_CARGO_SELECTION := --workspace --features toucan-worker/torch
+# The venv first on PATH for cargo (torch-sys's `python`) and for the demo's steps; not for
+# scripts/setup, which may have to make the venv again.
+VENV_PATH := $(TOUCAN_VENV)/bin:$$PATH
+DEV_BIN := $(CARGO_TARGET_DIR)/debug
+RELEASE_BIN := $(CARGO_TARGET_DIR)/release
+
 DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
-PG_DIR := build/pg
-CLUSTER_DIR := build/cluster
-S3_DIR := build/s3
 BENCH_N ?= 1000
 
-.PHONY: help setup build build-torch demo test lint bench bench-worker bench-operator clean
-
-# toucan-worker's ML commands (train, evaluate, export, predict) need its `torch` feature, which
-# links libtorch from the PyTorch in .venv (torch-sys runs `python` from VIRTUAL_ENV/PATH). It
-# has its own target directory so the default build (no libtorch) and this one do not
-# invalidate each other. One profile (dev: dependencies at opt-level 1; the heavy work happens
-# inside libtorch) for the binary, clippy and the tests, so torch-sys's C++ wrapper, the slow
-# part of a cold build, is compiled once.
-TORCH_ENV := VIRTUAL_ENV="$(CURDIR)/.venv" PATH="$(VENV_PATH)" LIBTORCH_USE_PYTORCH=1 \
-	CARGO_TARGET_DIR="$(CURDIR)/target/torch"
-TORCH_BIN := $(CURDIR)/target/torch/debug
-# Pipelines' steps run `toucan-worker` from PATH: the libtorch build first, then the venv.
-RUN_PATH := $(TORCH_BIN):$(VENV_PATH)
+.PHONY: help setup target-dir build build-torch demo test lint bench bench-worker bench-operator clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: ## install apt packages, the Python venv with PyTorch, pretrained weights (idempotent)
 	scripts/setup --torch
 
-build: ## release build: target/release/toucan and toucan-worker (without libtorch)
+target-dir:
+	@scripts/shared-target
+
+build: target-dir ## release build of every binary, without libtorch, no debug info: $CARGO_TARGET_DIR/release
 	$(CARGO) build --release --workspace
 
-build-torch: setup ## toucan-worker with libtorch: target/torch/debug/toucan-worker
-	$(TORCH_ENV) $(CARGO) build -p toucan-worker --features torch
+build-torch: setup target-dir ## the dev build with libtorch that demo and the tests use: $CARGO_TARGET_DIR/debug
+	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION)
 
-demo: setup build build-torch ## run the fashion-mnist example twice: the second run comes from the cache
+# Pipelines' steps run `toucan-worker` from PATH: the libtorch build, then the venv.
+demo: build-torch ## run the fashion-mnist example twice: the second run comes from the cache
 	rm -rf "$(DEMO_HOME)"
 	@echo "== first run: every step runs =="
-	PATH="$(RUN_PATH)" TOUCAN_HOME="$(DEMO_HOME)" target/release/toucan run $(DEMO_PIPELINE)
+	PATH="$(DEV_BIN):$(VENV_PATH)" TOUCAN_HOME="$(DEMO_HOME)" "$(DEV_BIN)/toucan" run $(DEMO_PIPELINE)
 	@echo
 	@echo "== second run: the same inputs, so the steps come from the cache =="
-	PATH="$(RUN_PATH)" TOUCAN_HOME="$(DEMO_HOME)" target/release/toucan run $(DEMO_PIPELINE)
+	PATH="$(DEV_BIN):$(VENV_PATH)" TOUCAN_HOME="$(DEMO_HOME)" "$(DEV_BIN)/toucan" run $(DEMO_PIPELINE)
 
-lint: setup ## rustfmt and clippy (with and without libtorch), warnings are errors
+# The build it lints is the one the tests run: `make lint` then `make test` compiles nothing
+# again.
+lint: setup target-dir ## rustfmt, and clippy on every crate and target as they build; warnings are errors
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(TORCH_ENV) $(CARGO) clippy -p toucan-worker --all-targets --features torch -- -D warnings
+	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION) --all-targets
 
-# PostgreSQL and the test cluster are stopped whatever happens (the EXIT trap), and the recipe
-# exits with the tests' status. tests/cluster/build rebuilds the control plane only when its
-# sources changed (a cold build takes 15-25 minutes on 2 cores; see tests/cluster/README.md).
-# The workspace's tests run without libtorch (the whole workspace, so that cargo builds the
-# dependencies once, with the same features as `cargo build --workspace`); then the worker's
-# tests again with the `torch` feature, which adds the libtorch ones.
-test: setup lint ## lint, then every test, against a real PostgreSQL and a real test cluster
-	$(CARGO) build --workspace --all-targets
-	$(TORCH_ENV) $(CARGO) build -p toucan-worker --features torch
-	tests/cluster/build
-	tests/s3/build
-	tests/helm/build
-	trap 'tests/postgres/down $(PG_DIR) || echo "make: could not stop PostgreSQL in $(PG_DIR)" >&2; \
-	      tests/cluster/down $(CLUSTER_DIR) || echo "make: could not stop the test cluster in $(CLUSTER_DIR)" >&2; \
-	      tests/s3/down $(S3_DIR) || echo "make: could not stop the S3 server in $(S3_DIR)" >&2' EXIT; \
-	tests/postgres/up $(PG_DIR); \
-	TOUCAN_S3_OWNER_PID=$$$$ tests/s3/up $(S3_DIR); \
-	tests/cluster/up $(CLUSTER_DIR); \
-	tests/cluster/smoke $(CLUSTER_DIR); \
-	tests/helm/check $(CLUSTER_DIR); \
-	set -a; . $(S3_DIR)/env; set +a; export TOUCAN_REQUIRE_S3=1; \
-	export TOUCAN_TEST_POSTGRES_URL="$$(cat $(PG_DIR)/url)" TOUCAN_REQUIRE_POSTGRES=1; \
-	TOUCAN_TEST_STEP_PATH="$(TORCH_BIN):$(CURDIR)/.venv/bin" $(CARGO) test --workspace && \
-	$(TORCH_ENV) $(CARGO) test -p toucan-worker --features torch
+# scripts/test: setup, lint, the build, the test services, every test group; it stops the
+# services whatever happens and prints the time of each phase at the end.
+test: ## lint, then every test, against a real PostgreSQL, S3 server and test cluster
+	scripts/test
 
 bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes bench/results/latest.md
 	scripts/setup --bench
@@ -87,8 +95,8 @@ bench-worker: build-torch ## the worker's CNN vs plain PyTorch; writes bench/res
 	bench/worker-vs-torch
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs); writes bench/results/operator.md
-	TOUCAN_OPERATOR=target/release/toucan-operator bench/operator-vs-argo/run $(BENCH_N)
+	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)
 
-clean: ## remove build outputs and the demo store (keeps the venvs and your .toucan runs)
+clean: ## remove the build outputs (the target directory every clone shares) and the demo store
 	$(CARGO) clean
 	rm -rf build "$(DEMO_HOME)"

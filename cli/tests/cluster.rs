@@ -317,11 +317,14 @@ async fn inspects_a_pipeline_run_in_the_cluster() {
         eprintln!("skipping: TOUCAN_TEST_POSTGRES_URL is unset (make test sets it)");
         return;
     };
-    let db_url = database(&admin);
     let path = step_path();
-    let cluster = TestCluster::start_with_env(&[("PATH", path.as_str())])
+    let Some(cluster) = TestCluster::start_with_env(&[("PATH", path.as_str())])
         .await
-        .unwrap();
+        .unwrap()
+    else {
+        return;
+    };
+    let db_url = database(&admin);
     let dir = tempfile::Builder::new()
         .prefix("toucan-cli-cluster-")
         .tempdir()

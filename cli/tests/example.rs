@@ -1,6 +1,6 @@
 //! The fashion-mnist example on the real data: it succeeds, learns, exports, and a second
 //! run is served entirely from the cache. Its steps run `toucan-worker` from PATH, which must
-//! be the libtorch build (`make test` puts target/torch/debug first), and read Debian's
+//! be the libtorch build (`make test` puts its dev build first), and read Debian's
 //! `dataset-fashion-mnist` (installed by `scripts/setup`). One epoch of the CNN keeps it short.
 
 mod common;
@@ -19,7 +19,7 @@ fn fashion_mnist_example_runs_then_comes_from_the_cache() {
     assert!(
         device.as_ref().is_ok_and(|o| o.status.success()),
         "the example needs toucan-worker built with the `torch` feature first on PATH \
-         (`make build-torch` builds target/torch/debug/toucan-worker; `make test` passes it in TOUCAN_TEST_STEP_PATH): {device:?}"
+         (`make build-torch` builds it; `make test` passes it in TOUCAN_TEST_STEP_PATH): {device:?}"
     );
     let sb = Sandbox::new();
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

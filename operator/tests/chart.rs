@@ -248,7 +248,9 @@ impl Access {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_installs_and_its_rbac_holds() {
-    let cluster = TestCluster::start().await.unwrap();
+    let Some(cluster) = TestCluster::start().await.unwrap() else {
+        return;
+    };
     let admin = cluster.client();
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     for name in [RELEASE_NAMESPACE, TEAM_NAMESPACE, "team-b"] {

@@ -85,14 +85,14 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// None when PostgreSQL is not available (and not required).
+    /// None when PostgreSQL or the test cluster is not available (and not required).
     pub async fn start(name: &str) -> Option<Harness> {
         let admin = admin_url()?;
-        let db_url = database(&admin, name);
         let path = step_path();
         let cluster = TestCluster::start_with_env(&[("PATH", path.as_str())])
             .await
-            .unwrap();
+            .unwrap()?;
+        let db_url = database(&admin, name);
         let dir = tempfile::Builder::new()
             .prefix("toucan-op-")
             .tempdir()

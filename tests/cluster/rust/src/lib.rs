@@ -8,18 +8,28 @@
 //! each pod's containers as processes on this machine. It stops by itself should the test process
 //! die without dropping it (the test's pid is its owner), and after three hours in any case.
 //!
+//! The control plane's first build takes 15-25 minutes on 2 cores, so a plain `cargo test` does
+//! not start it: when `tests/cluster/bin` is not built, [`TestCluster::start`] says which test
+//! it skips and why on stderr (past the test harness's capture, so it shows in a passing run)
+//! and returns `None`, and the test returns early. `make test` builds the cluster first and sets
+//! `TOUCAN_REQUIRE_CLUSTER=1`, which turns that skip into an error, as `TOUCAN_REQUIRE_POSTGRES`
+//! and `TOUCAN_REQUIRE_S3` do for the other test services.
+//!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! use k8s_openapi::api::core::v1::Namespace;
 //! use kube::api::{Api, ListParams};
 //!
-//! let cluster = toucan_test_cluster::TestCluster::start().await?;
+//! let Some(cluster) = toucan_test_cluster::TestCluster::start().await? else {
+//!     return Ok(()); // not built: skipped, and said so
+//! };
 //! let namespaces: Api<Namespace> = Api::all(cluster.client());
 //! assert!(!namespaces.list(&ListParams::default()).await?.items.is_empty());
 //! # Ok(())
 //! # }
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
@@ -32,6 +42,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 pub const ADMIN_CONTEXT: &str = "admin";
 /// The context of the user with no rights but those of `system:authenticated`.
 pub const USER_CONTEXT: &str = "user";
+/// Set to `1` (as `make test` does), a test that needs the cluster fails when it is not built
+/// instead of skipping.
+pub const REQUIRE_ENV: &str = "TOUCAN_REQUIRE_CLUSTER";
 
 /// A running test cluster; dropping it stops the cluster and removes its folder.
 pub struct TestCluster {
@@ -41,15 +54,38 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Builds the cluster if needed, starts it in a new temporary folder and connects to it.
-    pub async fn start() -> Result<Self> {
+    /// Starts the cluster in a new temporary folder and connects to it (rebuilding it first
+    /// when its sources changed since it was built). `None`, after saying which test skips and
+    /// why, when it was never built and [`REQUIRE_ENV`] is not `1`; an error when it is.
+    pub async fn start() -> Result<Option<Self>> {
         Self::start_with_env(&[]).await
     }
 
     /// Like [`TestCluster::start`], with extra environment for the cluster's processes: the
     /// node agent passes its environment to every process-mode container (for example a
     /// `PATH` on which the containers' commands are found).
-    pub async fn start_with_env(env: &[(&str, &str)]) -> Result<Self> {
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Result<Option<Self>> {
+        let required = std::env::var(REQUIRE_ENV).ok();
+        match availability(is_built(), required.as_deref()) {
+            Availability::Start => Self::up(env).await.map(Some),
+            Availability::Skip => {
+                let test = std::thread::current()
+                    .name()
+                    .filter(|name| *name != "main")
+                    .map_or_else(|| "this test".to_owned(), |name| format!("test {name}"));
+                // Straight to stderr: the harness captures print!/eprint!, and a skip must be
+                // seen in a passing run too. Nothing to do if stderr is gone.
+                let _ = writeln!(std::io::stderr(), "{}", skip_message(&test));
+                Ok(None)
+            }
+            Availability::Fail => bail!(
+                "{REQUIRE_ENV}=1 but the test cluster is not built (tests/cluster/bin has no \
+                 finished build): run tests/cluster/build, or `make test`, which builds it"
+            ),
+        }
+    }
+
+    async fn up(env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("toucan-test-cluster-")
             .tempdir()
@@ -117,8 +153,45 @@ impl TestCluster {
 
     /// The kubectl built from the same Kubernetes release as the server.
     pub fn kubectl(&self) -> PathBuf {
-        cluster_dir().join("bin").join("kubectl")
+        bin_dir().join("kubectl")
     }
+}
+
+/// What [`TestCluster::start`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Availability {
+    Start,
+    Skip,
+    Fail,
+}
+
+/// Built: start it (a rebuild after a source change reuses Go's caches and is quick). Never
+/// built (the cold build takes 15-25 minutes): skip, unless the cluster is required.
+fn availability(built: bool, required: Option<&str>) -> Availability {
+    match (built, required) {
+        (true, _) => Availability::Start,
+        (false, Some("1")) => Availability::Fail,
+        (false, _) => Availability::Skip,
+    }
+}
+
+fn skip_message(test: &str) -> String {
+    format!(
+        "toucan-test-cluster: skipping {test}: the test cluster is not built \
+         (tests/cluster/bin; its first build takes 15-25 minutes on 2 cores). \
+         `make test` builds it and runs every test with it; or run tests/cluster/build, then \
+         this test again. {REQUIRE_ENV}=1 makes this skip a failure."
+    )
+}
+
+/// Whether tests/cluster/build has finished at least once: it writes `bin/.inputs` last.
+fn is_built() -> bool {
+    let bin = bin_dir();
+    bin.join(".inputs").is_file() && bin.join("toucan-cluster").is_file()
+}
+
+fn bin_dir() -> PathBuf {
+    cluster_dir().join("bin")
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -169,5 +242,37 @@ fn down(dir: &Path) {
             dir.display()
         ),
         Err(e) => eprintln!("toucan-test-cluster: running tests/cluster/down: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_built_cluster_starts_whether_required_or_not() {
+        for required in [None, Some("1"), Some("0")] {
+            assert_eq!(availability(true, required), Availability::Start);
+        }
+    }
+
+    #[test]
+    fn a_cluster_never_built_is_skipped_unless_required() {
+        assert_eq!(availability(false, None), Availability::Skip);
+        assert_eq!(availability(false, Some("0")), Availability::Skip);
+        assert_eq!(availability(false, Some("")), Availability::Skip);
+        assert_eq!(availability(false, Some("1")), Availability::Fail);
+    }
+
+    #[test]
+    fn the_skip_names_the_test_and_how_to_run_it() {
+        let message = skip_message("test chart_installs");
+        assert!(
+            message.contains("skipping test chart_installs"),
+            "{message}"
+        );
+        assert!(message.contains("`make test`"), "{message}");
+        assert!(message.contains("tests/cluster/build"), "{message}");
+        assert!(message.contains(REQUIRE_ENV), "{message}");
     }
 }

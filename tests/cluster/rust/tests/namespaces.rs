@@ -7,7 +7,9 @@ use toucan_test_cluster::TestCluster;
 
 #[tokio::test]
 async fn admin_lists_namespaces_and_user_is_forbidden() -> anyhow::Result<()> {
-    let cluster = TestCluster::start().await?;
+    let Some(cluster) = TestCluster::start().await? else {
+        return Ok(());
+    };
 
     let namespaces: Api<Namespace> = Api::all(cluster.client());
     let names: Vec<String> = namespaces
