@@ -48,7 +48,7 @@ RELEASE_BIN := $(CARGO_TARGET_DIR)/release
 
 DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
-BENCH_N ?= 1000
+BENCH_N ?= 400 1000
 
 .PHONY: help setup target-dir build build-torch demo test lint bench bench-worker bench-operator clean
 
@@ -94,7 +94,7 @@ bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes benc
 bench-worker: build-torch ## the worker's CNN vs plain PyTorch; writes bench/results/worker.md
 	bench/worker-vs-torch
 
-bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs); writes bench/results/operator.md
+bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
 	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)
 
 clean: ## remove the build outputs (the target directory every clone shares) and the demo store
