@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::DeclaredOutputs;
-use crate::engine::InputSource;
+use crate::engine::{InputSource, Invocation};
 use crate::records::StepOutputs;
 use crate::template::{Reference, Template};
 
@@ -61,6 +61,27 @@ pub struct LaunchReport {
 }
 
 impl LaunchSpec {
+    /// The spec of one attempt of `inv` in run `run_id`, in the attempt directory `dir`, with
+    /// artifacts in the store at `artifacts`.
+    pub fn for_attempt(
+        run_id: &str,
+        inv: &Invocation,
+        artifacts: &str,
+        dir: PathBuf,
+    ) -> LaunchSpec {
+        LaunchSpec {
+            run_id: run_id.to_string(),
+            node: inv.node.clone(),
+            attempt: inv.attempt,
+            argv: inv.argv.clone(),
+            env: inv.env.clone(),
+            inputs: inv.inputs.clone(),
+            outputs: inv.outputs.clone(),
+            artifacts: artifacts.to_string(),
+            dir,
+        }
+    }
+
     pub fn inputs_dir(&self) -> PathBuf {
         self.dir.join("inputs")
     }

@@ -148,8 +148,8 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": name,
-                "labels": {"toucan.dev/attempt": attempt},
-                "annotations": {"toucan.dev/node": node},
+                "labels": {ATTEMPT_LABEL: attempt},
+                "annotations": {NODE_ANNOTATION: node},
             }
         }))
         .unwrap()

@@ -27,6 +27,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, LogParams};
 use kube::config::KubeConfigOptions;
 use kube::{Client, Config};
 use toucan_core::api::PipelineRun;
+use toucan_core::api::labels::{ATTEMPT_LABEL, NODE_ANNOTATION, RUN_UID_LABEL, STEP_CONTAINER};
 
 pub use logs::logs;
 pub use runs::{describe_run, get_runs};
@@ -36,14 +37,6 @@ use api::OperatorApi;
 
 /// How long to wait for a TCP connection to the API server or the operator.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The label every step pod carries with its PipelineRun's UID.
-const RUN_UID_LABEL: &str = "toucan.dev/run-uid";
-/// The step pod label with the attempt number.
-const ATTEMPT_LABEL: &str = "toucan.dev/attempt";
-/// The step pod annotation with the exact node name (`train`, `shard[3]`).
-const NODE_ANNOTATION: &str = "toucan.dev/node";
-/// The step pod's main container.
-const STEP_CONTAINER: &str = "step";
 
 /// Where the inspection commands read from: the local store, or a cluster.
 #[derive(Clone, Debug, clap::Args)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use toucan_core::api::{PipelineSpec, Step};
+use toucan_core::api::PipelineSpec;
 use toucan_core::engine::run::Effect;
 use toucan_core::engine::{Run, RunPlan};
 use toucan_core::manifest::{self, Diagnostic, Document, LoadedDocument, Source};
@@ -195,41 +195,32 @@ async fn import_local_inputs(
     base: &Path,
     artifacts: &ArtifactStore,
 ) -> anyhow::Result<RunPlan> {
-    let steps: Vec<Step> = plan
-        .spec
-        .steps
-        .iter()
-        .chain(&plan.spec.finally)
-        .cloned()
-        .collect();
     let mut seen: BTreeMap<PathBuf, ArtifactRef> = BTreeMap::new();
-    for step in &steps {
-        for a in step.inputs.iter().flat_map(|x| &x.artifacts) {
-            let Some(path) = &a.path else { continue };
-            let full = base.join(path);
-            let full = full
-                .canonicalize()
-                .with_context(|| format!("{}", full.display()))?;
-            let artifact = match seen.get(&full) {
-                Some(r) => r.clone(),
-                None => {
-                    let root = if full.is_dir() {
-                        full.clone()
-                    } else {
-                        full.parent().map_or(full.clone(), Path::to_path_buf)
-                    };
-                    let r = artifacts.put_path(&full, &root).await.with_context(|| {
-                        format!("importing input {:?} of step {:?}", a.name, step.name)
-                    })?;
-                    seen.insert(full, r.clone());
-                    r
-                }
-            };
-            plan.local_inputs
-                .entry(step.name.clone())
-                .or_default()
-                .insert(a.name.clone(), artifact);
-        }
+    for (step, input, path) in plan.unstaged_inputs() {
+        let full = base.join(&path);
+        let full = full
+            .canonicalize()
+            .with_context(|| format!("{}", full.display()))?;
+        let artifact = match seen.get(&full) {
+            Some(r) => r.clone(),
+            None => {
+                let root = if full.is_dir() {
+                    full.clone()
+                } else {
+                    full.parent().map_or(full.clone(), Path::to_path_buf)
+                };
+                let r = artifacts
+                    .put_path(&full, &root)
+                    .await
+                    .with_context(|| format!("importing input {input:?} of step {step:?}"))?;
+                seen.insert(full, r.clone());
+                r
+            }
+        };
+        plan.local_inputs
+            .entry(step)
+            .or_default()
+            .insert(input, artifact);
     }
     Ok(plan)
 }

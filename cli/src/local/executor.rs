@@ -103,17 +103,8 @@ impl Executor {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return broken(format!("creating {}: {e}", dir.display()));
         }
-        let spec = LaunchSpec {
-            run_id: self.run_id.clone(),
-            node: inv.node.clone(),
-            attempt: inv.attempt,
-            argv: inv.argv.clone(),
-            env: inv.env.clone(),
-            inputs: inv.inputs.clone(),
-            outputs: inv.outputs.clone(),
-            artifacts: self.artifacts.location().to_string(),
-            dir: dir.clone(),
-        };
+        let spec =
+            LaunchSpec::for_attempt(&self.run_id, inv, self.artifacts.location(), dir.clone());
         let spec_path = LaunchSpec::spec_path(&dir);
         let written = serde_json::to_vec_pretty(&spec)
             .map_err(|e| e.to_string())
@@ -203,11 +194,8 @@ impl Executor {
                     Ok(s) => (s.code(), s.signal()),
                     Err(_) => (None, None),
                 };
-                let error = match (stopped, report) {
-                    (Some(why), _) => why,
-                    (None, Err(why)) => why,
-                    (None, Ok(_)) => "stopped".to_string(),
-                };
+                // Stopped (timeout, cancel) says why first; else why the report is missing.
+                let error = stopped.or(report.err()).unwrap_or_default();
                 LaunchReport {
                     succeeded: false,
                     exit_code: code,

@@ -9,6 +9,8 @@ mod pipeline;
 mod pipeline_run;
 mod schema;
 
+pub mod labels;
+
 pub use pipeline::*;
 pub use pipeline_run::*;
 

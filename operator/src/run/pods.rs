@@ -24,26 +24,13 @@ use toucan_core::api::{PodSettings, Resources};
 use toucan_core::engine::Invocation;
 use toucan_core::launch::{LaunchReport, LaunchSpec};
 
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "toucan-operator";
-/// The PipelineRun's name (shortened with a hash when longer than a label value may be).
-pub const RUN_LABEL: &str = "toucan.dev/run";
-/// The PipelineRun's UID: what the controller selects a run's pods by.
-pub const RUN_UID_LABEL: &str = "toucan.dev/run-uid";
-pub const STEP_LABEL: &str = "toucan.dev/step";
-pub const ATTEMPT_LABEL: &str = "toucan.dev/attempt";
-/// The run's id in the metadata store, exactly.
-pub const RUN_ID_ANNOTATION: &str = "toucan.dev/run-id";
-/// The node (`train`, `shard[3]`), exactly.
-pub const NODE_ANNOTATION: &str = "toucan.dev/node";
-/// On a PipelineRun or Pipeline: the directory relative `path:` inputs are read from, in the
-/// image of the step that has them.
-pub const SOURCE_DIR_ANNOTATION: &str = "toucan.dev/source-dir";
+pub use toucan_core::api::labels::{
+    ATTEMPT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATION, RUN_ID_ANNOTATION, RUN_LABEL,
+    RUN_UID_LABEL, SOURCE_DIR_ANNOTATION, STEP_CONTAINER, STEP_LABEL,
+};
 
 /// The environment variable holding the launch spec as JSON.
 pub const SPEC_ENV: &str = "TOUCAN_LAUNCH_SPEC";
-/// The main container's name.
-pub const STEP_CONTAINER: &str = "step";
 
 const LAUNCHER_DIR: &str = "/toucan/bin";
 const WORK_DIR: &str = "/toucan/work";
@@ -200,17 +187,7 @@ pub struct LauncherPod<'a> {
 
 /// The launch spec of an attempt as it runs in a pod: its directory is the pod's emptyDir.
 pub fn launch_spec(run_id: &str, inv: &Invocation, artifacts: &str) -> LaunchSpec {
-    LaunchSpec {
-        run_id: run_id.to_string(),
-        node: inv.node.clone(),
-        attempt: inv.attempt,
-        argv: inv.argv.clone(),
-        env: inv.env.clone(),
-        inputs: inv.inputs.clone(),
-        outputs: inv.outputs.clone(),
-        artifacts: artifacts.to_string(),
-        dir: format!("{WORK_DIR}/attempt").into(),
-    }
+    LaunchSpec::for_attempt(run_id, inv, artifacts, format!("{WORK_DIR}/attempt").into())
 }
 
 /// The pod of one launcher run.

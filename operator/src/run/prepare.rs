@@ -80,16 +80,3 @@ pub fn plan(
         _ => Err(Invalid::Diagnostics(problems)),
     }
 }
-
-/// Every `path:` input of a plan: (step, input, path as written).
-pub fn path_inputs(plan: &RunPlan) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for sp in plan.steps() {
-        for a in sp.step.inputs.iter().flat_map(|i| &i.artifacts) {
-            if let Some(path) = &a.path {
-                out.push((sp.step.name.clone(), a.name.clone(), path.clone()));
-            }
-        }
-    }
-    out
-}

@@ -20,14 +20,10 @@ impl Run {
                 };
                 flight.stage = Stage::Running;
                 flight.log = log;
-                let row = self.in_flight.get(&node).map(|f| {
-                    let row = self.attempt_row(&node, f, Phase::Running);
-                    (row, f.attempt)
-                });
-                if let Some((row, attempt)) = row {
-                    out.changes.attempts.push(row);
-                    out.notify(RunEvent::StepStarted { node, attempt });
-                }
+                let flight = flight.clone();
+                let row = self.attempt_row(&node, &flight, Phase::Running);
+                out.changes.attempts.push(row);
+                out.notify(RunEvent::StepStarted { node, attempt });
             }
             Observation::LaunchFailed {
                 node,

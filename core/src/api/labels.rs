@@ -1,0 +1,22 @@
+//! The labels and annotations toucan puts on the objects it makes (step pods, service
+//! accounts): written by the operator, read by the operator and by `toucan` against a cluster.
+
+/// Who manages the object (the Kubernetes recommended label).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "toucan-operator";
+/// The PipelineRun's name (shortened with a hash when longer than a label value may be).
+pub const RUN_LABEL: &str = "toucan.dev/run";
+/// The PipelineRun's UID: what a run's pods are selected by.
+pub const RUN_UID_LABEL: &str = "toucan.dev/run-uid";
+pub const STEP_LABEL: &str = "toucan.dev/step";
+/// The attempt number.
+pub const ATTEMPT_LABEL: &str = "toucan.dev/attempt";
+/// The run's id in the metadata store, exactly.
+pub const RUN_ID_ANNOTATION: &str = "toucan.dev/run-id";
+/// The node (`train`, `shard[3]`), exactly.
+pub const NODE_ANNOTATION: &str = "toucan.dev/node";
+/// On a PipelineRun or Pipeline: the directory relative `path:` inputs are read from, in the
+/// image of the step that has them.
+pub const SOURCE_DIR_ANNOTATION: &str = "toucan.dev/source-dir";
+/// The step pod's main container.
+pub const STEP_CONTAINER: &str = "step";
