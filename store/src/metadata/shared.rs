@@ -1,7 +1,8 @@
 //! The metadata store's operations, written once for both backends.
 //!
 //! Both stores run the same statements: PostgreSQL and SQLite accept the same `$1` parameters,
-//! `ON CONFLICT ... DO UPDATE`, `RETURNING` and column types for every row the store holds.
+//! `ON CONFLICT ... DO UPDATE` and `RETURNING`, and every column binds and decodes as the same
+//! Rust type (JSON through `sqlx::types::Json`: TEXT on SQLite, JSONB on PostgreSQL).
 //! [`impl_metadata_store!`] expands the whole [`MetadataStore`](super::MetadataStore)
 //! implementation and its row writers and readers once per backend; the backend module keeps
 //! only what really differs, and hands it to the macro by name:
@@ -15,15 +16,18 @@
 //! - `referenced_digests`, the one statement that reads inside JSON columns, whose functions
 //!   differ (`json_each` on SQLite's TEXT, `jsonb_each` on PostgreSQL's JSONB).
 //!
-//! Why a macro rather than `impl<DB: sqlx::Database> MetadataStore for SqlStore<DB>`: sqlx's
-//! connection, row and argument types differ per database while the statements do not, and a
-//! generic implementation would have to restate, as where-clauses, that each database can
-//! encode every Rust type the store binds (`&str`, `Option<&str>`, `String`, `i64`,
-//! `Option<i64>`, `Option<i32>`, `bool`, `Json<&T>` and `Option<Json<&T>>` for three `T`s)
-//! and decode every type it reads, plus the higher-ranked `Executor`, `IntoArguments` and
-//! `ColumnIndex` bounds: some twenty bounds restating facts both databases satisfy, which
-//! every future change to a column would have to extend. The macro needs none of them: each
-//! expansion is checked against the concrete database, and errors point at the statement.
+//! Why a macro rather than `impl<DB: sqlx::Database> MetadataStore for SqlStore<DB>`: the
+//! generic implementation compiles, but only under where-clauses that restate, per Rust type,
+//! what both databases already do. sqlx implements `Encode` for `Option<T>` per database, not
+//! generically, so it would take a bound for each type bound to a statement (`&str`,
+//! `Option<&str>`, `i64`, `Option<i64>`, `Option<i32>`, `bool`, `Json<&Value>`,
+//! `Option<Json<&Value>>`, `Json<&StepOutputs>`), one for each type read from a row (`String`,
+//! `i64`, `i32`, `bool`, `Json<Value>`, `Json<StepOutputs>`), and the higher-ranked
+//! `Executor` and `ColumnIndex` bounds: some eighteen bounds, repeated on the trait impl and on
+//! the row helpers (where-clauses are not implied), and extended by every new column type.
+//! The macro needs none: each expansion is checked against the concrete database, so an
+//! error names the statement and the backend. Its cost is that rustfmt does not format the
+//! macro's body; keep it within the line width by hand.
 
 /// Expands the [`MetadataStore`](super::MetadataStore) implementation for one backend, inside a
 /// private module `queries` of the invoking module. See the module docs for the hooks:
