@@ -280,12 +280,22 @@ macro_rules! impl_metadata_store {
                     body: &serde_json::Value,
                     now: Millis,
                 ) -> Result<()> {
-                    let mut conn = self
-                        .pool
-                        .acquire()
-                        .await
-                        .map_err(query_err("storing a run document"))?;
-                    write_document(&mut conn, run_id, kind, key, body, now).await
+                    sqlx::query(
+                        "INSERT INTO run_documents (run_id, kind, key, body, updated_at)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (run_id, kind, key) DO UPDATE SET
+                             body = excluded.body,
+                             updated_at = excluded.updated_at",
+                    )
+                    .bind(run_id)
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .bind(Json(body))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("storing a run document"))?;
+                    Ok(())
                 }
 
                 async fn get_run_document(
@@ -294,12 +304,18 @@ macro_rules! impl_metadata_store {
                     kind: DocumentKind,
                     key: &str,
                 ) -> Result<Option<serde_json::Value>> {
-                    let mut conn = self
-                        .pool
-                        .acquire()
-                        .await
-                        .map_err(query_err("reading a run document"))?;
-                    read_document(&mut conn, run_id, kind, key).await
+                    sqlx::query(
+                        "SELECT body FROM run_documents
+                          WHERE run_id = $1 AND kind = $2 AND key = $3",
+                    )
+                    .bind(run_id)
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_err("reading a run document"))?
+                    .map(|row| column::<Json<serde_json::Value>>(&row, "body").map(|json| json.0))
+                    .transpose()
                 }
 
                 async fn list_run_documents(
@@ -307,12 +323,22 @@ macro_rules! impl_metadata_store {
                     run_id: &str,
                     kind: DocumentKind,
                 ) -> Result<Vec<(String, serde_json::Value)>> {
-                    let mut conn = self
-                        .pool
-                        .acquire()
-                        .await
-                        .map_err(query_err("listing run documents"))?;
-                    read_documents(&mut conn, run_id, kind).await
+                    sqlx::query(concat!(
+                        "SELECT key, body FROM run_documents WHERE run_id = $1 AND kind = $2
+                         ORDER BY key COLLATE ",
+                        $byte_order,
+                    ))
+                    .bind(run_id)
+                    .bind(kind.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing run documents"))?
+                    .iter()
+                    .map(|row| {
+                        let body = column::<Json<serde_json::Value>>(row, "body")?;
+                        Ok((column(row, "key")?, body.0))
+                    })
+                    .collect()
                 }
             }
 
@@ -492,73 +518,6 @@ macro_rules! impl_metadata_store {
                 .execute(conn)
                 .await?;
                 Ok(())
-            }
-
-            // === run documents ===
-
-            async fn write_document(
-                conn: &mut $connection,
-                run_id: &str,
-                kind: DocumentKind,
-                key: &str,
-                body: &serde_json::Value,
-                now: Millis,
-            ) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO run_documents (run_id, kind, key, body, updated_at)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (run_id, kind, key) DO UPDATE SET
-                         body = excluded.body,
-                         updated_at = excluded.updated_at",
-                )
-                .bind(run_id)
-                .bind(kind.as_str())
-                .bind(key)
-                .bind(Json(body))
-                .bind(now)
-                .execute(conn)
-                .await
-                .map_err(query_err("storing a run document"))?;
-                Ok(())
-            }
-
-            async fn read_document(
-                conn: &mut $connection,
-                run_id: &str,
-                kind: DocumentKind,
-                key: &str,
-            ) -> Result<Option<serde_json::Value>> {
-                let row = sqlx::query(
-                    "SELECT body FROM run_documents WHERE run_id = $1 AND kind = $2 AND key = $3",
-                )
-                .bind(run_id)
-                .bind(kind.as_str())
-                .bind(key)
-                .fetch_optional(conn)
-                .await
-                .map_err(query_err("reading a run document"))?;
-                row.map(|r| column::<Json<serde_json::Value>>(&r, "body").map(|j| j.0))
-                    .transpose()
-            }
-
-            async fn read_documents(
-                conn: &mut $connection,
-                run_id: &str,
-                kind: DocumentKind,
-            ) -> Result<Vec<(String, serde_json::Value)>> {
-                sqlx::query(concat!(
-                    "SELECT key, body FROM run_documents WHERE run_id = $1 AND kind = $2
-                     ORDER BY key COLLATE ",
-                    $byte_order,
-                ))
-                .bind(run_id)
-                .bind(kind.as_str())
-                .fetch_all(conn)
-                .await
-                .map_err(query_err("listing run documents"))?
-                .iter()
-                .map(|r| Ok((column(r, "key")?, column::<Json<serde_json::Value>>(r, "body")?.0)))
-                .collect()
             }
 
             // === rows ===
