@@ -1,16 +1,18 @@
 //! The metadata store: runs, steps, attempts, artifacts, cache entries and run documents.
 //!
-//! One trait, [`MetadataStore`], with two implementations over sqlx: SQLite for the local
-//! runtime (one file, WAL mode) and PostgreSQL for the cluster. Both run the migrations under
+//! One trait, [`MetadataStore`], with two stores over sqlx: SQLite for the local runtime (one
+//! file, WAL mode) and PostgreSQL for the cluster. Both run the migrations under
 //! `migrations/{sqlite,postgres}` on open and are exercised by the same test suite. The rows
-//! they hold are core's record types (`toucan_core::records`).
+//! they hold are core's record types (`toucan_core::records`). The trait is implemented once,
+//! in `shared`, and expanded for each store; `sqlite` and `postgres` keep only what differs
+//! between the databases (opening, migrations, write transactions, collation, JSON functions).
 //!
 //! Everything that must be recorded together is written in one transaction: finishing a step
 //! records its phase, outputs, produced artifacts and cache entry at once, so a crash never
 //! leaves a step half-recorded.
 
 mod postgres;
-mod rows;
+mod shared;
 mod sqlite;
 
 pub use postgres::PostgresStore;

@@ -1,28 +1,22 @@
 //! The PostgreSQL metadata store, for the cluster: shared by the operator and its API server.
 //!
-//! The same operations as the SQLite store, over a connection pool. JSON columns are JSONB,
-//! written and read through [`sqlx::types::Json`]. Migrations take sqlx's advisory lock, so
-//! several replicas starting at once apply them exactly once. Writes that must land together
-//! (`record`) share one transaction; `claim_cache_key` is one
-//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING` statement, which PostgreSQL
-//! evaluates against the latest committed claim, so of two concurrent claimers only one wins.
-//! Orderings compare text in the "C" collation, the byte order SQLite uses, so both stores list
-//! runs, steps and digests in the same order whatever the database's locale.
+//! The same operations as the SQLite store, expanded here by [`super::shared`], over a
+//! connection pool. JSON columns are JSONB, written and read through [`sqlx::types::Json`].
+//! Migrations take sqlx's advisory lock, so several replicas starting at once apply them
+//! exactly once. Writes that must land together (`record`) share one transaction;
+//! `claim_cache_key` is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING`
+//! statement, which PostgreSQL evaluates against the latest committed claim, so of two
+//! concurrent claimers only one wins. Orderings compare text in the "C" collation, the byte
+//! order SQLite uses, so both stores list runs, steps, documents and digests in the same order
+//! whatever the database's locale.
 
 use std::time::Duration;
 
-use async_trait::async_trait;
+use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::types::Json;
-use sqlx::{Row, SqlSafeStr};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use toucan_core::records::{
-    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis, Phase,
-    RunChanges, RunPhase, RunRecord, StepRecord,
-};
-
-use super::{MetadataStore, Result, StoreError};
+use super::{Result, StoreError};
 
 /// Connections per store.
 const MAX_CONNECTIONS: u32 = 8;
@@ -62,13 +56,6 @@ impl PostgresStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-
-    async fn write_tx(
-        &self,
-        operation: &'static str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        self.pool.begin().await.map_err(query_err(operation))
-    }
 }
 
 /// The migrations under `migrations/postgres`, embedded at compile time.
@@ -94,264 +81,37 @@ fn migrator() -> Migrator {
     ])
 }
 
-#[async_trait]
-impl MetadataStore for PostgresStore {
-    async fn create_run(&self, run: &RunRecord) -> Result<()> {
-        const OP: &str = "creating a run";
-        sqlx::query(
-            "INSERT INTO runs (id, pipeline, phase, params, spec, created_at, finished_at, message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&run.id)
-        .bind(&run.pipeline)
-        .bind(run.phase.as_str())
-        .bind(Json(&run.params))
-        .bind(Json(&run.spec))
-        .bind(run.created_at)
-        .bind(run.finished_at)
-        .bind(&run.message)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err(OP))?;
-        Ok(())
-    }
-
-    async fn set_run_phase(
-        &self,
-        id: &str,
-        phase: Phase,
-        message: Option<&str>,
-        finished_at: Option<Millis>,
-    ) -> Result<()> {
-        sqlx::query("UPDATE runs SET phase = $1, message = $2, finished_at = $3 WHERE id = $4")
-            .bind(phase.as_str())
-            .bind(message)
-            .bind(finished_at)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("setting a run's phase"))?;
-        Ok(())
-    }
-
-    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
-        sqlx::query("SELECT * FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("reading a run"))?
-            .map(|row| run_from_row(&row))
-            .transpose()
-    }
-
-    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
-        sqlx::query(r#"SELECT * FROM runs ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT $1"#)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("listing runs"))?
-            .iter()
-            .map(run_from_row)
-            .collect()
-    }
-
-    async fn upsert_step(&self, step: &StepRecord) -> Result<()> {
-        const OP: &str = "recording a step";
-        let mut conn = self.pool.acquire().await.map_err(query_err(OP))?;
-        write_step(&mut conn, step).await.map_err(query_err(OP))
-    }
-
-    async fn list_steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-        sqlx::query(r#"SELECT * FROM steps WHERE run_id = $1 ORDER BY name COLLATE "C""#)
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("listing steps"))?
-            .iter()
-            .map(step_from_row)
-            .collect()
-    }
-
-    async fn get_step(&self, run_id: &str, name: &str) -> Result<Option<StepRecord>> {
-        sqlx::query("SELECT * FROM steps WHERE run_id = $1 AND name = $2")
-            .bind(run_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("reading a step"))?
-            .map(|row| step_from_row(&row))
-            .transpose()
-    }
-
-    async fn upsert_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
-        const OP: &str = "recording an attempt";
-        let mut conn = self.pool.acquire().await.map_err(query_err(OP))?;
-        write_attempt(&mut conn, attempt)
-            .await
-            .map_err(query_err(OP))
-    }
-
-    async fn list_attempts(&self, run_id: &str, step: &str) -> Result<Vec<AttemptRecord>> {
-        sqlx::query("SELECT * FROM attempts WHERE run_id = $1 AND step = $2 ORDER BY attempt")
-            .bind(run_id)
-            .bind(step)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("listing attempts"))?
-            .iter()
-            .map(attempt_from_row)
-            .collect()
-    }
-
-    async fn record(&self, changes: &RunChanges) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        const OP: &str = "recording a run's changes";
-        let mut tx = self.write_tx(OP).await?;
-        write_changes(&mut tx, changes).await?;
-        // Dropping `tx` on an early return above rolls everything back.
-        tx.commit().await.map_err(query_err(OP))
-    }
-
-    async fn get_cache_entry(&self, key: &str) -> Result<Option<CacheEntry>> {
-        sqlx::query("SELECT * FROM cache_entries WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("reading a cache entry"))?
-            .map(|row| cache_entry_from_row(&row))
-            .transpose()
-    }
-
-    async fn delete_cache_entry(&self, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM cache_entries WHERE key = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("deleting a cache entry"))?;
-        Ok(())
-    }
-
-    async fn delete_cache_entries_before(&self, cutoff: Millis) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM cache_entries WHERE created_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("expiring cache entries"))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn referenced_digests(&self) -> Result<Vec<String>> {
-        // Step outputs and cache entries hold their digests in JSON; the EXISTS keeps the
-        // artifacts table honest should a run ever be deleted without its cascade.
-        sqlx::query(
-            r#"SELECT digest FROM (
-                   SELECT a.value ->> 'digest' AS digest
-                     FROM steps AS s, jsonb_each(s.outputs -> 'artifacts') AS a
-                   UNION
-                   SELECT a.value ->> 'digest'
-                     FROM cache_entries AS c, jsonb_each(c.outputs -> 'artifacts') AS a
-                   UNION
-                   SELECT ar.digest
-                     FROM artifacts AS ar
-                    WHERE EXISTS (SELECT 1 FROM runs AS r WHERE r.id = ar.run_id)
-               ) AS referenced
-               WHERE digest IS NOT NULL
-               ORDER BY digest COLLATE "C""#,
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("listing referenced digests"))?
-        .iter()
-        .map(|row| column(row, "digest"))
-        .collect()
-    }
-
-    async fn claim_cache_key(
-        &self,
-        key: &str,
-        owner: &str,
-        now: Millis,
-        stale_before: Millis,
-    ) -> Result<bool> {
-        // One statement: a conflicting insert locks the existing claim and evaluates the WHERE
-        // on its latest version, so two claimers cannot both see the key free. RETURNING yields
-        // a row only when this owner inserted, refreshed or took over the claim.
-        let row = sqlx::query(
-            "INSERT INTO cache_claims (key, owner, claimed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE
-                SET owner = excluded.owner, claimed_at = excluded.claimed_at
-              WHERE cache_claims.claimed_at < $4 OR cache_claims.owner = excluded.owner
-             RETURNING owner",
-        )
-        .bind(key)
-        .bind(owner)
-        .bind(now)
-        .bind(stale_before)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query_err("claiming a cache key"))?;
-        match row {
-            Some(row) => Ok(column::<String>(&row, "owner")? == owner),
-            None => Ok(false),
-        }
-    }
-
-    async fn release_cache_key(&self, key: &str, owner: &str) -> Result<()> {
-        sqlx::query("DELETE FROM cache_claims WHERE key = $1 AND owner = $2")
-            .bind(key)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("releasing a cache key"))?;
-        Ok(())
-    }
-    async fn put_run_document(
-        &self,
-        run_id: &str,
-        kind: DocumentKind,
-        key: &str,
-        body: &serde_json::Value,
-        now: Millis,
-    ) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(query_err("storing a run document"))?;
-        write_document(&mut conn, run_id, kind, key, body, now).await
-    }
-
-    async fn get_run_document(
-        &self,
-        run_id: &str,
-        kind: DocumentKind,
-        key: &str,
-    ) -> Result<Option<serde_json::Value>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(query_err("reading a run document"))?;
-        read_document(&mut conn, run_id, kind, key).await
-    }
-
-    async fn list_run_documents(
-        &self,
-        run_id: &str,
-        kind: DocumentKind,
-    ) -> Result<Vec<(String, serde_json::Value)>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(query_err("listing run documents"))?;
-        read_documents(&mut conn, run_id, kind).await
-    }
+super::shared::impl_metadata_store! {
+    store: PostgresStore,
+    database: sqlx::Postgres,
+    connection: sqlx::postgres::PgConnection,
+    row: sqlx::postgres::PgRow,
+    begin_write: begin_write,
+    byte_order: r#""C""#,
+    referenced_digests: REFERENCED_DIGESTS,
 }
 
-super::rows::shared_rows!(sqlx::Postgres, PgConnection, PgRow);
+/// Starts a transaction that writes: a plain `BEGIN`, row locks are taken as statements run.
+async fn begin_write(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pool.begin().await
+}
+
+/// Every artifact digest still referenced. Step outputs and cache entries hold their digests in
+/// JSON; the EXISTS keeps the artifacts table honest should a run ever be deleted without its
+/// cascade.
+const REFERENCED_DIGESTS: &str = r#"SELECT digest FROM (
+         SELECT a.value ->> 'digest' AS digest
+           FROM steps AS s, jsonb_each(s.outputs -> 'artifacts') AS a
+         UNION
+         SELECT a.value ->> 'digest'
+           FROM cache_entries AS c, jsonb_each(c.outputs -> 'artifacts') AS a
+         UNION
+         SELECT ar.digest
+           FROM artifacts AS ar
+          WHERE EXISTS (SELECT 1 FROM runs AS r WHERE r.id = ar.run_id)
+     ) AS referenced
+     WHERE digest IS NOT NULL
+     ORDER BY digest COLLATE "C""#;
 
 /// The URL with its password replaced, fit for error messages and logs.
 fn redact_password(url: &str) -> String {

@@ -14,26 +14,22 @@
 //! - switching a new file to WAL needs a lock the busy timeout does not cover, so opening
 //!   retries on `SQLITE_BUSY` for as long as the busy timeout.
 //!
-//! JSON columns are TEXT, written and read through [`sqlx::types::Json`].
+//! JSON columns are TEXT, written and read through [`sqlx::types::Json`]. The operations
+//! themselves are the PostgreSQL store's, expanded here by [`super::shared`]; this module holds
+//! what differs: opening, migrations, how a write transaction starts, the byte-order collation
+//! (`BINARY`) and the statement that reads digests out of JSON.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use sqlx::SqlSafeStr;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::types::Json;
-use sqlx::{Row, SqlSafeStr};
-
-use toucan_core::records::{
-    ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis, Phase,
-    RunChanges, RunPhase, RunRecord, StepRecord,
+    SqliteSynchronous,
 };
 
-use super::{MetadataStore, Result, StoreError};
+use super::{Result, StoreError};
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,8 +97,7 @@ impl SqliteStore {
             url: url.to_string(),
             source,
         };
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut tx = begin_write(&pool)
             .await
             .map_err(|e| migrate_err(MigrateError::Execute(e)))?;
         migrate(&mut tx).await.map_err(migrate_err)?;
@@ -116,16 +111,6 @@ impl SqliteStore {
     /// Closes every connection, checkpointing the write-ahead log into the main file.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    async fn write_tx(
-        &self,
-        operation: &'static str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(query_err(operation))
     }
 }
 
@@ -161,264 +146,38 @@ fn migrator() -> Migrator {
     ])
 }
 
-#[async_trait]
-impl MetadataStore for SqliteStore {
-    async fn create_run(&self, run: &RunRecord) -> Result<()> {
-        const OP: &str = "creating a run";
-        sqlx::query(
-            "INSERT INTO runs (id, pipeline, phase, params, spec, created_at, finished_at, message)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&run.id)
-        .bind(&run.pipeline)
-        .bind(run.phase.as_str())
-        .bind(Json(&run.params))
-        .bind(Json(&run.spec))
-        .bind(run.created_at)
-        .bind(run.finished_at)
-        .bind(&run.message)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err(OP))?;
-        Ok(())
-    }
-
-    async fn set_run_phase(
-        &self,
-        id: &str,
-        phase: Phase,
-        message: Option<&str>,
-        finished_at: Option<Millis>,
-    ) -> Result<()> {
-        sqlx::query("UPDATE runs SET phase = $1, message = $2, finished_at = $3 WHERE id = $4")
-            .bind(phase.as_str())
-            .bind(message)
-            .bind(finished_at)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("setting a run's phase"))?;
-        Ok(())
-    }
-
-    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
-        sqlx::query("SELECT * FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("reading a run"))?
-            .map(|row| run_from_row(&row))
-            .transpose()
-    }
-
-    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
-        sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("listing runs"))?
-            .iter()
-            .map(run_from_row)
-            .collect()
-    }
-
-    async fn upsert_step(&self, step: &StepRecord) -> Result<()> {
-        const OP: &str = "recording a step";
-        let mut conn = self.pool.acquire().await.map_err(query_err(OP))?;
-        write_step(&mut conn, step).await.map_err(query_err(OP))
-    }
-
-    async fn list_steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-        sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY name")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("listing steps"))?
-            .iter()
-            .map(step_from_row)
-            .collect()
-    }
-
-    async fn get_step(&self, run_id: &str, name: &str) -> Result<Option<StepRecord>> {
-        sqlx::query("SELECT * FROM steps WHERE run_id = $1 AND name = $2")
-            .bind(run_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("reading a step"))?
-            .map(|row| step_from_row(&row))
-            .transpose()
-    }
-
-    async fn upsert_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
-        const OP: &str = "recording an attempt";
-        let mut conn = self.pool.acquire().await.map_err(query_err(OP))?;
-        write_attempt(&mut conn, attempt)
-            .await
-            .map_err(query_err(OP))
-    }
-
-    async fn list_attempts(&self, run_id: &str, step: &str) -> Result<Vec<AttemptRecord>> {
-        sqlx::query("SELECT * FROM attempts WHERE run_id = $1 AND step = $2 ORDER BY attempt")
-            .bind(run_id)
-            .bind(step)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("listing attempts"))?
-            .iter()
-            .map(attempt_from_row)
-            .collect()
-    }
-
-    async fn record(&self, changes: &RunChanges) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        const OP: &str = "recording a run's changes";
-        let mut tx = self.write_tx(OP).await?;
-        write_changes(&mut tx, changes).await?;
-        // Dropping `tx` on an early return above rolls everything back.
-        tx.commit().await.map_err(query_err(OP))
-    }
-
-    async fn get_cache_entry(&self, key: &str) -> Result<Option<CacheEntry>> {
-        sqlx::query("SELECT * FROM cache_entries WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("reading a cache entry"))?
-            .map(|row| cache_entry_from_row(&row))
-            .transpose()
-    }
-
-    async fn delete_cache_entry(&self, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM cache_entries WHERE key = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("deleting a cache entry"))?;
-        Ok(())
-    }
-
-    async fn delete_cache_entries_before(&self, cutoff: Millis) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM cache_entries WHERE created_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("expiring cache entries"))?;
-        Ok(done.rows_affected())
-    }
-
-    async fn referenced_digests(&self) -> Result<Vec<String>> {
-        // Step outputs and cache entries hold their digests in JSON; the artifacts table may
-        // hold rows of runs deleted without foreign keys enforced, hence the EXISTS.
-        sqlx::query(
-            "SELECT digest FROM (
-                 SELECT json_extract(a.value, '$.digest') AS digest
-                   FROM steps AS s, json_each(s.outputs, '$.artifacts') AS a
-                 UNION
-                 SELECT json_extract(a.value, '$.digest')
-                   FROM cache_entries AS c, json_each(c.outputs, '$.artifacts') AS a
-                 UNION
-                 SELECT ar.digest
-                   FROM artifacts AS ar
-                  WHERE EXISTS (SELECT 1 FROM runs AS r WHERE r.id = ar.run_id)
-             )
-             WHERE digest IS NOT NULL
-             ORDER BY digest",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("listing referenced digests"))?
-        .iter()
-        .map(|row| column(row, "digest"))
-        .collect()
-    }
-
-    async fn claim_cache_key(
-        &self,
-        key: &str,
-        owner: &str,
-        now: Millis,
-        stale_before: Millis,
-    ) -> Result<bool> {
-        // One statement: it takes the write lock before reading the existing claim, so two
-        // claimers cannot both see the key free. RETURNING yields a row only when this owner
-        // inserted or took over the claim.
-        let row = sqlx::query(
-            "INSERT INTO cache_claims (key, owner, claimed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE
-                SET owner = excluded.owner, claimed_at = excluded.claimed_at
-              WHERE cache_claims.claimed_at < $4 OR cache_claims.owner = excluded.owner
-             RETURNING owner",
-        )
-        .bind(key)
-        .bind(owner)
-        .bind(now)
-        .bind(stale_before)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query_err("claiming a cache key"))?;
-        match row {
-            Some(row) => Ok(column::<String>(&row, "owner")? == owner),
-            None => Ok(false),
-        }
-    }
-
-    async fn release_cache_key(&self, key: &str, owner: &str) -> Result<()> {
-        sqlx::query("DELETE FROM cache_claims WHERE key = $1 AND owner = $2")
-            .bind(key)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("releasing a cache key"))?;
-        Ok(())
-    }
-    async fn put_run_document(
-        &self,
-        run_id: &str,
-        kind: DocumentKind,
-        key: &str,
-        body: &serde_json::Value,
-        now: Millis,
-    ) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(query_err("storing a run document"))?;
-        write_document(&mut conn, run_id, kind, key, body, now).await
-    }
-
-    async fn get_run_document(
-        &self,
-        run_id: &str,
-        kind: DocumentKind,
-        key: &str,
-    ) -> Result<Option<serde_json::Value>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(query_err("reading a run document"))?;
-        read_document(&mut conn, run_id, kind, key).await
-    }
-
-    async fn list_run_documents(
-        &self,
-        run_id: &str,
-        kind: DocumentKind,
-    ) -> Result<Vec<(String, serde_json::Value)>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(query_err("listing run documents"))?;
-        read_documents(&mut conn, run_id, kind).await
-    }
+super::shared::impl_metadata_store! {
+    store: SqliteStore,
+    database: sqlx::Sqlite,
+    connection: sqlx::sqlite::SqliteConnection,
+    row: sqlx::sqlite::SqliteRow,
+    begin_write: begin_write,
+    byte_order: "BINARY",
+    referenced_digests: REFERENCED_DIGESTS,
 }
 
-super::rows::shared_rows!(sqlx::Sqlite, SqliteConnection, SqliteRow);
+/// Starts a transaction that writes, holding the write lock from its first statement (see the
+/// module docs).
+async fn begin_write(pool: &SqlitePool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+/// Every artifact digest still referenced. Step outputs and cache entries hold their digests in
+/// JSON; the artifacts table may hold rows of runs deleted without foreign keys enforced, hence
+/// the EXISTS.
+const REFERENCED_DIGESTS: &str = "SELECT digest FROM (
+         SELECT json_extract(a.value, '$.digest') AS digest
+           FROM steps AS s, json_each(s.outputs, '$.artifacts') AS a
+         UNION
+         SELECT json_extract(a.value, '$.digest')
+           FROM cache_entries AS c, json_each(c.outputs, '$.artifacts') AS a
+         UNION
+         SELECT ar.digest
+           FROM artifacts AS ar
+          WHERE EXISTS (SELECT 1 FROM runs AS r WHERE r.id = ar.run_id)
+     )
+     WHERE digest IS NOT NULL
+     ORDER BY digest COLLATE BINARY";
 
 /// Whether opening failed only because another connection held a lock.
 fn is_busy(error: &StoreError) -> bool {
@@ -435,4 +194,49 @@ fn is_busy(error: &StoreError) -> bool {
         .and_then(|e| e.code())
         .and_then(|code| code.parse::<i32>().ok());
     matches!(code.map(|c| c & 0xff), Some(SQLITE_BUSY | SQLITE_LOCKED))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use toucan_core::records::{DocumentKind, Phase, RunRecord};
+
+    use super::SqliteStore;
+    use crate::metadata::MetadataStore;
+
+    // Ordering by a collation SQLite does not have (PostgreSQL's "C") fails the statement.
+    #[tokio::test]
+    async fn run_documents_list_in_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db"))
+            .await
+            .unwrap();
+        let run = RunRecord {
+            id: "r1".into(),
+            pipeline: "p".into(),
+            phase: Phase::Running,
+            params: json!({}),
+            spec: json!({}),
+            created_at: 1,
+            finished_at: None,
+            message: None,
+        };
+        store.create_run(&run).await.unwrap();
+        for key in ["b", "a", "B"] {
+            let body = json!({ "key": key });
+            store
+                .put_run_document("r1", DocumentKind::Metrics, key, &body, 2)
+                .await
+                .unwrap();
+        }
+
+        let listed = store
+            .list_run_documents("r1", DocumentKind::Metrics)
+            .await
+            .unwrap();
+
+        let keys: Vec<_> = listed.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["B", "a", "b"]);
+        assert_eq!(listed[1].1, json!({ "key": "a" }));
+    }
 }

@@ -1,0 +1,622 @@
+//! The metadata store's operations, written once for both backends.
+//!
+//! Both stores run the same statements: PostgreSQL and SQLite accept the same `$1` parameters,
+//! `ON CONFLICT ... DO UPDATE` and `RETURNING`, and every column binds and decodes as the same
+//! Rust type (JSON through `sqlx::types::Json`: TEXT on SQLite, JSONB on PostgreSQL).
+//! [`impl_metadata_store!`] expands the whole [`MetadataStore`](super::MetadataStore)
+//! implementation and its row writers and readers once per backend; the backend module keeps
+//! only what really differs, and hands it to the macro by name:
+//!
+//! - opening or connecting, migrations and closing (inherent methods of the store);
+//! - `begin_write`, how a transaction that writes starts (`BEGIN IMMEDIATE` on SQLite, to
+//!   wait for the single writer's lock up front);
+//! - `byte_order`, the collation that compares text byte by byte, used by every `ORDER BY` on
+//!   text so both stores list in the same order (`BINARY` on SQLite, `"C"` on PostgreSQL,
+//!   whatever the database's locale);
+//! - `referenced_digests`, the one statement that reads inside JSON columns, whose functions
+//!   differ (`json_each` on SQLite's TEXT, `jsonb_each` on PostgreSQL's JSONB).
+//!
+//! Why a macro rather than `impl<DB: sqlx::Database> MetadataStore for SqlStore<DB>`: the
+//! generic implementation compiles, but only under where-clauses that restate, per Rust type,
+//! what both databases already do. sqlx implements `Encode` for `Option<T>` per database, not
+//! generically, so it would take a bound for each type bound to a statement (`&str`,
+//! `Option<&str>`, `i64`, `Option<i64>`, `Option<i32>`, `bool`, `Json<&Value>`,
+//! `Option<Json<&Value>>`, `Json<&StepOutputs>`), one for each type read from a row (`String`,
+//! `i64`, `i32`, `bool`, `Json<Value>`, `Json<StepOutputs>`), and the higher-ranked
+//! `Executor` and `ColumnIndex` bounds: some eighteen bounds, repeated on the trait impl and on
+//! the row helpers (where-clauses are not implied), and extended by every new column type.
+//! The macro needs none: each expansion is checked against the concrete database, so an
+//! error names the statement and the backend. Its cost is that rustfmt does not format the
+//! macro's body; keep it within the line width by hand.
+
+/// Expands the [`MetadataStore`](super::MetadataStore) implementation for one backend, inside a
+/// private module `queries` of the invoking module. See the module docs for the hooks:
+/// `store` (a struct with a `pool` field), `begin_write`, `byte_order` and
+/// `referenced_digests` name items of the invoking module; `database`, `connection` and `row`
+/// are sqlx's types for the backend.
+macro_rules! impl_metadata_store {
+    (
+        store: $store:ident,
+        database: $database:ty,
+        connection: $connection:ty,
+        row: $row_type:ty,
+        begin_write: $begin_write:ident,
+        byte_order: $byte_order:literal,
+        referenced_digests: $referenced_digests:ident $(,)?
+    ) => {
+        mod queries {
+            use async_trait::async_trait;
+            use sqlx::Row;
+            use sqlx::types::Json;
+            use toucan_core::records::{
+                ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis,
+                Phase, RunChanges, RunPhase, RunRecord, StepRecord,
+            };
+
+            use super::{$begin_write, $referenced_digests, $store};
+            use $crate::metadata::{MetadataStore, Result, StoreError};
+
+            #[async_trait]
+            impl MetadataStore for $store {
+                async fn create_run(&self, run: &RunRecord) -> Result<()> {
+                    const OP: &str = "creating a run";
+                    sqlx::query(
+                        "INSERT INTO runs
+                             (id, pipeline, phase, params, spec, created_at, finished_at, message)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(&run.id)
+                    .bind(&run.pipeline)
+                    .bind(run.phase.as_str())
+                    .bind(Json(&run.params))
+                    .bind(Json(&run.spec))
+                    .bind(run.created_at)
+                    .bind(run.finished_at)
+                    .bind(&run.message)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err(OP))?;
+                    Ok(())
+                }
+
+                async fn set_run_phase(
+                    &self,
+                    id: &str,
+                    phase: Phase,
+                    message: Option<&str>,
+                    finished_at: Option<Millis>,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE runs SET phase = $1, message = $2, finished_at = $3 WHERE id = $4",
+                    )
+                    .bind(phase.as_str())
+                    .bind(message)
+                    .bind(finished_at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("setting a run's phase"))?;
+                    Ok(())
+                }
+
+                async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+                    sqlx::query("SELECT * FROM runs WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(query_err("reading a run"))?
+                        .map(|row| run_from_row(&row))
+                        .transpose()
+                }
+
+                async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
+                    sqlx::query(concat!(
+                        "SELECT * FROM runs ORDER BY created_at DESC, id COLLATE ",
+                        $byte_order,
+                        " DESC LIMIT $1",
+                    ))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing runs"))?
+                    .iter()
+                    .map(run_from_row)
+                    .collect()
+                }
+
+                async fn upsert_step(&self, step: &StepRecord) -> Result<()> {
+                    const OP: &str = "recording a step";
+                    let mut conn = self.pool.acquire().await.map_err(query_err(OP))?;
+                    write_step(&mut conn, step).await.map_err(query_err(OP))
+                }
+
+                async fn list_steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+                    sqlx::query(concat!(
+                        "SELECT * FROM steps WHERE run_id = $1 ORDER BY name COLLATE ",
+                        $byte_order,
+                    ))
+                    .bind(run_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing steps"))?
+                    .iter()
+                    .map(step_from_row)
+                    .collect()
+                }
+
+                async fn get_step(&self, run_id: &str, name: &str) -> Result<Option<StepRecord>> {
+                    sqlx::query("SELECT * FROM steps WHERE run_id = $1 AND name = $2")
+                        .bind(run_id)
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(query_err("reading a step"))?
+                        .map(|row| step_from_row(&row))
+                        .transpose()
+                }
+
+                async fn upsert_attempt(&self, attempt: &AttemptRecord) -> Result<()> {
+                    const OP: &str = "recording an attempt";
+                    let mut conn = self.pool.acquire().await.map_err(query_err(OP))?;
+                    write_attempt(&mut conn, attempt)
+                        .await
+                        .map_err(query_err(OP))
+                }
+
+                async fn list_attempts(
+                    &self,
+                    run_id: &str,
+                    step: &str,
+                ) -> Result<Vec<AttemptRecord>> {
+                    sqlx::query(
+                        "SELECT * FROM attempts WHERE run_id = $1 AND step = $2 ORDER BY attempt",
+                    )
+                    .bind(run_id)
+                    .bind(step)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing attempts"))?
+                    .iter()
+                    .map(attempt_from_row)
+                    .collect()
+                }
+
+                async fn record(&self, changes: &RunChanges) -> Result<()> {
+                    if changes.is_empty() {
+                        return Ok(());
+                    }
+                    const OP: &str = "recording a run's changes";
+                    let mut tx = $begin_write(&self.pool).await.map_err(query_err(OP))?;
+                    write_changes(&mut tx, changes).await?;
+                    // Dropping `tx` on an early return above rolls everything back.
+                    tx.commit().await.map_err(query_err(OP))
+                }
+
+                async fn get_cache_entry(&self, key: &str) -> Result<Option<CacheEntry>> {
+                    sqlx::query("SELECT * FROM cache_entries WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(query_err("reading a cache entry"))?
+                        .map(|row| cache_entry_from_row(&row))
+                        .transpose()
+                }
+
+                async fn delete_cache_entry(&self, key: &str) -> Result<()> {
+                    sqlx::query("DELETE FROM cache_entries WHERE key = $1")
+                        .bind(key)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(query_err("deleting a cache entry"))?;
+                    Ok(())
+                }
+
+                async fn delete_cache_entries_before(&self, cutoff: Millis) -> Result<u64> {
+                    let done = sqlx::query("DELETE FROM cache_entries WHERE created_at < $1")
+                        .bind(cutoff)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(query_err("expiring cache entries"))?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn referenced_digests(&self) -> Result<Vec<String>> {
+                    sqlx::query($referenced_digests)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(query_err("listing referenced digests"))?
+                        .iter()
+                        .map(|row| column(row, "digest"))
+                        .collect()
+                }
+
+                async fn claim_cache_key(
+                    &self,
+                    key: &str,
+                    owner: &str,
+                    now: Millis,
+                    stale_before: Millis,
+                ) -> Result<bool> {
+                    // One statement, so two claimers cannot both see the key free: SQLite takes
+                    // the write lock before reading the existing claim; PostgreSQL locks the
+                    // conflicting claim and evaluates the WHERE on its latest version.
+                    // RETURNING yields a row only when this owner inserted, refreshed or took
+                    // over the claim.
+                    let row = sqlx::query(
+                        "INSERT INTO cache_claims (key, owner, claimed_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (key) DO UPDATE
+                            SET owner = excluded.owner, claimed_at = excluded.claimed_at
+                          WHERE cache_claims.claimed_at < $4 OR cache_claims.owner = excluded.owner
+                         RETURNING owner",
+                    )
+                    .bind(key)
+                    .bind(owner)
+                    .bind(now)
+                    .bind(stale_before)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_err("claiming a cache key"))?;
+                    match row {
+                        Some(row) => Ok(column::<String>(&row, "owner")? == owner),
+                        None => Ok(false),
+                    }
+                }
+
+                async fn release_cache_key(&self, key: &str, owner: &str) -> Result<()> {
+                    sqlx::query("DELETE FROM cache_claims WHERE key = $1 AND owner = $2")
+                        .bind(key)
+                        .bind(owner)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(query_err("releasing a cache key"))?;
+                    Ok(())
+                }
+
+                async fn put_run_document(
+                    &self,
+                    run_id: &str,
+                    kind: DocumentKind,
+                    key: &str,
+                    body: &serde_json::Value,
+                    now: Millis,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO run_documents (run_id, kind, key, body, updated_at)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (run_id, kind, key) DO UPDATE SET
+                             body = excluded.body,
+                             updated_at = excluded.updated_at",
+                    )
+                    .bind(run_id)
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .bind(Json(body))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("storing a run document"))?;
+                    Ok(())
+                }
+
+                async fn get_run_document(
+                    &self,
+                    run_id: &str,
+                    kind: DocumentKind,
+                    key: &str,
+                ) -> Result<Option<serde_json::Value>> {
+                    sqlx::query(
+                        "SELECT body FROM run_documents
+                          WHERE run_id = $1 AND kind = $2 AND key = $3",
+                    )
+                    .bind(run_id)
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_err("reading a run document"))?
+                    .map(|row| column::<Json<serde_json::Value>>(&row, "body").map(|json| json.0))
+                    .transpose()
+                }
+
+                async fn list_run_documents(
+                    &self,
+                    run_id: &str,
+                    kind: DocumentKind,
+                ) -> Result<Vec<(String, serde_json::Value)>> {
+                    sqlx::query(concat!(
+                        "SELECT key, body FROM run_documents WHERE run_id = $1 AND kind = $2
+                         ORDER BY key COLLATE ",
+                        $byte_order,
+                    ))
+                    .bind(run_id)
+                    .bind(kind.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing run documents"))?
+                    .iter()
+                    .map(|row| {
+                        let body = column::<Json<serde_json::Value>>(row, "body")?;
+                        Ok((column(row, "key")?, body.0))
+                    })
+                    .collect()
+                }
+            }
+
+            // === writes shared by single operations and `record` ===
+
+            async fn write_run(conn: &mut $connection, run: &RunRecord) -> sqlx::Result<()> {
+                sqlx::query(
+                    "INSERT INTO runs
+                         (id, pipeline, phase, params, spec, created_at, finished_at, message)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&run.id)
+                .bind(&run.pipeline)
+                .bind(run.phase.as_str())
+                .bind(Json(&run.params))
+                .bind(Json(&run.spec))
+                .bind(run.created_at)
+                .bind(run.finished_at)
+                .bind(&run.message)
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn write_run_phase(conn: &mut $connection, phase: &RunPhase) -> sqlx::Result<()> {
+                sqlx::query(
+                    "UPDATE runs SET phase = $1, message = $2, finished_at = $3 WHERE id = $4",
+                )
+                .bind(phase.phase.as_str())
+                .bind(&phase.message)
+                .bind(phase.finished_at)
+                .bind(&phase.run_id)
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+
+            /// Writes every row of `changes` on `conn`, inside the caller's transaction.
+            async fn write_changes(conn: &mut $connection, changes: &RunChanges) -> Result<()> {
+                const OP: &str = "recording a run's changes";
+                if let Some(run) = &changes.created {
+                    write_run(conn, run).await.map_err(query_err(OP))?;
+                }
+                for step in &changes.steps {
+                    write_step(conn, step).await.map_err(query_err(OP))?;
+                }
+                for attempt in &changes.attempts {
+                    write_attempt(conn, attempt).await.map_err(query_err(OP))?;
+                }
+                for artifact in &changes.artifacts {
+                    write_artifact(conn, artifact).await?;
+                }
+                for entry in &changes.cache_entries {
+                    write_cache_entry(conn, entry).await.map_err(query_err(OP))?;
+                }
+                if let Some(phase) = &changes.phase {
+                    write_run_phase(conn, phase).await.map_err(query_err(OP))?;
+                }
+                Ok(())
+            }
+
+
+            async fn write_step(conn: &mut $connection, step: &StepRecord) -> sqlx::Result<()> {
+                sqlx::query(
+                    "INSERT INTO steps
+                         (run_id, name, phase, cache_key, cache_components, cached, attempts,
+                          started_at, finished_at, outputs, message)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     ON CONFLICT (run_id, name) DO UPDATE SET
+                         phase = excluded.phase,
+                         cache_key = excluded.cache_key,
+                         cache_components = excluded.cache_components,
+                         cached = excluded.cached,
+                         attempts = excluded.attempts,
+                         started_at = excluded.started_at,
+                         finished_at = excluded.finished_at,
+                         outputs = excluded.outputs,
+                         message = excluded.message",
+                )
+                .bind(&step.run_id)
+                .bind(&step.name)
+                .bind(step.phase.as_str())
+                .bind(&step.cache_key)
+                .bind(step.cache_components.as_ref().map(Json))
+                .bind(step.cached)
+                .bind(i64::from(step.attempts))
+                .bind(step.started_at)
+                .bind(step.finished_at)
+                .bind(Json(&step.outputs))
+                .bind(&step.message)
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn write_attempt(
+                conn: &mut $connection,
+                attempt: &AttemptRecord,
+            ) -> sqlx::Result<()> {
+                sqlx::query(
+                    "INSERT INTO attempts
+                         (run_id, step, attempt, phase, exit_code, started_at, finished_at,
+                          log_ref, message)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (run_id, step, attempt) DO UPDATE SET
+                         phase = excluded.phase,
+                         exit_code = excluded.exit_code,
+                         started_at = excluded.started_at,
+                         finished_at = excluded.finished_at,
+                         log_ref = excluded.log_ref,
+                         message = excluded.message",
+                )
+                .bind(&attempt.run_id)
+                .bind(&attempt.step)
+                .bind(i64::from(attempt.attempt))
+                .bind(attempt.phase.as_str())
+                .bind(attempt.exit_code)
+                .bind(attempt.started_at)
+                .bind(attempt.finished_at)
+                .bind(&attempt.log_ref)
+                .bind(&attempt.message)
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+
+            async fn write_artifact(
+                conn: &mut $connection,
+                artifact: &ArtifactRecord,
+            ) -> Result<()> {
+                const OP: &str = "recording an artifact";
+                let size = i64::try_from(artifact.size).map_err(|e| StoreError::Query {
+                    operation: OP,
+                    source: sqlx::Error::Encode(Box::new(e)),
+                })?;
+                sqlx::query(
+                    "INSERT INTO artifacts (run_id, step, output, digest, size, kind, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (run_id, step, output) DO UPDATE SET
+                         digest = excluded.digest,
+                         size = excluded.size,
+                         kind = excluded.kind,
+                         created_at = excluded.created_at",
+                )
+                .bind(&artifact.run_id)
+                .bind(&artifact.step)
+                .bind(&artifact.output)
+                .bind(&artifact.digest)
+                .bind(size)
+                .bind(kind_str(artifact.kind))
+                .bind(artifact.created_at)
+                .execute(conn)
+                .await
+                .map_err(query_err(OP))?;
+                Ok(())
+            }
+
+            async fn write_cache_entry(
+                conn: &mut $connection,
+                entry: &CacheEntry,
+            ) -> sqlx::Result<()> {
+                sqlx::query(
+                    "INSERT INTO cache_entries (key, outputs, run_id, step, created_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (key) DO UPDATE SET
+                         outputs = excluded.outputs,
+                         run_id = excluded.run_id,
+                         step = excluded.step,
+                         created_at = excluded.created_at",
+                )
+                .bind(&entry.key)
+                .bind(Json(&entry.outputs))
+                .bind(&entry.run_id)
+                .bind(&entry.step)
+                .bind(entry.created_at)
+                .execute(conn)
+                .await?;
+                Ok(())
+            }
+
+            // === rows ===
+
+            fn run_from_row(row: &$row_type) -> Result<RunRecord> {
+                Ok(RunRecord {
+                    id: column(row, "id")?,
+                    pipeline: column(row, "pipeline")?,
+                    phase: phase_column(row, "phase")?,
+                    params: column::<Json<serde_json::Value>>(row, "params")?.0,
+                    spec: column::<Json<serde_json::Value>>(row, "spec")?.0,
+                    created_at: column(row, "created_at")?,
+                    finished_at: column(row, "finished_at")?,
+                    message: column(row, "message")?,
+                })
+            }
+
+            fn step_from_row(row: &$row_type) -> Result<StepRecord> {
+                Ok(StepRecord {
+                    run_id: column(row, "run_id")?,
+                    name: column(row, "name")?,
+                    phase: phase_column(row, "phase")?,
+                    cache_key: column(row, "cache_key")?,
+                    cache_components: column::<Option<Json<serde_json::Value>>>(
+                        row,
+                        "cache_components",
+                    )?
+                    .map(|json| json.0),
+                    cached: column(row, "cached")?,
+                    attempts: u32_column(row, "attempts")?,
+                    started_at: column(row, "started_at")?,
+                    finished_at: column(row, "finished_at")?,
+                    outputs: column::<Json<_>>(row, "outputs")?.0,
+                    message: column(row, "message")?,
+                })
+            }
+
+            fn attempt_from_row(row: &$row_type) -> Result<AttemptRecord> {
+                Ok(AttemptRecord {
+                    run_id: column(row, "run_id")?,
+                    step: column(row, "step")?,
+                    attempt: u32_column(row, "attempt")?,
+                    phase: phase_column(row, "phase")?,
+                    exit_code: column(row, "exit_code")?,
+                    started_at: column(row, "started_at")?,
+                    finished_at: column(row, "finished_at")?,
+                    log_ref: column(row, "log_ref")?,
+                    message: column(row, "message")?,
+                })
+            }
+
+            fn cache_entry_from_row(row: &$row_type) -> Result<CacheEntry> {
+                Ok(CacheEntry {
+                    key: column(row, "key")?,
+                    outputs: column::<Json<_>>(row, "outputs")?.0,
+                    run_id: column(row, "run_id")?,
+                    step: column(row, "step")?,
+                    created_at: column(row, "created_at")?,
+                })
+            }
+
+            fn column<'r, T>(row: &'r $row_type, name: &str) -> Result<T>
+            where
+                T: sqlx::Decode<'r, $database> + sqlx::Type<$database>,
+            {
+                row.try_get(name).map_err(|e| StoreError::Corrupt {
+                    what: "row",
+                    detail: format!("column {name}: {e}"),
+                })
+            }
+
+            fn phase_column(row: &$row_type, name: &str) -> Result<Phase> {
+                let text: String = column(row, name)?;
+                Phase::parse(&text).ok_or_else(|| StoreError::Corrupt {
+                    what: "phase",
+                    detail: format!("column {name}: unknown phase {text:?}"),
+                })
+            }
+
+            fn u32_column(row: &$row_type, name: &str) -> Result<u32> {
+                let value: i64 = column(row, name)?;
+                u32::try_from(value).map_err(|_| StoreError::Corrupt {
+                    what: "count",
+                    detail: format!("column {name}: {value} is out of range"),
+                })
+            }
+
+            fn kind_str(kind: ArtifactKind) -> &'static str {
+                match kind {
+                    ArtifactKind::File => "file",
+                    ArtifactKind::Dir => "dir",
+                }
+            }
+
+            fn query_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+                move |source| StoreError::Query { operation, source }
+            }
+        }
+    };
+}
+
+pub(super) use impl_metadata_store;
