@@ -228,6 +228,8 @@ fn not_found(run: &str) -> ApiError {
 // The documented meaning of each error status.
 const STORED: &str = "Stored.";
 const MALFORMED: &str = "The body is not JSON, or `attempt` is not a number.";
+const NOT_JSON: &str = "The body is not JSON.";
+const BAD_ATTEMPT: &str = "`attempt` is not a number.";
 const WRONG_SHAPE: &str = "The body's JSON does not have the documented shape.";
 const UNAUTHENTICATED: &str = "No or an invalid bearer token.";
 const FORBIDDEN: &str = "The caller may not write for this run and step.";
@@ -417,6 +419,7 @@ async fn put_report(
     params(AttemptPath),
     responses(
         (status = 200, description = "OK", body = LaunchReport),
+        (status = 400, description = BAD_ATTEMPT, body = String, content_type = "text/plain"),
         (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
         (status = 404, description = NOT_FOUND, body = ErrorBody),
         (status = 503, description = UNAVAILABLE, body = ErrorBody),
@@ -459,7 +462,7 @@ pub struct MetricSeries {
     request_body = MetricSeries,
     responses(
         (status = 204, description = STORED),
-        (status = 400, description = MALFORMED, body = String, content_type = "text/plain"),
+        (status = 400, description = NOT_JSON, body = String, content_type = "text/plain"),
         (status = 422, description = WRONG_SHAPE, body = String, content_type = "text/plain"),
         (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
         (status = 403, description = FORBIDDEN, body = ErrorBody),

@@ -482,3 +482,64 @@ async fn refusals_are_documented() {
         );
     }
 }
+
+/// The answers to a request the router or a handler turns down are documented: an unknown
+/// run, a non-numeric attempt, a body that is not JSON, JSON of the wrong shape.
+#[tokio::test]
+async fn rejections_are_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(
+        seeded_store(dir.path()).await,
+        Arc::new(toucan_api::Anyone),
+    ));
+    let doc = document();
+    let mut checked = 0;
+    for (path, method, op) in operations(&doc) {
+        let sample = op
+            .get("requestBody")
+            .map(|b| {
+                b["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .unwrap()
+            })
+            .map(|r| request_sample(r.rsplit('/').next().unwrap()));
+        let mut cases = Vec::new();
+        if path.contains("{run}") {
+            let unknown = concrete(&path).replace(RUN, "NO-SUCH-RUN");
+            cases.push((unknown, sample.clone().map(|s| s.to_string())));
+        }
+        if path.contains("{attempt}") {
+            let bad = path
+                .replace("{run}", RUN)
+                .replace("{node}", NODE)
+                .replace("{attempt}", "x");
+            cases.push((bad, sample.clone().map(|s| s.to_string())));
+        }
+        if sample.is_some() {
+            cases.push((concrete(&path), Some("{not json".to_string())));
+            cases.push((concrete(&path), Some("{}".to_string())));
+        }
+        for (uri, body) in cases {
+            let mut request = Request::builder()
+                .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+                .uri(&uri);
+            if body.is_some() {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+            }
+            let body = body.map(Body::from).unwrap_or_else(Body::empty);
+            let response = app
+                .clone()
+                .oneshot(request.body(body).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            assert!(status.is_client_error(), "{method} {uri}: {status}");
+            assert!(
+                op["responses"].get(status.as_str()).is_some(),
+                "{method} {uri}: {status} is not documented"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} rejections were tried");
+}
