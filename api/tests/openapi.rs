@@ -248,22 +248,21 @@ fn state(store: Arc<dyn MetadataStore>, auth: Arc<dyn Authenticator>) -> ApiStat
     }
 }
 
+/// Sends `body` (JSON text) to `uri`; the answer's status and body (JSON, or the text as a
+/// string, or null when empty).
 async fn send(
     app: &axum::Router,
     method: &str,
-    path: &str,
-    body: Option<&Value>,
+    uri: &str,
+    body: Option<String>,
 ) -> (StatusCode, Value) {
     let mut request = Request::builder()
         .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
-        .uri(path);
-    let body = match body {
-        Some(b) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(b.to_string())
-        }
-        None => Body::empty(),
-    };
+        .uri(uri);
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let body = body.map(Body::from).unwrap_or_else(Body::empty);
     let response = app
         .clone()
         .oneshot(request.body(body).unwrap())
@@ -279,6 +278,15 @@ async fn send(
         serde_json::from_slice(&bytes).unwrap_or(Value::String(format!("{bytes:?}")))
     };
     (status, value)
+}
+
+/// The sample body for `op`'s documented request body, if it has one.
+fn sample_for(op: &Value) -> Option<Value> {
+    let body = op.get("requestBody")?;
+    let reference = body["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .unwrap();
+    Some(request_sample(reference.rsplit('/').next().unwrap()))
 }
 
 /// The documented JSON schema of `op`'s response with `status`, if it has a JSON body.
@@ -376,15 +384,9 @@ async fn every_documented_operation_is_served_as_documented() {
     ops.sort_by_key(|(_, method, _)| method != "put");
     assert_eq!(ops.len(), 8);
     for (path, method, op) in ops {
-        let body = op
-            .get("requestBody")
-            .map(|b| {
-                b["content"]["application/json"]["schema"]["$ref"]
-                    .as_str()
-                    .unwrap()
-            })
-            .map(|r| request_sample(r.rsplit('/').next().unwrap()));
-        let (status, value) = send(&app, &method, &concrete(&path), body.as_ref()).await;
+        let body = sample_for(&op);
+        let (status, value) =
+            send(&app, &method, &concrete(&path), body.map(|b| b.to_string())).await;
         assert!(
             status.is_success(),
             "{method} {path}: {status} {value}, expected success"
@@ -459,15 +461,9 @@ async fn refusals_are_documented() {
     let app = router(state(seeded_store(dir.path()).await, Arc::new(NoOne)));
     let doc = document();
     for (path, method, op) in operations(&doc) {
-        let body = op
-            .get("requestBody")
-            .map(|b| {
-                b["content"]["application/json"]["schema"]["$ref"]
-                    .as_str()
-                    .unwrap()
-            })
-            .map(|r| request_sample(r.rsplit('/').next().unwrap()));
-        let (status, value) = send(&app, &method, &concrete(&path), body.as_ref()).await;
+        let body = sample_for(&op);
+        let (status, value) =
+            send(&app, &method, &concrete(&path), body.map(|b| b.to_string())).await;
         if op["security"] == json!([{}]) {
             assert_eq!(status, StatusCode::OK, "{method} {path} is open to anyone");
             continue;
@@ -495,14 +491,7 @@ async fn rejections_are_documented() {
     let doc = document();
     let mut checked = 0;
     for (path, method, op) in operations(&doc) {
-        let sample = op
-            .get("requestBody")
-            .map(|b| {
-                b["content"]["application/json"]["schema"]["$ref"]
-                    .as_str()
-                    .unwrap()
-            })
-            .map(|r| request_sample(r.rsplit('/').next().unwrap()));
+        let sample = sample_for(&op);
         let mut cases = Vec::new();
         if path.contains("{run}") {
             let unknown = concrete(&path).replace(RUN, "NO-SUCH-RUN");
@@ -520,19 +509,7 @@ async fn rejections_are_documented() {
             cases.push((concrete(&path), Some("{}".to_string())));
         }
         for (uri, body) in cases {
-            let mut request = Request::builder()
-                .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
-                .uri(&uri);
-            if body.is_some() {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-            }
-            let body = body.map(Body::from).unwrap_or_else(Body::empty);
-            let response = app
-                .clone()
-                .oneshot(request.body(body).unwrap())
-                .await
-                .unwrap();
-            let status = response.status();
+            let (status, _) = send(&app, &method, &uri, body).await;
             assert!(status.is_client_error(), "{method} {uri}: {status}");
             assert!(
                 op["responses"].get(status.as_str()).is_some(),
