@@ -7,8 +7,10 @@
 //! and every accepted report is announced on [`ApiState::reports`] so the runtime that waits
 //! for it reacts at once. The CLI and dashboards read runs, steps, attempts and metrics.
 //! Every request is authenticated by the [`Authenticator`] the shell supplies; writes are
-//! accepted only for the caller's own run and node. The routes are described by the OpenAPI
-//! document served at `/api/v1/openapi.json`.
+//! accepted only for the caller's own run and node.
+//!
+//! The OpenAPI document served at `/api/v1/openapi.json` is generated from the same list of
+//! annotated handlers the router is built from (see [`openapi`]), so the two cannot drift.
 
 mod auth;
 
@@ -19,10 +21,14 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use utoipa::openapi::OpenApi as OpenApiDocument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use toucan_core::launch::LaunchReport;
 use toucan_core::records::{AttemptRecord, DocumentKind, RunRecord, StepRecord};
@@ -33,9 +39,6 @@ use toucan_store::metadata::{MetadataStore, StoreError};
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Runs listed when the caller gives no limit.
 const DEFAULT_LIST_LIMIT: u32 = 50;
-
-/// The OpenAPI 3.1 document of these routes.
-pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// A launcher report the API accepted.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,26 +62,58 @@ pub fn report_key(node: &str, attempt: u32) -> String {
     format!("{node}/{attempt}")
 }
 
-/// The API's routes over `state`.
+/// The API's routes over `state`, serving their own OpenAPI document.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/runs", get(list_runs))
-        .route("/api/v1/runs/{run}", get(get_run))
-        .route(
-            "/api/v1/runs/{run}/steps/{node}/attempts",
-            get(list_attempts),
-        )
-        .route(
-            "/api/v1/runs/{run}/steps/{node}/attempts/{attempt}/report",
-            put(put_report).get(get_report),
-        )
-        .route(
-            "/api/v1/runs/{run}/steps/{node}/metrics",
-            put(put_metrics).get(get_metrics),
-        )
+    let (router, document) = routes().split_for_parts();
+    router
+        .layer(Extension(Arc::new(document)))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of the API's routes, as [`router`] serves it.
+pub fn openapi() -> OpenApiDocument {
+    routes().into_openapi()
+}
+
+/// Every route with its documentation: the one list both the router and the document are
+/// built from. A handler is served only if it is documented (`#[utoipa::path]`).
+fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(openapi_document))
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(list_attempts))
+        .routes(routes!(put_report, get_report))
+        .routes(routes!(put_metrics, get_metrics))
+}
+
+/// The parts of the document no handler describes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "toucan control-plane API",
+        version = "v1",
+        description = "Launcher reports, metric pushes and run reads. In a cluster every call \
+            carries a Kubernetes service-account token as a bearer token; a step pod may write \
+            only for its own run and step.",
+    ),
+    security(("bearer" = [])),
+    modifiers(&BearerToken),
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` security scheme every operation requires.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut OpenApiDocument) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
 }
 
 // === errors ===
@@ -99,15 +134,19 @@ impl ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+struct ErrorBody {
+    /// What went wrong, in a sentence.
+    error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-        }
         (
             self.status,
-            Json(Body {
+            Json(ErrorBody {
                 error: self.message,
             }),
         )
@@ -187,15 +226,82 @@ fn not_found(run: &str) -> ApiError {
 
 // === handlers ===
 
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+// The documented meaning of each error status.
+const STORED: &str = "Stored.";
+const MALFORMED: &str = "The body is not JSON, or `attempt` is not a number.";
+const NOT_JSON: &str = "The body is not JSON.";
+const BAD_ATTEMPT: &str = "`attempt` is not a number.";
+const WRONG_SHAPE: &str = "The body's JSON does not have the documented shape.";
+const UNAUTHENTICATED: &str = "No or an invalid bearer token.";
+const FORBIDDEN: &str = "The caller may not write for this run and step.";
+const NOT_FOUND: &str = "No such run, or the caller may not read it.";
+const UNAVAILABLE: &str = "The store or the authenticator is unavailable.";
+
+/// This document
+///
+/// The OpenAPI document of every route, generated from the handlers the router serves.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    security(()),
+    responses((status = 200, description = "OK", content_type = "application/json")),
+)]
+async fn openapi_document(Extension(document): Extension<Arc<OpenApiDocument>>) -> Response {
+    Json(OpenApiDocument::clone(&document)).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+/// `/runs/{run}/...`: the run a request is about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct RunPath {
+    /// The run's id (a ULID locally, the PipelineRun's UID in a cluster).
+    run: String,
+}
+
+/// `/runs/{run}/steps/{node}/...`: the step a request is about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct StepPath {
+    /// The run's id (a ULID locally, the PipelineRun's UID in a cluster).
+    run: String,
+    /// A step, or a fan-out child `step[i]` (percent-encoded).
+    node: String,
+}
+
+/// `/runs/{run}/steps/{node}/attempts/{attempt}/...`: the attempt a request is about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct AttemptPath {
+    /// The run's id (a ULID locally, the PipelineRun's UID in a cluster).
+    run: String,
+    /// A step, or a fan-out child `step[i]` (percent-encoded).
+    node: String,
+    /// The attempt's number, from 1.
+    #[param(minimum = 1)]
+    attempt: u32,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// How many runs to list at most (more than 1000 is read as 1000).
+    #[param(default = 50)]
     limit: Option<u32>,
 }
 
+/// Runs, newest first
+///
+/// Only the runs the caller may read are listed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = Vec<RunRecord>),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn list_runs(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -213,35 +319,75 @@ async fn list_runs(
 }
 
 /// A run with its steps.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunDetail {
     pub run: RunRecord,
     pub steps: Vec<StepRecord>,
 }
 
+/// A run and its steps
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{run}",
+    params(RunPath),
+    responses(
+        (status = 200, description = "OK", body = RunDetail),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn get_run(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(run): Path<String>,
+    Path(RunPath { run }): Path<RunPath>,
 ) -> ApiResult<Json<RunDetail>> {
     let record = readable_run(&state, &headers, &run).await?;
     let steps = state.store.list_steps(&run).await?;
     Ok(Json(RunDetail { run: record, steps }))
 }
 
+/// The attempts of a step
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{run}/steps/{node}/attempts",
+    params(StepPath),
+    responses(
+        (status = 200, description = "OK", body = Vec<AttemptRecord>),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn list_attempts(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path((run, node)): Path<(String, String)>,
+    Path(StepPath { run, node }): Path<StepPath>,
 ) -> ApiResult<Json<Vec<AttemptRecord>>> {
     readable_run(&state, &headers, &run).await?;
     Ok(Json(state.store.list_attempts(&run, &node).await?))
 }
 
+/// The launcher's report of an attempt (idempotent)
+#[utoipa::path(
+    put,
+    path = "/api/v1/runs/{run}/steps/{node}/attempts/{attempt}/report",
+    params(AttemptPath),
+    request_body = LaunchReport,
+    responses(
+        (status = 204, description = STORED),
+        (status = 400, description = MALFORMED, body = String, content_type = "text/plain"),
+        (status = 422, description = WRONG_SHAPE, body = String, content_type = "text/plain"),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 403, description = FORBIDDEN, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn put_report(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path((run, node, attempt)): Path<(String, String, u32)>,
+    Path(AttemptPath { run, node, attempt }): Path<AttemptPath>,
     Json(report): Json<LaunchReport>,
 ) -> ApiResult<StatusCode> {
     writer(&state, &headers, &run, &node).await?;
@@ -267,10 +413,23 @@ async fn put_report(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// An attempt's report
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{run}/steps/{node}/attempts/{attempt}/report",
+    params(AttemptPath),
+    responses(
+        (status = 200, description = "OK", body = LaunchReport),
+        (status = 400, description = BAD_ATTEMPT, body = String, content_type = "text/plain"),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn get_report(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path((run, node, attempt)): Path<(String, String, u32)>,
+    Path(AttemptPath { run, node, attempt }): Path<AttemptPath>,
 ) -> ApiResult<Json<serde_json::Value>> {
     readable_run(&state, &headers, &run).await?;
     state
@@ -287,18 +446,35 @@ async fn get_report(
 }
 
 /// A metric series as steps push it: every epoch so far, replacing the previous push.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MetricSeries {
     #[serde(default)]
     pub attempt: Option<u32>,
     /// One JSON object per point (an epoch of training), in order.
+    #[schema(value_type = Vec<Object>)]
     pub epochs: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Replace a step's metric series (idempotent)
+#[utoipa::path(
+    put,
+    path = "/api/v1/runs/{run}/steps/{node}/metrics",
+    params(StepPath),
+    request_body = MetricSeries,
+    responses(
+        (status = 204, description = STORED),
+        (status = 400, description = NOT_JSON, body = String, content_type = "text/plain"),
+        (status = 422, description = WRONG_SHAPE, body = String, content_type = "text/plain"),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 403, description = FORBIDDEN, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn put_metrics(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path((run, node)): Path<(String, String)>,
+    Path(StepPath { run, node }): Path<StepPath>,
     Json(series): Json<MetricSeries>,
 ) -> ApiResult<StatusCode> {
     writer(&state, &headers, &run, &node).await?;
@@ -311,10 +487,22 @@ async fn put_metrics(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A step's metric series
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{run}/steps/{node}/metrics",
+    params(StepPath),
+    responses(
+        (status = 200, description = "OK", body = MetricSeries),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn get_metrics(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path((run, node)): Path<(String, String)>,
+    Path(StepPath { run, node }): Path<StepPath>,
 ) -> ApiResult<Json<serde_json::Value>> {
     readable_run(&state, &headers, &run).await?;
     state

@@ -46,6 +46,7 @@ pub struct LaunchSpec {
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// What happened to one attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchReport {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::time::Millis;
 
 /// The phase of a run, a step or an attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Phase {
     Pending,
@@ -60,6 +61,7 @@ impl std::fmt::Display for Phase {
 }
 
 /// The outputs of a step: small parameter values and artifact digests, by output name.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepOutputs {
     #[serde(default)]
@@ -87,6 +89,7 @@ impl StepOutputs {
 }
 
 /// A reference to an artifact in the content-addressed store.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactRef {
     /// `sha256:<hex>` of the artifact's canonical bytes (a file, or a directory manifest).
@@ -96,6 +99,7 @@ pub struct ArtifactRef {
     pub kind: ArtifactKind,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArtifactKind {
@@ -104,6 +108,7 @@ pub enum ArtifactKind {
 }
 
 /// One execution of a pipeline.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// A ULID, unique in the store.
@@ -114,12 +119,15 @@ pub struct RunRecord {
     pub params: serde_json::Value,
     /// The pipeline spec the run executes (JSON), so a run can be resumed without its file.
     pub spec: serde_json::Value,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub created_at: Millis,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub finished_at: Option<Millis>,
     pub message: Option<String>,
 }
 
 /// One node of a run's graph: a step, or one child `name[index]` of a fan-out.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub run_id: String,
@@ -131,13 +139,16 @@ pub struct StepRecord {
     pub cache_components: Option<serde_json::Value>,
     pub cached: bool,
     pub attempts: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub started_at: Option<Millis>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub finished_at: Option<Millis>,
     pub outputs: StepOutputs,
     pub message: Option<String>,
 }
 
 /// One attempt of a step: one process (locally) or one pod (in a cluster).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub run_id: String,
@@ -146,7 +157,9 @@ pub struct AttemptRecord {
     pub attempt: u32,
     pub phase: Phase,
     pub exit_code: Option<i32>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub started_at: Millis,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub finished_at: Option<Millis>,
     /// Where the attempt's log lives: a path for the local runtime, a digest for the cluster.
     pub log_ref: Option<String>,
