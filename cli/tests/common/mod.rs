@@ -31,13 +31,17 @@ pub fn worker_bin() -> PathBuf {
     let path = toucan_bin().with_file_name("toucan-worker");
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // The selection `make test` built (`TOUCAN_CARGO_SELECTION`: the workspace with the
+        // worker's `torch` feature), so that this builds nothing and never replaces the
+        // libtorch toucan-worker the steps run; a plain `cargo test` builds the workspace.
+        let selection =
+            std::env::var("TOUCAN_CARGO_SELECTION").unwrap_or_else(|_| "--workspace".to_string());
         let status = Command::new(cargo)
-            // The same features as `cargo test --workspace` (tests select the dev-dependencies,
-            // which unify features), so after it, or `make test`'s `cargo build --workspace
-            // --all-targets`, this builds nothing; another selection would rebuild the bins.
-            .args(["build", "--workspace", "--bins", "--tests"])
+            .arg("build")
+            .args(selection.split_whitespace())
+            .args(["--bins", "--tests"])
             .status()
-            .expect("running cargo build --workspace --bins --tests");
+            .expect("running cargo build for the workspace's binaries");
         assert!(status.success(), "building toucan-worker failed");
     });
     assert!(path.exists(), "{} is missing", path.display());

@@ -33,8 +33,8 @@
 //! # What is exported
 //!
 //! - Every `tracing` span the filter lets through, as an OpenTelemetry span (its events become
-//!   span events). kube-runtime wraps each reconcile in an `info` span named
-//!   `reconciling object` (attributes `object.ref`, `object.reason`), so there is a span per
+//!   span events). The work queue (`crate::queue`) wraps each reconcile in an `info` span named
+//!   `reconciling object` (attributes `object.ref`, `object.class`), so there is a span per
 //!   reconcile, with the reconciler's own spans and log events inside it. Spans of the export
 //!   machinery itself (`opentelemetry*`, `hyper*`, `reqwest*`, `h2`, `tower*`, `rustls*`) are
 //!   never exported, so that exporting cannot feed itself.
