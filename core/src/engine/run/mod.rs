@@ -138,30 +138,11 @@ impl Run {
         now: Millis,
         parallelism: usize,
     ) -> Result<(Run, Vec<Effect>), serde_json::Error> {
-        let record = RunRecord {
-            id: id.to_string(),
+        let event = RunEvent::RunStarted {
+            run_id: id.to_string(),
             pipeline: plan.pipeline.clone(),
-            phase: Phase::Running,
-            params: serde_json::to_value(&plan.params)?,
-            spec: serde_json::to_value(&plan)?,
-            created_at: now,
-            finished_at: None,
-            message: None,
         };
-        let state = RunState::new(&plan);
-        let run = Run::with_state(id, plan, state, now, parallelism);
-        let changes = RunChanges {
-            created: Some(record),
-            ..RunChanges::default()
-        };
-        let effects = vec![
-            Effect::Write(Box::new(changes)),
-            Effect::Notify(RunEvent::RunStarted {
-                run_id: id.to_string(),
-                pipeline: run.plan.pipeline.clone(),
-            }),
-        ];
-        Ok((run, effects))
+        Run::created(id, plan, None, now, parallelism, event)
     }
 
     /// A run that was refused before anything ran: recorded as failed with `message`.
@@ -171,29 +152,46 @@ impl Run {
         message: &str,
         now: Millis,
     ) -> Result<(Run, Vec<Effect>), serde_json::Error> {
+        let event = RunEvent::RunInvalid {
+            message: message.to_string(),
+        };
+        Run::created(id, plan, Some(message), now, 1, event)
+    }
+
+    /// A run recorded now: running, or failed with `failure` before anything ran.
+    fn created(
+        id: &str,
+        plan: RunPlan,
+        failure: Option<&str>,
+        now: Millis,
+        parallelism: usize,
+        event: RunEvent,
+    ) -> Result<(Run, Vec<Effect>), serde_json::Error> {
+        let phase = if failure.is_some() {
+            Phase::Failed
+        } else {
+            Phase::Running
+        };
         let record = RunRecord {
             id: id.to_string(),
             pipeline: plan.pipeline.clone(),
-            phase: Phase::Failed,
+            phase,
             params: serde_json::to_value(&plan.params)?,
             spec: serde_json::to_value(&plan)?,
             created_at: now,
-            finished_at: Some(now),
-            message: Some(message.to_string()),
+            finished_at: failure.map(|_| now),
+            message: failure.map(str::to_string),
         };
         let mut state = RunState::new(&plan);
-        state.finished = Some(Phase::Failed);
-        let run = Run::with_state(id, plan, state, now, 1);
+        if failure.is_some() {
+            state.finished = Some(Phase::Failed);
+        }
+        let run = Run::with_state(id, plan, state, now, parallelism);
         let changes = RunChanges {
             created: Some(record),
             ..RunChanges::default()
         };
-        let effects = vec![
-            Effect::Write(Box::new(changes)),
-            Effect::Notify(RunEvent::RunInvalid {
-                message: message.to_string(),
-            }),
-        ];
+        let effects = vec![Effect::Write(Box::new(changes)), Effect::Notify(event)];
         Ok((run, effects))
     }
 
