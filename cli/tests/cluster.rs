@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use toucan_core::api::PipelineRun;
-use toucan_test_cluster::TestCluster;
+use toucan_test_harness::cluster::{TestCluster, pod_token};
+use toucan_test_harness::net::{free_port, http, http_get};
+use toucan_test_harness::postgres::{self, Database};
 
 const NS: &str = "default";
 const RUN: &str = "hello";
@@ -32,37 +33,6 @@ spec:
         command: [sh, -c, "echo second"]
         dependsOn: [greet]
 "#;
-
-fn admin_url() -> Option<String> {
-    match std::env::var("TOUCAN_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("TOUCAN_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("TOUCAN_REQUIRE_POSTGRES=1 but TOUCAN_TEST_POSTGRES_URL is unset")
-        }
-        Err(_) => None,
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A fresh database of this test; its URL.
-fn database(admin: &str) -> String {
-    let db = format!("toucan_cli_cluster_{}", std::process::id());
-    psql(admin, &format!("DROP DATABASE IF EXISTS {db}"));
-    psql(admin, &format!("CREATE DATABASE {db}"));
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{db}")
-}
 
 /// The workspace's binaries: `toucan`, and `toucan-operator` and `toucan-worker` next to it.
 fn bin_dir() -> PathBuf {
@@ -87,39 +57,6 @@ fn step_path() -> String {
     parts.join(":")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The status code of a plain HTTP/1.0 request on loopback (0 when nothing answers).
-fn http(method: &str, port: u16, path: &str, token: Option<&str>, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The operator as a child process, killed when dropped.
 struct Operator {
     child: Child,
@@ -136,7 +73,7 @@ impl Operator {
             "{} is missing: run `cargo build -p toucan-operator -p toucan-worker --bins` first",
             binary.display()
         );
-        let (api_port, metrics_port) = (free_port(), free_port());
+        let (api_port, metrics_port) = (free_port().unwrap(), free_port().unwrap());
         let log = dir.join("operator.log");
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(binary)
@@ -175,7 +112,7 @@ impl Operator {
     async fn ready(&self) {
         // Generous: on a loaded machine the watches take a while to sync.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while http("GET", self.metrics_port, "/readyz", None, "") != 200 {
+        while http_get(self.metrics_port, "/readyz").0 != 200 {
             assert!(
                 Instant::now() < deadline,
                 "operator never ready:\n{}",
@@ -278,43 +215,20 @@ async fn push_metrics(cluster: &TestCluster, operator: &Operator, run_id: &str) 
         .find(|p| p.metadata.annotations.as_ref().unwrap()["toucan.dev/node"] == "greet")
         .unwrap();
     let account = pod.spec.as_ref().unwrap().service_account_name.clone();
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            bound_object_ref: Some(BoundObjectReference {
-                kind: Some("Pod".into()),
-                api_version: Some("v1".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            expiration_seconds: Some(600),
-        },
-        ..TokenRequest::default()
-    };
-    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), NS);
-    let token = accounts
-        .create_token_request(
-            account.as_deref().unwrap(),
-            &PostParams::default(),
-            &request,
-        )
+    let token = pod_token(cluster.client(), account.as_deref().unwrap(), &pod)
         .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
+        .unwrap();
     let series = r#"{"attempt":1,"epochs":[{"epoch":1,"loss":0.5},{"epoch":2,"loss":0.25}]}"#;
     let path = format!("/api/v1/runs/{run_id}/steps/greet/metrics");
     assert_eq!(
-        http("PUT", operator.api_port, &path, Some(&token), series),
+        http("PUT", operator.api_port, &path, Some(&token), Some(series)).0,
         204
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspects_a_pipeline_run_in_the_cluster() {
-    let Some(admin) = admin_url() else {
-        eprintln!("skipping: TOUCAN_TEST_POSTGRES_URL is unset (make test sets it)");
+    let Some(admin) = postgres::admin_url().unwrap() else {
         return;
     };
     let path = step_path();
@@ -324,7 +238,7 @@ async fn inspects_a_pipeline_run_in_the_cluster() {
     else {
         return;
     };
-    let db_url = database(&admin);
+    let db_url = Database::create(&admin, "cli_cluster").unwrap().url;
     let dir = tempfile::Builder::new()
         .prefix("toucan-cli-cluster-")
         .tempdir()

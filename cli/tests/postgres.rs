@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Sandbox, cached, step};
+use toucan_test_harness::postgres::{self, Database};
 
 const PIPELINE: &str = r#"
 apiVersion: toucan.dev/v1alpha1
@@ -25,39 +24,13 @@ spec:
       inputs: {artifacts: [{name: blob, from: "{{steps.produce.outputs.artifacts.blob}}"}]}
 "#;
 
-fn admin_url() -> Option<String> {
-    match std::env::var("TOUCAN_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("TOUCAN_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("TOUCAN_REQUIRE_POSTGRES=1 but TOUCAN_TEST_POSTGRES_URL is unset")
-        }
-        Err(_) => None,
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn runs_cache_and_inspection_on_postgres() {
-    let Some(admin) = admin_url() else {
-        eprintln!("skipping: TOUCAN_TEST_POSTGRES_URL is unset (make test sets it)");
+    let Some(admin) = postgres::admin_url().unwrap() else {
         return;
     };
-    let db = format!("toucan_cli_{}", std::process::id());
-    psql(&admin, &format!("DROP DATABASE IF EXISTS {db}"));
-    psql(&admin, &format!("CREATE DATABASE {db}"));
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    let url = format!("{base}/{db}");
+    let db = Database::create(&admin, "cli").unwrap();
+    let url = db.url.clone();
 
     let sb = Sandbox::new();
     let file = sb.write("p.yaml", PIPELINE);
@@ -100,5 +73,5 @@ fn runs_cache_and_inspection_on_postgres() {
     assert_eq!(String::from_utf8_lossy(&log.stdout), "data\n42\n");
     // Nothing went to a SQLite file.
     assert!(!sb.home().join("toucan.db").exists());
-    psql(&admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
+    db.drop_database().unwrap();
 }

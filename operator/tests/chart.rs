@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Client, Error};
 use serde_json::json;
-use toucan_test_cluster::TestCluster;
+use toucan_test_harness::cluster::TestCluster;
 
 const RELEASE_NAMESPACE: &str = "toucan-system";
 const TEAM_NAMESPACE: &str = "team-a";

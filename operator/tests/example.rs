@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Harness, bin_dir, http_get, repo};
+use common::{Harness, bin_dir, repo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use toucan_core::api::PipelineRun;
 use toucan_core::records::Phase;
+use toucan_test_harness::net::http_get;
 
 /// Small, so that the test is quick: a linear model for one epoch, good enough to export.
 const PARAMS: [(&str, &str); 3] = [
@@ -77,7 +78,6 @@ fn step_of(pod: &Pod) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_runs_in_the_cluster_as_it_does_locally() {
     let Some(h) = Harness::start("example").await else {
-        eprintln!("skipping: TOUCAN_TEST_POSTGRES_URL is unset (make test sets it)");
         return;
     };
 
@@ -157,7 +157,7 @@ async fn example_runs_in_the_cluster_as_it_does_locally() {
     }
 
     // The same pipeline locally, into a store of its own: same phases, same cache keys.
-    let local_db = common::database(&common::admin_url().unwrap(), "example_local");
+    let local_db = h.database("example_local");
     let home = h.dir.path().join("local-home");
     let mut args = vec![
         "run".to_string(),

@@ -9,13 +9,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Harness, http, http_get};
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use common::Harness;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use toucan_core::api::PipelineRun;
 use toucan_core::records::Phase;
+use toucan_test_harness::cluster::pod_token;
+use toucan_test_harness::net::{http, http_get};
 
 const NS: &str = "default";
 
@@ -69,7 +70,6 @@ async fn create(h: &Harness, run: &PipelineRun) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_deletions_restarts_and_tokens() {
     let Some(h) = Harness::start("failures").await else {
-        eprintln!("skipping: TOUCAN_TEST_POSTGRES_URL is unset (make test sets it)");
         return;
     };
     h.apply_crds();
@@ -220,27 +220,7 @@ async fn retries_deletions_restarts_and_tokens() {
         async move { runs.get(&name).await.unwrap().metadata.uid.unwrap() }
     };
     let (mine_id, theirs_id) = (uid("mine").await, uid("theirs").await);
-    let accounts: Api<ServiceAccount> = Api::namespaced(h.client(), NS);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            bound_object_ref: Some(BoundObjectReference {
-                kind: Some("Pod".into()),
-                api_version: Some("v1".into()),
-                name: mine.metadata.name.clone(),
-                uid: mine.metadata.uid.clone(),
-            }),
-            expiration_seconds: Some(600),
-        },
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request("toucan-step", &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
+    let token = pod_token(h.client(), "toucan-step", &mine).await.unwrap();
     let report =
         r#"{"succeeded":true,"exitCode":0,"signal":null,"outputs":{},"error":null,"durationMs":1}"#;
     let path = |run: &str| format!("/api/v1/runs/{run}/steps/wait/attempts/1/report");
@@ -329,7 +309,6 @@ async fn retries_deletions_restarts_and_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_reconciles() {
     let Some(h) = Harness::start("leader").await else {
-        eprintln!("skipping: TOUCAN_TEST_POSTGRES_URL is unset (make test sets it)");
         return;
     };
     h.apply_crds();

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! tests/s3/up /tmp/toucan-s3
-//! (set -a; . /tmp/toucan-s3/env; cargo test -p toucan-core --test artifacts_s3)
+//! (set -a; . /tmp/toucan-s3/env; cargo test -p toucan-store --test artifacts_s3)
 //! tests/s3/down /tmp/toucan-s3
 //! ```
 
@@ -21,29 +21,16 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use toucan_core::records::{ArtifactKind, ArtifactRef};
 use toucan_store::artifacts::{ArtifactError, ArtifactStore, Digest};
+use toucan_test_harness::s3;
 
 /// Above the store's whole-put limit (8 MiB), so that it goes up as a multipart upload of two
 /// parts.
 const LARGE_FILE_SIZE: usize = 8 * 1024 * 1024 + 12345;
 
-/// A store under a fresh prefix of the test server's location, or `None` (after saying why)
-/// when no server is configured.
+/// A store under a fresh prefix of the test server's location, or `None` (after the harness
+/// said why) when no server is configured.
 fn s3_store(test: &str) -> Option<ArtifactStore> {
-    let base = match std::env::var("TOUCAN_TEST_S3_ARTIFACTS") {
-        Ok(base) if !base.is_empty() => base,
-        _ => {
-            assert!(
-                std::env::var("TOUCAN_REQUIRE_S3").as_deref() != Ok("1"),
-                "TOUCAN_REQUIRE_S3=1 but TOUCAN_TEST_S3_ARTIFACTS is unset; start a server with \
-                 `tests/s3/up DIR` and export the variables of DIR/env"
-            );
-            println!(
-                "skipping {test}: TOUCAN_TEST_S3_ARTIFACTS is unset (`tests/s3/up DIR` starts \
-                 an S3 server and writes its variables to DIR/env)"
-            );
-            return None;
-        }
-    };
+    let base = s3::location().unwrap()?;
     let location = format!(
         "{}/{test}-{}",
         base.trim_end_matches('/'),

@@ -4,12 +4,13 @@
 //! turns each into one test on a fresh SQLite file (`sqlite::NAME`) and one on a fresh
 //! PostgreSQL database (`postgres::NAME`). The PostgreSQL tests connect to the server at
 //! `TOUCAN_TEST_POSTGRES_URL` (a superuser URL: each test creates its own database and drops
-//! it afterwards, so tests run in parallel and repeatedly). Without that variable they print
-//! why and pass, unless `TOUCAN_REQUIRE_POSTGRES=1`, where they fail. To run them:
+//! it afterwards, so tests run in parallel and repeatedly). Without that variable they say
+//! why and pass, unless `TOUCAN_REQUIRE_POSTGRES=1`, where they fail (`toucan-test-harness`'s
+//! `postgres` module). To run them:
 //!
 //! ```text
 //! tests/postgres/up /tmp/toucan-pg
-//! TOUCAN_TEST_POSTGRES_URL=$(cat /tmp/toucan-pg/url) cargo test -p toucan-core --test store_suite
+//! TOUCAN_TEST_POSTGRES_URL=$(cat /tmp/toucan-pg/url) cargo test -p toucan-store --test store_suite
 //! tests/postgres/down /tmp/toucan-pg
 //! ```
 //!
@@ -22,7 +23,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
 use toucan_core::records::{
@@ -30,6 +30,7 @@ use toucan_core::records::{
     RunPhase, RunRecord, StepOutputs, StepRecord,
 };
 use toucan_store::metadata::{self as store, MetadataStore, SqliteStore, StoreError};
+use toucan_test_harness::postgres::{Database, admin_url, database_url};
 
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
@@ -50,12 +51,12 @@ macro_rules! store_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $test() {
-                    let Some(db) = super::TestDatabase::create(stringify!($test)).await else {
+                    let Some(db) = super::test_database(stringify!($test)) else {
                         return;
                     };
-                    let store = db.connect().await;
+                    let store = super::connect(&db).await;
                     super::$test(std::sync::Arc::new(store)).await;
-                    db.drop_database().await;
+                    db.drop_database().unwrap();
                 }
             )*
         }
@@ -787,8 +788,7 @@ async fn open_dispatches_on_the_url() {
 
 #[tokio::test]
 async fn postgres_open_reconnect_and_concurrent_connects() {
-    let Some(db) = TestDatabase::create("postgres_open_reconnect_and_concurrent_connects").await
-    else {
+    let Some(db) = test_database("postgres_open_reconnect_and_concurrent_connects") else {
         return;
     };
     // Replicas starting at once: migrations are applied once, none fails.
@@ -809,19 +809,19 @@ async fn postgres_open_reconnect_and_concurrent_connects() {
     assert!(again.get_run("r").await.unwrap().is_some());
     drop(again);
 
-    let mut conn = db.raw().await;
+    let mut conn = raw(&db).await;
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(applied, 2);
     drop(conn);
-    db.drop_database().await;
+    db.drop_database().unwrap();
 }
 
 #[tokio::test]
 async fn postgres_connect_errors_hide_the_password() {
-    let Some(admin) = admin_url("postgres_connect_errors_hide_the_password") else {
+    let Some(admin) = admin_url().unwrap() else {
         return;
     };
     let missing = database_url(&admin, "toucan_test_no_such_database");
@@ -835,101 +835,24 @@ async fn postgres_connect_errors_hide_the_password() {
 
 // === PostgreSQL harness ===
 
-/// The server's superuser URL, or `None` (after saying why) when PostgreSQL is not configured.
-fn admin_url(test: &str) -> Option<String> {
-    match std::env::var("TOUCAN_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("TOUCAN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "TOUCAN_REQUIRE_POSTGRES=1 but TOUCAN_TEST_POSTGRES_URL is unset; start a \
-                 server with `tests/postgres/up DIR` and set it to the contents of DIR/url"
-            );
-            println!(
-                "skipping {test} on PostgreSQL: TOUCAN_TEST_POSTGRES_URL is unset \
-                 (`tests/postgres/up DIR` starts a server and writes its URL to DIR/url)"
-            );
-            None
-        }
-    }
-}
-
-/// `url` with its database replaced by `name`.
-fn database_url(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    format!("{}/{name}{query}", &base[..host_end])
-}
-
 fn password_of(url: &str) -> Option<String> {
     let authority = url.split("://").nth(1)?.split('/').next()?;
     let userinfo = authority.rsplit_once('@')?.0;
     Some(userinfo.split_once(':')?.1.to_string())
 }
 
-/// A database of its own for one test, on the server at `TOUCAN_TEST_POSTGRES_URL`.
-struct TestDatabase {
-    admin: String,
-    name: String,
-    url: String,
+/// A database of its own for one test, on the server at `TOUCAN_TEST_POSTGRES_URL`; `None`
+/// (after the harness said why) without one.
+fn test_database(test: &str) -> Option<Database> {
+    let admin = admin_url().unwrap()?;
+    Some(Database::create(&admin, test).unwrap())
 }
 
-impl TestDatabase {
-    async fn create(test: &str) -> Option<TestDatabase> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let admin = admin_url(test)?;
-        let mut short: String = test.chars().take(32).collect();
-        short.make_ascii_lowercase();
-        let name = format!(
-            "toucan_{short}_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let db = TestDatabase {
-            url: database_url(&admin, &name),
-            admin,
-            name,
-        };
-        db.admin_execute(format!(
-            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
-            db.name
-        ))
-        .await;
-        db.admin_execute(format!(r#"CREATE DATABASE "{}""#, db.name))
-            .await;
-        Some(db)
-    }
+async fn connect(db: &Database) -> store::PostgresStore {
+    store::PostgresStore::connect(&db.url).await.unwrap()
+}
 
-    async fn connect(&self) -> store::PostgresStore {
-        store::PostgresStore::connect(&self.url).await.unwrap()
-    }
-
-    async fn raw(&self) -> sqlx::PgConnection {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&self.url).await.unwrap()
-    }
-
-    async fn drop_database(self) {
-        self.admin_execute(format!(
-            r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
-            self.name
-        ))
-        .await;
-    }
-
-    async fn admin_execute(&self, sql: String) {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    }
+async fn raw(db: &Database) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&db.url).await.unwrap()
 }

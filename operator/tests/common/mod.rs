@@ -12,39 +12,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use toucan_core::api::PipelineRun;
-use toucan_test_cluster::TestCluster;
-
-/// The PostgreSQL server `make test` starts; tests skip without it unless it is required.
-pub fn admin_url() -> Option<String> {
-    match std::env::var("TOUCAN_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("TOUCAN_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("TOUCAN_REQUIRE_POSTGRES=1 but TOUCAN_TEST_POSTGRES_URL is unset")
-        }
-        Err(_) => None,
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A fresh database named `toucan_op_NAME_PID`; returns its URL.
-pub fn database(admin: &str, name: &str) -> String {
-    let db = format!("toucan_op_{name}_{}", std::process::id());
-    psql(admin, &format!("DROP DATABASE IF EXISTS {db}"));
-    psql(admin, &format!("CREATE DATABASE {db}"));
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{db}")
-}
+use toucan_test_harness::cluster::TestCluster;
+use toucan_test_harness::net::{self, http_get};
+use toucan_test_harness::postgres::Database;
+use toucan_test_harness::s3;
 
 /// Where the workspace's binaries are (`toucan`, `toucan-worker`, `toucan-operator`).
 pub fn bin_dir() -> PathBuf {
@@ -71,15 +42,12 @@ pub fn step_path() -> String {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    net::free_port().unwrap()
 }
 
 pub struct Harness {
     pub cluster: TestCluster,
+    admin_url: String,
     pub db_url: String,
     pub dir: tempfile::TempDir,
 }
@@ -87,21 +55,29 @@ pub struct Harness {
 impl Harness {
     /// None when PostgreSQL or the test cluster is not available (and not required).
     pub async fn start(name: &str) -> Option<Harness> {
-        let admin = admin_url()?;
+        let admin = toucan_test_harness::postgres::admin_url().unwrap()?;
         let path = step_path();
         let cluster = TestCluster::start_with_env(&[("PATH", path.as_str())])
             .await
             .unwrap()?;
-        let db_url = database(&admin, name);
+        let db_url = Database::create(&admin, &format!("op_{name}")).unwrap().url;
         let dir = tempfile::Builder::new()
             .prefix("toucan-op-")
             .tempdir()
             .unwrap();
         Some(Harness {
             cluster,
+            admin_url: admin,
             db_url,
             dir,
         })
+    }
+
+    /// Another fresh database on the test's server; its URL.
+    pub fn database(&self, name: &str) -> String {
+        Database::create(&self.admin_url, &format!("op_{name}"))
+            .unwrap()
+            .url
     }
 
     pub fn client(&self) -> Client {
@@ -111,20 +87,20 @@ impl Harness {
     /// The artifact store: the S3 server `make test` starts (`TOUCAN_TEST_S3_ARTIFACTS`, under a
     /// prefix of this test's own), else a directory (pods run on this machine).
     pub fn artifacts(&self) -> String {
-        match std::env::var("TOUCAN_TEST_S3_ARTIFACTS") {
-            Ok(base) => format!(
+        match s3::configured_location() {
+            Some(base) => format!(
                 "{}/operator-{}",
                 base.trim_end_matches('/'),
                 self.dir.path().file_name().unwrap().to_string_lossy()
             ),
-            Err(_) => self.dir.path().join("artifacts").display().to_string(),
+            None => self.dir.path().join("artifacts").display().to_string(),
         }
     }
 
     /// With S3 artifacts, the Secret that gives step pods the store's credentials (the
     /// operator's `--artifacts-secret`), created in `namespace`.
     pub fn artifacts_secret(&self, namespace: &str) -> Option<&'static str> {
-        std::env::var("TOUCAN_TEST_S3_ARTIFACTS").ok()?;
+        s3::configured_location()?;
         let mut args = vec![
             "create".to_string(),
             "secret".into(),
@@ -133,13 +109,7 @@ impl Harness {
             "-n".into(),
             namespace.into(),
         ];
-        for key in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-            "AWS_ALLOW_HTTP",
-        ] {
+        for key in s3::CREDENTIAL_ENVS {
             if let Ok(value) = std::env::var(key) {
                 args.push(format!("--from-literal={key}={value}"));
             }
@@ -344,46 +314,4 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A plain HTTP/1.0 GET on loopback: status and body (0 when nothing answers).
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    http("GET", port, path, None, None)
-}
-
-/// A plain HTTP/1.0 request on loopback.
-pub fn http(
-    method: &str,
-    port: u16,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }

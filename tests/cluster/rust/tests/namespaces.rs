@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
-use toucan_test_cluster::TestCluster;
+use toucan_test_harness::cluster::TestCluster;
 
 #[tokio::test]
 async fn admin_lists_namespaces_and_user_is_forbidden() -> anyhow::Result<()> {
