@@ -4,6 +4,7 @@
 //! the pod's status says); a pod that is gone, or deleted before it finished, is a lost
 //! attempt.
 
+use k8s_openapi::api::core::v1::Pod;
 use toucan_core::engine::Run;
 use toucan_core::engine::run::{Observation, Stage};
 use toucan_core::launch::LaunchReport;
@@ -32,29 +33,9 @@ pub async fn attempts(run_ref: &RunRef, ctx: &Context, run: &Run) -> Result<Vec<
             continue;
         };
         let deleting = pod.metadata.deletion_timestamp.is_some();
-        let PodOutcome::Ended {
-            exit_code,
-            reason,
-            report,
-            message,
-        } = pods::outcome(&pod)
+        let Some(report) = ended_report(ctx, &run_ref.uid, node, flight.attempt, &pod).await?
         else {
             continue;
-        };
-        let report = match api_report(ctx, &run_ref.uid, node, flight.attempt).await? {
-            Some(r) => r,
-            None => report.unwrap_or_else(|| LaunchReport {
-                succeeded: false,
-                exit_code,
-                signal: None,
-                outputs: StepOutputs::default(),
-                error: Some(failure_text(
-                    exit_code,
-                    reason.as_deref(),
-                    message.as_deref(),
-                )),
-                duration_ms: 0,
-            }),
         };
         // Killed because someone deleted its pod: that is not the step failing.
         if deleting && !report.succeeded {
@@ -70,9 +51,44 @@ pub async fn attempts(run_ref: &RunRef, ctx: &Context, run: &Run) -> Result<Vec<
     Ok(observed)
 }
 
+/// How the attempt an ended pod ran went: the launcher's report from the API, else from the
+/// termination message, else one written from the pod's status. None while the pod runs.
+pub async fn ended_report(
+    ctx: &Context,
+    run_id: &str,
+    node: &str,
+    attempt: u32,
+    pod: &Pod,
+) -> Result<Option<LaunchReport>> {
+    let PodOutcome::Ended {
+        exit_code,
+        reason,
+        report,
+        message,
+    } = pods::outcome(pod)
+    else {
+        return Ok(None);
+    };
+    if let Some(report) = api_report(ctx, run_id, node, attempt).await? {
+        return Ok(Some(report));
+    }
+    Ok(Some(report.unwrap_or_else(|| LaunchReport {
+        succeeded: false,
+        exit_code,
+        signal: None,
+        outputs: StepOutputs::default(),
+        error: Some(failure_text(
+            exit_code,
+            reason.as_deref(),
+            message.as_deref(),
+        )),
+        duration_ms: 0,
+    })))
+}
+
 /// The launcher's report of one attempt, as it reached the API. A report that does not read
 /// is logged and left for the termination message.
-pub async fn api_report(
+async fn api_report(
     ctx: &Context,
     run_id: &str,
     node: &str,
@@ -101,7 +117,7 @@ pub async fn api_report(
 }
 
 /// Why a pod failed, from its status, for a report nobody wrote.
-pub fn failure_text(exit_code: Option<i32>, reason: Option<&str>, message: Option<&str>) -> String {
+fn failure_text(exit_code: Option<i32>, reason: Option<&str>, message: Option<&str>) -> String {
     let mut parts = Vec::new();
     if let Some(code) = exit_code {
         parts.push(format!("exit code {code}"));

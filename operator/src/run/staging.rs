@@ -14,8 +14,8 @@ use toucan_core::launch::{STAGE_NODE, StageInput, StageSpec};
 use toucan_core::records::ArtifactRef;
 
 use super::execute::{create_pod, find_pod};
-use super::observe::{api_report, failure_text};
-use super::pods::{self, LauncherPod, PodOutcome, RunRef, SOURCE_DIR_ANNOTATION};
+use super::observe::ended_report;
+use super::pods::{self, LauncherPod, RunRef, SOURCE_DIR_ANNOTATION};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -72,31 +72,19 @@ pub async fn observe(
         create_pod(ctx, run_ref, pod).await?;
         return Ok(Vec::new());
     };
-    let PodOutcome::Ended {
-        exit_code,
-        reason,
-        report,
-        message,
-    } = pods::outcome(&pod)
-    else {
+    let Some(report) = ended_report(ctx, &run_ref.uid, STAGE_NODE, 1, &pod).await? else {
         return Ok(Vec::new());
     };
-    let report = match api_report(ctx, &run_ref.uid, STAGE_NODE, 1).await? {
-        Some(r) => Some(r),
-        None => report,
-    };
-    Ok(vec![match report {
-        Some(report) if report.succeeded => Observation::Staged {
+    if report.succeeded {
+        return Ok(vec![Observation::Staged {
             inputs: staged_inputs(report.outputs.artifacts),
-        },
-        report => {
-            let why = report
-                .and_then(|r| r.error)
-                .unwrap_or_else(|| failure_text(exit_code, reason.as_deref(), message.as_deref()));
-            tracing::warn!(run = %run_ref.uid, "storing the run's path: inputs failed: {why}");
-            Observation::StagingFailed { message: why }
-        }
-    }])
+        }]);
+    }
+    let why = report
+        .error
+        .unwrap_or_else(|| "the stage pod failed".into());
+    tracing::warn!(run = %run_ref.uid, "storing the run's path: inputs failed: {why}");
+    Ok(vec![Observation::StagingFailed { message: why }])
 }
 
 /// The stage report's artifacts, keyed `STEP/INPUT`, by step and input.
