@@ -34,6 +34,10 @@ pub struct LaunchSpec {
     /// Command and args with values resolved and path placeholders left.
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// The values the step's templates used, typed ([`Invocation::values`]); written to
+    /// [`LaunchSpec::values_path`] for the command.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, serde_json::Value>,
     pub inputs: BTreeMap<String, InputSource>,
     pub outputs: DeclaredOutputs,
     /// The artifact store's location (`open` syntax).
@@ -76,6 +80,7 @@ impl LaunchSpec {
             attempt: inv.attempt,
             argv: inv.argv.clone(),
             env: inv.env.clone(),
+            values: inv.values.clone(),
             inputs: inv.inputs.clone(),
             outputs: inv.outputs.clone(),
             artifacts: artifacts.to_string(),
@@ -91,6 +96,10 @@ impl LaunchSpec {
     }
     pub fn work_dir(&self) -> PathBuf {
         self.dir.join("work")
+    }
+    /// The JSON object of typed values the command may read (`TOUCAN_VALUES`).
+    pub fn values_path(&self) -> PathBuf {
+        self.dir.join("values.json")
     }
     pub fn report_path(&self) -> PathBuf {
         self.dir.join("report.json")

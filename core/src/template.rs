@@ -63,6 +63,13 @@ impl Reference {
             Reference::InputArtifact(_) | Reference::OutputParam(_) | Reference::OutputArtifact(_)
         )
     }
+
+    /// The reference without its braces (`params.epochs`): how the cache key and the values
+    /// handed to a command name it.
+    pub fn key(&self) -> String {
+        let text = self.to_string();
+        text["{{".len()..text.len() - "}}".len()].to_string()
+    }
 }
 
 impl fmt::Display for Reference {

@@ -321,6 +321,8 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
         .env("TOUCAN_STEP", &spec.node)
         .env("TOUCAN_ATTEMPT", spec.attempt.to_string())
         .env("TOUCAN_OUTPUTS", spec.outputs_dir())
+        // The values the step's templates used, with their types (`{"params.epochs": 5}`).
+        .env("TOUCAN_VALUES", spec.values_path())
         // Where `toucan-worker train` (or any command) appends its metrics as JSON lines; the
         // file stays with the attempt's log (`toucan logs --metrics`).
         .env("TOUCAN_METRICS_FILE", spec.metrics_path())
@@ -388,7 +390,9 @@ fn prepare_dirs(spec: &LaunchSpec) -> Result<(), String> {
     for dir in dirs {
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    Ok(())
+    let values = spec.values_path();
+    let json = serde_json::to_vec_pretty(&spec.values).map_err(|e| e.to_string())?;
+    std::fs::write(&values, json).map_err(|e| format!("writing {}: {e}", values.display()))
 }
 
 async fn materialize_inputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<(), String> {

@@ -6,18 +6,30 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use serde_json::{Value, json};
 
 use toucan_core::launch::{LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec};
 
 /// Runs `sh -c SCRIPT` under the launcher; returns its exit code and the report.
 fn exec(dir: &Path, script: &str) -> (Option<i32>, LaunchReport) {
+    exec_with(dir, script, Default::default())
+}
+
+fn exec_with(
+    dir: &Path,
+    script: &str,
+    values: BTreeMap<String, Value>,
+) -> (Option<i32>, LaunchReport) {
     let spec = LaunchSpec {
         run_id: "run-1".into(),
         node: "step".into(),
         attempt: 1,
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: Default::default(),
+        values,
         inputs: Default::default(),
         outputs: Default::default(),
         artifacts: dir.join("artifacts").display().to_string(),
@@ -55,4 +67,22 @@ fn a_launcher_failure_is_not_a_command_exit_code() {
     std::fs::write(&spec, "{not json").unwrap();
     let run = common::worker(&["exec".as_ref(), "--spec".as_ref(), spec.as_os_str()]);
     assert_eq!(run.status.code(), Some(LAUNCHER_FAILURE_EXIT));
+}
+
+#[test]
+fn the_command_reads_its_values_with_their_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = BTreeMap::from([
+        ("params.epochs".to_string(), json!(5)),
+        ("params.lr".to_string(), json!(0.01)),
+        ("item".to_string(), json!({"size": [1, 2]})),
+    ]);
+    let copy = dir.path().join("seen.json");
+    let script = format!("cp \"$TOUCAN_VALUES\" {}", copy.display());
+    let (exit, report) = exec_with(dir.path(), &script, values.clone());
+    assert_eq!((exit, report.succeeded), (Some(0), true), "{report:?}");
+    let seen: BTreeMap<String, Value> =
+        serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
+    assert_eq!(seen, values);
+    assert!(seen["params.epochs"].is_u64(), "an int stays a number");
 }

@@ -49,6 +49,12 @@ pub struct Invocation {
     /// remain for the launcher.
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Every value the command, args, env and input params refer to, by reference
+    /// (`params.epochs`, `item`, `inputs.params.lr`), with its type kept: an `int` param is a
+    /// JSON number here although the command line holds its text. The launcher hands them to
+    /// the command as a JSON file (`TOUCAN_VALUES`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, Value>,
     pub inputs: BTreeMap<String, InputSource>,
     pub outputs: DeclaredOutputs,
     pub timeout_ms: Option<u64>,
@@ -68,18 +74,26 @@ pub(super) struct Resolver<'a> {
 
 impl Resolver<'_> {
     pub fn value(&self, r: &Reference) -> Option<String> {
-        self.value_at_depth(r, 0)
+        self.typed(r).map(|v| render_value(&v))
     }
 
-    fn value_at_depth(&self, r: &Reference, depth: u8) -> Option<String> {
+    /// The value of `r` with its type: a param or item as declared, an index as a number,
+    /// a step's output param as text, and an input param as the value of the one reference
+    /// it consists of, or else as the text it renders to.
+    pub fn typed(&self, r: &Reference) -> Option<Value> {
+        self.typed_at_depth(r, 0)
+    }
+
+    fn typed_at_depth(&self, r: &Reference, depth: u8) -> Option<Value> {
         match r {
-            Reference::Param(n) => self.plan.params.get(n).map(render_value),
+            Reference::Param(n) => self.plan.params.get(n).cloned(),
             Reference::StepParam { step, name } => {
                 let node = self.state.nodes.get(step)?;
-                (node.phase == Phase::Succeeded).then(|| node.outputs.params.get(name).cloned())?
+                (node.phase == Phase::Succeeded)
+                    .then(|| node.outputs.params.get(name).cloned().map(Value::String))?
             }
-            Reference::Item => self.item.map(|(_, v)| render_value(v)),
-            Reference::Index => self.item.map(|(i, _)| i.to_string()),
+            Reference::Item => self.item.map(|(_, v)| v.clone()),
+            Reference::Index => self.item.map(|(i, _)| Value::from(i)),
             Reference::InputParam(n) if depth == 0 => {
                 let input = self
                     .step
@@ -89,39 +103,35 @@ impl Resolver<'_> {
                     .iter()
                     .find(|p| &p.name == n)?;
                 let template = Template::parse(&input.value).ok()?;
+                if let Some(inner) = template.as_single_reference() {
+                    return self.typed_at_depth(inner, depth + 1);
+                }
                 let mut missing = false;
                 let out = template.render(|inner| {
-                    let v = self.value_at_depth(inner, depth + 1);
+                    let v = self.typed_at_depth(inner, depth + 1);
                     missing |= v.is_none();
-                    v
+                    v.as_ref().map(render_value)
                 });
-                (!missing).then_some(out)
+                (!missing).then_some(Value::String(out))
             }
             _ => None,
         }
     }
 
-    /// Renders a template; every value reference must resolve.
-    pub fn render(
-        &self,
-        text: &str,
-        values: &mut BTreeMap<String, String>,
-    ) -> Result<String, String> {
+    /// Renders a template; every value reference must resolve. Each value used is recorded
+    /// in `values`: rendered (for the cache key) and typed (for the command).
+    pub fn render(&self, text: &str, values: &mut Values) -> Result<String, String> {
         let template = Template::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
         let mut error = None;
         let out = template.render(|r| {
             if r.is_path() || matches!(r, Reference::StepArtifact { .. }) {
                 return None;
             }
-            match self.value(r) {
+            match self.typed(r) {
                 Some(v) => {
-                    let key = r.to_string();
-                    let key = key
-                        .trim_start_matches("{{")
-                        .trim_end_matches("}}")
-                        .to_string();
-                    values.insert(key, v.clone());
-                    Some(v)
+                    let rendered = render_value(&v);
+                    values.insert(r.key(), rendered.clone(), v);
+                    Some(rendered)
                 }
                 None => {
                     error.get_or_insert_with(|| format!("{r} has no value"));
@@ -133,6 +143,22 @@ impl Resolver<'_> {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+}
+
+/// The values a node's templates used, by reference.
+#[derive(Default)]
+pub(super) struct Values {
+    /// As rendered: part of the cache key.
+    pub rendered: BTreeMap<String, String>,
+    /// With their types: handed to the command.
+    pub typed: BTreeMap<String, Value>,
+}
+
+impl Values {
+    fn insert(&mut self, key: String, rendered: String, typed: Value) {
+        self.rendered.insert(key.clone(), rendered);
+        self.typed.insert(key, typed);
     }
 }
 
@@ -151,7 +177,7 @@ pub(super) fn build(
         step,
         item,
     };
-    let mut values = BTreeMap::new();
+    let mut values = Values::default();
     let mut argv = Vec::with_capacity(step.command.len() + step.args.len());
     for s in step.command.iter().chain(&step.args) {
         argv.push(resolver.render(s, &mut values)?);
@@ -162,8 +188,12 @@ pub(super) fn build(
     }
     if let Some(inputs) = &step.inputs {
         for p in &inputs.params {
-            let v = resolver.render(&p.value, &mut values)?;
-            values.insert(format!("inputs.params.{}", p.name), v);
+            let rendered = resolver.render(&p.value, &mut values)?;
+            let reference = Reference::InputParam(p.name.clone());
+            let typed = resolver
+                .typed(&reference)
+                .unwrap_or_else(|| Value::String(rendered.clone()));
+            values.insert(reference.key(), rendered, typed);
         }
     }
     let mut inputs = BTreeMap::new();
@@ -204,7 +234,7 @@ pub(super) fn build(
             .iter()
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
-        values,
+        values: values.rendered,
         inputs: inputs
             .iter()
             .map(|(k, v)| (k.clone(), v.key_text()))
@@ -218,6 +248,7 @@ pub(super) fn build(
         image: step.image.clone(),
         argv,
         env,
+        values: values.typed,
         inputs,
         outputs,
         timeout_ms: timeout_ms(step),

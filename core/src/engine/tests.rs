@@ -453,3 +453,75 @@ fn cache_key_ignores_paths_and_follows_values() {
         "the key holds the command as written"
     );
 }
+
+#[test]
+fn invocation_values_keep_their_types() {
+    let mut s = step("train", &[], &[]);
+    s.command = vec!["train".into(), "--epochs={{params.epochs}}".into()];
+    s.env.push(crate::api::EnvVar {
+        name: "LR".into(),
+        value: "{{inputs.params.lr}}".into(),
+    });
+    s.inputs = Some(crate::api::Inputs {
+        params: vec![
+            crate::api::InputParam {
+                name: "lr".into(),
+                value: "{{params.lr}}".into(),
+            },
+            crate::api::InputParam {
+                name: "tag".into(),
+                value: "e{{params.epochs}}".into(),
+            },
+        ],
+        artifacts: vec![],
+    });
+    let param = |name: &str, kind, default| ParamSpec {
+        name: name.into(),
+        kind,
+        default: Some(default),
+        ..Default::default()
+    };
+    let p = plan(
+        vec![s],
+        vec![],
+        vec![
+            param("epochs", ParamType::Int, json!(3)),
+            param("lr", ParamType::Float, json!(0.5)),
+        ],
+    );
+    let state = RunState::new(&p);
+    let inv = invocation::build(&p, &state, "train", &p.spec.steps[0], None, 1).unwrap();
+    assert_eq!(inv.argv[1], "--epochs=3");
+    assert_eq!(inv.env["LR"], "0.5");
+    assert_eq!(
+        inv.values,
+        BTreeMap::from([
+            ("params.epochs".to_string(), json!(3)),
+            ("params.lr".to_string(), json!(0.5)),
+            ("inputs.params.lr".to_string(), json!(0.5)),
+            ("inputs.params.tag".to_string(), json!("e3")),
+        ])
+    );
+    assert_eq!(
+        inv.key.values["inputs.params.lr"], "0.5",
+        "the cache key keeps the rendered text"
+    );
+
+    let item = json!({"size": 224, "name": "a"});
+    let mut child = step("resize", &[], &[]);
+    child.command = vec!["resize".into(), "{{item}}".into(), "{{index}}".into()];
+    let p = plan(vec![child], vec![], vec![]);
+    let state = RunState::new(&p);
+    let inv = invocation::build(
+        &p,
+        &state,
+        "resize[1]",
+        &p.spec.steps[0],
+        Some((1, &item)),
+        1,
+    )
+    .unwrap();
+    assert_eq!(inv.argv[1], r#"{"name":"a","size":224}"#);
+    assert_eq!(inv.values["item"], item);
+    assert_eq!(inv.values["index"], json!(1));
+}
