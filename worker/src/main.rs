@@ -1,8 +1,8 @@
 //! `toucan-worker`: the program inside every step.
 //!
 //! `toucan-worker exec --spec FILE` is the launcher that wraps each step attempt (see
-//! `toucan_core::launch`; the same subcommands make the small `toucan-launcher` binary that
-//! step pods run). `ingest` turns source files into a toucan dataset
+//! `toucan_core::launch` and the `toucan-launcher` crate, whose own small binary step pods
+//! run). `ingest` turns source files into a toucan dataset
 //! (`toucan_worker::dataset`). Built with the `torch` feature, `train` and `device` run on
 //! libtorch through tch (`toucan_worker::ml`).
 //!
@@ -17,10 +17,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use toucan_launcher as launcher;
 use toucan_worker::args::{self, AtLeast};
 #[cfg(feature = "torch")]
 use toucan_worker::ml;
-use toucan_worker::{EXIT_INVALID, ingest, launcher};
+use toucan_worker::{EXIT_INVALID, ingest};
 
 #[derive(Debug, Parser)]
 #[command(

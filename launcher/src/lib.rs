@@ -7,18 +7,25 @@
 //! with a temporary file and a rename so the runtime never reads half of one. The command's
 //! exit code is the launcher's exit code; a failure of the launcher itself exits with
 //! `LAUNCHER_FAILURE_EXIT`.
+//!
+//! A crate of its own so that the `toucan-launcher` binary, which every step pod runs inside
+//! the step's own image, links only what it uses; `toucan-worker` offers the same
+//! subcommands ([`LauncherCommand`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Instant;
 
+pub mod control_plane;
 use toucan_core::engine::InputSource;
 use toucan_core::launch::{
     LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_PARAM_BYTES, STAGE_NODE, StageSpec,
 };
 use toucan_core::records::StepOutputs;
 use toucan_store::artifacts::ArtifactStore;
-use crate::control_plane;
+
+/// The exit code of a usage error, as clap's own.
+const USAGE_EXIT: u8 = 2;
 
 /// The name `install-launcher` gives the launcher in a pod's launcher directory.
 pub const LAUNCHER_BIN: &str = "toucan-launcher";
@@ -62,7 +69,7 @@ pub fn main(command: LauncherCommand) -> ExitCode {
             let source = match (spec, spec_env) {
                 (Some(path), _) => SpecSource::File(path),
                 (None, Some(var)) => SpecSource::Env(var),
-                (None, None) => return ExitCode::from(crate::EXIT_INVALID),
+                (None, None) => return ExitCode::from(USAGE_EXIT),
             };
             exec(&source)
         }
