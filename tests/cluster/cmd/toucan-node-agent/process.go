@@ -1,6 +1,8 @@
 package main
 
-// Process mode: the pod's containers run as processes on this machine.
+// Running a pod's containers, in either mode: init containers in turn, then the main ones, each
+// instance prepared, started, probed, stopped and read back the same way. What differs between
+// a process (process mode) and a runc container (container mode) is an instanceRunner.
 
 import (
 	"bytes"
@@ -27,6 +29,12 @@ const (
 	restartBackoffFirst = time.Second
 	restartBackoffMax   = 30 * time.Second
 	configRetryInterval = time.Second
+	// An image missing from the store: ErrImagePull this long, then ImagePullBackOff while the
+	// agent waits to look again, 1 s doubling to 10 s (the kubelet's 10 s to 5 min is longer
+	// than a test waits for an image it has just added).
+	pullErrorShown   = time.Second
+	pullBackoffFirst = time.Second
+	pullBackoffMax   = 10 * time.Second
 	// FallbackToLogsOnError takes at most this much of the log's end.
 	fallbackLogLines = 80
 	fallbackLogBytes = 2048
@@ -65,31 +73,56 @@ func (w *podWorker) allContainers() []*containerState {
 	return append(append([]*containerState{}, w.init...), w.main...)
 }
 
-// retryConfig calls f until it succeeds; while it fails with a configuration error the
-// containers wait with reason CreateContainerConfigError, as the kubelet's do.
+// retryConfigValue calls f until it succeeds. While it fails the containers wait, as the
+// kubelet's do: with CreateContainerConfigError for an error in the pod's configuration, with
+// ErrImagePull and then ImagePullBackOff (and a growing back-off) when the image is not in the
+// store, else with CreateContainerError.
 func retryConfigValue[T any](w *podWorker, ctx context.Context, waiting []*containerState, f func() (T, error)) (T, bool) {
+	var zero T
+	setWaiting := func(reason, message string) {
+		w.update(func() {
+			for _, c := range waiting {
+				if c.state.Running == nil {
+					c.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}}
+				}
+			}
+		})
+	}
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	pullBackoff := pullBackoffFirst
 	for {
 		v, err := f()
 		if err == nil {
 			return v, true
 		}
 		var cfgErr configError
-		reason := "CreateContainerError"
-		if errors.As(err, &cfgErr) {
-			reason = "CreateContainerConfigError"
-		}
-		w.update(func() {
-			for _, c := range waiting {
-				if c.state.Running == nil {
-					c.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: err.Error()}}
-				}
+		var pullErr pullError
+		switch {
+		case errors.As(err, &pullErr):
+			setWaiting("ErrImagePull", err.Error())
+			if !sleep(pullErrorShown) {
+				return zero, false
 			}
-		})
-		select {
-		case <-ctx.Done():
-			var zero T
+			setWaiting("ImagePullBackOff", "Back-off pulling image: "+err.Error())
+			if !sleep(pullBackoff) {
+				return zero, false
+			}
+			pullBackoff = min(2*pullBackoff, pullBackoffMax)
+			continue
+		case errors.As(err, &cfgErr):
+			setWaiting("CreateContainerConfigError", err.Error())
+		default:
+			setWaiting("CreateContainerError", err.Error())
+		}
+		if !sleep(configRetryInterval) {
 			return zero, false
-		case <-time.After(configRetryInterval):
 		}
 	}
 }
@@ -167,148 +200,87 @@ func (w *podWorker) backOff(ctx context.Context, c *containerState, backoff *tim
 	return true
 }
 
+// instance is one start of a container, in either mode.
+type instance struct {
+	cmd     *exec.Cmd
+	logFile *os.File
+	logPath string
+	termLog string
+	run     instanceRunner
+}
+
+// instanceRunner is what differs between process and container mode once an instance is
+// prepared: how its start is known, how it is signalled and probed, how its end reads.
+type instanceRunner interface {
+	// awaitStart returns the pid of the container's first process, the leader of its process
+	// group, once it runs; false when the command exited before it did.
+	awaitStart(cmd *exec.Cmd, exited <-chan struct{}) (int, bool)
+	signal(sig syscall.Signal)
+	// probe returns the command that runs an exec probe inside the container.
+	probe(ctx context.Context, command []string) *exec.Cmd
+	// result reads the instance's end from its command's: exit code, reason, and a message
+	// that replaces the termination message when not empty.
+	result(state *os.ProcessState) (int32, string, string)
+	// release frees what the instance holds once it has ended.
+	release()
+}
+
 // runInstance starts the container once and waits for it to exit; ok is false when it was
 // stopped because the pod is being deleted or the agent stops.
 func (w *podWorker) runInstance(ctx context.Context, c *containerState, volumes map[string]string) (exitCode int32, ok bool) {
-	type prepared struct {
-		cmd      *exec.Cmd
-		env      []string
-		workDir  string
-		termLog  string
-		errPath  string
-		logFile  *os.File
-		logPath  string
-		specPath string
-	}
-	var instance int32
-	p, ok := retryConfigValue(w, ctx, []*containerState{c}, func() (*prepared, error) {
-		pod := w.latest()
+	var number int32
+	inst, ok := retryConfigValue(w, ctx, []*containerState{c}, func() (*instance, error) {
 		w.mu.Lock()
-		instance = c.restarts
+		number = c.restarts
 		if c.restartPending {
-			instance++
+			number++
 		}
 		w.mu.Unlock()
-		envMap, env, err := w.containerEnv(w.newObjectCache(ctx), pod, &c.spec)
-		if err != nil {
-			return nil, err
-		}
-		argv, err := commandLine(&c.spec, envMap)
-		if err != nil {
-			return nil, err
-		}
-		dir := filepath.Join(w.dir, "containers", c.spec.Name, strconv.Itoa(int(instance)))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-		termLog := filepath.Join(dir, "termination-log")
-		if err := os.WriteFile(termLog, nil, 0o666); err != nil {
-			return nil, err
-		}
-		_ = os.Chmod(termLog, 0o666)
-		mounts, err := containerMounts(&c.spec, volumes, envMap, termLog)
-		if err != nil {
-			return nil, err
-		}
-		spec := initSpec{
-			Argv:           argv,
-			WorkingDir:     c.spec.WorkingDir,
-			Mounts:         mounts,
-			Namespaced:     w.a.isRoot,
-			StartErrorPath: filepath.Join(dir, "start-error"),
-		}
-		data, err := json.Marshal(spec)
-		if err != nil {
-			return nil, err
-		}
-		specPath := filepath.Join(dir, "init.json")
-		if err := os.WriteFile(specPath, data, 0o600); err != nil {
-			return nil, err
-		}
-		logPath := filepath.Join(dir, "log")
-		logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-		if err != nil {
-			return nil, err
-		}
-		cmd := exec.Command(w.a.self, containerInitCommand, specPath)
-		cmd.Env = env
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if w.a.isRoot {
-			attr.Unshareflags = syscall.CLONE_NEWNS
-		}
-		cmd.SysProcAttr = attr
-		return &prepared{cmd: cmd, env: env, workDir: c.spec.WorkingDir, termLog: termLog, errPath: spec.StartErrorPath, logFile: logFile, logPath: logPath, specPath: specPath}, nil
+		return w.prepareInstance(ctx, c, volumes, number)
 	})
 	if !ok {
 		return 0, false
 	}
-	defer p.logFile.Close()
+	defer inst.logFile.Close()
+	defer inst.run.release()
 
-	startedAt := metav1.Now()
-	if err := p.cmd.Start(); err != nil {
+	if err := inst.cmd.Start(); err != nil {
+		now := metav1.Now()
 		w.update(func() {
-			c.restarts, c.restartPending = instance, false
+			c.restarts, c.restartPending = number, false
 			c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 				ExitCode: startErrorExitCode, Reason: "StartError", Message: err.Error(),
-				StartedAt: startedAt, FinishedAt: metav1.Now(),
+				StartedAt: now, FinishedAt: now,
 			}}
 		})
 		return startErrorExitCode, true
 	}
-	pid := p.cmd.Process.Pid
-	pgidFile := filepath.Join(pgidsDir(w.a.stateDir), strconv.Itoa(pid))
-	_ = os.WriteFile(pgidFile, nil, 0o644)
-	defer os.Remove(pgidFile)
-
-	hasReadiness := c.spec.ReadinessProbe != nil
-	hasStartup := c.spec.StartupProbe != nil
-	w.update(func() {
-		c.restarts, c.restartPending = instance, false
-		c.pid = pid
-		c.logPath = p.logPath
-		c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: startedAt}}
-		c.started = !hasStartup
-		c.ready = !hasReadiness && !hasStartup
-	})
-
 	exited := make(chan struct{})
-	var waitErr error
 	go func() {
-		waitErr = p.cmd.Wait()
+		_ = inst.cmd.Wait()
 		close(exited)
 	}()
 
-	// Probes live as long as this instance. A failed liveness probe restarts it.
-	probeCtx, stopProbes := context.WithCancel(ctx)
-	livenessFailed := make(chan string, 1)
-	go w.runProbes(probeCtx, c, pid, p.env, livenessFailed)
-
-	var killedFor string
-	select {
-	case <-exited:
-	case <-ctx.Done():
-		killedFor = "deleted"
-		w.kill(pid, exited)
-	case msg := <-livenessFailed:
-		killedFor = "liveness"
-		log.Printf("pod %s: container %s failed its liveness probe: %s", w.key(), c.spec.Name, msg)
-		w.kill(pid, exited)
+	startedAt := metav1.Now()
+	killedFor := ""
+	if pid, running := inst.run.awaitStart(inst.cmd, exited); running {
+		startedAt = metav1.Now()
+		killedFor = w.watchRunning(ctx, c, inst, pid, number, startedAt, exited)
 	}
-	stopProbes()
-	// Whatever the container left in its process group goes with it.
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	<-exited
 
-	exitCode, reason := exitStatus(p.cmd.ProcessState, waitErr)
-	message := readTerminationMessage(p.termLog)
-	if data, err := os.ReadFile(p.errPath); err == nil {
-		exitCode, reason, message = startErrorExitCode, "StartError", string(data)
-	} else if message == "" && exitCode != 0 && c.spec.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
-		message = logTail(p.logPath)
+	exitCode, reason, message := inst.run.result(inst.cmd.ProcessState)
+	if message == "" {
+		message = readTerminationMessage(inst.termLog)
+		if message == "" && exitCode != 0 && c.spec.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+			message = logTail(inst.logPath)
+		}
 	}
 	w.update(func() {
+		c.restarts, c.restartPending = number, false
 		c.pid = 0
 		c.ready = false
+		c.logPath = inst.logPath
 		c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 			ExitCode:    exitCode,
 			Reason:      reason,
@@ -324,19 +296,178 @@ func (w *podWorker) runInstance(ctx context.Context, c *containerState, volumes 
 	return exitCode, true
 }
 
-// kill stops a container's process group: SIGTERM, then SIGKILL after the grace period.
-func (w *podWorker) kill(pid int, exited <-chan struct{}) {
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
+// watchRunning reports the instance running and runs its probes until it exits, or stops it
+// when the pod is deleted or its liveness probe fails; it says which.
+func (w *podWorker) watchRunning(ctx context.Context, c *containerState, inst *instance, pid int, number int32, startedAt metav1.Time, exited <-chan struct{}) string {
+	// tests/cluster/down kills what is listed here should the agent die first.
+	pgidFile := filepath.Join(pgidsDir(w.a.stateDir), strconv.Itoa(pid))
+	_ = os.WriteFile(pgidFile, nil, 0o644)
+	defer os.Remove(pgidFile)
+
+	hasReadiness := c.spec.ReadinessProbe != nil
+	hasStartup := c.spec.StartupProbe != nil
+	w.update(func() {
+		c.restarts, c.restartPending = number, false
+		c.pid = pid
+		c.logPath = inst.logPath
+		c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: startedAt}}
+		c.started = !hasStartup
+		c.ready = !hasReadiness && !hasStartup
+	})
+
+	// Probes live as long as this instance. A failed liveness probe restarts it.
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	livenessFailed := make(chan string, 1)
+	go w.runProbes(probeCtx, c, inst.run, livenessFailed)
+
+	select {
+	case <-exited:
+		return ""
+	case <-ctx.Done():
+		w.stop(inst.run, exited)
+		return "deleted"
+	case msg := <-livenessFailed:
+		log.Printf("pod %s: container %s failed its liveness probe: %s", w.key(), c.spec.Name, msg)
+		w.stop(inst.run, exited)
+		return "liveness"
+	}
+}
+
+// prepareInstance makes the folder, log and command of one instance; the node's mode makes the
+// rest.
+func (w *podWorker) prepareInstance(ctx context.Context, c *containerState, volumes map[string]string, number int32) (*instance, error) {
+	pod := w.latest()
+	dir := filepath.Join(w.dir, "containers", c.spec.Name, strconv.Itoa(int(number)))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	termLog := filepath.Join(dir, "termination-log")
+	if err := os.WriteFile(termLog, nil, 0o666); err != nil {
+		return nil, err
+	}
+	// Whatever user the container runs as may write its termination message.
+	_ = os.Chmod(termLog, 0o666)
+	var cmd *exec.Cmd
+	var run instanceRunner
+	var err error
+	if w.node.Mode == modeContainer {
+		cmd, run, err = w.prepareContainer(ctx, pod, c, dir, termLog, volumes, number)
+	} else {
+		cmd, run, err = w.prepareProcess(ctx, pod, c, dir, termLog, volumes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		run.release()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if w.a.isRoot {
+		// A mount namespace of its own: where the helper binds volumes or mounts the root.
+		attr.Unshareflags = syscall.CLONE_NEWNS
+	}
+	cmd.SysProcAttr = attr
+	return &instance{cmd: cmd, logFile: logFile, logPath: logPath, termLog: termLog, run: run}, nil
+}
+
+// prepareProcess writes the container-init helper's spec and returns its command.
+func (w *podWorker) prepareProcess(ctx context.Context, pod *corev1.Pod, c *containerState, dir, termLog string, volumes map[string]string) (*exec.Cmd, instanceRunner, error) {
+	envMap, env, err := w.containerEnv(w.newObjectCache(ctx), pod, &c.spec, os.Environ())
+	if err != nil {
+		return nil, nil, err
+	}
+	argv, err := commandLine(&c.spec, envMap)
+	if err != nil {
+		return nil, nil, err
+	}
+	mounts, err := containerMounts(&c.spec, volumes, envMap, termLog)
+	if err != nil {
+		return nil, nil, err
+	}
+	spec := initSpec{
+		Argv:           argv,
+		WorkingDir:     c.spec.WorkingDir,
+		Mounts:         mounts,
+		Namespaced:     w.a.isRoot,
+		StartErrorPath: filepath.Join(dir, "start-error"),
+	}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	specPath := filepath.Join(dir, "init.json")
+	if err := os.WriteFile(specPath, data, 0o600); err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(w.a.self, containerInitCommand, specPath)
+	cmd.Env = env
+	return cmd, &processInstance{env: env, workDir: c.spec.WorkingDir, errPath: spec.StartErrorPath, nsenter: w.a.isRoot}, nil
+}
+
+// processInstance is one run of a process-mode container: the helper's process, which execs
+// the command and so is the container's process and the leader of its process group.
+type processInstance struct {
+	pid     int
+	env     []string
+	workDir string
+	errPath string
+	// nsenter: exec probes enter the container's mount namespace (the agent is root).
+	nsenter bool
+}
+
+func (p *processInstance) awaitStart(cmd *exec.Cmd, _ <-chan struct{}) (int, bool) {
+	p.pid = cmd.Process.Pid
+	return p.pid, true
+}
+
+func (p *processInstance) signal(sig syscall.Signal) { _ = syscall.Kill(-p.pid, sig) }
+
+func (p *processInstance) probe(ctx context.Context, command []string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if nsenter, err := exec.LookPath("nsenter"); err == nil && p.nsenter {
+		args := []string{"--target", strconv.Itoa(p.pid), "--mount", "--wd", "--"}
+		cmd = exec.CommandContext(ctx, nsenter, append(args, command...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, command[0], command[1:]...)
+		cmd.Dir = p.workDir
+	}
+	cmd.Env = p.env
+	return cmd
+}
+
+func (p *processInstance) result(state *os.ProcessState) (int32, string, string) {
+	if data, err := os.ReadFile(p.errPath); err == nil {
+		return startErrorExitCode, "StartError", string(data)
+	}
+	code, reason := exitStatus(state)
+	return code, reason, ""
+}
+
+// release kills whatever the container left in its process group.
+func (p *processInstance) release() {
+	if p.pid > 0 {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
+}
+
+// stop stops a container: SIGTERM, then SIGKILL after the grace period.
+func (w *podWorker) stop(run instanceRunner, exited <-chan struct{}) {
+	run.signal(syscall.SIGTERM)
 	select {
 	case <-exited:
 	case <-time.After(w.gracePeriod()):
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		run.signal(syscall.SIGKILL)
 		<-exited
 	}
 }
 
 // exitStatus gives the exit code as a container runtime reports it: 128+N for signal N.
-func exitStatus(state *os.ProcessState, waitErr error) (int32, string) {
+func exitStatus(state *os.ProcessState) (int32, string) {
 	if state == nil {
 		return startErrorExitCode, "StartError"
 	}

@@ -66,7 +66,7 @@ type containerState struct {
 	restartPending bool
 	started        bool
 	ready          bool
-	// The running instance, process mode only: its pid (also its process group) and log file.
+	// The running instance: its first process's pid (also its process group) and log file.
 	pid     int
 	logPath string
 }
@@ -265,5 +265,8 @@ func (w *podWorker) flush() {
 }
 
 func (w *podWorker) containerID(c *containerState) string {
+	if w.node.Mode == modeContainer {
+		return "runc://" + w.a.runc.containerName(w.uid, c.spec.Name, c.restarts)
+	}
 	return fmt.Sprintf("toucan://%s-%s-%d", w.uid, c.spec.Name, c.restarts)
 }
