@@ -28,7 +28,7 @@ func TestParseImageRef(t *testing.T) {
 		{in: "docker.io/toucan/worker:cpu", name: "toucan/worker:cpu"},
 		{in: "localhost:5000/toucan/worker:cpu", name: "localhost:5000/toucan/worker:cpu"},
 		{in: "busybox@" + sum, name: "busybox", digest: sum},
-		{in: "Busybox", wantErr: "repository name must be lowercase"},
+		{in: "Busybox", wantErr: "must be lowercase"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -164,7 +164,7 @@ func (w *podWorker) run() {
 	case modeScripted:
 		w.runScripted(ctx)
 	default:
-		w.runProcesses(ctx)
+		w.runContainers(ctx)
 	}
 	cancel()
 	w.flush()
