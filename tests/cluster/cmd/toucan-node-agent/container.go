@@ -129,6 +129,9 @@ func (w *podWorker) prepareContainer(ctx context.Context, pod *corev1.Pod, c *co
 	if err != nil {
 		return nil, nil, pullError{err}
 	}
+	w.mu.Lock()
+	c.imageID = img.ref.name + "@" + img.manifest.Digest.String()
+	w.mu.Unlock()
 	lower, lease, err := r.cache.acquire(img, manifest)
 	if err != nil {
 		return nil, nil, pullError{err}

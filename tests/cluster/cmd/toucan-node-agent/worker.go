@@ -66,6 +66,8 @@ type containerState struct {
 	restartPending bool
 	started        bool
 	ready          bool
+	// The image's name and manifest digest, once container mode has found it in the store.
+	imageID string
 	// The running instance: its first process's pid (also its process group) and log file.
 	pid     int
 	logPath string
