@@ -126,16 +126,26 @@ func containerConfig(b bundleSpec) (*specs.Spec, error) {
 		Hostname: b.hostname,
 		Mounts:   containerRuntimeMounts(b.mounts, b.files),
 		Linux: &specs.Linux{
-			// No network namespace: each pod keeps its loopback pod IP on this machine's network.
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
-			},
+			Namespaces:    namespaces(b.pod),
 			CgroupsPath:   b.cgroupsPath,
 			Resources:     resources(c),
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},
 	}, nil
+}
+
+// namespaces: mount and uts of its own; pid and ipc unless the pod shares this machine's. No
+// network namespace ever: each pod keeps its loopback pod IP on this machine's network.
+func namespaces(pod *corev1.Pod) []specs.LinuxNamespace {
+	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.UTSNamespace}}
+	if !pod.Spec.HostPID {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	}
+	if !pod.Spec.HostIPC {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace})
+	}
+	return ns
 }
 
 // containerArgv combines the pod's command and args with the image's entrypoint and cmd as a

@@ -208,10 +208,20 @@ func TestContainerConfigSecurity(t *testing.T) {
 	if !slices.Equal(spec.Process.Capabilities.Bounding, defaultCapabilities) {
 		t.Errorf("default capabilities %q", spec.Process.Capabilities.Bounding)
 	}
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			t.Errorf("a network namespace: the pod would lose its loopback pod IP")
+	has := func(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
+		return slices.ContainsFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == t })
+	}
+	for _, want := range []specs.LinuxNamespaceType{specs.MountNamespace, specs.UTSNamespace, specs.PIDNamespace, specs.IPCNamespace} {
+		if !has(spec, want) {
+			t.Errorf("no %s namespace", want)
 		}
+	}
+	if has(spec, specs.NetworkNamespace) {
+		t.Errorf("a network namespace: the pod would lose its loopback pod IP")
+	}
+	hostNS := mustConfig(t, testBundle(func(p *corev1.Pod, _ *corev1.Container) { p.Spec.HostPID, p.Spec.HostIPC = true, true }))
+	if has(hostNS, specs.PIDNamespace) || has(hostNS, specs.IPCNamespace) {
+		t.Errorf("hostPID and hostIPC: namespaces %v", hostNS.Linux.Namespaces)
 	}
 
 	spec = mustConfig(t, testBundle(func(_ *corev1.Pod, c *corev1.Container) {
