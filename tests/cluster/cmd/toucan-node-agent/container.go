@@ -28,6 +28,7 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/fsnotify/fsnotify"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -116,7 +117,7 @@ type runSpec struct {
 
 // prepareContainer finds the container's image (a pullError when the store lacks it), writes its
 // bundle and returns the helper's command.
-func (w *podWorker) prepareContainer(ctx context.Context, pod *corev1.Pod, c *containerState, dir, termLog string, volumes map[string]string, number int32) (*exec.Cmd, instanceRunner, error) {
+func (w *podWorker) prepareContainer(ctx context.Context, pod *corev1.Pod, c *containerState, dir, termLog string, volumes map[string]string, number int32) (_ *exec.Cmd, _ instanceRunner, err error) {
 	r := w.a.runc
 	if r.unavailable != nil {
 		return nil, nil, r.unavailable
@@ -136,17 +137,38 @@ func (w *podWorker) prepareContainer(ctx context.Context, pod *corev1.Pod, c *co
 	if err != nil {
 		return nil, nil, pullError{err}
 	}
-	inst := &runcInstance{runc: r.runc, lease: lease}
-	cmd, err := w.writeBundle(ctx, pod, c, dir, termLog, volumes, number, img, config.Config, lower, inst)
+	defer func() {
+		if err != nil {
+			lease.Close()
+		}
+	}()
+
+	id := r.containerName(w.uid, c.spec.Name, number)
+	inst := &runcInstance{
+		runc:        r.runc,
+		id:          id,
+		bundle:      filepath.Join(dir, "bundle"),
+		cgroupsPath: cgroupParent + "/" + id,
+		runDir:      filepath.Join(dir, "runc"),
+		pidFile:     filepath.Join(dir, "runc", "pid"),
+		runcLog:     filepath.Join(dir, "runc", "log"),
+		errPath:     filepath.Join(dir, "start-error"),
+		lease:       lease,
+	}
+	spec, err := w.containerSpec(ctx, pod, c, dir, termLog, volumes, config.Config, lower, inst.cgroupsPath)
 	if err != nil {
-		lease.Close()
 		return nil, nil, err
 	}
-	return cmd, inst, nil
+	runPath, err := inst.writeBundle(spec, lower)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Printf("pod %s: container %s: image %s from %s", w.key(), c.spec.Name, img.ref, img.layout)
+	return exec.Command(w.a.self, containerRunCommand, runPath), inst, nil
 }
 
-func (w *podWorker) writeBundle(ctx context.Context, pod *corev1.Pod, c *containerState, dir, termLog string, volumes map[string]string, number int32, img storedImage, image ocispec.ImageConfig, lower string, inst *runcInstance) (*exec.Cmd, error) {
-	r := w.a.runc
+// containerSpec builds the container's runtime config from its pod and image.
+func (w *podWorker) containerSpec(ctx context.Context, pod *corev1.Pod, c *containerState, dir, termLog string, volumes map[string]string, image ocispec.ImageConfig, rootfs, cgroupsPath string) (*specs.Spec, error) {
 	env, _, err := w.containerEnv(w.newObjectCache(ctx), pod, &c.spec, nil)
 	if err != nil {
 		return nil, err
@@ -169,60 +191,49 @@ func (w *podWorker) writeBundle(ctx context.Context, pod *corev1.Pod, c *contain
 	if err != nil {
 		return nil, err
 	}
-	inst.id = r.containerName(w.uid, c.spec.Name, number)
-	inst.cgroupsPath = cgroupParent + "/" + inst.id
-	spec, err := containerConfig(bundleSpec{
+	return containerConfig(bundleSpec{
 		pod:         pod,
 		container:   &c.spec,
 		image:       image,
-		users:       readUserDB(lower),
+		users:       readUserDB(rootfs),
 		env:         env,
 		mounts:      mounts,
 		files:       files,
 		hostname:    hostname,
-		cgroupsPath: inst.cgroupsPath,
+		cgroupsPath: cgroupsPath,
 	})
-	if err != nil {
-		return nil, err
-	}
+}
 
-	inst.bundle = filepath.Join(dir, "bundle")
-	runDir := filepath.Join(dir, "runc")
-	for _, d := range []string{filepath.Join(inst.bundle, "rootfs"), filepath.Join(inst.bundle, "upper"), filepath.Join(inst.bundle, "work"), runDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	data, err := json.MarshalIndent(spec, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(inst.bundle, "config.json"), data, 0o644); err != nil {
-		return nil, err
-	}
-	inst.runDir = runDir
-	inst.pidFile = filepath.Join(runDir, "pid")
-	inst.runcLog = filepath.Join(runDir, "log")
-	inst.errPath = filepath.Join(dir, "start-error")
+// writeBundle writes the bundle (config.json, the root's mount point, the overlay's upper and
+// work folders) and the helper's spec, and returns the latter's path.
+func (r *runcInstance) writeBundle(spec *specs.Spec, lower string) (string, error) {
 	run := runSpec{
 		Lower:  lower,
-		Upper:  filepath.Join(inst.bundle, "upper"),
-		Work:   filepath.Join(inst.bundle, "work"),
-		Rootfs: filepath.Join(inst.bundle, "rootfs"),
-		Argv: []string{r.runc, "--log", inst.runcLog, "--log-format", "json",
-			"run", "--keep", "--pid-file", inst.pidFile, "--bundle", inst.bundle, inst.id},
-		StartErrorPath: inst.errPath,
+		Upper:  filepath.Join(r.bundle, "upper"),
+		Work:   filepath.Join(r.bundle, "work"),
+		Rootfs: filepath.Join(r.bundle, "rootfs"),
+		Argv: []string{r.runc, "--log", r.runcLog, "--log-format", "json",
+			"run", "--keep", "--pid-file", r.pidFile, "--bundle", r.bundle, r.id},
+		StartErrorPath: r.errPath,
 	}
-	data, err = json.Marshal(run)
+	for _, d := range []string{run.Rootfs, run.Upper, run.Work, r.runDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	config, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	runPath := filepath.Join(dir, "run.json")
-	if err := os.WriteFile(runPath, data, 0o600); err != nil {
-		return nil, err
+	if err := os.WriteFile(filepath.Join(r.bundle, "config.json"), config, 0o644); err != nil {
+		return "", err
 	}
-	log.Printf("pod %s: container %s: image %s from %s", w.key(), c.spec.Name, img.ref, img.layout)
-	return exec.Command(w.a.self, containerRunCommand, runPath), nil
+	data, err := json.Marshal(run)
+	if err != nil {
+		return "", err
+	}
+	runPath := filepath.Join(filepath.Dir(r.bundle), "run.json")
+	return runPath, os.WriteFile(runPath, data, 0o600)
 }
 
 // writeRuntimeFiles writes what a runtime binds over the image: /etc/hosts naming the pod's IP,
