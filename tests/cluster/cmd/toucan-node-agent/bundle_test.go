@@ -327,22 +327,3 @@ func TestContainerConfigMounts(t *testing.T) {
 		t.Errorf("/sys: %+v, want it read-only", m)
 	}
 }
-
-func TestParseOOMKills(t *testing.T) {
-	for name, tt := range map[string]struct {
-		data string
-		want int
-	}{
-		"cgroup v1 memory.oom_control": {"oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", 2},
-		"cgroup v2 memory.events":      {"low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n", 1},
-		"none":                         {"oom_kill_disable 0\nunder_oom 0\noom_kill 0\n", 0},
-	} {
-		got, err := parseOOMKills([]byte(tt.data))
-		if err != nil || got != tt.want {
-			t.Errorf("%s: %d, %v, want %d", name, got, err, tt.want)
-		}
-	}
-	if _, err := parseOOMKills([]byte("under_oom 0\n")); err == nil {
-		t.Errorf("a file without oom_kill gave no error")
-	}
-}
