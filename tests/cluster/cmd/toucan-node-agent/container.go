@@ -287,8 +287,8 @@ type runcInstance struct {
 }
 
 // awaitStart returns once runc has started the container's process (it writes the pid file then)
-// or has exited without.
-func (r *runcInstance) awaitStart(cmd *exec.Cmd, exited <-chan struct{}) (int, bool) {
+// or has exited without; a pod deleted meanwhile stops runc.
+func (r *runcInstance) awaitStart(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}) (int, bool) {
 	r.runPid = cmd.Process.Pid
 	var events chan fsnotify.Event
 	var poll <-chan time.Time
@@ -310,6 +310,10 @@ func (r *runcInstance) awaitStart(cmd *exec.Cmd, exited <-chan struct{}) (int, b
 		select {
 		case <-exited:
 			return readPidFile(r.pidFile)
+		case <-ctx.Done():
+			r.signal(syscall.SIGKILL)
+			<-exited
+			return 0, false
 		case <-events:
 		case <-poll:
 		}

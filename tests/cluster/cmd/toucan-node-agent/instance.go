@@ -30,8 +30,8 @@ type instance struct {
 // prepared: how its start is known, how it is signalled and probed, how its end reads.
 type instanceRunner interface {
 	// awaitStart returns the pid of the container's first process, the leader of its process
-	// group, once it runs; false when the command exited before it did.
-	awaitStart(cmd *exec.Cmd, exited <-chan struct{}) (int, bool)
+	// group, once it runs; false when the command exited before it did (killed if ctx ended).
+	awaitStart(ctx context.Context, cmd *exec.Cmd, exited <-chan struct{}) (int, bool)
 	signal(sig syscall.Signal)
 	// probe returns the command that runs an exec probe inside the container.
 	probe(ctx context.Context, command []string) *exec.Cmd
@@ -80,9 +80,11 @@ func (w *podWorker) runInstance(ctx context.Context, c *containerState, volumes 
 
 	startedAt := metav1.Now()
 	killedFor := ""
-	if pid, running := inst.run.awaitStart(inst.cmd, exited); running {
+	if pid, running := inst.run.awaitStart(ctx, inst.cmd, exited); running {
 		startedAt = metav1.Now()
 		killedFor = w.watchRunning(ctx, c, inst, pid, number, startedAt, exited)
+	} else if ctx.Err() != nil {
+		killedFor = "deleted"
 	}
 	<-exited
 

@@ -60,7 +60,7 @@ type processInstance struct {
 	nsenter bool
 }
 
-func (p *processInstance) awaitStart(cmd *exec.Cmd, _ <-chan struct{}) (int, bool) {
+func (p *processInstance) awaitStart(_ context.Context, cmd *exec.Cmd, _ <-chan struct{}) (int, bool) {
 	p.pid = cmd.Process.Pid
 	return p.pid, true
 }
