@@ -42,3 +42,27 @@ func TestRuncError(t *testing.T) {
 		t.Errorf("without a log: %q", got)
 	}
 }
+
+func TestLoadNodesModes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(mode string) string {
+		path := filepath.Join(dir, mode+".yaml")
+		data := "nodes:\n  - name: n\n    mode: " + mode + "\n    capacity: {pods: \"10\"}\n"
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, mode := range []string{modeProcess, modeContainer, modeScripted} {
+		nodes, err := loadNodes(write(mode))
+		if err != nil {
+			t.Fatalf("mode %s: %v", mode, err)
+		}
+		if got := nodes[0].labels()["cluster.toucan.dev/mode"]; got != mode {
+			t.Errorf("mode %s: label %q", mode, got)
+		}
+	}
+	if _, err := loadNodes(write("vm")); err == nil || !strings.Contains(err.Error(), `nodes[0].mode is "vm"`) {
+		t.Errorf("mode vm: %v", err)
+	}
+}
