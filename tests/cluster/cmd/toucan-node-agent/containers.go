@@ -72,7 +72,7 @@ func (w *podWorker) allContainers() []*containerState {
 // retryConfigValue calls f until it succeeds. While it fails the containers wait, as the
 // kubelet's do: with CreateContainerConfigError for an error in the pod's configuration, with
 // ErrImagePull and then ImagePullBackOff (and a growing back-off) when the image is not in the
-// store, else with CreateContainerError.
+// store, InvalidImageName when its reference is none, else with CreateContainerError.
 func retryConfigValue[T any](w *podWorker, ctx context.Context, waiting []*containerState, f func() (T, error)) (T, bool) {
 	var zero T
 	setWaiting := func(reason, message string) {
@@ -100,7 +100,10 @@ func retryConfigValue[T any](w *podWorker, ctx context.Context, waiting []*conta
 		}
 		var cfgErr configError
 		var pullErr pullError
+		var invalidImage invalidImageError
 		switch {
+		case errors.As(err, &invalidImage):
+			setWaiting("InvalidImageName", err.Error())
 		case errors.As(err, &pullErr):
 			setWaiting("ErrImagePull", err.Error())
 			if !sleep(pullErrorShown) {

@@ -33,6 +33,12 @@ type pullError struct{ err error }
 func (e pullError) Error() string { return e.err.Error() }
 func (e pullError) Unwrap() error { return e.err }
 
+// invalidImageError: the pod's image is no valid reference; the container waits with
+// InvalidImageName, as a kubelet's does.
+type invalidImageError struct{ err error }
+
+func (e invalidImageError) Error() string { return e.err.Error() }
+
 // imageRef is a normalized image reference.
 type imageRef struct {
 	// name is the familiar form with its tag: busybox:latest, toucan/worker:0.1.0-cpu.
@@ -110,7 +116,7 @@ func isLayout(dir string) bool {
 func (s imageStore) find(image string) (storedImage, error) {
 	ref, err := parseImageRef(image)
 	if err != nil {
-		return storedImage{}, pullError{err}
+		return storedImage{}, invalidImageError{err}
 	}
 	for _, layout := range s.layouts() {
 		index, err := readIndex(filepath.Join(layout, ocispec.ImageIndexFile))

@@ -242,6 +242,11 @@ func TestImageStoreFindsAndUnpacks(t *testing.T) {
 	}
 	lease.Close()
 
+	_, err = store.find("Toucan/Worker")
+	var invalid invalidImageError
+	if !errors.As(err, &invalid) {
+		t.Fatalf("an invalid reference gave %v, want an invalidImageError", err)
+	}
 	_, err = store.find("toucan/worker:cpu")
 	var pullErr pullError
 	if !errors.As(err, &pullErr) {
