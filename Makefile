@@ -25,8 +25,9 @@ export TOUCAN_VENV ?= $(CACHE_HOME)/toucan/venv
 # (dependencies at opt-level 1; the heavy work of the demo runs inside libtorch), the whole
 # workspace, and toucan-worker's `torch` feature (train, evaluate, export, predict on libtorch;
 # the feature only adds code, so this build sees every line). torch-sys finds libtorch by
-# running `python` from the venv. A release build (`make build`) is only for what ships and for
-# the benchmarks; it is not part of demo, test or lint.
+# running `python` from the venv. A release build (`make build`, the same selection) is only for
+# what ships (`make images`) and for the benchmarks; it is not part of demo, test or lint: the
+# tests build their images from the dev build (scripts/test).
 #
 # Clippy runs inside that same build: clippy-driver compiles the workspace's crates (and only
 # those: RUSTC_WORKSPACE_WRAPPER) and denies warnings as it goes. `cargo clippy` would check
@@ -50,7 +51,7 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 BENCH_N ?= 400 1000
 
-.PHONY: help setup target-dir build build-torch demo test lint bench bench-worker bench-operator clean
+.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-operator clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -61,11 +62,14 @@ setup: ## install apt packages, the Python venv with PyTorch, pretrained weights
 target-dir:
 	@scripts/shared-target
 
-build: target-dir ## release build of every binary, without libtorch, no debug info: $CARGO_TARGET_DIR/release
-	$(CARGO) build --release --workspace
+build: setup target-dir ## release build of every binary, toucan-worker with libtorch, no debug info: $CARGO_TARGET_DIR/release
+	PATH="$(VENV_PATH)" $(CARGO) build --release $(TOUCAN_CARGO_SELECTION)
 
 build-torch: setup target-dir ## the dev build with libtorch that demo and the tests use: $CARGO_TARGET_DIR/debug
 	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION)
+
+images: build ## the container images (operator, worker cpu and cuda, step-base) from the release build: build/images
+	scripts/images
 
 # Pipelines' steps run `toucan-worker` from PATH: the libtorch build, then the venv.
 demo: build-torch ## run the fashion-mnist example twice: the second run comes from the cache

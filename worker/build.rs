@@ -44,9 +44,12 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", entries.join(":"));
     // torch-sys asks for libtorch_cuda, but nothing references its symbols, so the linker's
     // --as-needed (rustc's default) drops it and libtorch never registers CUDA: `--device auto`
-    // would never see a GPU. Keep it explicitly when the wheel has it.
+    // would never see a GPU. Keep it explicitly when the wheel has it, in `toucan-worker` only:
+    // `toucan-launcher` references no libtorch symbol, so --as-needed leaves libtorch out of it.
     if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        println!(
+            "cargo:rustc-link-arg-bin=toucan-worker=-Wl,--no-as-needed,-ltorch_cuda,--as-needed"
+        );
     }
     println!("cargo:rustc-env=TOUCAN_LIBTORCH_LIB={}", lib.display());
 }

@@ -36,9 +36,10 @@ pub struct Config {
     #[arg(long, env = "TOUCAN_API_URL")]
     pub api_url: Option<String>,
 
-    /// The image that holds `toucan-worker`; an init container copies the launcher from it
-    /// into each step pod.
-    #[arg(long, env = "TOUCAN_LAUNCHER_IMAGE", default_value = concat!("toucan/worker:", env!("CARGO_PKG_VERSION")))]
+    /// The image that holds `toucan-launcher` on its `PATH`; an init container copies the
+    /// launcher from it into each step pod. Every toucan image holds it; `toucan/step-base` is
+    /// the smallest.
+    #[arg(long, env = "TOUCAN_LAUNCHER_IMAGE", default_value = concat!("toucan/step-base:", env!("CARGO_PKG_VERSION")))]
     pub launcher_image: String,
 
     /// The service account step pods run as (created in a run's namespace when missing); it

@@ -1,10 +1,9 @@
 //! The ML runtime of `toucan-worker`, as a library so that tests and benchmarks reach it:
 //! datasets ([`dataset`]), ingest ([`ingest`]) and, with the `torch` feature, training on
-//! libtorch ([`ml`]). The launcher (`exec`) lives in the binary; the value parsers of its
-//! flags are [`args`].
+//! libtorch ([`ml`]). The launcher's subcommands (`exec`, `stage`, `install-launcher`) come
+//! from the `toucan-launcher` crate; the value parsers of the flags are [`args`].
 
 pub mod args;
-pub mod control_plane;
 pub mod dataset;
 pub mod ingest;
 pub mod metrics;

@@ -1,7 +1,8 @@
 //! `toucan-worker`: the program inside every step.
 //!
 //! `toucan-worker exec --spec FILE` is the launcher that wraps each step attempt (see
-//! `toucan_core::launch`). `ingest` turns source files into a toucan dataset
+//! `toucan_core::launch` and the `toucan-launcher` crate, whose own small binary step pods
+//! run). `ingest` turns source files into a toucan dataset
 //! (`toucan_worker::dataset`). Built with the `torch` feature, `train` and `device` run on
 //! libtorch through tch (`toucan_worker::ml`).
 //!
@@ -16,12 +17,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use toucan_launcher as launcher;
 use toucan_worker::args::{self, AtLeast};
 #[cfg(feature = "torch")]
 use toucan_worker::ml;
 use toucan_worker::{EXIT_INVALID, ingest};
-
-mod launcher;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,33 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one step attempt described by a launch spec: materialize inputs, run the command,
-    /// store outputs, write the report.
-    Exec {
-        /// The launch spec (JSON) written by the runtime.
-        #[arg(
-            long,
-            required_unless_present = "spec_env",
-            conflicts_with = "spec_env"
-        )]
-        spec: Option<PathBuf>,
-        /// The environment variable that holds the launch spec (in a pod).
-        #[arg(long)]
-        spec_env: Option<String>,
-    },
-    /// Store a cluster run's `path:` inputs in the artifact store and report their digests
-    /// (the operator runs this once per run, before the steps).
-    Stage {
-        /// The environment variable that holds the stage spec (JSON).
-        #[arg(long)]
-        spec_env: String,
-    },
-    /// Copy this binary to DIR/toucan-worker: a step pod's init container installs the
-    /// launcher into the pod this way.
-    InstallLauncher {
-        /// The directory to copy into (created when missing).
-        dir: PathBuf,
-    },
+    #[command(flatten)]
+    Launcher(launcher::LauncherCommand),
     /// Turn source files (IDX files, image folders or a CSV pixel table) into a toucan
     /// dataset: seeded train/valid/test split, record shards, index and dataset card. Writes
     /// nothing unless it succeeds.
@@ -170,16 +145,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Exec { spec, spec_env } => {
-            let source = match (spec, spec_env) {
-                (Some(path), _) => launcher::SpecSource::File(path),
-                (None, Some(var)) => launcher::SpecSource::Env(var),
-                (None, None) => return ExitCode::from(EXIT_INVALID),
-            };
-            launcher::main(&source)
-        }
-        Command::Stage { spec_env } => launcher::stage(&launcher::SpecSource::Env(spec_env)),
-        Command::InstallLauncher { dir } => launcher::install(&dir),
+        Command::Launcher(command) => launcher::main(command),
         Command::Ingest {
             source,
             out,

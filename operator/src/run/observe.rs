@@ -70,9 +70,12 @@ pub async fn ended_report(
         return Ok(None);
     };
     if let Some(report) = api_report(ctx, run_id, node, attempt).await? {
-        return Ok(Some(report));
+        return Ok(Some(with_pod_reason(report, reason.as_deref())));
     }
-    Ok(Some(report.unwrap_or_else(|| LaunchReport {
+    if let Some(report) = report {
+        return Ok(Some(with_pod_reason(report, reason.as_deref())));
+    }
+    Ok(Some(LaunchReport {
         succeeded: false,
         exit_code,
         signal: None,
@@ -83,7 +86,23 @@ pub async fn ended_report(
             message.as_deref(),
         )),
         duration_ms: 0,
-    })))
+    }))
+}
+
+/// A failed attempt's report with the reason the container runtime gave, when that reason
+/// says more than the launcher saw: the memory cgroup's OOM killer takes the step's command
+/// (the launcher only sees a SIGKILL), and the runtime reports the container `OOMKilled`.
+fn with_pod_reason(mut report: LaunchReport, reason: Option<&str>) -> LaunchReport {
+    if report.succeeded || reason != Some("OOMKilled") {
+        return report;
+    }
+    let detail = report.error.take().unwrap_or_default();
+    report.error = Some(if detail.is_empty() {
+        "OOMKilled: the step went over its memory limit".into()
+    } else {
+        format!("OOMKilled: the step went over its memory limit ({detail})")
+    });
+    report
 }
 
 /// The launcher's report of one attempt, as it reached the API. A report that does not read
@@ -141,5 +160,38 @@ fn failure_text(exit_code: Option<i32>, reason: Option<&str>, message: Option<&s
         "the pod failed".into()
     } else {
         parts.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn failed(error: &str) -> LaunchReport {
+        LaunchReport {
+            succeeded: false,
+            exit_code: None,
+            signal: Some(9),
+            outputs: StepOutputs::default(),
+            error: Some(error.into()),
+            duration_ms: 5,
+        }
+    }
+
+    #[test]
+    fn an_oom_kill_is_named_in_the_report() {
+        let report = with_pod_reason(failed("command killed by signal 9"), Some("OOMKilled"));
+        assert_eq!(
+            report.error.as_deref(),
+            Some("OOMKilled: the step went over its memory limit (command killed by signal 9)")
+        );
+        let other = with_pod_reason(failed("command exited with code 3"), Some("Error"));
+        assert_eq!(other.error.as_deref(), Some("command exited with code 3"));
+        let mut ok = failed("");
+        ok.succeeded = true;
+        ok.error = None;
+        assert_eq!(with_pod_reason(ok, Some("OOMKilled")).error, None);
     }
 }

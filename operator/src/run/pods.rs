@@ -1,9 +1,9 @@
 //! Step pods: their names, labels and specs. Pure: built from an [`Invocation`] and the
 //! operator's settings, tested without a cluster.
 //!
-//! A step pod has an init container that copies the launcher (`toucan-worker`) from the
+//! A step pod has an init container that copies the launcher (`toucan-launcher`) from the
 //! launcher image into an emptyDir, and one container, `step`, that runs the user's image
-//! with the launcher as its command: `toucan-worker exec --spec-env TOUCAN_LAUNCH_SPEC`. The
+//! with the launcher as its command: `toucan-launcher exec --spec-env TOUCAN_LAUNCH_SPEC`. The
 //! launcher materializes inputs, runs the command, stores outputs, reports to the API and
 //! leaves the same report in the termination message. Pod names are derived from the run, the
 //! node and the attempt, so a repeated reconcile finds the pod it created instead of making
@@ -28,6 +28,9 @@ pub use toucan_core::api::labels::{
     ATTEMPT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATION, RUN_ID_ANNOTATION, RUN_LABEL,
     RUN_UID_LABEL, SOURCE_DIR_ANNOTATION, STEP_CONTAINER, STEP_LABEL,
 };
+
+/// The launcher's name, in the launcher image (on its `PATH`) and in the pod.
+pub const LAUNCHER_BIN: &str = "toucan-launcher";
 
 /// The environment variable holding the launch spec as JSON.
 pub const SPEC_ENV: &str = "TOUCAN_LAUNCH_SPEC";
@@ -215,7 +218,7 @@ pub fn build_pod(run: &RunRef, defaults: &PodDefaults, p: &LauncherPod<'_>) -> P
             ..EnvFromSource::default()
         }]
     });
-    let launcher = format!("{LAUNCHER_DIR}/toucan-worker");
+    let launcher = format!("{LAUNCHER_DIR}/{LAUNCHER_BIN}");
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(&run.name, p.node, p.attempt)),
@@ -249,7 +252,7 @@ pub fn build_pod(run: &RunRef, defaults: &PodDefaults, p: &LauncherPod<'_>) -> P
                 name: "launcher".into(),
                 image: Some(defaults.launcher_image.clone()),
                 command: Some(vec![
-                    "toucan-worker".into(),
+                    LAUNCHER_BIN.into(),
                     "install-launcher".into(),
                     LAUNCHER_DIR.into(),
                 ]),

@@ -173,8 +173,6 @@ impl Harness {
                 &format!("127.0.0.1:{metrics_port}"),
                 "--api-url",
                 &format!("http://127.0.0.1:{api_port}"),
-                "--launcher-image",
-                "toucan/worker:test",
                 "--identity",
                 identity,
                 "--lease-namespace",

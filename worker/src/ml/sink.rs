@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::MlError;
 use super::train::EpochMetrics;
-use crate::control_plane;
+use toucan_launcher::control_plane;
 
 #[derive(Debug, Clone)]
 pub struct ApiTarget {

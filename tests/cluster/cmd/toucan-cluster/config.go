@@ -43,6 +43,7 @@ type layout struct {
 	logs            string
 	components      string
 	agentState      string
+	images          string // OCI layouts tests add while the cluster runs (container mode)
 	adminKubeconfig string
 }
 
@@ -54,6 +55,7 @@ func newLayout(dir string) (layout, error) {
 		logs:            filepath.Join(dir, "logs"),
 		components:      filepath.Join(dir, "components"),
 		agentState:      filepath.Join(dir, "agent"),
+		images:          filepath.Join(dir, "images"),
 		adminKubeconfig: filepath.Join(dir, "kubeconfig"),
 	}
 	l.caCert = filepath.Join(l.pki, "ca.crt")
@@ -69,7 +71,7 @@ func newLayout(dir string) (layout, error) {
 			return l, err
 		}
 	}
-	for _, d := range []string{l.pki, l.logs, l.components, l.agentState} {
+	for _, d := range []string{l.pki, l.logs, l.components, l.agentState, l.images} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return l, err
 		}
@@ -249,13 +251,22 @@ func schedulerArgs(l layout) []string {
 	return []string{"--config=" + schedulerConfigPath(l), "--secure-port=0"}
 }
 
-func agentArgs(l layout, nodesFile string, apiPort int) []string {
-	return []string{
+func agentArgs(l layout, o options, apiPort int) []string {
+	images := l.images
+	if o.images != "" {
+		images = o.images + string(filepath.ListSeparator) + images
+	}
+	args := []string{
 		"--kubeconfig=" + filepath.Join(l.components, "node-agent.kubeconfig"),
-		"--nodes=" + nodesFile,
+		"--nodes=" + o.nodesFile,
 		"--state-dir=" + l.agentState,
 		"--apiserver-port=" + strconv.Itoa(apiPort),
+		"--images=" + images,
 	}
+	if o.imageCache != "" {
+		args = append(args, "--image-cache="+o.imageCache)
+	}
+	return args
 }
 
 // freePorts finds n distinct free loopback ports. Another process may take one before its

@@ -29,11 +29,13 @@ import (
 )
 
 type options struct {
-	dir       string
-	binDir    string
-	nodesFile string
-	ownerPID  int
-	ttl       time.Duration
+	dir        string
+	binDir     string
+	nodesFile  string
+	images     string // container mode's image store, colon-separated
+	imageCache string // where container mode unpacks images
+	ownerPID   int
+	ttl        time.Duration
 }
 
 func main() {
@@ -44,6 +46,8 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "the cluster's folder: keys, data, logs and DIR/kubeconfig (required)")
 	flag.StringVar(&o.binDir, "bin", "", "folder with kube-apiserver, kube-controller-manager, kube-scheduler and toucan-node-agent (default: this binary's folder)")
 	flag.StringVar(&o.nodesFile, "nodes", "", "the nodes the agent registers (YAML; default: nodes.yaml in the folder above --bin)")
+	flag.StringVar(&o.images, "images", "", "the image store of container-mode nodes: OCI layouts, or folders of them, separated by colons (DIR/images, a folder of layouts, is always in it)")
+	flag.StringVar(&o.imageCache, "image-cache", "", "where container-mode nodes unpack images, shared by clusters (default: in DIR)")
 	flag.IntVar(&o.ownerPID, "owner-pid", 0, "stop when this process exits (0: no owner)")
 	flag.DurationVar(&o.ttl, "ttl", 3*time.Hour, "stop after this long whatever happens (0: never)")
 	flag.Parse()
@@ -151,7 +155,7 @@ func run(ctx context.Context, o options) error {
 	if err := group.start("kube-scheduler", filepath.Join(o.binDir, "kube-scheduler"), schedulerArgs(l)); err != nil {
 		return err
 	}
-	if err := group.start("toucan-node-agent", filepath.Join(o.binDir, "toucan-node-agent"), agentArgs(l, o.nodesFile, apiPort)); err != nil {
+	if err := group.start("toucan-node-agent", filepath.Join(o.binDir, "toucan-node-agent"), agentArgs(l, o, apiPort)); err != nil {
 		return err
 	}
 

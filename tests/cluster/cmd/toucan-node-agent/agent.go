@@ -29,8 +29,10 @@ type agent struct {
 	stateDir string
 	ips      *ipPool
 	apiPort  int
-	self     string // this binary, run again as the container-init helper
+	self     string // this binary, run again as the container-init and container-run helpers
 	isRoot   bool
+	// runc runs the containers of container-mode nodes; nil when there are none.
+	runc *runcRuntime
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
@@ -38,7 +40,13 @@ type agent struct {
 	running sync.WaitGroup
 }
 
-func newAgent(ctx context.Context, client kubernetes.Interface, nodes []nodeConfig, stateDir string, ips *ipPool, apiPort int) (*agent, error) {
+// images configures container mode: the image store and the cache of unpacked images.
+type images struct {
+	store    imageStore
+	cacheDir string
+}
+
+func newAgent(ctx context.Context, client kubernetes.Interface, nodes []nodeConfig, stateDir string, ips *ipPool, apiPort int, img images) (*agent, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -62,6 +70,14 @@ func newAgent(ctx context.Context, client kubernetes.Interface, nodes []nodeConf
 	}
 	for _, n := range nodes {
 		a.nodes[n.Name] = n
+		if n.Mode == modeContainer && a.runc == nil {
+			a.runc = newRuncRuntime(stateDir, img.store, img.cacheDir)
+			if a.runc.unavailable != nil {
+				log.Printf("node %s: its containers will not start: %v", n.Name, a.runc.unavailable)
+			} else {
+				log.Printf("container mode: images from %s, unpacked into %s", img.store, img.cacheDir)
+			}
+		}
 	}
 	if !a.isRoot {
 		log.Print("not root: containers run without a mount namespace, so volumes are not at their mount paths")

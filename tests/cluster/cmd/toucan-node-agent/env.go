@@ -1,14 +1,14 @@
 package main
 
-// A container's environment and command line, as the kubelet builds them: this agent's own
-// environment first (the command runs on this machine, as toucan's local runtime runs steps), then
-// the variables every pod gets, then envFrom, then env with the downward API and $(VAR)
-// expansion.
+// A container's environment and command line, as the kubelet builds them: a base first (in
+// process mode this agent's own environment, since the command runs on this machine as toucan's
+// local runtime runs steps; in container mode nothing, the image's environment coming under it
+// all), then the variables every pod gets, then envFrom, then env with the downward API and
+// $(VAR) expansion.
 
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,10 +80,11 @@ func (o *objectCache) secret(name string, optional *bool) (*corev1.Secret, error
 	return s, nil
 }
 
-// containerEnv returns the environment as a map and as the KEY=VALUE list a process takes.
-func (w *podWorker) containerEnv(objects *objectCache, pod *corev1.Pod, c *corev1.Container) (map[string]string, []string, error) {
+// containerEnv returns the environment over base (KEY=VALUE entries) as a map and as the
+// KEY=VALUE list a process takes.
+func (w *podWorker) containerEnv(objects *objectCache, pod *corev1.Pod, c *corev1.Container, base []string) (map[string]string, []string, error) {
 	env := map[string]string{}
-	for _, kv := range os.Environ() {
+	for _, kv := range base {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			env[k] = v
 		}

@@ -69,12 +69,7 @@ func containerInit(args []string) int {
 
 func startContainer(spec initSpec) error {
 	if spec.Namespaced {
-		// Parents before children: /data before /data/cache.
-		mounts := append([]mountSpec(nil), spec.Mounts...)
-		sort.SliceStable(mounts, func(i, j int) bool {
-			return strings.Count(filepath.Clean(mounts[i].Target), "/") < strings.Count(filepath.Clean(mounts[j].Target), "/")
-		})
-		for _, m := range mounts {
+		for _, m := range sortMounts(spec.Mounts) {
 			if err := bind(m); err != nil && !m.Optional {
 				return fmt.Errorf("mounting %s at %s: %w", m.Source, m.Target, err)
 			}
@@ -97,6 +92,15 @@ func startContainer(spec initSpec) error {
 	}
 	err = syscall.Exec(path, spec.Argv, os.Environ())
 	return fmt.Errorf("exec %s: %w", path, err)
+}
+
+// sortMounts orders mounts parents before children: /data before /data/cache.
+func sortMounts(mounts []mountSpec) []mountSpec {
+	sorted := append([]mountSpec(nil), mounts...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		return strings.Count(filepath.Clean(sorted[i].Target), "/") < strings.Count(filepath.Clean(sorted[j].Target), "/")
+	})
+	return sorted
 }
 
 func bind(m mountSpec) error {

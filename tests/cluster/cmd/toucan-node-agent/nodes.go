@@ -22,8 +22,9 @@ import (
 )
 
 const (
-	modeProcess  = "process"
-	modeScripted = "scripted"
+	modeProcess   = "process"
+	modeContainer = "container"
+	modeScripted  = "scripted"
 
 	// The node address: pods' logs are served there, and it is each pod's hostIP.
 	nodeIP = "127.0.0.1"
@@ -36,7 +37,7 @@ const (
 // nodeConfig is one node of the nodes file.
 type nodeConfig struct {
 	Name string `json:"name"`
-	// Mode is "process" or "scripted".
+	// Mode is "process", "container" or "scripted".
 	Mode     string                                    `json:"mode"`
 	Capacity map[corev1.ResourceName]resource.Quantity `json:"capacity"`
 	Labels   map[string]string                         `json:"labels,omitempty"`
@@ -61,8 +62,8 @@ func loadNodes(path string) ([]nodeConfig, error) {
 			return nil, fmt.Errorf("%s: nodes[%d].name is empty", path, i)
 		case seen[n.Name]:
 			return nil, fmt.Errorf("%s: nodes[%d].name %q appears twice", path, i, n.Name)
-		case n.Mode != modeProcess && n.Mode != modeScripted:
-			return nil, fmt.Errorf("%s: nodes[%d].mode is %q, want %q or %q", path, i, n.Mode, modeProcess, modeScripted)
+		case n.Mode != modeProcess && n.Mode != modeContainer && n.Mode != modeScripted:
+			return nil, fmt.Errorf("%s: nodes[%d].mode is %q, want %q, %q or %q", path, i, n.Mode, modeProcess, modeContainer, modeScripted)
 		}
 		if _, ok := n.Capacity[corev1.ResourcePods]; !ok {
 			return nil, fmt.Errorf("%s: nodes[%d].capacity has no pods entry: no pod would fit", path, i)

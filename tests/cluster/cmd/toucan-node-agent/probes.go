@@ -1,7 +1,8 @@
 package main
 
 // Probes: startup, then readiness and liveness, with the thresholds of the pod spec. Exec probes
-// run inside the container's mount namespace (through nsenter when the agent is root).
+// run inside the container: in its mount namespace through nsenter (process mode, the agent
+// being root), with `runc exec` (container mode).
 
 import (
 	"context"
@@ -10,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"strconv"
 	"time"
 
@@ -20,10 +20,10 @@ import (
 
 // runProbes runs the container's probes until ctx ends. It sends on livenessFailed once the
 // liveness probe fails failureThreshold times in a row.
-func (w *podWorker) runProbes(ctx context.Context, c *containerState, pid int, env []string, livenessFailed chan<- string) {
+func (w *podWorker) runProbes(ctx context.Context, c *containerState, run instanceRunner, livenessFailed chan<- string) {
 	spec := c.spec
 	if spec.StartupProbe != nil {
-		if _, ok := w.probeUntil(ctx, spec.StartupProbe, &spec, pid, env, true); !ok {
+		if _, ok := w.probeUntil(ctx, spec.StartupProbe, &spec, run, true); !ok {
 			return
 		}
 		w.update(func() {
@@ -33,7 +33,7 @@ func (w *podWorker) runProbes(ctx context.Context, c *containerState, pid int, e
 	}
 	if spec.LivenessProbe != nil {
 		go func() {
-			if msg, ok := w.probeUntil(ctx, spec.LivenessProbe, &spec, pid, env, false); ok {
+			if msg, ok := w.probeUntil(ctx, spec.LivenessProbe, &spec, run, false); ok {
 				select {
 				case livenessFailed <- msg:
 				default:
@@ -42,18 +42,18 @@ func (w *podWorker) runProbes(ctx context.Context, c *containerState, pid int, e
 		}()
 	}
 	if spec.ReadinessProbe != nil {
-		w.probeLoop(ctx, spec.ReadinessProbe, &spec, pid, env, func(ready bool, _ string) {
+		w.probeLoop(ctx, spec.ReadinessProbe, &spec, run, func(ready bool, _ string) {
 			w.update(func() { c.ready = ready && c.state.Running != nil })
 		})
 	}
 }
 
 // probeUntil probes until the result is `want` by the thresholds; ok is false when ctx ended.
-func (w *podWorker) probeUntil(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid int, env []string, want bool) (string, bool) {
+func (w *podWorker) probeUntil(ctx context.Context, p *corev1.Probe, c *corev1.Container, run instanceRunner, want bool) (string, bool) {
 	done := make(chan string, 1)
 	probeCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go w.probeLoop(probeCtx, p, c, pid, env, func(result bool, msg string) {
+	go w.probeLoop(probeCtx, p, c, run, func(result bool, msg string) {
 		if result == want {
 			select {
 			case done <- msg:
@@ -70,7 +70,7 @@ func (w *podWorker) probeUntil(ctx context.Context, p *corev1.Probe, c *corev1.C
 }
 
 // probeLoop probes every period and calls report whenever the thresholded result is decided.
-func (w *podWorker) probeLoop(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid int, env []string, report func(bool, string)) {
+func (w *podWorker) probeLoop(ctx context.Context, p *corev1.Probe, c *corev1.Container, run instanceRunner, report func(bool, string)) {
 	period := seconds(p.PeriodSeconds, 10)
 	timeout := seconds(p.TimeoutSeconds, 1)
 	successThreshold := max(int(p.SuccessThreshold), 1)
@@ -82,7 +82,7 @@ func (w *podWorker) probeLoop(ctx context.Context, p *corev1.Probe, c *corev1.Co
 	}
 	var successes, failures int
 	for {
-		err := w.probeOnce(ctx, p, c, pid, env, timeout)
+		err := w.probeOnce(ctx, p, c, run, timeout)
 		if ctx.Err() != nil {
 			return
 		}
@@ -112,12 +112,12 @@ func seconds(s int32, fallback int) time.Duration {
 	return time.Duration(s) * time.Second
 }
 
-func (w *podWorker) probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, pid int, env []string, timeout time.Duration) error {
+func (w *podWorker) probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Container, run instanceRunner, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	switch {
 	case p.Exec != nil:
-		return w.execProbe(ctx, p.Exec.Command, c, pid, env)
+		return w.execProbe(ctx, p.Exec.Command, run)
 	case p.HTTPGet != nil:
 		return w.httpProbe(ctx, p.HTTPGet, c)
 	case p.TCPSocket != nil:
@@ -133,20 +133,11 @@ func (w *podWorker) probeOnce(ctx context.Context, p *corev1.Probe, c *corev1.Co
 	return fmt.Errorf("a probe of no known kind")
 }
 
-func (w *podWorker) execProbe(ctx context.Context, command []string, c *corev1.Container, pid int, env []string) error {
+func (w *podWorker) execProbe(ctx context.Context, command []string, run instanceRunner) error {
 	if len(command) == 0 {
 		return fmt.Errorf("exec probe without a command")
 	}
-	var cmd *exec.Cmd
-	if nsenter, err := exec.LookPath("nsenter"); err == nil && w.a.isRoot {
-		args := append([]string{"--target", strconv.Itoa(pid), "--mount", "--wd"}, "--")
-		cmd = exec.CommandContext(ctx, nsenter, append(args, command...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, command[0], command[1:]...)
-		cmd.Dir = c.WorkingDir
-	}
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
+	out, err := run.probe(ctx, command).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
 	}

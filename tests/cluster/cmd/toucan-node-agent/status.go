@@ -64,10 +64,14 @@ func (w *podWorker) setConditionLocked(t corev1.PodConditionType, ok bool, false
 
 func (w *podWorker) containerStatusLocked(c *containerState) corev1.ContainerStatus {
 	started := c.started
+	imageID := c.imageID
+	if imageID == "" {
+		imageID = "toucan-node-agent://" + c.spec.Image
+	}
 	s := corev1.ContainerStatus{
 		Name:                 c.spec.Name,
 		Image:                c.spec.Image,
-		ImageID:              "toucan-node-agent://" + c.spec.Image,
+		ImageID:              imageID,
 		State:                c.state,
 		LastTerminationState: c.lastState,
 		Ready:                c.ready,

@@ -42,13 +42,13 @@ func (w *podWorker) prepareVolume(ctx context.Context, objects *objectCache, pod
 	src := v.VolumeSource
 	switch {
 	case src.EmptyDir != nil, src.Ephemeral != nil:
-		return dir, os.MkdirAll(dir, 0o777)
+		return dir, mkdirWritable(dir)
 	case src.HostPath != nil:
 		return hostPath(src.HostPath)
 	case src.PersistentVolumeClaim != nil:
 		// A claim is a folder shared by every pod of the namespace that mounts it.
 		shared := filepath.Join(w.a.stateDir, "claims", w.ns, src.PersistentVolumeClaim.ClaimName)
-		return shared, os.MkdirAll(shared, 0o777)
+		return shared, mkdirWritable(shared)
 	case src.ConfigMap != nil:
 		return dir, w.writeConfigMap(objects, dir, src.ConfigMap.Name, src.ConfigMap.Optional, src.ConfigMap.Items, src.ConfigMap.DefaultMode)
 	case src.Secret != nil:
@@ -81,6 +81,15 @@ func (w *podWorker) prepareVolume(ctx context.Context, objects *objectCache, pod
 		return dir, nil
 	}
 	return "", configError{fmt.Errorf("a volume type the node agent does not support (it has emptyDir, hostPath, persistentVolumeClaim, configMap, secret, downwardAPI and projected)")}
+}
+
+// mkdirWritable makes a folder any user may write, as the kubelet makes an emptyDir: a container
+// running as another user than the agent writes there too.
+func mkdirWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o777)
 }
 
 func hostPath(h *corev1.HostPathVolumeSource) (string, error) {
@@ -254,7 +263,7 @@ func containerMounts(c *corev1.Container, volumes map[string]string, env map[str
 			}
 			source = filepath.Join(source, clean)
 			if _, err := os.Stat(source); os.IsNotExist(err) {
-				if err := os.MkdirAll(source, 0o777); err != nil {
+				if err := mkdirWritable(source); err != nil {
 					return nil, err
 				}
 			}

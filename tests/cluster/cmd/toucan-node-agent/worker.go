@@ -66,7 +66,9 @@ type containerState struct {
 	restartPending bool
 	started        bool
 	ready          bool
-	// The running instance, process mode only: its pid (also its process group) and log file.
+	// The image's name and manifest digest, once container mode has found it in the store.
+	imageID string
+	// The running instance: its first process's pid (also its process group) and log file.
 	pid     int
 	logPath string
 }
@@ -164,7 +166,7 @@ func (w *podWorker) run() {
 	case modeScripted:
 		w.runScripted(ctx)
 	default:
-		w.runProcesses(ctx)
+		w.runContainers(ctx)
 	}
 	cancel()
 	w.flush()
@@ -265,5 +267,8 @@ func (w *podWorker) flush() {
 }
 
 func (w *podWorker) containerID(c *containerState) string {
+	if w.node.Mode == modeContainer {
+		return "runc://" + w.a.runc.containerName(w.uid, c.spec.Name, c.restarts)
+	}
 	return fmt.Sprintf("toucan://%s-%s-%d", w.uid, c.spec.Name, c.restarts)
 }

@@ -1,10 +1,8 @@
-//! `toucan-worker exec` passes its command's exit code through, both as its own exit code and
+//! `toucan-launcher exec` passes its command's exit code through, both as its own exit code and
 //! in the report, so that the runtime can tell a usage error (2, never worth retrying) from
 //! other failures; a failure of the launcher itself exits with `LAUNCHER_FAILURE_EXIT`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +10,16 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use toucan_core::launch::{LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec};
+
+/// The exit code of a usage error, which the runtime never retries.
+const EXIT_INVALID: i32 = 2;
+
+fn launcher(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_toucan-launcher"))
+        .args(args)
+        .output()
+        .unwrap()
+}
 
 /// Runs `sh -c SCRIPT` under the launcher; returns its exit code and the report.
 fn exec(dir: &Path, script: &str) -> (Option<i32>, LaunchReport) {
@@ -38,14 +46,14 @@ fn exec_with(
     std::fs::create_dir_all(&spec.dir).unwrap();
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let run = common::worker(&["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()]);
+    let run = launcher(&["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()]);
     let report = serde_json::from_slice(&std::fs::read(spec.report_path()).unwrap()).unwrap();
     (run.status.code(), report)
 }
 
 #[test]
 fn the_commands_exit_code_is_passed_through() {
-    for code in [i32::from(toucan_worker::EXIT_INVALID), 1, 75] {
+    for code in [EXIT_INVALID, 1, 75] {
         let dir = tempfile::tempdir().unwrap();
         let (exit, report) = exec(dir.path(), &format!("exit {code}"));
         assert_eq!(exit, Some(code));
@@ -65,7 +73,7 @@ fn a_launcher_failure_is_not_a_command_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("spec.json");
     std::fs::write(&spec, "{not json").unwrap();
-    let run = common::worker(&["exec".as_ref(), "--spec".as_ref(), spec.as_os_str()]);
+    let run = launcher(&["exec".as_ref(), "--spec".as_ref(), spec.as_os_str()]);
     assert_eq!(run.status.code(), Some(LAUNCHER_FAILURE_EXIT));
 }
 

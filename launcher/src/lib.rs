@@ -7,18 +7,76 @@
 //! with a temporary file and a rename so the runtime never reads half of one. The command's
 //! exit code is the launcher's exit code; a failure of the launcher itself exits with
 //! `LAUNCHER_FAILURE_EXIT`.
+//!
+//! A crate of its own so that the `toucan-launcher` binary, which every step pod runs inside
+//! the step's own image, links only what it uses; `toucan-worker` offers the same
+//! subcommands ([`LauncherCommand`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Instant;
 
+pub mod control_plane;
 use toucan_core::engine::InputSource;
 use toucan_core::launch::{
     LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_PARAM_BYTES, STAGE_NODE, StageSpec,
 };
 use toucan_core::records::StepOutputs;
 use toucan_store::artifacts::ArtifactStore;
-use toucan_worker::control_plane;
+
+/// The exit code of a usage error, as clap's own.
+const USAGE_EXIT: u8 = 2;
+
+/// The name `install-launcher` gives the launcher in a pod's launcher directory.
+pub const LAUNCHER_BIN: &str = "toucan-launcher";
+
+/// The launcher's subcommands, in `toucan-worker` and in `toucan-launcher`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LauncherCommand {
+    /// Run one step attempt described by a launch spec: materialize inputs, run the command,
+    /// store outputs, write the report.
+    Exec {
+        /// The launch spec (JSON) written by the runtime.
+        #[arg(
+            long,
+            required_unless_present = "spec_env",
+            conflicts_with = "spec_env"
+        )]
+        spec: Option<PathBuf>,
+        /// The environment variable that holds the launch spec (in a pod).
+        #[arg(long)]
+        spec_env: Option<String>,
+    },
+    /// Store a cluster run's `path:` inputs in the artifact store and report their digests
+    /// (the operator runs this once per run, before the steps).
+    Stage {
+        /// The environment variable that holds the stage spec (JSON).
+        #[arg(long)]
+        spec_env: String,
+    },
+    /// Copy this binary to DIR/toucan-launcher: a step pod's init container installs the
+    /// launcher into the pod this way.
+    InstallLauncher {
+        /// The directory to copy into (created when missing).
+        dir: PathBuf,
+    },
+}
+
+/// Runs one launcher subcommand.
+pub fn main(command: LauncherCommand) -> ExitCode {
+    match command {
+        LauncherCommand::Exec { spec, spec_env } => {
+            let source = match (spec, spec_env) {
+                (Some(path), _) => SpecSource::File(path),
+                (None, Some(var)) => SpecSource::Env(var),
+                (None, None) => return ExitCode::from(USAGE_EXIT),
+            };
+            exec(&source)
+        }
+        LauncherCommand::Stage { spec_env } => stage(&SpecSource::Env(spec_env)),
+        LauncherCommand::InstallLauncher { dir } => install(&dir),
+    }
+}
 
 /// Where the launch spec comes from: a file (the local runtime) or an environment variable
 /// (a pod).
@@ -55,23 +113,23 @@ fn ensure_env_dirs() {
     }
 }
 
-pub fn main(source: &SpecSource) -> ExitCode {
+pub fn exec(source: &SpecSource) -> ExitCode {
     ensure_env_dirs();
     let spec: LaunchSpec = match source.read() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("toucan-worker: {e}");
+            eprintln!("{LAUNCHER_BIN}: {e}");
             return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
         }
     };
     let report = run(&spec);
     if let Err(e) = write_report(&spec, &report) {
-        eprintln!("toucan-worker: writing report: {e}");
+        eprintln!("{LAUNCHER_BIN}: writing report: {e}");
         return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
     }
     deliver(&spec.run_id, &spec.node, spec.attempt, &report);
     if let Some(error) = &report.error {
-        eprintln!("toucan-worker: {error}");
+        eprintln!("{LAUNCHER_BIN}: {error}");
     }
     exit_code(&report)
 }
@@ -103,7 +161,7 @@ fn deliver(run_id: &str, node: &str, attempt: u32, report: &LaunchReport) {
             control_plane::put_json(&control_plane::agent(), &url, token.as_deref(), report)
         {
             eprintln!(
-                "toucan-worker: could not report to the control-plane API ({e}); the termination message carries the report"
+                "{LAUNCHER_BIN}: could not report to the control-plane API ({e}); the termination message carries the report"
             );
         }
     }
@@ -113,18 +171,18 @@ fn deliver(run_id: &str, node: &str, attempt: u32, report: &LaunchReport) {
             _ => "the launch report is larger than a termination message; it was sent to the control-plane API".to_string(),
         };
         if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("toucan-worker: writing the termination message {path}: {e}");
+            eprintln!("{LAUNCHER_BIN}: writing the termination message {path}: {e}");
         }
     }
 }
 
-/// `toucan-worker stage`: stores a cluster run's `path:` inputs and reports their digests.
+/// `stage`: stores a cluster run's `path:` inputs and reports their digests.
 pub fn stage(source: &SpecSource) -> ExitCode {
     ensure_env_dirs();
     let spec: StageSpec = match source.read() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("toucan-worker: {e}");
+            eprintln!("{LAUNCHER_BIN}: {e}");
             return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
         }
     };
@@ -142,7 +200,7 @@ pub fn stage(source: &SpecSource) -> ExitCode {
     };
     deliver(&spec.run_id, STAGE_NODE, 1, &report);
     if let Some(error) = &report.error {
-        eprintln!("toucan-worker: {error}");
+        eprintln!("{LAUNCHER_BIN}: {error}");
     }
     exit_code(&report)
 }
@@ -178,15 +236,15 @@ fn stage_inputs(spec: &StageSpec) -> Result<StepOutputs, String> {
     Ok(outputs)
 }
 
-/// `toucan-worker install-launcher DIR`: copies this binary to `DIR/toucan-worker`, as a step
-/// pod's init container does into the pod's shared emptyDir.
+/// `install-launcher DIR`: copies this binary to `DIR/toucan-launcher`, as a step pod's init
+/// container does into the pod's shared emptyDir.
 pub fn install(dir: &Path) -> ExitCode {
     let result = std::env::current_exe()
         .map_err(|e| format!("locating this binary: {e}"))
         .and_then(|exe| {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            let dest = dir.join("toucan-worker");
-            let tmp = dir.join(".toucan-worker.tmp");
+            let dest = dir.join(LAUNCHER_BIN);
+            let tmp = dir.join(format!(".{LAUNCHER_BIN}.tmp"));
             std::fs::copy(&exe, &tmp)
                 .map_err(|e| format!("copying {} to {}: {e}", exe.display(), tmp.display()))?;
             std::fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))
@@ -194,7 +252,7 @@ pub fn install(dir: &Path) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("toucan-worker: {e}");
+            eprintln!("{LAUNCHER_BIN}: {e}");
             ExitCode::from(LAUNCHER_FAILURE_EXIT as u8)
         }
     }
