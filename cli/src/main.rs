@@ -33,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run a Pipeline (or a PipelineRun referencing one) on this machine.
     Run(commands::run::RunArgs),
+    /// Run a Pipeline on a Kubernetes cluster: store its `path:` inputs in the operator's
+    /// artifact store from this machine, then create its PipelineRun.
+    Submit(commands::submit::SubmitArgs),
     /// Check manifests without running anything; reports every error.
     Validate {
         /// Manifest files or directories.
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
+            Command::Submit(args) => commands::submit::submit(args).await,
             Command::Validate { files } => commands::validate::validate(&files),
             Command::Crds => commands::crds::print(),
             Command::Get {

@@ -451,4 +451,98 @@ async fn inspects_a_pipeline_run_in_the_cluster() {
         "{}",
         text(&out.stderr)
     );
+
+    // submit: the `path:` input goes to the operator's artifact store from here; the run
+    // needs no stage pod, and its step reads the file.
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("data")).unwrap();
+    std::fs::write(project.join("data/words.txt"), "words-from-this-machine").unwrap();
+    std::fs::write(project.join("pipeline.yaml"), SUBMITTED).unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let out = toucan(&[
+        "submit",
+        project.join("pipeline.yaml").to_str().unwrap(),
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+        "-p",
+        "suffix=!",
+        "-n",
+        NS,
+        "--wait",
+    ]);
+    expect(&out, 0, "submit --wait");
+    let stdout = text(&out.stdout);
+    let name = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("pipelinerun/"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run name in {stdout}"))
+        .to_string();
+    assert!(name.starts_with("words-"), "{stdout}");
+    assert!(stdout.contains("Succeeded"), "{stdout}");
+    let out = toucan(&[
+        "describe",
+        "run",
+        &name,
+        "--cluster",
+        "--api",
+        &api,
+        "-o",
+        "json",
+    ]);
+    expect(&out, 0, "describe the submitted run");
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        described["steps"][0]["outputs"]["params"]["text"], "words-from-this-machine!",
+        "{described:#}"
+    );
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    let nodes: Vec<String> = pods
+        .list(&ListParams::default().labels(&format!("toucan.dev/run={name}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.metadata.annotations.as_ref().unwrap()["toucan.dev/node"].clone())
+        .collect();
+    assert_eq!(nodes, ["read"], "no stage pod");
+
+    // A manifest with an error is refused before anything is stored or created.
+    std::fs::write(
+        project.join("pipeline.yaml"),
+        SUBMITTED.replace("path: data/words.txt", "path: data/missing.txt"),
+    )
+    .unwrap();
+    let out = toucan(&[
+        "submit",
+        project.join("pipeline.yaml").to_str().unwrap(),
+        "--artifacts",
+        artifacts.to_str().unwrap(),
+    ]);
+    expect(&out, 2, "submit with a missing input");
+    assert!(
+        text(&out.stderr).contains("data/missing.txt"),
+        "{}",
+        text(&out.stderr)
+    );
 }
+
+/// A Pipeline whose step reads a `path:` input: a file of the submitter's machine.
+const SUBMITTED: &str = r#"
+apiVersion: toucan.dev/v1alpha1
+kind: Pipeline
+metadata: {name: words}
+spec:
+  params:
+    - {name: suffix, type: string}
+  steps:
+    - name: read
+      image: busybox
+      command: [sh, -c, 'printf "%s%s" "$(cat {{inputs.artifacts.words}})" "{{params.suffix}}" > {{outputs.params.text}}']
+      inputs:
+        artifacts:
+          - {name: words, path: data/words.txt}
+      outputs:
+        params: [{name: text}]
+"#;

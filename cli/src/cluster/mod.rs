@@ -195,8 +195,18 @@ impl Cluster {
         })
     }
 
+    /// The Kubernetes API client, with the kubeconfig's credentials.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The namespace the commands work in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Maps a Kubernetes API error to what the user should read.
-    fn error(&self, what: String, e: kube::Error) -> ClusterError {
+    pub fn error(&self, what: String, e: kube::Error) -> ClusterError {
         match e {
             kube::Error::Api(status) if status.code == 401 => ClusterError::Unauthorized {
                 server: self.server.clone(),

@@ -106,7 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Loads, validates and selects what to run; resolves its parameters. Writes nothing.
-fn prepare(
+pub(crate) fn prepare(
     file: &Path,
     cli_params: &[String],
     no_cache: bool,
@@ -190,7 +190,7 @@ fn diagnostic(source: &Source, path: String, message: String) -> Diagnostic {
 }
 
 /// Stores every `path:` input in the artifact store; its digest enters the cache key.
-async fn import_local_inputs(
+pub(crate) async fn import_local_inputs(
     mut plan: RunPlan,
     base: &Path,
     artifacts: &ArtifactStore,

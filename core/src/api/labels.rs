@@ -18,5 +18,9 @@ pub const NODE_ANNOTATION: &str = "toucan.dev/node";
 /// On a PipelineRun or Pipeline: the directory relative `path:` inputs are read from, in the
 /// image of the step that has them.
 pub const SOURCE_DIR_ANNOTATION: &str = "toucan.dev/source-dir";
+/// On a PipelineRun: its `path:` inputs, already in the artifact store, as JSON
+/// `{STEP: {INPUT: ArtifactRef}}` (`toucan submit` writes it); the operator then stores
+/// nothing itself.
+pub const STAGED_INPUTS_ANNOTATION: &str = "toucan.dev/staged-inputs";
 /// The step pod's main container.
 pub const STEP_CONTAINER: &str = "step";

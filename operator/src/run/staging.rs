@@ -18,6 +18,7 @@ use super::observe::ended_report;
 use super::pods::{self, LauncherPod, RunRef, SOURCE_DIR_ANNOTATION};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use toucan_core::api::labels::STAGED_INPUTS_ANNOTATION;
 
 /// Creates the stage pod, or observes how it ended.
 pub async fn observe(
@@ -32,6 +33,9 @@ pub async fn observe(
             inputs: BTreeMap::new(),
         }]);
     };
+    if let Some(text) = plr.annotations().get(STAGED_INPUTS_ANNOTATION) {
+        return Ok(vec![already_staged(text)]);
+    }
     let pod_name = pods::pod_name(&run_ref.name, STAGE_NODE, 1);
     let Some(pod) = find_pod(ctx, run_ref, &pod_name).await? else {
         let Some(sp) = run.plan.step(&first.0) else {
@@ -87,6 +91,19 @@ pub async fn observe(
     Ok(vec![Observation::StagingFailed { message: why }])
 }
 
+/// The run's inputs as its submitter stored them (`toucan submit`): the engine checks that
+/// every `path:` input is there.
+fn already_staged(annotation: &str) -> Observation {
+    match serde_json::from_str(annotation) {
+        Ok(inputs) => Observation::Staged { inputs },
+        Err(e) => Observation::StagingFailed {
+            message: format!(
+                "annotation {STAGED_INPUTS_ANNOTATION} is not {{STEP: {{INPUT: artifact}}}}: {e}"
+            ),
+        },
+    }
+}
+
 /// The stage report's artifacts, keyed `STEP/INPUT`, by step and input.
 fn staged_inputs(
     artifacts: BTreeMap<String, ArtifactRef>,
@@ -114,4 +131,24 @@ async fn source_dir(plr: &PipelineRun, ctx: &Context, run: &RunRef) -> Result<Op
         .get_opt(&reference.name)
         .await?;
     Ok(pipeline.and_then(|p| p.annotations().get(SOURCE_DIR_ANNOTATION).cloned()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn inputs_staged_by_the_submitter_are_taken_as_they_are() {
+        let text = r#"{"ingest": {"raw": {"digest": "sha256:ab", "size": 3, "kind": "file"}}}"#;
+        let Observation::Staged { inputs } = already_staged(text) else {
+            panic!("not staged");
+        };
+        assert_eq!(inputs["ingest"]["raw"].digest, "sha256:ab");
+        let Observation::StagingFailed { message } = already_staged("[1]") else {
+            panic!("a malformed annotation was taken");
+        };
+        assert!(message.contains(STAGED_INPUTS_ANNOTATION), "{message}");
+    }
 }
