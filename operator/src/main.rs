@@ -1,5 +1,9 @@
 //! `toucan-operator`: reconciles toucan's custom resources on a Kubernetes cluster and serves
 //! the control-plane API. See the crate docs of `toucan_operator` and `charts/toucan`.
+//!
+//! Invoked as `toucan` (through a link of that name, as in the operator's image), it is the
+//! command line instead, for `kubectl exec` debugging: one binary holds both, so the code they
+//! share (the engine, the stores, the Kubernetes client) is in the image once.
 
 use std::process::ExitCode;
 
@@ -22,6 +26,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if invoked_as_cli() {
+        return toucan::main();
+    }
     let cli = Cli::parse();
     if cli.print_crds {
         return match toucan_core::api::crds_yaml() {
@@ -60,4 +67,12 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Whether the program name (`argv[0]`, without its directory) is `toucan`.
+fn invoked_as_cli() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .is_some_and(|program| program.file_name() == Some("toucan".as_ref()))
 }

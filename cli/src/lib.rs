@@ -1,0 +1,214 @@
+//! `toucan`: the command line, and the local runtime that runs manifests on this machine.
+//!
+//! Exit codes: 0 success, 1 the run failed or was cancelled (or, with `--cluster`, the cluster
+//! could not be read), 2 invalid input (nothing is written), 3 anything else went wrong (a store
+//! could not be opened, an I/O error).
+//!
+//! The binary is a call to [`main`]; the operator's image holds no binary of its own for the
+//! command line: `toucan-operator` runs [`main`] when it is invoked as `toucan`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod cluster;
+mod commands;
+mod home;
+mod local;
+mod output;
+
+use cluster::ClusterArgs;
+use output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "toucan",
+    version,
+    about = "Run ML pipelines locally or on Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a Pipeline (or a PipelineRun referencing one) on this machine.
+    Run(commands::run::RunArgs),
+    /// Run a Pipeline on a Kubernetes cluster: store its `path:` inputs in the operator's
+    /// artifact store from this machine, then create its PipelineRun.
+    Submit(commands::submit::SubmitArgs),
+    /// Check manifests without running anything; reports every error.
+    Validate {
+        /// Manifest files or directories.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// List resources.
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Show one resource in detail.
+    Describe {
+        #[command(subcommand)]
+        what: DescribeWhat,
+    },
+    /// Print the log of a step attempt.
+    Logs {
+        run: String,
+        step: String,
+        /// The attempt (1-based); the latest when omitted.
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Print the metrics the step appended to `$TOUCAN_METRICS_FILE` (one JSON line each,
+        /// e.g. per training epoch) instead of its log.
+        #[arg(long)]
+        metrics: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Inspect and clean the step cache.
+    Cache {
+        #[command(subcommand)]
+        what: commands::cache::CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GetWhat {
+    /// Runs, newest first.
+    Runs {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+        /// With --cluster: the PipelineRuns of every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DescribeWhat {
+    /// A run: its steps with phases, cache hits, attempts, durations and outputs.
+    Run {
+        /// The run's id; with --cluster, the PipelineRun's name.
+        id: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+/// How a command ended, mapped to the process exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Outcome {
+    Success,
+    RunFailed,
+    InvalidInput,
+    /// `--cluster`: the cluster or the operator's API could not be read.
+    ClusterUnavailable,
+    Error,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        ExitCode::from(match o {
+            Outcome::Success => 0,
+            Outcome::RunFailed | Outcome::ClusterUnavailable => 1,
+            Outcome::InvalidInput => 2,
+            Outcome::Error => 3,
+        })
+    }
+}
+
+/// Parses the command line and runs the command; the exit code says how it ended.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOUCAN_LOG")
+                // kube's client logs every failed request; the commands report them.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return Outcome::Error.into();
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Submit(args) => commands::submit::submit(args).await,
+            Command::Validate { files } => commands::validate::validate(&files),
+            Command::Crds => commands::crds::print(),
+            Command::Get {
+                what:
+                    GetWhat::Runs {
+                        limit,
+                        output,
+                        all_namespaces,
+                        cluster,
+                    },
+            } => match cluster.selected(all_namespaces) {
+                Ok(true) => cluster::get_runs(&cluster, all_namespaces, limit, output).await,
+                Ok(false) => commands::inspect::get_runs(limit, output).await,
+                Err(e) => invalid(&e),
+            },
+            Command::Describe {
+                what:
+                    DescribeWhat::Run {
+                        id,
+                        output,
+                        cluster,
+                    },
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::describe_run(&cluster, &id, output).await,
+                Ok(false) => commands::inspect::describe_run(&id, output).await,
+                Err(e) => invalid(&e),
+            },
+            Command::Logs {
+                run,
+                step,
+                attempt,
+                metrics,
+                output,
+                cluster,
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::logs(&cluster, &run, &step, attempt, metrics, output).await,
+                Ok(false) => commands::inspect::logs(&run, &step, attempt, metrics, output).await,
+                Err(e) => invalid(&e),
+            },
+            Command::Cache { what } => commands::cache::cache(what).await,
+        }
+    });
+    match result {
+        Ok(outcome) => outcome.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Outcome::Error.into()
+        }
+    }
+}
+
+/// Reports invalid command-line input.
+fn invalid(message: &str) -> anyhow::Result<Outcome> {
+    eprintln!("error: {message}");
+    Ok(Outcome::InvalidInput)
+}
