@@ -64,6 +64,7 @@ target-dir:
 
 build: setup target-dir ## release build of every binary, toucan-worker with libtorch, no debug info: $CARGO_TARGET_DIR/release
 	PATH="$(VENV_PATH)" $(CARGO) build --release $(TOUCAN_CARGO_SELECTION)
+	scripts/build-launcher --release
 
 build-torch: setup target-dir ## the dev build with libtorch that demo and the tests use: $CARGO_TARGET_DIR/debug
 	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION)
