@@ -15,7 +15,9 @@
 //! must bring it along, e.g. next to the binary in `lib/` — `$ORIGIN/lib` is listed first for
 //! that layout.
 //!
-//! It also keeps `libtorch_cuda.so` linked (see below), or libtorch would never see a GPU.
+//! It also keeps `libtorch_cuda.so` linked (see below), or libtorch would never see a GPU, and
+//! compiles the bridge to libtorch's collectives (`csrc/c10d_bridge.cpp`, see
+//! `src/collectives.rs`).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -52,6 +54,73 @@ fn main() {
         );
     }
     println!("cargo:rustc-env=TOUCAN_LIBTORCH_LIB={}", lib.display());
+    if let Err(e) = build_c10d_bridge(&lib) {
+        eprintln!("error: building the c10d bridge: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Compiles the c10d bridge against the headers of the libtorch in `lib` and Debian's Gloo
+/// headers (libgloo-dev, which the wheel lacks), as a static library linked before libtorch.
+/// The torch headers take a while to compile, so the library is reused while the source, the
+/// libtorch and the compiler are unchanged: this script runs again in every clone that shares
+/// the target directory.
+fn build_c10d_bridge(lib: &Path) -> Result<(), String> {
+    const SOURCE: &str = "csrc/c10d_bridge.cpp";
+    const NAME: &str = "toucan_c10d_bridge";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
+    let include = lib
+        .parent()
+        .ok_or("libtorch's lib has no parent")?
+        .join("include");
+    let header = include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
+    if !header.is_file() {
+        return Err(format!("{} is missing", header.display()));
+    }
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .define("USE_C10D_GLOO", None)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .file(SOURCE)
+        // The torch headers warn about themselves.
+        .warnings(false)
+        .flag("-w");
+    let compiler = build.get_compiler();
+    let gloo = [
+        "/usr/include/gloo/config.h",
+        "/usr/local/include/gloo/config.h",
+    ];
+    if !gloo.iter().any(|p| Path::new(p).is_file()) {
+        return Err(
+            "Gloo's headers (gloo/config.h) are missing: install libgloo-dev (scripts/setup)"
+                .into(),
+        );
+    }
+    let source = std::fs::read(SOURCE).map_err(|e| format!("{SOURCE}: {e}"))?;
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        source.hash(&mut h);
+        include.hash(&mut h);
+        compiler.path().hash(&mut h);
+        compiler.args().hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
+    let archive = out.join(format!("lib{NAME}.a"));
+    let stamp = out.join(format!("{NAME}.key"));
+    if archive.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+        // What cc prints for a static C++ library.
+        println!("cargo:rustc-link-search=native={}", out.display());
+        println!("cargo:rustc-link-lib=static={NAME}");
+        println!("cargo:rustc-link-lib=stdc++");
+        return Ok(());
+    }
+    build.try_compile(NAME).map_err(|e| e.to_string())?;
+    std::fs::write(&stamp, key).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
 /// The path from directory `from` to `to`, both absolute.

@@ -1,9 +1,12 @@
 //! The ML runtime of `toucan-worker`, as a library so that tests and benchmarks reach it:
 //! datasets ([`dataset`]), ingest ([`ingest`]) and, with the `torch` feature, training on
-//! libtorch ([`ml`]). The launcher's subcommands (`exec`, `stage`, `install-launcher`) come
+//! libtorch ([`ml`]) and collectives across data-parallel replicas on libtorch's c10d
+//! ([`collectives`]). The launcher's subcommands (`exec`, `stage`, `install-launcher`) come
 //! from the `toucan-launcher` crate; the value parsers of the flags are [`args`].
 
 pub mod args;
+#[cfg(feature = "torch")]
+pub mod collectives;
 pub mod dataset;
 pub mod ingest;
 pub mod metrics;

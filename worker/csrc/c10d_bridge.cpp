@@ -1,0 +1,132 @@
+// The bridge between toucan-worker (Rust, through tch) and libtorch's own collectives (c10d): a
+// TCPStore rendezvous and a Gloo process group, behind a few C functions that
+// src/collectives.rs calls. It uses only c10d's API (store, process group, options, work
+// objects) and never Gloo's own types: the Gloo headers it compiles against (Debian's
+// libgloo-dev) are an older snapshot than the Gloo inside libtorch.
+//
+// Every function catches C++ exceptions and reports them as text in `err` (NUL-terminated,
+// truncated to `err_len`; c10's errors without their C++ backtrace): none crosses into Rust.
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+};
+
+void report(char* err, size_t err_len, const char* what) {
+  if (err != nullptr && err_len > 0) {
+    std::strncpy(err, what, err_len - 1);
+    err[err_len - 1] = '\0';
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Joins the group: rank 0 serves the store at host:port, the others connect to it. Returns
+// nullptr (and the reason in err) when the rendezvous fails or times out.
+void* toucan_c10d_join(const char* host, uint16_t port, int rank, int world_size,
+                       int64_t timeout_ms, char* err, size_t err_len) {
+  try {
+    const auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions store_options;
+    store_options.port = port;
+    store_options.isServer = rank == 0;
+    store_options.numWorkers = world_size;
+    store_options.waitWorkers = false;
+    store_options.timeout = timeout;
+    auto group = std::make_unique<Group>();
+    group->store = c10::make_intrusive<c10d::TCPStore>(host, store_options);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+    group->pg =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, rank, world_size, options);
+    return group.release();
+  } catch (const c10::Error& e) {
+    report(err, err_len, e.what_without_backtrace());
+    return nullptr;
+  } catch (const std::exception& e) {
+    report(err, err_len, e.what());
+    return nullptr;
+  }
+}
+
+// Sums the tensor element-wise across the group, in place; returns 0, or -1 with err set. (A
+// list of several tensors means one tensor per device to c10d, so the Rust side buckets.)
+int toucan_c10d_all_reduce_sum(void* group, at::Tensor* tensor, char* err, size_t err_len) {
+  try {
+    std::vector<at::Tensor> list{*tensor};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::SUM;
+    static_cast<Group*>(group)->pg->allreduce(list, options)->wait();
+    return 0;
+  } catch (const c10::Error& e) {
+    report(err, err_len, e.what_without_backtrace());
+    return -1;
+  } catch (const std::exception& e) {
+    report(err, err_len, e.what());
+    return -1;
+  }
+}
+
+// Copies rank `root`'s tensor into every rank's, in place; returns 0, or -1 with err set.
+int toucan_c10d_broadcast(void* group, at::Tensor* tensor, int root, char* err, size_t err_len) {
+  try {
+    std::vector<at::Tensor> list{*tensor};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    static_cast<Group*>(group)->pg->broadcast(list, options)->wait();
+    return 0;
+  } catch (const c10::Error& e) {
+    report(err, err_len, e.what_without_backtrace());
+    return -1;
+  } catch (const std::exception& e) {
+    report(err, err_len, e.what());
+    return -1;
+  }
+}
+
+// Waits until every rank has called it; returns 0, or -1 with err set.
+int toucan_c10d_barrier(void* group, char* err, size_t err_len) {
+  try {
+    static_cast<Group*>(group)->pg->barrier()->wait();
+    return 0;
+  } catch (const c10::Error& e) {
+    report(err, err_len, e.what_without_backtrace());
+    return -1;
+  } catch (const std::exception& e) {
+    report(err, err_len, e.what());
+    return -1;
+  }
+}
+
+// Leaves the group: the process group is shut down before the store it talks through (its
+// threads would otherwise still be running when the process exits).
+void toucan_c10d_leave(void* group) {
+  auto* g = static_cast<Group*>(group);
+  if (g == nullptr) return;
+  try {
+    g->pg->shutdown();
+  } catch (...) {
+    // Leaving is best effort: the peers may already be gone.
+  }
+  g->pg.reset();
+  g->store.reset();
+  delete g;
+}
+
+}  // extern "C"

@@ -1,0 +1,312 @@
+//! Collectives across the replicas of a data-parallel job, on libtorch's own c10d: a `TCPStore`
+//! rendezvous and a Gloo process group over CPU tensors, through the C++ bridge in
+//! `csrc/c10d_bridge.cpp` (compiled by the build script with the `torch` feature).
+//!
+//! The rendezvous and the transport are torch.distributed's, so a rank running PyTorch
+//! (`torch.distributed.TCPStore` and `ProcessGroupGloo` on the same address) and ranks running
+//! toucan-worker form one group and reduce together.
+// The one module with FFI: the bridge's functions take raw pointers to tch's tensors. Every call
+// is wrapped in a safe method of `ProcessGroup`, which owns the group's handle.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use tch::{Kind, Tensor};
+use torch_sys::C_tensor;
+
+unsafe extern "C" {
+    fn toucan_c10d_join(
+        host: *const c_char,
+        port: u16,
+        rank: c_int,
+        world_size: c_int,
+        timeout_ms: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
+    fn toucan_c10d_all_reduce_sum(
+        group: *mut c_void,
+        tensor: *mut C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn toucan_c10d_broadcast(
+        group: *mut c_void,
+        tensor: *mut C_tensor,
+        root: c_int,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn toucan_c10d_barrier(group: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+    fn toucan_c10d_leave(group: *mut c_void);
+}
+
+/// Why a collective failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectiveError {
+    #[error("rank {rank} of {world_size} could not join the group at {host}:{port}: {reason}")]
+    Join {
+        host: String,
+        port: u16,
+        rank: usize,
+        world_size: usize,
+        reason: String,
+    },
+    #[error("{operation} on rank {rank}: {reason}")]
+    Operation {
+        operation: &'static str,
+        rank: usize,
+        reason: String,
+    },
+    #[error("invalid process group: {0}")]
+    Invalid(String),
+}
+
+/// The longest error text the bridge reports.
+const ERROR_LEN: usize = 2048;
+
+/// One rank's membership of a group of `world_size` ranks. Leaving happens on drop.
+pub struct ProcessGroup {
+    handle: NonNull<c_void>,
+    rank: usize,
+    world_size: usize,
+}
+
+// The c10d process group is thread-safe; this handle is only ever used through `&mut self`.
+unsafe impl Send for ProcessGroup {}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("rank", &self.rank)
+            .field("world_size", &self.world_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessGroup {
+    /// Joins the group whose store rank 0 serves at `host:port` (rank 0 starts it), as in
+    /// torch.distributed's `MASTER_ADDR`/`MASTER_PORT` rendezvous. Fails when the others do not
+    /// arrive within `timeout`, which also bounds every later collective.
+    pub fn join(
+        host: &str,
+        port: u16,
+        rank: usize,
+        world_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, CollectiveError> {
+        let join_error = |reason: String| CollectiveError::Join {
+            host: host.to_string(),
+            port,
+            rank,
+            world_size,
+            reason,
+        };
+        if world_size == 0 || rank >= world_size {
+            return Err(CollectiveError::Invalid(format!(
+                "rank {rank} is not in a group of {world_size}"
+            )));
+        }
+        let (Ok(c_rank), Ok(c_world)) = (c_int::try_from(rank), c_int::try_from(world_size)) else {
+            return Err(CollectiveError::Invalid(format!(
+                "a group of {world_size} ranks is too large"
+            )));
+        };
+        let c_host = CString::new(host)
+            .map_err(|_| CollectiveError::Invalid(format!("host {host:?} contains NUL")))?;
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let mut err = [0u8; ERROR_LEN];
+        // SAFETY: every pointer is valid for the call; the bridge copies `host` and writes at
+        // most ERROR_LEN bytes, NUL-terminated, into `err`.
+        let handle = unsafe {
+            toucan_c10d_join(
+                c_host.as_ptr(),
+                port,
+                c_rank,
+                c_world,
+                timeout_ms,
+                err.as_mut_ptr().cast(),
+                ERROR_LEN,
+            )
+        };
+        match NonNull::new(handle) {
+            Some(handle) => Ok(ProcessGroup {
+                handle,
+                rank,
+                world_size,
+            }),
+            None => Err(join_error(error_text(&err))),
+        }
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of ranks in the group.
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    /// Sums each tensor element-wise across the group, in place. Every rank passes tensors of
+    /// the same shapes and kinds, in the same order; they must be CPU tensors. Tensors of one
+    /// kind travel together in one buffer (one collective per kind, not per tensor), as
+    /// gradient buckets do.
+    pub fn all_reduce_sum(&mut self, tensors: &mut [Tensor]) -> Result<(), CollectiveError> {
+        self.bucketed("all-reduce", tensors, |group, bucket| {
+            let mut err = [0u8; ERROR_LEN];
+            // SAFETY: the handle is live (owned by the group); the tensor is tch's, borrowed
+            // mutably for the call, as the bridge expects (`at::Tensor*`).
+            let status = unsafe {
+                toucan_c10d_all_reduce_sum(
+                    group.handle.as_ptr(),
+                    bucket.as_mut_ptr(),
+                    err.as_mut_ptr().cast(),
+                    ERROR_LEN,
+                )
+            };
+            group.check("all-reduce", status, &err)
+        })
+    }
+
+    /// Averages each tensor element-wise across the group, in place (a sum, then a division by
+    /// the group's size): what data-parallel training does to gradients.
+    pub fn all_reduce_mean(&mut self, tensors: &mut [Tensor]) -> Result<(), CollectiveError> {
+        self.all_reduce_sum(tensors)?;
+        let size = self.world_size as f64;
+        for tensor in tensors.iter_mut() {
+            // In place; the returned handle is the same tensor.
+            let _ = tensor
+                .f_div_scalar_(size)
+                .map_err(|e| self.failed("all-reduce mean", e))?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites each tensor with rank `root`'s, in place: how replicas start from identical
+    /// weights. Bucketed by kind as [`ProcessGroup::all_reduce_sum`].
+    pub fn broadcast(
+        &mut self,
+        tensors: &mut [Tensor],
+        root: usize,
+    ) -> Result<(), CollectiveError> {
+        let Some(c_root) = c_int::try_from(root)
+            .ok()
+            .filter(|_| root < self.world_size)
+        else {
+            return Err(CollectiveError::Invalid(format!(
+                "broadcast root {root} is not in a group of {}",
+                self.world_size
+            )));
+        };
+        self.bucketed("broadcast", tensors, |group, bucket| {
+            let mut err = [0u8; ERROR_LEN];
+            // SAFETY: as in all_reduce_sum.
+            let status = unsafe {
+                toucan_c10d_broadcast(
+                    group.handle.as_ptr(),
+                    bucket.as_mut_ptr(),
+                    c_root,
+                    err.as_mut_ptr().cast(),
+                    ERROR_LEN,
+                )
+            };
+            group.check("broadcast", status, &err)
+        })
+    }
+
+    /// Runs `collective` once per kind of tensor: on the tensor itself when it is alone of its
+    /// kind and contiguous, else on one flat buffer holding all of that kind, copied back after.
+    fn bucketed(
+        &mut self,
+        operation: &'static str,
+        tensors: &mut [Tensor],
+        mut collective: impl FnMut(&mut Self, &mut Tensor) -> Result<(), CollectiveError>,
+    ) -> Result<(), CollectiveError> {
+        let mut kinds: Vec<Kind> = Vec::new();
+        for tensor in tensors.iter() {
+            let kind = tensor.f_kind().map_err(|e| self.failed(operation, e))?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        for kind in kinds {
+            let members: Vec<usize> = (0..tensors.len())
+                .filter(|&i| tensors[i].kind() == kind)
+                .collect();
+            if let [only] = members[..]
+                && tensors[only].is_contiguous()
+            {
+                collective(self, &mut tensors[only])?;
+                continue;
+            }
+            let flat: Vec<Tensor> = members.iter().map(|&i| tensors[i].reshape([-1])).collect();
+            let mut bucket = Tensor::f_cat(&flat, 0).map_err(|e| self.failed(operation, e))?;
+            collective(self, &mut bucket)?;
+            let mut offset = 0;
+            for &i in &members {
+                let n = tensors[i].numel() as i64;
+                let part = bucket
+                    .f_narrow(0, offset, n)
+                    .and_then(|part| part.f_view_as(&tensors[i]))
+                    .map_err(|e| self.failed(operation, e))?;
+                tensors[i]
+                    .f_copy_(&part)
+                    .map_err(|e| self.failed(operation, e))?;
+                offset += n;
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self, operation: &'static str, e: tch::TchError) -> CollectiveError {
+        CollectiveError::Operation {
+            operation,
+            rank: self.rank,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Waits until every rank has reached this call.
+    pub fn barrier(&mut self) -> Result<(), CollectiveError> {
+        let mut err = [0u8; ERROR_LEN];
+        // SAFETY: the handle is live; err as in join.
+        let status = unsafe {
+            toucan_c10d_barrier(self.handle.as_ptr(), err.as_mut_ptr().cast(), ERROR_LEN)
+        };
+        self.check("barrier", status, &err)
+    }
+
+    fn check(
+        &self,
+        operation: &'static str,
+        status: c_int,
+        err: &[u8; ERROR_LEN],
+    ) -> Result<(), CollectiveError> {
+        if status == 0 {
+            return Ok(());
+        }
+        Err(CollectiveError::Operation {
+            operation,
+            rank: self.rank,
+            reason: error_text(err),
+        })
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from toucan_c10d_join and is released exactly once, here.
+        unsafe { toucan_c10d_leave(self.handle.as_ptr()) }
+    }
+}
+
+fn error_text(err: &[u8; ERROR_LEN]) -> String {
+    // The bridge NUL-terminates within the buffer, which starts zeroed.
+    CStr::from_bytes_until_nul(err)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown error".to_string())
+}
