@@ -176,6 +176,7 @@ impl ProcessGroup {
     /// the group's size): what data-parallel training does to gradients.
     pub fn all_reduce_mean(&mut self, tensors: &mut [Tensor]) -> Result<(), CollectiveError> {
         self.all_reduce_sum(tensors)?;
+        let _no_grad = tch::no_grad_guard();
         let size = self.world_size as f64;
         for tensor in tensors.iter_mut() {
             // In place; the returned handle is the same tensor.
@@ -226,6 +227,8 @@ impl ProcessGroup {
         tensors: &mut [Tensor],
         mut collective: impl FnMut(&mut Self, &mut Tensor) -> Result<(), CollectiveError>,
     ) -> Result<(), CollectiveError> {
+        // The tensors may be parameters that require gradients: these writes are not training.
+        let _no_grad = tch::no_grad_guard();
         let mut kinds: Vec<Kind> = Vec::new();
         for tensor in tensors.iter() {
             let kind = tensor.f_kind().map_err(|e| self.failed(operation, e))?;

@@ -8,12 +8,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ingest, worker};
+use common::{bars_dataset, worker};
 use serde_json::Value;
 
 #[test]
@@ -34,50 +34,6 @@ fn device_reports_what_libtorch_sees() {
     if lib.join("libtorch_cuda.so").exists() {
         assert_eq!(report["libtorch_cuda_loaded"], true, "{report}");
     }
-}
-
-/// A dataset a small model can learn: class k (of 3) is a bright bar in row band k, on noise.
-/// `n` records of 12x12.
-fn bars_dataset(dir: &Path, n: u32) -> PathBuf {
-    let source = dir.join("source");
-    std::fs::create_dir_all(&source).unwrap();
-    let (h, w) = (12u32, 12u32);
-    let mut images = Vec::new();
-    let mut labels = Vec::new();
-    for i in 0..n {
-        let label = i % 3;
-        labels.push(label as u8);
-        for y in 0..h {
-            for x in 0..w {
-                let noise = ((i * 31 + y * 7 + x * 13) % 60) as u8;
-                let bar = y / 4 == label;
-                images.push(if bar { 150 + noise } else { noise });
-            }
-        }
-    }
-    std::fs::write(
-        source.join("train-images-idx3-ubyte"),
-        common::idx_bytes(&[n, h, w], &images),
-    )
-    .unwrap();
-    std::fs::write(
-        source.join("train-labels-idx1-ubyte"),
-        common::idx_bytes(&[n], &labels),
-    )
-    .unwrap();
-    let out = dir.join("dataset");
-    let run = ingest(
-        &source,
-        &out,
-        &[
-            "--class-names",
-            "top,middle,bottom",
-            "--shard-records",
-            "256",
-        ],
-    );
-    assert!(run.status.success(), "{}", stderr(&run));
-    out
 }
 
 fn stderr(run: &Output) -> String {

@@ -17,6 +17,7 @@ pub mod efficientnet;
 pub mod infer;
 pub mod model;
 pub mod optim;
+pub mod replicas;
 pub mod schedule;
 pub mod sink;
 pub mod train;
@@ -77,6 +78,9 @@ pub enum MlError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A collective across data-parallel replicas failed (a peer is gone, or never came).
+    #[error(transparent)]
+    Collective(#[from] crate::collectives::CollectiveError),
 }
 
 impl MlError {
@@ -93,6 +97,7 @@ impl MlError {
             MlError::Config { .. } => "InvalidConfig",
             MlError::Preempted { .. } => "Preempted",
             MlError::Write { .. } => "IoError",
+            MlError::Collective(_) => "CollectiveError",
         }
     }
 
@@ -103,7 +108,9 @@ impl MlError {
                 crate::EXIT_INVALID
             }
             MlError::Preempted { .. } => train::EXIT_PREEMPTED,
-            MlError::Torch { .. } | MlError::Write { .. } => crate::EXIT_FAILURE,
+            MlError::Torch { .. } | MlError::Write { .. } | MlError::Collective(_) => {
+                crate::EXIT_FAILURE
+            }
         }
     }
 }

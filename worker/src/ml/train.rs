@@ -12,6 +12,11 @@
 //! thread count two runs print the same metrics, and a run stopped at any point and resumed
 //! prints the same metrics as one that never stopped.
 //!
+//! Replicas: with torch.distributed's `WORLD_SIZE` > 1 (and `RANK`, `MASTER_ADDR`,
+//! `MASTER_PORT`) the process is one replica of a data-parallel run: it trains on its share of
+//! every global batch and averages gradients with the others, so the run takes the same steps
+//! as one process would ([`super::replicas`]).
+//!
 //! Stopping: on SIGTERM or SIGINT the loop finishes the batch in progress, writes a checkpoint
 //! and exits with [`EXIT_PREEMPTED`] (75, "temporary failure"); `--resume` continues from the
 //! newest checkpoint (and starts afresh when there is none, so a pipeline can always pass it).
@@ -43,6 +48,7 @@ use super::data::{self, BatchPlan, Loader, Normalization, Split};
 use super::device::{self, DeviceChoice};
 use super::model::{self, Network};
 use super::optim::Optimizer;
+use super::replicas::{ReplicaEnv, Replicas};
 use super::schedule::Schedule;
 use super::sink::{ApiTarget, MetricsSink};
 use crate::args::{self, AtLeast};
@@ -414,6 +420,10 @@ struct Session<'a> {
     checkpoints: CheckpointDir,
     stop: Arc<AtomicBool>,
     best_weights: Option<Vec<(String, Tensor)>>,
+    /// The other replicas of a data-parallel run ([`super::replicas`]), and the parameters
+    /// whose gradients are averaged with theirs, by name.
+    replicas: Option<Replicas>,
+    trained: Vec<Tensor>,
 }
 
 pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
@@ -490,6 +500,7 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
+    let trained: Vec<Tensor> = params.iter().map(|(_, t, _)| t.shallow_clone()).collect();
     let opt = Optimizer::new(&config.optimizer, &config.regularization, params);
     let steps_per_epoch = (train.len() as u64).div_ceil(config.batch_size as u64);
     let schedule = Schedule::new(
@@ -524,6 +535,8 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         checkpoints,
         stop,
         best_weights: None,
+        replicas: None,
+        trained,
     };
 
     let mut state = TrainState::new(config.digest());
@@ -552,6 +565,28 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
             restored.state.next_batch
         );
         state = restored.state;
+    }
+
+    if let Some(env) = ReplicaEnv::parse(|name| std::env::var(name).ok())? {
+        if device != Device::Cpu {
+            return Err(MlError::InvalidArgument(format!(
+                "WORLD_SIZE={}: data-parallel training runs on the CPU (Gloo); {} is not supported with replicas yet",
+                env.world_size,
+                device::name(device)
+            )));
+        }
+        let mut replicas = Replicas::join(&env, config.batch_size, train.len())?;
+        // Every replica starts from rank 0's weights (and its restored checkpoint, if any).
+        let mut variables: Vec<(String, Tensor)> = session.vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tensors: Vec<Tensor> = variables.into_iter().map(|(_, t)| t).collect();
+        replicas.broadcast(&mut tensors)?;
+        eprintln!(
+            "toucan-worker train: replica {} of {}",
+            replicas.rank(),
+            replicas.world_size()
+        );
+        session.replicas = Some(replicas);
     }
 
     let metrics_path = staged.path().join("metrics.jsonl");
@@ -670,7 +705,14 @@ impl Session<'_> {
     /// `everySteps` steps and when asked to stop. Appends the epoch's (train) metrics.
     fn train_epoch(&mut self, train: &Split, state: &mut TrainState) -> Result<(), MlError> {
         let c = self.config;
-        let order = data::epoch_order(c.seed, state.epoch, train.len());
+        let records = train.len();
+        let steps = (records as u64).div_ceil(c.batch_size as u64);
+        let mut order = data::epoch_order(c.seed, state.epoch, records);
+        let mut batch_size = c.batch_size;
+        if let Some(r) = &self.replicas {
+            order = r.shard(&order);
+            batch_size /= r.world_size() as i64;
+        }
         let plan = BatchPlan {
             normalization: self.normalization.clone(),
             augmentation: Some(c.augmentation.clone()).filter(Augmentation::any),
@@ -681,21 +723,42 @@ impl Session<'_> {
         let started = Instant::now();
         let before = state.train_seconds;
         let mut lr = self.schedule.lr(state.step);
-        for batch in Loader::start(train, order, c.batch_size, state.next_batch, plan) {
+        let mut loader = Loader::start(train, order, batch_size, state.next_batch, plan);
+        for index in state.next_batch..steps {
             // Dropout's masks come from libtorch's generator: key it by the batch.
-            tch::manual_seed(batch_seed(c.seed, state.epoch, batch.index));
+            tch::manual_seed(batch_seed(c.seed, state.epoch, index));
             lr = self.schedule.lr(state.step);
-            let logits = self.net.forward_t(&batch.images, true);
-            let loss = logits.cross_entropy_for_logits(&batch.labels);
             self.opt.zero_grad();
-            loss.backward();
+            // A replica's loader ends early when its share of the last batch is empty.
+            match loader.next() {
+                Some(batch) => {
+                    let logits = self.net.forward_t(&batch.images, true);
+                    let loss = logits.cross_entropy_for_logits(&batch.labels);
+                    match &self.replicas {
+                        // The loss weighted by this replica's share of the global batch, so
+                        // that the average over replicas is the whole batch's gradient.
+                        Some(r) => {
+                            let (mine, total) = r.share(index, c.batch_size, records);
+                            let weight = (mine * r.world_size() as i64) as f64 / total as f64;
+                            (&loss * weight).backward();
+                        }
+                        None => loss.backward(),
+                    }
+                    let size = batch.labels.size()[0] as u64;
+                    state.loss_sum += f64::try_from(&loss)
+                        .map_err(MlError::torch("reading the loss"))?
+                        * size as f64;
+                    state.correct += correct_count(&logits, &batch.labels)?;
+                    state.seen += size;
+                }
+                None if self.replicas.is_some() => Replicas::contribute_nothing(&self.trained),
+                None => break,
+            }
+            if let Some(r) = &mut self.replicas {
+                r.average_gradients(&self.trained)?;
+            }
             self.opt.step(lr);
-            let size = batch.labels.size()[0] as u64;
-            state.loss_sum +=
-                f64::try_from(&loss).map_err(MlError::torch("reading the loss"))? * size as f64;
-            state.correct += correct_count(&logits, &batch.labels)?;
-            state.seen += size;
-            state.next_batch = batch.index + 1;
+            state.next_batch = index + 1;
             state.step += 1;
             let stopping = self.stop.load(Ordering::Relaxed);
             let periodic = c
@@ -711,6 +774,12 @@ impl Session<'_> {
             }
         }
         state.train_seconds = before + started.elapsed().as_secs_f64();
+        if let Some(r) = &mut self.replicas {
+            // The epoch's figures over every replica's share.
+            let mut totals = [state.loss_sum, state.correct, state.seen as f64];
+            r.sum(&mut totals)?;
+            (state.loss_sum, state.correct, state.seen) = (totals[0], totals[1], totals[2] as u64);
+        }
         self.finish_epoch(state, lr);
         Ok(())
     }

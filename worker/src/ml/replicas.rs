@@ -1,0 +1,267 @@
+//! Data-parallel training: one `toucan-worker train` process per replica, on libtorch's c10d
+//! ([`crate::collectives`]).
+//!
+//! The replicas find each other through torch.distributed's variables: `WORLD_SIZE` (the
+//! number of replicas; absent or 1 means training alone), `RANK` (this one's, from 0),
+//! `MASTER_ADDR` and `MASTER_PORT` (where rank 0 serves the rendezvous).
+//!
+//! The global batch is `batchSize`, split evenly: each epoch's shuffled order is dealt out
+//! round-robin, so replica `r` gets positions `r, r + W, r + 2W, ...` and, for every global
+//! batch, exactly its share of that batch's records (`batchSize / W` of them, fewer in the
+//! last batch). Every replica starts from rank 0's weights, and after each backward pass the
+//! gradients are averaged with each replica's loss weighted by its share of the batch, so the
+//! step equals the one a single process takes on the whole batch: the same seed and global
+//! batch give the same weights (up to floating-point summation order) whatever the number of
+//! replicas. Every replica takes every step, even one whose share of the last batch is empty.
+//! The epoch's loss and accuracy are summed over the replicas.
+
+use std::time::Duration;
+
+use tch::Tensor;
+
+use super::MlError;
+use crate::collectives::ProcessGroup;
+
+/// How long a replica waits for the others, at the rendezvous and in every collective.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// This replica's place among the others.
+#[derive(Debug)]
+pub struct Replicas {
+    group: ProcessGroup,
+}
+
+/// The environment of one replica, as torch.distributed defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaEnv {
+    pub world_size: usize,
+    pub rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl ReplicaEnv {
+    /// Reads `WORLD_SIZE`, `RANK`, `MASTER_ADDR` and `MASTER_PORT` through `var`; `None` when
+    /// this process trains alone (no `WORLD_SIZE`, or 1).
+    pub fn parse(var: impl Fn(&str) -> Option<String>) -> Result<Option<ReplicaEnv>, MlError> {
+        let Some(world) = var("WORLD_SIZE") else {
+            return Ok(None);
+        };
+        let world_size: usize = number("WORLD_SIZE", &world)?;
+        if world_size <= 1 {
+            if world_size == 0 {
+                return Err(invalid("WORLD_SIZE", &world, "must be at least 1"));
+            }
+            return Ok(None);
+        }
+        let required = |name: &str| {
+            var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                MlError::InvalidArgument(format!(
+                    "{name} is not set, but WORLD_SIZE={world_size} asks for data-parallel training"
+                ))
+            })
+        };
+        let rank_text = required("RANK")?;
+        let rank: usize = number("RANK", &rank_text)?;
+        if rank >= world_size {
+            return Err(invalid(
+                "RANK",
+                &rank_text,
+                &format!("must be below WORLD_SIZE={world_size}"),
+            ));
+        }
+        let master_addr = required("MASTER_ADDR")?;
+        let port_text = required("MASTER_PORT")?;
+        let master_port: u16 = number("MASTER_PORT", &port_text)?;
+        if master_port == 0 {
+            return Err(invalid(
+                "MASTER_PORT",
+                &port_text,
+                "must be a port from 1 to 65535",
+            ));
+        }
+        Ok(Some(ReplicaEnv {
+            world_size,
+            rank,
+            master_addr,
+            master_port,
+        }))
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, MlError> {
+    text.trim()
+        .parse()
+        .map_err(|_| invalid(name, text, "must be a whole number"))
+}
+
+fn invalid(name: &str, value: &str, rule: &str) -> MlError {
+    MlError::InvalidArgument(format!("{name}={value:?}: {rule}"))
+}
+
+impl Replicas {
+    /// Joins the other replicas, after checking that the global batch splits evenly among them
+    /// and that every replica gets records.
+    pub fn join(env: &ReplicaEnv, batch_size: i64, records: i64) -> Result<Replicas, MlError> {
+        let world = env.world_size as i64;
+        if batch_size % world != 0 {
+            return Err(MlError::Flag {
+                flag: "batchSize".into(),
+                message: format!(
+                    "{batch_size} does not split evenly among WORLD_SIZE={world} replicas"
+                ),
+            });
+        }
+        if records < world {
+            return Err(MlError::InvalidArgument(format!(
+                "the train split has {records} records, fewer than WORLD_SIZE={world} replicas"
+            )));
+        }
+        let group = ProcessGroup::join(
+            &env.master_addr,
+            env.master_port,
+            env.rank,
+            env.world_size,
+            TIMEOUT,
+        )?;
+        Ok(Replicas { group })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.group.rank()
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.group.world_size()
+    }
+
+    /// This replica's records of an epoch's order: positions `rank, rank + W, ...`.
+    pub fn shard(&self, order: &[i64]) -> Vec<i64> {
+        order
+            .iter()
+            .skip(self.rank())
+            .step_by(self.world_size())
+            .copied()
+            .collect()
+    }
+
+    /// How many records of global batch `index` this replica trains on, and how many the whole
+    /// batch holds, for an epoch of `records` records in batches of `batch_size`.
+    pub fn share(&self, index: u64, batch_size: i64, records: i64) -> (i64, i64) {
+        let start = index as i64 * batch_size;
+        let total = (records - start).clamp(0, batch_size);
+        let (rank, world) = (self.rank() as i64, self.world_size() as i64);
+        let mine = if rank < total {
+            (total - rank + world - 1) / world
+        } else {
+            0
+        };
+        (mine, total)
+    }
+
+    /// A backward pass that gives every parameter a zero gradient: the step of a replica whose
+    /// share of the batch is empty, which still takes part in the average.
+    pub fn contribute_nothing(params: &[Tensor]) {
+        if let Some(total) = params
+            .iter()
+            .map(|p| (p * 0.0).sum(p.kind()))
+            .reduce(|a, b| a + b)
+        {
+            total.backward();
+        }
+    }
+
+    /// Makes every replica's variables rank 0's.
+    pub fn broadcast(&mut self, variables: &mut [Tensor]) -> Result<(), MlError> {
+        Ok(self.group.broadcast(variables, 0)?)
+    }
+
+    /// Averages the gradients of `params` over the replicas, in place. A parameter without a
+    /// gradient yet gets zeros first, so every replica reduces the same tensors.
+    pub fn average_gradients(&mut self, params: &[Tensor]) -> Result<(), MlError> {
+        let mut grads = Vec::with_capacity(params.len());
+        for p in params {
+            let mut grad = p.grad();
+            if !grad.defined() {
+                (p * 0.0).sum(p.kind()).backward();
+                grad = p.grad();
+            }
+            grads.push(grad);
+        }
+        Ok(self.group.all_reduce_mean(&mut grads)?)
+    }
+
+    /// Sums `values` (an epoch's loss sum, correct count and records seen) over the replicas.
+    pub fn sum(&mut self, values: &mut [f64]) -> Result<(), MlError> {
+        let mut t = [Tensor::from_slice(values)];
+        self.group.all_reduce_sum(&mut t)?;
+        let summed =
+            Vec::<f64>::try_from(&t[0]).map_err(MlError::torch("reading summed metrics"))?;
+        values.copy_from_slice(&summed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Option<ReplicaEnv>, MlError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ReplicaEnv::parse(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn alone_unless_world_size_says_otherwise() {
+        assert_eq!(env(&[]).unwrap(), None);
+        assert_eq!(env(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap(), None);
+        let two = env(&[
+            ("WORLD_SIZE", "2"),
+            ("RANK", "1"),
+            ("MASTER_ADDR", "fmnist-ddp-worker-0.fmnist-ddp"),
+            ("MASTER_PORT", "23456"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            two,
+            ReplicaEnv {
+                world_size: 2,
+                rank: 1,
+                master_addr: "fmnist-ddp-worker-0.fmnist-ddp".into(),
+                master_port: 23456
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        for (pairs, name) in [
+            (vec![("WORLD_SIZE", "two")], "WORLD_SIZE"),
+            (vec![("WORLD_SIZE", "0")], "WORLD_SIZE"),
+            (vec![("WORLD_SIZE", "2")], "RANK"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "2")], "RANK"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "0")], "MASTER_ADDR"),
+            (
+                vec![("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "h")],
+                "MASTER_PORT",
+            ),
+            (
+                vec![
+                    ("WORLD_SIZE", "2"),
+                    ("RANK", "0"),
+                    ("MASTER_ADDR", "h"),
+                    ("MASTER_PORT", "70000"),
+                ],
+                "MASTER_PORT",
+            ),
+        ] {
+            let err = env(&pairs).unwrap_err().to_string();
+            assert!(err.starts_with(name), "{pairs:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `toucan-worker train` as replicas of a data-parallel run (torch.distributed's `WORLD_SIZE`,
+//! `RANK`, `MASTER_ADDR`, `MASTER_PORT`), on libtorch's Gloo collectives.
+
+#![cfg(feature = "torch")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::bars_dataset;
+use serde_json::Value;
+use tch::Tensor;
+
+fn train_command(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toucan-worker"));
+    cmd.arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(extra)
+        .env_remove("TOUCAN_API")
+        .env_remove("TOUCAN_METRICS_FILE")
+        .env_remove("TOUCAN_CHECKPOINT_DIR")
+        .env_remove("WORLD_SIZE");
+    cmd
+}
+
+fn replica(
+    data: &Path,
+    out: &Path,
+    extra: &[&str],
+    rank: usize,
+    world: usize,
+    port: u16,
+) -> Command {
+    let mut cmd = train_command(data, out, extra);
+    cmd.env("WORLD_SIZE", world.to_string())
+        .env("RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string());
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn succeeded(run: &Output) {
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+fn weights(model: &Path) -> Vec<(String, Tensor)> {
+    let mut w = Tensor::read_safetensors(model.join("model.safetensors")).unwrap();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+fn largest_difference(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+    assert_eq!(
+        a.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        b.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    a.iter()
+        .zip(b)
+        .map(|((_, x), (_, y))| f64::try_from((x - y).abs().max()).unwrap())
+        .fold(0.0, f64::max)
+}
+
+fn metrics(model: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(model.join("metrics.json")).unwrap()).unwrap()
+}
+
+/// Records of the dataset: ingest's default 80:10:10 split leaves 49 to train on, so batches of
+/// 8 end with a batch of one record, of which the second of two replicas has no share.
+const RECORDS: u32 = 62;
+
+/// Two replicas, each on half of every global batch, end with the weights one process gets on
+/// whole batches, including the last batch where one replica's share is empty.
+#[test]
+fn two_replicas_take_the_steps_of_one_process() {
+    let work = tempfile::tempdir().unwrap();
+    let data = bars_dataset(work.path(), RECORDS);
+    // No dropout and no batch norm: both depend on how a batch is split.
+    let config = work.path().join("train.yaml");
+    std::fs::write(
+        &config,
+        "model: {kind: dnn, hidden: [16], dropout: 0, batchNorm: false}\n",
+    )
+    .unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--seed",
+        "7",
+    ];
+    let alone = work.path().join("alone");
+    succeeded(&train_command(&data, &alone, &args).output().unwrap());
+
+    let port = free_port();
+    let outs = [work.path().join("rank-0"), work.path().join("rank-1")];
+    let children: Vec<_> = outs
+        .iter()
+        .enumerate()
+        .map(|(rank, out)| {
+            replica(&data, out, &args, rank, 2, port)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let runs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for run in &runs {
+        succeeded(run);
+    }
+    assert!(String::from_utf8_lossy(&runs[1].stderr).contains("replica 1 of 2"));
+
+    // The replicas hold identical weights, the single process's up to summation order.
+    let (w0, w1, w) = (weights(&outs[0]), weights(&outs[1]), weights(&alone));
+    assert_eq!(largest_difference(&w0, &w1), 0.0);
+    let diff = largest_difference(&w0, &w);
+    assert!(diff < 1e-4, "weights differ from one process's by {diff}");
+    // The epoch figures cover every replica's share: the same as one process's.
+    let (m0, m) = (metrics(&outs[0]), metrics(&alone));
+    for field in ["accuracy", "val_accuracy"] {
+        assert_eq!(m0[field], m[field], "{field}: {m0} vs {m}");
+    }
+    let (l0, l) = (m0["loss"].as_f64().unwrap(), m["loss"].as_f64().unwrap());
+    assert!((l0 - l).abs() < 1e-4, "{l0} vs {l}");
+}
+
+/// A global batch that does not split evenly, or a replica without its rendezvous, is refused
+/// before anything trains or waits.
+#[test]
+fn a_bad_replica_setup_is_refused_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let data = bars_dataset(work.path(), 30);
+    let out = work.path().join("model");
+    let port = free_port();
+    let run = replica(&data, &out, &["--batch-size", "8"], 0, 3, port)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("batchSize") && err.contains("WORLD_SIZE=3"),
+        "{err}"
+    );
+    let run = train_command(&data, &out, &[])
+        .env("WORLD_SIZE", "2")
+        .env("RANK", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("MASTER_ADDR"), "{err}");
+    assert!(!out.exists());
+}
