@@ -33,6 +33,20 @@ void report(char* err, size_t err_len, const char* what) {
   }
 }
 
+// Runs `body` and returns what it returns; a C++ exception instead returns `failed`, with its
+// text in err.
+template <typename T, typename Body>
+T guarded(char* err, size_t err_len, T failed, Body body) {
+  try {
+    return body();
+  } catch (const c10::Error& e) {
+    report(err, err_len, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    report(err, err_len, e.what());
+  }
+  return failed;
+}
+
 }  // namespace
 
 extern "C" {
@@ -41,7 +55,7 @@ extern "C" {
 // nullptr (and the reason in err) when the rendezvous fails or times out.
 void* toucan_c10d_join(const char* host, uint16_t port, int rank, int world_size,
                        int64_t timeout_ms, char* err, size_t err_len) {
-  try {
+  return guarded<void*>(err, err_len, nullptr, [&]() -> void* {
     const auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions store_options;
     store_options.port = port;
@@ -56,62 +70,38 @@ void* toucan_c10d_join(const char* host, uint16_t port, int rank, int world_size
     group->pg =
         c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, rank, world_size, options);
     return group.release();
-  } catch (const c10::Error& e) {
-    report(err, err_len, e.what_without_backtrace());
-    return nullptr;
-  } catch (const std::exception& e) {
-    report(err, err_len, e.what());
-    return nullptr;
-  }
+  });
 }
 
 // Sums the tensor element-wise across the group, in place; returns 0, or -1 with err set. (A
 // list of several tensors means one tensor per device to c10d, so the Rust side buckets.)
 int toucan_c10d_all_reduce_sum(void* group, at::Tensor* tensor, char* err, size_t err_len) {
-  try {
+  return guarded(err, err_len, -1, [&] {
     std::vector<at::Tensor> list{*tensor};
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp::SUM;
     static_cast<Group*>(group)->pg->allreduce(list, options)->wait();
     return 0;
-  } catch (const c10::Error& e) {
-    report(err, err_len, e.what_without_backtrace());
-    return -1;
-  } catch (const std::exception& e) {
-    report(err, err_len, e.what());
-    return -1;
-  }
+  });
 }
 
 // Copies rank `root`'s tensor into every rank's, in place; returns 0, or -1 with err set.
 int toucan_c10d_broadcast(void* group, at::Tensor* tensor, int root, char* err, size_t err_len) {
-  try {
+  return guarded(err, err_len, -1, [&] {
     std::vector<at::Tensor> list{*tensor};
     c10d::BroadcastOptions options;
     options.rootRank = root;
     static_cast<Group*>(group)->pg->broadcast(list, options)->wait();
     return 0;
-  } catch (const c10::Error& e) {
-    report(err, err_len, e.what_without_backtrace());
-    return -1;
-  } catch (const std::exception& e) {
-    report(err, err_len, e.what());
-    return -1;
-  }
+  });
 }
 
 // Waits until every rank has called it; returns 0, or -1 with err set.
 int toucan_c10d_barrier(void* group, char* err, size_t err_len) {
-  try {
+  return guarded(err, err_len, -1, [&] {
     static_cast<Group*>(group)->pg->barrier()->wait();
     return 0;
-  } catch (const c10::Error& e) {
-    report(err, err_len, e.what_without_backtrace());
-    return -1;
-  } catch (const std::exception& e) {
-    report(err, err_len, e.what());
-    return -1;
-  }
+  });
 }
 
 // Leaves the group: the process group is shut down before the store it talks through (its

@@ -9,11 +9,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bars_dataset, worker};
+use common::{bars_dataset, train_command, worker};
 use serde_json::Value;
 
 #[test]
@@ -38,22 +38,6 @@ fn device_reports_what_libtorch_sees() {
 
 fn stderr(run: &Output) -> String {
     String::from_utf8_lossy(&run.stderr).into_owned()
-}
-
-fn train_command(data: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toucan-worker"));
-    cmd.arg("train")
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(extra)
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("TOUCAN_API")
-        .env_remove("TOUCAN_METRICS_FILE")
-        .env_remove("TOUCAN_CHECKPOINT_DIR");
-    cmd
 }
 
 fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {

@@ -6,29 +6,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::bars_dataset;
+use common::{bars_dataset, free_port, train_command};
 use serde_json::Value;
 use tch::Tensor;
-
-fn train_command(data: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toucan-worker"));
-    cmd.arg("train")
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(extra)
-        .env_remove("TOUCAN_API")
-        .env_remove("TOUCAN_METRICS_FILE")
-        .env_remove("TOUCAN_CHECKPOINT_DIR")
-        .env_remove("WORLD_SIZE");
-    cmd
-}
 
 fn replica(
     data: &Path,
@@ -44,14 +27,6 @@ fn replica(
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string());
     cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn succeeded(run: &Output) {

@@ -183,3 +183,31 @@ pub fn bars_dataset(dir: &Path, n: u32) -> PathBuf {
     );
     out
 }
+
+/// `toucan-worker train` on the CPU with one thread, without the environment of a step or of a
+/// replica.
+pub fn train_command(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toucan-worker"));
+    cmd.arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(extra)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("TOUCAN_API")
+        .env_remove("TOUCAN_METRICS_FILE")
+        .env_remove("TOUCAN_CHECKPOINT_DIR")
+        .env_remove("WORLD_SIZE");
+    cmd
+}
+
+/// A TCP port free on the loopback a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
