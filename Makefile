@@ -96,7 +96,7 @@ bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes benc
 	scripts/setup --bench
 	bench/run
 
-bench-worker: build-torch ## the worker's CNN vs plain PyTorch; writes bench/results/worker.md
+bench-worker: build ## the release worker's CNN vs plain PyTorch; writes bench/results/worker.md
 	bench/worker-vs-torch
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
