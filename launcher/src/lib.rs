@@ -188,14 +188,7 @@ pub fn stage(source: &SpecSource) -> ExitCode {
     };
     let started = Instant::now();
     let report = match stage_inputs(&spec) {
-        Ok(outputs) => LaunchReport {
-            succeeded: true,
-            exit_code: Some(0),
-            signal: None,
-            outputs,
-            error: None,
-            duration_ms: started.elapsed().as_millis() as u64,
-        },
+        Ok(outputs) => succeeded(outputs, started),
         Err(e) => failed(e, started),
     };
     deliver(&spec.run_id, STAGE_NODE, 1, &report);
@@ -255,6 +248,18 @@ pub fn install(dir: &Path) -> ExitCode {
             eprintln!("{LAUNCHER_BIN}: {e}");
             ExitCode::from(LAUNCHER_FAILURE_EXIT as u8)
         }
+    }
+}
+
+/// The report of an attempt whose command exited 0 and whose outputs were all collected.
+fn succeeded(outputs: StepOutputs, started: Instant) -> LaunchReport {
+    LaunchReport {
+        succeeded: true,
+        exit_code: Some(0),
+        signal: None,
+        outputs,
+        error: None,
+        duration_ms: started.elapsed().as_millis() as u64,
     }
 }
 
@@ -368,14 +373,7 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
         None => Ok(()),
     });
     match collected.map(|()| outputs) {
-        Ok(outputs) => LaunchReport {
-            succeeded: true,
-            exit_code: Some(0),
-            signal: None,
-            outputs,
-            error: None,
-            duration_ms: started.elapsed().as_millis() as u64,
-        },
+        Ok(outputs) => succeeded(outputs, started),
         Err(e) => LaunchReport {
             exit_code: Some(0),
             ..failed(e, started)

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Harness;
+use common::{Harness, container_statuses};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use toucan_core::api::PipelineRun;
@@ -119,13 +119,7 @@ async fn steps_run_in_their_images() {
             "{}",
             node_of(pod)
         );
-        let statuses = pod
-            .status
-            .as_ref()
-            .unwrap()
-            .container_statuses
-            .as_ref()
-            .unwrap();
+        let statuses = container_statuses(pod);
         let step = statuses.iter().find(|c| c.name == "step").unwrap();
         assert!(
             step.image_id.contains("@sha256:"),
@@ -161,13 +155,7 @@ async fn steps_run_in_their_images() {
     let oom_pods: Vec<&Pod> = pods.iter().filter(|p| node_of(p) == "oom").collect();
     assert_eq!(oom_pods.len(), 2);
     for pod in oom_pods {
-        let statuses = pod
-            .status
-            .as_ref()
-            .unwrap()
-            .container_statuses
-            .as_ref()
-            .unwrap();
+        let statuses = container_statuses(pod);
         let terminated = statuses[0]
             .state
             .as_ref()

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{bin_dir, free_port, repo};
+use common::{bin_dir, container_statuses, free_port, repo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use toucan_test_harness::cluster::TestCluster;
@@ -160,13 +160,7 @@ async fn the_readme_walkthrough_in_container_mode() {
                 .starts_with("toucan")
         })
         .unwrap();
-    let statuses = operator
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap();
+    let statuses = container_statuses(operator);
     assert!(
         statuses[0].image_id.contains("toucan/operator")
             && statuses[0].image_id.contains("@sha256:"),

@@ -229,17 +229,20 @@ impl ProcessGroup {
     ) -> Result<(), CollectiveError> {
         // The tensors may be parameters that require gradients: these writes are not training.
         let _no_grad = tch::no_grad_guard();
-        let mut kinds: Vec<Kind> = Vec::new();
-        for tensor in tensors.iter() {
-            let kind = tensor.f_kind().map_err(|e| self.failed(operation, e))?;
-            if !kinds.contains(&kind) {
-                kinds.push(kind);
+        let kinds = tensors
+            .iter()
+            .map(Tensor::f_kind)
+            .collect::<Result<Vec<Kind>, _>>()
+            .map_err(|e| self.failed(operation, e))?;
+        // Each kind once, in the order it first appears (the same on every rank).
+        let mut order: Vec<Kind> = Vec::new();
+        for kind in &kinds {
+            if !order.contains(kind) {
+                order.push(*kind);
             }
         }
-        for kind in kinds {
-            let members: Vec<usize> = (0..tensors.len())
-                .filter(|&i| tensors[i].kind() == kind)
-                .collect();
+        for kind in order {
+            let members: Vec<usize> = (0..tensors.len()).filter(|&i| kinds[i] == kind).collect();
             if let [only] = members[..]
                 && tensors[only].is_contiguous()
             {

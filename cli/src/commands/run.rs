@@ -66,11 +66,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             let plan = match prepare(file, &args.params, args.no_cache) {
                 Ok(p) => p,
                 Err(diagnostics) => {
-                    for d in &diagnostics {
-                        eprintln!("{d}");
-                    }
-                    eprintln!("{} error(s); nothing was run", diagnostics.len());
-                    return Ok(Outcome::InvalidInput);
+                    return Ok(super::invalid_input(&diagnostics, Some("nothing was run")));
                 }
             };
             let store = home.open_store().await?;

@@ -49,11 +49,10 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<Outcome> {
     let (plan, base) = match super::run::prepare(&args.file, &args.params, false) {
         Ok(p) => p,
         Err(diagnostics) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
-            eprintln!("{} error(s); nothing was submitted", diagnostics.len());
-            return Ok(Outcome::InvalidInput);
+            return Ok(super::invalid_input(
+                &diagnostics,
+                Some("nothing was submitted"),
+            ));
         }
     };
     let cluster = match Cluster::connect(&ClusterArgs {

@@ -23,12 +23,6 @@ pub fn validate(files: &[PathBuf]) -> anyhow::Result<Outcome> {
             println!("{} document(s) valid", docs.len());
             Ok(Outcome::Success)
         }
-        Err(diagnostics) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
-            eprintln!("{} error(s)", diagnostics.len());
-            Ok(Outcome::InvalidInput)
-        }
+        Err(diagnostics) => Ok(super::invalid_input(&diagnostics, None)),
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use toucan_core::api::PipelineRun;
@@ -43,6 +43,14 @@ pub fn step_path() -> String {
 
 pub fn free_port() -> u16 {
     net::free_port().unwrap()
+}
+
+/// A pod's container statuses, which the node agent has written.
+pub fn container_statuses(pod: &Pod) -> &[ContainerStatus] {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap()
 }
 
 pub struct Harness {
