@@ -1,5 +1,7 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease, through kube-lease-manager (server-side
-//! apply with resourceVersion preconditions, so two replicas can never both hold it).
+//! Leader election on a `coordination.k8s.io/v1` Lease, through kube-lease-manager. A replica
+//! takes a free lease by server-side apply under a field manager of its own: the apiserver then
+//! refuses the second of two simultaneous takers with a conflict on `holderIdentity`. A field
+//! manager shared by the replicas would let both applies succeed and both replicas lead.
 //!
 //! Only the leader runs the controllers, and so only the leader reconciles and writes status.
 //! A replica that loses the lease exits: its controllers may be mid-reconcile, and a fresh
@@ -28,7 +30,7 @@ pub async fn elect(
         .with_namespace(namespace)
         .with_parameters(
             LeaseParams::new(identity, LEASE_SECONDS, GRACE_SECONDS)
-                .with_field_manager("toucan-operator"),
+                .with_field_manager(format!("toucan-operator-{identity}")),
         )
         .build()
         .await?;

@@ -1,6 +1,7 @@
 //! Failure handling on the real test cluster: retries and `finally`, a step pod deleted by
 //! someone else, the operator killed in the middle of a run, a launcher report made with
-//! another run's token, and two operator replicas of which only the leader reconciles.
+//! another run's token, two operator replicas of which only the leader reconciles, and two electors
+//! racing for one free lease.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -382,4 +383,43 @@ async fn only_the_leader_reconciles() {
         standby.log_text()
     );
     assert!(reconciles(standby.metrics_port) > 0.0);
+}
+
+/// Two replicas that reach a free lease at the same moment: the apiserver lets only one take it.
+/// Several leases at once make the simultaneous take likely rather than lucky.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_electors_never_both_lead() {
+    let Some(h) = Harness::start("electors").await else {
+        return;
+    };
+    let leases: Api<Lease> = Api::namespaced(h.client(), NS);
+    let elections = (0..8).map(|i| {
+        let client = h.client();
+        async move {
+            let name = format!("race-{i}");
+            let (a, b) = tokio::join!(
+                toucan_operator::leader::elect(client.clone(), NS, &name, "replica-a"),
+                toucan_operator::leader::elect(client, NS, &name, "replica-b"),
+            );
+            (name, a.unwrap(), b.unwrap())
+        }
+    });
+    let elections = futures::future::join_all(elections).await;
+    // Long enough for both to try the free lease, well short of a renewal (LEASE - GRACE).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, a, b) in &elections {
+        let (a, b) = (*a.borrow(), *b.borrow());
+        let holder = leases
+            .get(name)
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.holder_identity);
+        assert!(
+            a != b,
+            "lease {name}: replica-a leads {a}, replica-b leads {b}, holder {holder:?}"
+        );
+        let leader = if a { "replica-a" } else { "replica-b" };
+        assert_eq!(holder.as_deref(), Some(leader), "lease {name}");
+    }
 }
