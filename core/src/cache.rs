@@ -34,6 +34,11 @@ pub struct CacheKeyComponents {
     /// Input artifact content digests by input name.
     pub inputs: BTreeMap<String, String>,
     pub salt: String,
+    /// A distributed step's role layout (`chief=1,worker=2`) and its roles' env
+    /// (`worker:NAME`); empty, and not hashed, for a step without roles, whose keys stay
+    /// as they were.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub roles: String,
 }
 
 /// A hex SHA-256 cache key.
@@ -58,6 +63,9 @@ impl CacheKeyComponents {
         h.map("values", &self.values);
         h.map("inputs", &self.inputs);
         h.field("salt", self.salt.as_bytes());
+        if !self.roles.is_empty() {
+            h.field("roles", self.roles.as_bytes());
+        }
         CacheKey(hex::encode(h.0.finalize()))
     }
 
@@ -90,6 +98,7 @@ impl CacheKeyComponents {
             format!("{:?}", other.args),
         );
         scalar("salt", self.salt.clone(), other.salt.clone());
+        scalar("roles", self.roles.clone(), other.roles.clone());
         map_diff("env", &self.env, &other.env, &mut out);
         map_diff("values", &self.values, &other.values, &mut out);
         map_diff("inputs", &self.inputs, &other.inputs, &mut out);
@@ -270,6 +279,7 @@ mod tests {
             values: BTreeMap::from([("params.epochs".into(), "5".into())]),
             inputs: BTreeMap::from([("data".into(), "sha256:aa".into())]),
             salt: String::new(),
+            roles: String::new(),
         }
     }
 

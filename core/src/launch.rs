@@ -44,6 +44,22 @@ pub struct LaunchSpec {
     pub artifacts: String,
     /// The attempt's directory: `inputs/`, `outputs/`, `work/` are made inside it.
     pub dir: PathBuf,
+    /// Where checkpoints go, when not beside the attempt's directory: the step's replicas
+    /// share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<PathBuf>,
+    /// Whether the outputs are collected and stored; a gang's replicas other than its leader
+    /// write theirs where the command expects them, and they are dropped.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub collect_outputs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The name of an attempt's metrics file, beside its log.
@@ -85,6 +101,8 @@ impl LaunchSpec {
             outputs: inv.outputs.clone(),
             artifacts: artifacts.to_string(),
             dir,
+            checkpoints: None,
+            collect_outputs: true,
         }
     }
 
@@ -107,6 +125,9 @@ impl LaunchSpec {
     /// A directory shared by all attempts of the step in this run (`TOUCAN_CHECKPOINT_DIR`),
     /// beside the attempts' own: where training keeps checkpoints that a retry resumes from.
     pub fn checkpoint_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.checkpoints {
+            return dir.clone();
+        }
         match self.dir.parent() {
             Some(step_dir) => step_dir.join("checkpoints"),
             None => self.dir.join("checkpoints"),

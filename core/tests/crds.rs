@@ -89,6 +89,7 @@ fn names_columns_and_subresources() {
     let expected = [
         ("Pipeline", "pipelines", "pl"),
         ("PipelineRun", "pipelineruns", "plr"),
+        ("TrainingJob", "trainingjobs", "tj"),
     ];
     assert_eq!(all.len(), expected.len());
     for (crd, (kind, plural, short)) in all.iter().zip(expected) {
@@ -127,4 +128,26 @@ fn names_columns_and_subresources() {
         columns,
         ["Pipeline", "Phase", "Succeeded", "Cached", "Total", "Age"]
     );
+    let job = serde_json::to_value(&all[2]).unwrap();
+    let columns: Vec<&str> = job["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["jsonPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ".status.phase",
+            ".status.ready",
+            ".status.restarts",
+            ".status.progress.epoch",
+            ".status.progress.objective",
+            ".metadata.creationTimestamp"
+        ]
+    );
+    // Exit codes are numbers or ranges, as Kubernetes' int-or-string.
+    let codes = &job["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["failurePolicy"]["properties"]["rules"]["items"]["properties"]["exitCodes"]["items"];
+    assert_eq!(codes["x-kubernetes-int-or-string"], true, "{codes}");
 }

@@ -294,7 +294,8 @@ impl Store {
 
 fn run(spec: &LaunchSpec) -> LaunchReport {
     let started = Instant::now();
-    let needs_store = !spec.inputs.is_empty() || !spec.outputs.artifacts.is_empty();
+    let needs_store =
+        !spec.inputs.is_empty() || (spec.collect_outputs && !spec.outputs.artifacts.is_empty());
     let store = match needs_store.then(|| Store::open(spec)).transpose() {
         Ok(s) => s,
         Err(e) => return failed(e, started),
@@ -326,7 +327,7 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
     let Some((program, args)) = argv.split_first() else {
         return failed("empty command".into(), started);
     };
-    let status = std::process::Command::new(program)
+    let child = std::process::Command::new(program)
         .args(args)
         .envs(env)
         .env("TOUCAN_RUN_ID", &spec.run_id)
@@ -342,8 +343,8 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
         .env("TOUCAN_CHECKPOINT_DIR", spec.checkpoint_dir())
         .current_dir(spec.work_dir())
         .stdin(Stdio::null())
-        .status();
-    let status = match status {
+        .spawn();
+    let status = match child.and_then(wait_forwarding_stops) {
         Ok(s) => s,
         Err(e) => return failed(format!("starting {program:?}: {e}"), started),
     };
@@ -364,6 +365,9 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
         };
     }
     let mut outputs = StepOutputs::default();
+    if !spec.collect_outputs {
+        return succeeded(outputs, started);
+    }
     let collected = read_params(spec, &mut outputs).and_then(|()| match &store {
         Some(store) => {
             store
@@ -379,6 +383,29 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
             ..failed(e, started)
         },
     }
+}
+
+/// Waits for the command, passing SIGTERM and SIGINT on to it rather than dying of them: in
+/// a pod the launcher is the process the kubelet signals, and the command (training, say)
+/// needs the signal to checkpoint and exit by itself within the grace period.
+fn wait_forwarding_stops(
+    mut child: std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let handle = signals.handle();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let forwarder = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
+                let _ = nix::sys::signal::kill(pid, signal);
+            }
+        }
+    });
+    let status = child.wait();
+    handle.close();
+    let _ = forwarder.join();
+    status
 }
 
 fn prepare_dirs(spec: &LaunchSpec) -> Result<(), String> {

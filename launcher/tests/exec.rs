@@ -31,6 +31,17 @@ fn exec_with(
     script: &str,
     values: BTreeMap<String, Value>,
 ) -> (Option<i32>, LaunchReport) {
+    let (spec, spec_path) = write_spec(dir, script, values);
+    let run = launcher(&["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()]);
+    (run.status.code(), report(&spec))
+}
+
+/// The launch spec of `sh -c SCRIPT` in `dir`, and where it was written.
+fn write_spec(
+    dir: &Path,
+    script: &str,
+    values: BTreeMap<String, Value>,
+) -> (LaunchSpec, std::path::PathBuf) {
     let spec = LaunchSpec {
         run_id: "run-1".into(),
         node: "step".into(),
@@ -42,13 +53,48 @@ fn exec_with(
         outputs: Default::default(),
         artifacts: dir.join("artifacts").display().to_string(),
         dir: dir.join("attempt"),
+        checkpoints: None,
+        collect_outputs: true,
     };
     std::fs::create_dir_all(&spec.dir).unwrap();
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let run = launcher(&["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()]);
-    let report = serde_json::from_slice(&std::fs::read(spec.report_path()).unwrap()).unwrap();
-    (run.status.code(), report)
+    (spec, spec_path)
+}
+
+fn report(spec: &LaunchSpec) -> LaunchReport {
+    serde_json::from_slice(&std::fs::read(spec.report_path()).unwrap()).unwrap()
+}
+
+/// A pod's SIGTERM reaches the launcher alone; the command gets it and ends as it chooses
+/// (training checkpoints and exits 75), and the launcher reports that.
+#[test]
+fn sigterm_is_passed_on_to_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "trap 'exit 75' TERM; touch {}; while true; do sleep 0.05; done",
+        ready.display()
+    );
+    let (spec, spec_path) = write_spec(dir.path(), &script, BTreeMap::new());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_toucan-launcher"))
+        .args(["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let report = report(&spec);
+    assert_eq!((report.succeeded, report.exit_code), (false, Some(75)));
 }
 
 #[test]

@@ -148,25 +148,35 @@ pub(crate) fn prepare(
 
 /// Every `path:` input of a document that does not exist, as diagnostics.
 pub fn missing_local_inputs(doc: &LoadedDocument) -> Vec<Diagnostic> {
-    let spec: Option<&PipelineSpec> = match &doc.document {
-        Document::Pipeline(p) => Some(&p.spec),
-        Document::PipelineRun(r) => r.spec.pipeline_spec.as_ref(),
-    };
-    let prefix = match &doc.document {
-        Document::Pipeline(_) => "spec",
-        Document::PipelineRun(_) => "spec.pipelineSpec",
+    let job;
+    let (spec, prefix): (Option<&PipelineSpec>, &str) = match &doc.document {
+        Document::Pipeline(p) => (Some(&p.spec), "spec"),
+        Document::PipelineRun(r) => (r.spec.pipeline_spec.as_ref(), "spec.pipelineSpec"),
+        Document::TrainingJob(j) => {
+            job = PipelineSpec {
+                steps: vec![j.spec.step(manifest::JOB_STEP)],
+                ..PipelineSpec::default()
+            };
+            (Some(&job), "spec")
+        }
     };
     let Some(spec) = spec else { return Vec::new() };
+    let is_job = matches!(doc.document, Document::TrainingJob(_));
     let mut out = Vec::new();
     for (list, steps) in [("steps", &spec.steps), ("finally", &spec.finally)] {
         for (i, step) in steps.iter().enumerate() {
+            let at = if is_job {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{list}[{i}]")
+            };
             for (j, a) in step.inputs.iter().flat_map(|x| &x.artifacts).enumerate() {
                 if let Some(path) = &a.path {
                     let full = doc.base_dir.join(path);
                     if !full.exists() {
                         out.push(diagnostic(
                             &doc.source,
-                            format!("{prefix}.{list}[{i}].inputs.artifacts[{j}].path"),
+                            format!("{at}.inputs.artifacts[{j}].path"),
                             format!("no such file or directory: {}", full.display()),
                         ));
                     }

@@ -8,11 +8,13 @@
 mod pipeline;
 mod pipeline_run;
 mod schema;
+mod training_job;
 
 pub mod labels;
 
 pub use pipeline::*;
 pub use pipeline_run::*;
+pub use training_job::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -26,7 +28,7 @@ pub const API_VERSION: &str = "toucan.dev/v1alpha1";
 
 /// Every CustomResourceDefinition toucan installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Pipeline::crd(), PipelineRun::crd()]
+    vec![Pipeline::crd(), PipelineRun::crd(), TrainingJob::crd()]
 }
 
 /// The CRDs as one multi-document YAML stream, as `toucan crds` prints it and

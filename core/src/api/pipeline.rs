@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::schema;
+use super::{CheckpointPolicy, FailurePolicy, RoleSpec, SuccessPolicy, schema};
 use crate::duration::Duration;
 
 /// A reusable DAG of steps with typed parameters, run by a `PipelineRun` or `toucan run`.
@@ -164,6 +164,20 @@ pub struct Step {
     /// it, and it is not part of the cache key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodSettings>,
+    /// Makes the step a distributed training job: its replicas by role (`chief`, `worker`,
+    /// `ps`, `evaluator`), run as one gang with the TrainingJob's env contract. Outputs come
+    /// from the leader (the chief, else worker 0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleSpec>,
+    /// With `roles`: when the gang has succeeded; `ChiefOrWorker0` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_policy: Option<SuccessPolicy>,
+    /// With `roles`: how the gang restarts when a replica fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// With `roles`: how often replicas checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointPolicy>,
 }
 
 /// The pod-level settings of a step in a cluster.

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::gang::{GangPlan, Role};
 use super::plan::{RunPlan, timeout_ms};
 use super::state::RunState;
 use super::values::render_value;
-use crate::api::Step;
+use crate::api::{Resources, Step};
 use crate::cache::{CACHE_KEY_VERSION, CacheKeyComponents, DeclaredOutputs, EffectiveCachePolicy};
 use crate::records::{ArtifactRef, Phase};
 use crate::template::{Reference, Template};
@@ -62,6 +63,23 @@ pub struct Invocation {
     /// Whether a success may be written to the cache.
     pub cache_writable: bool,
     pub key: CacheKeyComponents,
+    /// A distributed step's gang: its replicas run together, and the leader's outputs are
+    /// the step's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<GangInvocation>,
+}
+
+/// What a shell needs to run a gang beyond a single attempt's fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GangInvocation {
+    pub plan: GangPlan,
+    /// Each role's own env, added to the step's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_env: BTreeMap<Role, BTreeMap<String, String>>,
+    /// Each role's resources, where it sets its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_resources: BTreeMap<Role, Resources>,
 }
 
 /// Resolves value references (never paths) for one node.
@@ -240,6 +258,43 @@ pub(super) fn build(
             .map(|(k, v)| (k.clone(), v.key_text()))
             .collect(),
         salt: plan.cache_salt(step),
+        roles: String::new(),
+    };
+    let mut key = key;
+    let gang = match step.gang() {
+        None => None,
+        Some(fields) => {
+            let gang_plan = GangPlan::new(fields).map_err(|problems| {
+                let (path, message) = problems.into_iter().next().unwrap_or_default();
+                format!("{path}: {message}")
+            })?;
+            let mut role_env = BTreeMap::new();
+            let mut role_resources = BTreeMap::new();
+            let mut layout = gang_plan.layout();
+            for (name, spec) in &step.roles {
+                let role: Role = name.parse()?;
+                if !spec.env.is_empty() {
+                    let env: BTreeMap<String, String> = spec
+                        .env
+                        .iter()
+                        .map(|e| (e.name.clone(), e.value.clone()))
+                        .collect();
+                    for (k, v) in &env {
+                        layout.push_str(&format!(";{role}:{k}={v}"));
+                    }
+                    role_env.insert(role, env);
+                }
+                if let Some(r) = &spec.resources {
+                    role_resources.insert(role, r.clone());
+                }
+            }
+            key.roles = layout;
+            Some(GangInvocation {
+                plan: gang_plan,
+                role_env,
+                role_resources,
+            })
+        }
     };
     Ok(Invocation {
         node: node.to_string(),
@@ -255,6 +310,7 @@ pub(super) fn build(
         cache: plan.cache_policy(step),
         cache_writable: plan.cache_writable(step),
         key,
+        gang,
     })
 }
 

@@ -23,6 +23,7 @@
 //! effects. The decisions are tested directly (see the property tests).
 
 mod decide;
+pub mod gang;
 mod invocation;
 mod plan;
 pub mod run;
@@ -33,7 +34,7 @@ mod values;
 mod tests;
 
 pub use decide::{Action, decide};
-pub use invocation::{InputSource, Invocation};
+pub use invocation::{GangInvocation, InputSource, Invocation};
 pub use plan::{DEFAULT_PERMANENT_EXIT_CODES, PlanError, RunPlan, StepPlan};
 pub use run::{Engine, Run};
 pub use state::{NodeState, RunState, SUMMARY_NAMES};

@@ -10,12 +10,12 @@ use super::names::check_object_name;
 use super::params::{check_run_value_names, check_run_values};
 use super::schema_check::{self, Finding, describe};
 use super::{DOCUMENT_PATH, Diagnostic, Document, Source, validate_spec};
-use crate::api::{API_VERSION, Pipeline, PipelineRun};
+use crate::api::{API_VERSION, Pipeline, PipelineRun, PipelineSpec, TrainingJob, TrainingJobSpec};
 use crate::echo::{cut, quote};
 use crate::suggest;
 
 /// The kinds toucan reads.
-const KINDS: &[&str] = &["Pipeline", "PipelineRun"];
+const KINDS: &[&str] = &["Pipeline", "PipelineRun", "TrainingJob"];
 /// Top-level fields the API server handles itself; the CRD schema does not describe them.
 const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata"];
 /// The fields of `metadata` (Kubernetes `ObjectMeta`).
@@ -41,6 +41,7 @@ const METADATA_FIELDS: &[&str] = &[
 pub(super) struct Schemas {
     pipeline: JSONSchemaProps,
     pipeline_run: JSONSchemaProps,
+    training_job: JSONSchemaProps,
 }
 
 impl Schemas {
@@ -57,6 +58,7 @@ impl Schemas {
         Schemas {
             pipeline: schema(Pipeline::crd()),
             pipeline_run: schema(PipelineRun::crd()),
+            training_job: schema(TrainingJob::crd()),
         }
     }
 }
@@ -88,6 +90,7 @@ pub(super) fn read(
     let document = match kind {
         Kind::Pipeline => typed(value, &mut found).map(Document::Pipeline),
         Kind::PipelineRun => typed(value, &mut found).map(Document::PipelineRun),
+        Kind::TrainingJob => typed(value, &mut found).map(|j| Document::TrainingJob(Box::new(j))),
     };
     out.extend(
         found
@@ -97,6 +100,7 @@ pub(super) fn read(
     match &document {
         Some(Document::Pipeline(p)) => out.extend(validate_spec(&p.spec, source, "spec")),
         Some(Document::PipelineRun(r)) => out.extend(check_run(r, source)),
+        Some(Document::TrainingJob(j)) => out.extend(check_job(&j.spec, source)),
         None => {}
     }
     document
@@ -106,6 +110,7 @@ pub(super) fn read(
 enum Kind {
     Pipeline,
     PipelineRun,
+    TrainingJob,
 }
 
 /// The structural checks; the kind when it is known. Invalid durations go to `durations` and
@@ -137,6 +142,7 @@ fn check(
     let schema = match kind {
         Kind::Pipeline => &schemas.pipeline,
         Kind::PipelineRun => &schemas.pipeline_run,
+        Kind::TrainingJob => &schemas.training_job,
     };
     schema_check::take_invalid_durations(mapping, schema, "", durations);
     schema_check::check_document(mapping, schema, ENVELOPE, found);
@@ -166,22 +172,29 @@ fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
         None => found.push(("kind".into(), "missing required field".into())),
         Some(Value::String(k)) if k == "Pipeline" => return Some(Kind::Pipeline),
         Some(Value::String(k)) if k == "PipelineRun" => return Some(Kind::PipelineRun),
+        Some(Value::String(k)) if k == "TrainingJob" => return Some(Kind::TrainingJob),
         Some(Value::String(k)) => {
             let hint = suggest::closest(k, KINDS.iter().copied())
                 .map(|c| format!("; did you mean {c:?}?"))
                 .unwrap_or_default();
-            let message = format!(
-                "unknown kind {} (expected Pipeline or PipelineRun{hint})",
-                quote(k)
-            );
+            let message = format!("unknown kind {} (expected {}{hint})", quote(k), kinds());
             found.push(("kind".into(), message));
         }
         Some(other) => found.push((
             "kind".into(),
-            format!("expected Pipeline or PipelineRun, got {}", describe(other)),
+            format!("expected {}, got {}", kinds(), describe(other)),
         )),
     }
     None
+}
+
+/// `Pipeline, PipelineRun or TrainingJob`.
+fn kinds() -> String {
+    match KINDS.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 fn check_metadata(mapping: &Mapping, kind: Kind, found: &mut Vec<Finding>) {
@@ -310,6 +323,35 @@ fn check_run(run: &PipelineRun, source: &Source) -> Vec<Diagnostic> {
                 "spec.params",
             ));
         }
+    }
+    out
+}
+
+/// The step a TrainingJob runs as: its template with `roles`, named `train`.
+pub const JOB_STEP: &str = "train";
+
+/// A TrainingJob's checks: those of its template as the one step of a pipeline, reported at
+/// the job's own paths (`spec.roles.worker.replicas`, not `spec.steps[0]...`).
+fn check_job(spec: &TrainingJobSpec, source: &Source) -> Vec<Diagnostic> {
+    let pipeline = PipelineSpec {
+        steps: vec![spec.step(JOB_STEP)],
+        ..PipelineSpec::default()
+    };
+    let mut out = validate_spec(&pipeline, source, "spec");
+    for d in &mut out {
+        if let Some(rest) = d.path.strip_prefix("spec.steps[0]") {
+            d.path = format!("spec{rest}");
+        }
+    }
+    if let Some(policy) = &spec.run_policy
+        && let Some(ttl) = &policy.ttl_after_finished
+        && ttl.get().is_zero()
+    {
+        out.push(Diagnostic::new(
+            source,
+            "spec.runPolicy.ttlAfterFinished",
+            "must be positive (omit it to keep finished jobs)",
+        ));
     }
     out
 }

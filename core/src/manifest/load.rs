@@ -162,6 +162,9 @@ fn check_across(docs: &[LoadedDocument], out: &mut Vec<Diagnostic>) {
             Document::PipelineRun(r) => {
                 (r.metadata.namespace.as_deref(), r.metadata.name.as_deref())
             }
+            Document::TrainingJob(j) => {
+                (j.metadata.namespace.as_deref(), j.metadata.name.as_deref())
+            }
         };
         let Some(name) = name else { continue };
         let key = (doc.document.kind(), namespace.unwrap_or_default(), name);

@@ -39,8 +39,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::api::{Pipeline, PipelineRun};
+use crate::api::{Pipeline, PipelineRun, TrainingJob};
 
+pub use document::JOB_STEP;
 pub use load::load;
 pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;
@@ -119,6 +120,8 @@ pub enum Document {
     Pipeline(Pipeline),
     /// A `kind: PipelineRun` document.
     PipelineRun(PipelineRun),
+    /// A `kind: TrainingJob` document.
+    TrainingJob(Box<TrainingJob>),
 }
 
 impl Document {
@@ -127,6 +130,7 @@ impl Document {
         match self {
             Document::Pipeline(_) => "Pipeline",
             Document::PipelineRun(_) => "PipelineRun",
+            Document::TrainingJob(_) => "TrainingJob",
         }
     }
 
@@ -135,6 +139,7 @@ impl Document {
         match self {
             Document::Pipeline(p) => p.metadata.name.as_deref(),
             Document::PipelineRun(r) => r.metadata.name.as_deref(),
+            Document::TrainingJob(j) => j.metadata.name.as_deref(),
         }
     }
 }

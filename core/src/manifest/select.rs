@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::{DOCUMENT_PATH, Diagnostic, Document, LoadedDocument, Source};
+use super::{DOCUMENT_PATH, Diagnostic, Document, JOB_STEP, LoadedDocument, Source};
 use crate::api::{Pipeline, PipelineRun, PipelineSpec};
 use crate::echo::quote;
 use crate::suggest;
@@ -32,19 +32,14 @@ pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
         .iter()
         .filter_map(|d| match &d.document {
             Document::PipelineRun(r) => Some((d, r)),
-            Document::Pipeline(_) => None,
+            _ => None,
         })
         .collect();
-    let pipelines: Vec<(&LoadedDocument, &Pipeline)> = pipelines(docs).collect();
-    match (runs.as_slice(), pipelines.as_slice()) {
+    // Without a PipelineRun: the one Pipeline or TrainingJob.
+    let templates: Vec<RunTarget> = docs.iter().filter_map(template).collect();
+    match (runs.as_slice(), templates.as_slice()) {
         ([(doc, run)], _) => from_run(docs, doc, run),
-        ([], [(doc, pipeline)]) => Ok(RunTarget {
-            pipeline_name: pipeline.metadata.name.clone().unwrap_or_default(),
-            spec: pipeline.spec.clone(),
-            params: Vec::new(),
-            base_dir: doc.base_dir.clone(),
-            source: doc.source.clone(),
-        }),
+        ([], [only]) => Ok(only.clone()),
         ([], []) => {
             let source = Source {
                 file: PathBuf::new(),
@@ -53,35 +48,64 @@ pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
             Err(vec![Diagnostic::new(
                 &source,
                 DOCUMENT_PATH,
-                "nothing to run: no Pipeline or PipelineRun",
+                "nothing to run: no Pipeline, PipelineRun or TrainingJob",
             )])
         }
-        ([], [(first, _), rest @ ..]) => Err(vec![ambiguous(
-            first,
-            rest.iter().map(|r| r.0),
-            "Pipelines",
-        )]),
+        ([], [first, rest @ ..]) => {
+            let jobs = docs
+                .iter()
+                .filter(|d| matches!(d.document, Document::TrainingJob(_)))
+                .count();
+            let what = match jobs {
+                0 => "Pipelines",
+                n if n == templates.len() => "TrainingJobs",
+                _ => "Pipelines and TrainingJobs",
+            };
+            Err(vec![ambiguous(
+                &first.source,
+                rest.iter().map(|r| &r.source),
+                what,
+            )])
+        }
         ([(first, _), rest @ ..], _) => Err(vec![ambiguous(
-            first,
-            rest.iter().map(|r| r.0),
+            &first.source,
+            rest.iter().map(|r| &r.0.source),
             "PipelineRuns",
         )]),
     }
 }
 
-fn ambiguous<'a>(
-    first: &LoadedDocument,
-    rest: impl Iterator<Item = &'a LoadedDocument>,
-    what: &str,
-) -> Diagnostic {
-    let others: Vec<String> = rest.map(|d| d.source.to_string()).collect();
+/// A Pipeline as itself, a TrainingJob as a pipeline of one distributed step.
+fn template(doc: &LoadedDocument) -> Option<RunTarget> {
+    let (name, spec) = match &doc.document {
+        Document::Pipeline(p) => (p.metadata.name.clone(), p.spec.clone()),
+        Document::TrainingJob(j) => (
+            j.metadata.name.clone(),
+            PipelineSpec {
+                steps: vec![j.spec.step(JOB_STEP)],
+                ..PipelineSpec::default()
+            },
+        ),
+        Document::PipelineRun(_) => return None,
+    };
+    Some(RunTarget {
+        pipeline_name: name.unwrap_or_default(),
+        spec,
+        params: Vec::new(),
+        base_dir: doc.base_dir.clone(),
+        source: doc.source.clone(),
+    })
+}
+
+fn ambiguous<'a>(first: &Source, rest: impl Iterator<Item = &'a Source>, what: &str) -> Diagnostic {
+    let others: Vec<String> = rest.map(|s| s.to_string()).collect();
     let message = format!(
         "{} {what} to choose from (also {}); run a single file, or a PipelineRun naming the \
          Pipeline to run",
         others.len() + 1,
         others.join(", ")
     );
-    Diagnostic::new(&first.source, DOCUMENT_PATH, message)
+    Diagnostic::new(first, DOCUMENT_PATH, message)
 }
 
 fn from_run(
@@ -138,7 +162,7 @@ pub fn check_pipeline_refs(docs: &[LoadedDocument]) -> Vec<Diagnostic> {
                     None => Some(unknown_pipeline(docs, doc, &reference.name)),
                 }
             }
-            Document::Pipeline(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -159,7 +183,7 @@ fn unknown_pipeline(docs: &[LoadedDocument], doc: &LoadedDocument, name: &str) -
 fn pipelines(docs: &[LoadedDocument]) -> impl Iterator<Item = (&LoadedDocument, &Pipeline)> {
     docs.iter().filter_map(|d| match &d.document {
         Document::Pipeline(p) => Some((d, p)),
-        Document::PipelineRun(_) => None,
+        _ => None,
     })
 }
 

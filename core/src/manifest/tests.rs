@@ -278,7 +278,7 @@ fn several_independent_errors_are_all_reported() {
         "[0] spec.schedule: invalid cron schedule \"every day\": expected 5 fields (minute hour \
          day-of-month month day-of-week), got 2",
         "[1] apiVersion: unknown apiVersion \"toucan.dev/v1\" (expected \"toucan.dev/v1alpha1\")",
-        "[1] kind: unknown kind \"Pipline\" (expected Pipeline or PipelineRun; did you mean \
+        "[1] kind: unknown kind \"Pipline\" (expected Pipeline, PipelineRun or TrainingJob; did you mean \
          \"Pipeline\"?)",
         "[2] spec.params[2].name: duplicate parameter \"epochs\" (also spec.params[0])",
         "[3] metadata.labels.attempt: expected a string, got the number 1",
@@ -602,4 +602,64 @@ fn reference_rules() {
             "{yaml}"
         );
     }
+}
+
+#[test]
+fn a_training_job_runs_as_one_distributed_step() {
+    let docs = loaded("training-job.yaml");
+    let target = select(&docs).unwrap();
+    assert_eq!(target.pipeline_name, "fmnist-ddp");
+    let [step] = target.spec.steps.as_slice() else {
+        panic!("{:?}", target.spec.steps)
+    };
+    assert_eq!(step.name, JOB_STEP);
+    assert_eq!(step.timeout.as_ref().map(|d| d.get().as_secs()), Some(7200));
+    let gang = crate::engine::gang::GangPlan::new(step.gang().unwrap()).unwrap();
+    assert_eq!(gang.layout(), "worker=2");
+    assert_eq!(gang.max_restarts, 2);
+    assert_eq!(gang.action(15), crate::api::FailureAction::Restart);
+    assert_eq!(
+        gang.checkpoint_every,
+        Some(crate::engine::gang::CheckpointEvery::Epochs(1))
+    );
+}
+
+#[test]
+fn a_bad_training_job_is_refused_at_its_own_paths() {
+    let file = "tests/fixtures/manifests/training-job-errors.yaml";
+    assert_eq!(
+        errors("training-job-errors.yaml"),
+        [
+            format!(
+                "{file}[0] spec.command[1]: unknown input artifact \"data\" (there are no input artifacts in this step)"
+            ),
+            format!("{file}[0] spec.roles.ps.replicas: 0 replicas: give 1 to 1024"),
+            format!(
+                "{file}[0] spec.roles.wrker: unknown role \"wrker\" (did you mean \"worker\"?)"
+            ),
+            format!("{file}[0] spec.roles.ps: parameter servers serve workers: add a worker role"),
+            format!(
+                "{file}[0] spec.successPolicy: AllWorkers waits for the worker role, which this job lacks (use ChiefOrWorker0)"
+            ),
+            format!(
+                "{file}[0] spec.failurePolicy.rules[1].exitCodes[0]: 3 overlaps 1-127 at failurePolicy.rules[0].exitCodes[0]: the first match wins, so write each code once"
+            ),
+            format!(
+                "{file}[0] spec.failurePolicy.rules[1].exitCodes[1]: exit code 0 is success, not a failure"
+            ),
+            format!(
+                "{file}[0] spec.checkpoint.every: \"often\" is not an interval: write `N epochs` or `N steps`"
+            ),
+            format!(
+                "{file}[0] spec.env[0].name: TF_CONFIG is set by toucan for every replica (the env contract); remove it"
+            ),
+            format!(
+                "{file}[0] spec.roles.chief.resources.cpu: invalid quantity \"lots\": expected a number with an optional suffix (m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei) or exponent (e3), e.g. 500m or 4Gi"
+            ),
+            format!("{file}[1] spec.steps[0].roles.worker.replicas: 2000 replicas: give 1 to 1024"),
+            format!(
+                "{file}[1] spec.steps[1].failurePolicy: applies to a distributed step only: add roles"
+            ),
+        ]
+    );
 }

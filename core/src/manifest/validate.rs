@@ -18,6 +18,7 @@ use super::{Diagnostic, Source};
 use crate::api::{CachePolicy, PipelineSpec, RetryPolicy, Step};
 use crate::duration::Duration;
 use crate::echo::quote;
+use crate::engine::gang::{self, GangPlan};
 use crate::graph;
 
 /// What `check_names` calls environment variables; their names follow other rules.
@@ -179,6 +180,53 @@ fn check_step(
     }
     if let Some(cache) = &step.cache {
         check_cache(cache, &join(path, "cache"), out);
+    }
+    check_gang(step, path, out);
+}
+
+/// A distributed step's roles and policies, and the variables its replicas get from toucan.
+fn check_gang(step: &Step, path: &str, out: &mut Vec<Finding>) {
+    let Some(gang) = step.gang() else {
+        for (field, set) in [
+            ("successPolicy", step.success_policy.is_some()),
+            ("failurePolicy", step.failure_policy.is_some()),
+            ("checkpoint", step.checkpoint.is_some()),
+        ] {
+            if set {
+                let message = "applies to a distributed step only: add roles".to_string();
+                out.push((join(path, field), message));
+            }
+        }
+        return;
+    };
+    if let Err(problems) = GangPlan::new(gang) {
+        out.extend(problems.into_iter().map(|(p, m)| (join(path, &p), m)));
+    }
+    let role_env = step.roles.iter().flat_map(|(r, spec)| {
+        (0..spec.env.len()).map(move |i| (format!("roles.{r}.env[{i}]"), &spec.env[i]))
+    });
+    let step_env = step
+        .env
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("env[{i}]"), e));
+    for (at, var) in step_env.chain(role_env) {
+        if gang::RESERVED.contains(&var.name.as_str()) {
+            let message = format!(
+                "{} is set by toucan for every replica (the env contract); remove it",
+                var.name
+            );
+            out.push((join(path, &format!("{at}.name")), message));
+        }
+    }
+    for (role, spec) in &step.roles {
+        if let Some(resources) = &spec.resources {
+            for (field, value) in [("cpu", &resources.cpu), ("memory", &resources.memory)] {
+                if let Some(Err(message)) = value.as_deref().map(parse_quantity) {
+                    out.push((format!("{path}.roles.{role}.resources.{field}"), message));
+                }
+            }
+        }
     }
 }
 

@@ -142,7 +142,19 @@ async fn launch(
         return Ok(Vec::new());
     }
     let mut pods_of = Vec::with_capacity(launches.len());
+    let mut observed = Vec::new();
     for inv in launches {
+        if inv.gang.is_some() {
+            // Refused rather than run as one pod, which would train without its peers.
+            observed.push(Observation::LaunchFailed {
+                node: inv.node.clone(),
+                attempt: inv.attempt,
+                message: "a distributed step (roles) runs with `toucan run` on this machine; \
+                          the operator does not run gangs yet"
+                    .into(),
+            });
+            continue;
+        }
         let pod = step_pod(run_ref, ctx, run, &inv)?;
         pods_of.push((inv, pod));
     }
@@ -155,7 +167,6 @@ async fn launch(
         .collect()
         .await;
     let now = now_ms();
-    let mut observed = Vec::new();
     for (inv, result) in created {
         match result {
             Ok(new) => {
