@@ -69,7 +69,11 @@ impl Executor {
         stop: watch::Receiver<bool>,
         observed: &mpsc::UnboundedSender<Observation>,
     ) {
-        let report = match self.attempt(inv, stop, observed).await {
+        let result = match &inv.gang {
+            Some(gang) => self.gang_attempt(inv, gang, stop, observed).await,
+            None => self.attempt(inv, stop, observed).await,
+        };
+        let report = match result {
             Ok(report) => Observation::Ended {
                 node: inv.node.clone(),
                 attempt: inv.attempt,
@@ -89,133 +93,153 @@ impl Executor {
     async fn attempt(
         &self,
         inv: &Invocation,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
         observed: &mpsc::UnboundedSender<Observation>,
     ) -> Result<LaunchReport, String> {
-        let started_at = now_ms();
         let dir = self.home.attempt_dir(&self.run_id, &inv.node, inv.attempt);
-        let broken = Err::<LaunchReport, String>;
-        if dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
-        {
-            return broken(format!("clearing {}: {e}", dir.display()));
-        }
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return broken(format!("creating {}: {e}", dir.display()));
-        }
+        fresh_dir(&dir)?;
         let spec =
             LaunchSpec::for_attempt(&self.run_id, inv, self.artifacts.location(), dir.clone());
-        let spec_path = LaunchSpec::spec_path(&dir);
-        let written = serde_json::to_vec_pretty(&spec)
-            .map_err(|e| e.to_string())
-            .and_then(|b| std::fs::write(&spec_path, b).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            return broken(format!("writing {}: {e}", spec_path.display()));
-        }
-        let log_path = Home::log_path(&dir);
-        let log = match std::fs::File::create(&log_path) {
-            Ok(f) => f,
-            Err(e) => return broken(format!("creating {}: {e}", log_path.display())),
-        };
-        let log_err = match log.try_clone() {
-            Ok(f) => f,
-            Err(e) => return broken(format!("{}: {e}", log_path.display())),
-        };
-        let child = tokio::process::Command::new(&self.worker)
-            .arg("exec")
-            .arg("--spec")
-            .arg(&spec_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => return broken(format!("starting {}: {e}", self.worker.display())),
-        };
-        let pid = child.id().map(|id| Pid::from_raw(id as i32));
-        let _ = observed.send(Observation::Launched {
-            node: inv.node.clone(),
-            attempt: inv.attempt,
-            log: Some(log_path.to_string_lossy().into_owned()),
-        });
         let deadline = inv
             .timeout_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
-        let timeout = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let cancelled = async {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let mut stopped: Option<String> = None;
-        let status = tokio::select! {
-            status = child.wait() => status,
-            _ = timeout => {
-                stopped = Some(format!("timed out after {}", crate::output::duration(inv.timeout_ms.unwrap_or(0) as i64)));
-                terminate(&mut child, pid).await
-            }
-            _ = cancelled => {
-                stopped = Some("cancelled".to_string());
-                terminate(&mut child, pid).await
-            }
-        };
-        // Whatever the command left running in its process group goes with it, as in a pod.
-        if let Some(pid) = pid {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        let report_path = spec.report_path();
-        let report = match std::fs::read(&report_path) {
-            Ok(bytes) => serde_json::from_slice::<LaunchReport>(&bytes).map_err(|e| {
-                format!(
-                    "the launcher's report {} is unreadable: {e}",
-                    report_path.display()
-                )
-            }),
-            Err(_) => Err(match &status {
-                Ok(s) => format!("launcher exited without a report ({s})"),
-                Err(e) => format!("waiting for the launcher: {e}"),
-            }),
-        };
-        let report = match (report, stopped) {
-            (Ok(r), None) => r,
-            (report, stopped) => {
-                use std::os::unix::process::ExitStatusExt;
-                let (code, signal) = match &status {
-                    Ok(s) => (s.code(), s.signal()),
-                    Err(_) => (None, None),
-                };
-                // Stopped (timeout, cancel) says why first; else why the report is missing.
-                let error = stopped.or(report.err()).unwrap_or_default();
-                LaunchReport {
-                    succeeded: false,
-                    exit_code: code,
-                    signal,
-                    outputs: StepOutputs::default(),
-                    error: Some(error),
-                    duration_ms: (now_ms() - started_at).max(0) as u64,
-                }
-            }
-        };
-        // Outputs are in the artifact store now; keep only the log, spec and report. Empty
-        // directories stay: removing them costs more than they weigh.
-        for sub in ["inputs", "outputs", "work"] {
-            let path = dir.join(sub);
-            if std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some()) {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-        }
-        Ok(report)
+            .map(|ms| (Instant::now() + Duration::from_millis(ms), ms));
+        run_launcher(&self.worker, &spec, stop, deadline, |log| {
+            let _ = observed.send(Observation::Launched {
+                node: inv.node.clone(),
+                attempt: inv.attempt,
+                log: Some(log.to_string_lossy().into_owned()),
+            });
+        })
+        .await
     }
+}
+
+/// Runs the launcher `worker` on `spec` in its own process group until it ends, `stop` turns
+/// true, or `deadline` (with the timeout it came from, in ms) passes; `started` is called
+/// with the log's path once it runs. An error is a launcher that could not start.
+pub(super) async fn run_launcher(
+    worker: &std::path::Path,
+    spec: &LaunchSpec,
+    mut stop: watch::Receiver<bool>,
+    deadline: Option<(Instant, u64)>,
+    started: impl FnOnce(&std::path::Path),
+) -> Result<LaunchReport, String> {
+    let started_at = now_ms();
+    let broken = Err::<LaunchReport, String>;
+    let spec_path = LaunchSpec::spec_path(&spec.dir);
+    let written = serde_json::to_vec_pretty(spec)
+        .map_err(|e| e.to_string())
+        .and_then(|b| std::fs::write(&spec_path, b).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        return broken(format!("writing {}: {e}", spec_path.display()));
+    }
+    let log_path = Home::log_path(&spec.dir);
+    let log = match std::fs::File::create(&log_path) {
+        Ok(f) => f,
+        Err(e) => return broken(format!("creating {}: {e}", log_path.display())),
+    };
+    let log_err = match log.try_clone() {
+        Ok(f) => f,
+        Err(e) => return broken(format!("{}: {e}", log_path.display())),
+    };
+    let child = tokio::process::Command::new(worker)
+        .arg("exec")
+        .arg("--spec")
+        .arg(&spec_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return broken(format!("starting {}: {e}", worker.display())),
+    };
+    let pid = child.id().map(|id| Pid::from_raw(id as i32));
+    started(&log_path);
+    let timeout = async {
+        match deadline {
+            Some((d, _)) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let cancelled = async {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let mut stopped: Option<String> = None;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = timeout => {
+            let ms = deadline.map_or(0, |(_, ms)| ms);
+            stopped = Some(format!("timed out after {}", crate::output::duration(ms as i64)));
+            terminate(&mut child, pid).await
+        }
+        _ = cancelled => {
+            stopped = Some("cancelled".to_string());
+            terminate(&mut child, pid).await
+        }
+    };
+    // Whatever the command left running in its process group goes with it, as in a pod.
+    if let Some(pid) = pid {
+        let _ = killpg(pid, Signal::SIGKILL);
+    }
+    let report_path = spec.report_path();
+    let report = match std::fs::read(&report_path) {
+        Ok(bytes) => serde_json::from_slice::<LaunchReport>(&bytes).map_err(|e| {
+            format!(
+                "the launcher's report {} is unreadable: {e}",
+                report_path.display()
+            )
+        }),
+        Err(_) => Err(match &status {
+            Ok(s) => format!("launcher exited without a report ({s})"),
+            Err(e) => format!("waiting for the launcher: {e}"),
+        }),
+    };
+    let report = match (report, stopped) {
+        (Ok(r), None) => r,
+        (report, stopped) => {
+            use std::os::unix::process::ExitStatusExt;
+            let (code, signal) = match &status {
+                Ok(s) => (s.code(), s.signal()),
+                Err(_) => (None, None),
+            };
+            // Stopped (timeout, cancel) says why first; else why the report is missing.
+            let error = stopped.or(report.err()).unwrap_or_default();
+            LaunchReport {
+                succeeded: false,
+                exit_code: code,
+                signal,
+                outputs: StepOutputs::default(),
+                error: Some(error),
+                duration_ms: (now_ms() - started_at).max(0) as u64,
+            }
+        }
+    };
+    // Outputs are in the artifact store now; keep only the log, spec and report. Empty
+    // directories stay: removing them costs more than they weigh.
+    for sub in ["inputs", "outputs", "work"] {
+        let path = spec.dir.join(sub);
+        if std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some()) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    Ok(report)
+}
+
+/// Empties (or makes) an attempt's directory.
+pub(super) fn fresh_dir(dir: &std::path::Path) -> Result<(), String> {
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(dir)
+    {
+        return Err(format!("clearing {}: {e}", dir.display()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))
 }
 
 /// Stops a launcher's process group: SIGTERM, then SIGKILL after a grace period.

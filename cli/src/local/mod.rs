@@ -10,6 +10,7 @@
 //! operator.
 
 pub mod executor;
+mod gang;
 pub mod progress;
 
 use std::collections::HashMap;

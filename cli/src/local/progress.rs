@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use toucan_core::engine::gang::GangEvent;
 use toucan_core::engine::run::RunEvent;
 
 /// How many lines of a failed step's log are shown.
@@ -88,6 +89,39 @@ impl Progress {
             // The summary printed after the run says how it ended.
             RunEvent::RunFinished { .. } => {}
         }
+    }
+
+    /// Shows what a distributed step's gang did; its end shows as the step's.
+    pub fn gang_event(&self, node: &str, event: &GangEvent) {
+        let text = match event {
+            GangEvent::Launched {
+                incarnation: 0,
+                replicas,
+            } => format!("{node}: {replicas} replicas started"),
+            GangEvent::Launched {
+                incarnation,
+                replicas,
+            } => format!("{node}: {replicas} replicas started (incarnation {incarnation})"),
+            GangEvent::ReplicaEnded {
+                replica,
+                exit_code,
+                decisive: true,
+                ..
+            } => match exit_code {
+                Some(code) => format!("{node}: {replica} ended with code {code}"),
+                None => format!("{node}: {replica} ended"),
+            },
+            GangEvent::Restarting { reason, .. } => {
+                format!("{node}: restarting the gang from its newest checkpoint ({reason})")
+            }
+            GangEvent::Preempted { replica, .. } => format!("{node}: {replica} was preempted"),
+            GangEvent::Suspended => format!("{node}: suspended"),
+            GangEvent::Resumed => format!("{node}: resumed"),
+            GangEvent::ReplicaEnded { .. } | GangEvent::Succeeded | GangEvent::Failed(_) => {
+                return;
+            }
+        };
+        self.line(&text);
     }
 
     fn run_started(&self, run: &str, pipeline: &str) {

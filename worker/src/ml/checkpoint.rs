@@ -103,6 +103,10 @@ impl CheckpointDir {
         CheckpointDir { dir }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }

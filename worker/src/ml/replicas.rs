@@ -192,6 +192,13 @@ impl Replicas {
     }
 
     /// Sums `values` (an epoch's loss sum, correct count and records seen) over the replicas.
+    /// Whether any replica's `flag` is set.
+    pub fn any(&mut self, flag: bool) -> Result<bool, MlError> {
+        let mut v = [f64::from(u8::from(flag))];
+        self.sum(&mut v)?;
+        Ok(v[0] > 0.0)
+    }
+
     pub fn sum(&mut self, values: &mut [f64]) -> Result<(), MlError> {
         let mut t = [Tensor::from_slice(values)];
         self.group.all_reduce_sum(&mut t)?;

@@ -424,10 +424,20 @@ struct Session<'a> {
     /// whose gradients are averaged with theirs, by name.
     replicas: Option<Replicas>,
     trained: Vec<Tensor>,
+    /// Checkpoints at the end of every this many epochs (and when asked to stop).
+    every_epochs: u32,
 }
 
 pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    let every = checkpoint_every_from_env()?;
+    // A step interval from the config or the command line wins over the job's.
+    if let Some(CheckpointEvery::Steps(n)) = every
+        && config.checkpoint.every_steps.is_none()
+    {
+        config.checkpoint.every_steps = Some(n);
+    }
+    let config = config;
     let device = args.device.resolve()?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
@@ -537,6 +547,10 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         best_weights: None,
         replicas: None,
         trained,
+        every_epochs: match every {
+            Some(CheckpointEvery::Epochs(n)) => n,
+            _ => 1,
+        },
     };
 
     let mut state = TrainState::new(config.digest());
@@ -581,6 +595,11 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         let mut tensors: Vec<Tensor> = variables.into_iter().map(|(_, t)| t).collect();
         replicas.broadcast(&mut tensors)?;
+        // A restored checkpoint holds the epoch's figures over every replica so far: rank
+        // 0 carries them on, and the others count only what they add.
+        if replicas.rank() != 0 {
+            (state.loss_sum, state.correct, state.seen) = (0.0, 0.0, 0);
+        }
         eprintln!(
             "toucan-worker train: replica {} of {}",
             replicas.rank(),
@@ -616,7 +635,10 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         state.epoch += 1;
         state.next_batch = 0;
         (state.loss_sum, state.correct, state.seen) = (0.0, 0.0, 0);
-        session.save(&state)?;
+        let finished_epoch = state.epoch - 1;
+        if finished_epoch.is_multiple_of(session.every_epochs) || state.epoch > config.epochs {
+            session.save(&state)?;
+        }
     }
 
     if session.restore_best()
@@ -760,14 +782,30 @@ impl Session<'_> {
             self.opt.step(lr);
             state.next_batch = index + 1;
             state.step += 1;
-            let stopping = self.stop.load(Ordering::Relaxed);
+            let mut stopping = self.stop.load(Ordering::Relaxed);
+            if let Some(r) = &mut self.replicas {
+                // Every replica stops at the same step, or the others would wait for it in
+                // the next collective.
+                stopping = r.any(stopping)?;
+            }
             let periodic = c
                 .checkpoint
                 .every_steps
                 .is_some_and(|n| state.step.is_multiple_of(n));
             if stopping || periodic {
                 state.train_seconds = before + started.elapsed().as_secs_f64();
-                let dir = self.save(state)?;
+                // The epoch's running figures so far, over every replica: what a resumed
+                // gang continues from.
+                let mut partial = None;
+                if let Some(r) = &mut self.replicas {
+                    let mut totals = [state.loss_sum, state.correct, state.seen as f64];
+                    r.sum(&mut totals)?;
+                    let mut global = state.clone();
+                    (global.loss_sum, global.correct, global.seen) =
+                        (totals[0], totals[1], totals[2] as u64);
+                    partial = Some(global);
+                }
+                let dir = self.save(partial.as_ref().unwrap_or(state))?;
                 if stopping {
                     return Err(MlError::Preempted { checkpoint: dir });
                 }
@@ -857,13 +895,54 @@ impl Session<'_> {
         improved
     }
 
+    /// Writes a checkpoint; among replicas only rank 0 does (their weights are the same),
+    /// and the others name the directory it writes to.
     fn save(&self, state: &TrainState) -> Result<PathBuf, MlError> {
+        if self.replicas.as_ref().is_some_and(|r| r.rank() != 0) {
+            return Ok(self.checkpoints.dir().to_path_buf());
+        }
         self.checkpoints.save(
             &self.vs,
             &self.opt.state_tensors(),
             self.best_weights.as_deref(),
             state,
         )
+    }
+}
+
+/// How often a job asked its replicas to checkpoint (`TOUCAN_CHECKPOINT_EVERY`: `2 epochs`,
+/// `500 steps`), as the TrainingJob's `checkpoint.every` sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckpointEvery {
+    Epochs(u32),
+    Steps(u64),
+}
+
+fn checkpoint_every_from_env() -> Result<Option<CheckpointEvery>, MlError> {
+    match std::env::var("TOUCAN_CHECKPOINT_EVERY") {
+        Ok(text) => parse_checkpoint_every(&text).map(Some).ok_or_else(|| {
+            MlError::InvalidArgument(format!(
+                "TOUCAN_CHECKPOINT_EVERY={text:?}: write `N epochs` or `N steps`"
+            ))
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+fn parse_checkpoint_every(text: &str) -> Option<CheckpointEvery> {
+    let (count, unit) = text.trim().split_once(' ')?;
+    match unit.trim() {
+        "epoch" | "epochs" => count
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(CheckpointEvery::Epochs),
+        "step" | "steps" => count
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(CheckpointEvery::Steps),
+        _ => None,
     }
 }
 
@@ -974,4 +1053,27 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), MlError> {
         serde_json::to_vec_pretty(value).map_err(|e| write_err(std::io::Error::other(e)))?;
     bytes.push(b'\n');
     std::fs::write(path, bytes).map_err(write_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jobs_checkpoint_interval_parses() {
+        assert_eq!(
+            parse_checkpoint_every("2 epochs"),
+            Some(CheckpointEvery::Epochs(2))
+        );
+        assert_eq!(
+            parse_checkpoint_every("1 epoch"),
+            Some(CheckpointEvery::Epochs(1))
+        );
+        assert_eq!(
+            parse_checkpoint_every("500 steps"),
+            Some(CheckpointEvery::Steps(500))
+        );
+        assert_eq!(parse_checkpoint_every("0 steps"), None);
+        assert_eq!(parse_checkpoint_every("often"), None);
+    }
 }
