@@ -15,7 +15,7 @@ use super::quantity::parse_quantity;
 use super::references::{self, Scope};
 use super::schema_check::{Finding, join};
 use super::{Diagnostic, Source};
-use crate::api::{CachePolicy, PipelineSpec, RetryPolicy, Step};
+use crate::api::{CachePolicy, PipelineSpec, Resources, RetryPolicy, Step};
 use crate::duration::Duration;
 use crate::echo::quote;
 use crate::engine::gang::{self, GangPlan};
@@ -166,11 +166,7 @@ fn check_step(
     }
     references::check_step(scope, step, from_finally, path, out);
     if let Some(resources) = &step.resources {
-        for (field, value) in [("cpu", &resources.cpu), ("memory", &resources.memory)] {
-            if let Some(Err(message)) = value.as_deref().map(parse_quantity) {
-                out.push((format!("{path}.resources.{field}"), message));
-            }
-        }
+        check_resources(resources, &join(path, "resources"), out);
     }
     if let Some(retry) = &step.retry {
         check_retry(retry, &join(path, "retry"), out);
@@ -221,11 +217,16 @@ fn check_gang(step: &Step, path: &str, out: &mut Vec<Finding>) {
     }
     for (role, spec) in &step.roles {
         if let Some(resources) = &spec.resources {
-            for (field, value) in [("cpu", &resources.cpu), ("memory", &resources.memory)] {
-                if let Some(Err(message)) = value.as_deref().map(parse_quantity) {
-                    out.push((format!("{path}.roles.{role}.resources.{field}"), message));
-                }
-            }
+            check_resources(resources, &format!("{path}.roles.{role}.resources"), out);
+        }
+    }
+}
+
+/// The cpu and memory quantities of a step's or a role's `resources` at `path`.
+fn check_resources(resources: &Resources, path: &str, out: &mut Vec<Finding>) {
+    for (field, value) in [("cpu", &resources.cpu), ("memory", &resources.memory)] {
+        if let Some(Err(message)) = value.as_deref().map(parse_quantity) {
+            out.push((join(path, field), message));
         }
     }
 }

@@ -37,6 +37,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
+use toucan_core::engine::gang::CheckpointEvery;
 
 use super::MlError;
 use super::checkpoint::{CheckpointDir, TrainState};
@@ -912,37 +913,12 @@ impl Session<'_> {
 
 /// How often a job asked its replicas to checkpoint (`TOUCAN_CHECKPOINT_EVERY`: `2 epochs`,
 /// `500 steps`), as the TrainingJob's `checkpoint.every` sets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CheckpointEvery {
-    Epochs(u32),
-    Steps(u64),
-}
-
 fn checkpoint_every_from_env() -> Result<Option<CheckpointEvery>, MlError> {
     match std::env::var("TOUCAN_CHECKPOINT_EVERY") {
-        Ok(text) => parse_checkpoint_every(&text).map(Some).ok_or_else(|| {
-            MlError::InvalidArgument(format!(
-                "TOUCAN_CHECKPOINT_EVERY={text:?}: write `N epochs` or `N steps`"
-            ))
-        }),
+        Ok(text) => CheckpointEvery::parse(&text)
+            .map(Some)
+            .map_err(|e| MlError::InvalidArgument(format!("TOUCAN_CHECKPOINT_EVERY: {e}"))),
         Err(_) => Ok(None),
-    }
-}
-
-fn parse_checkpoint_every(text: &str) -> Option<CheckpointEvery> {
-    let (count, unit) = text.trim().split_once(' ')?;
-    match unit.trim() {
-        "epoch" | "epochs" => count
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .map(CheckpointEvery::Epochs),
-        "step" | "steps" => count
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .map(CheckpointEvery::Steps),
-        _ => None,
     }
 }
 
@@ -1061,19 +1037,11 @@ mod tests {
 
     #[test]
     fn the_jobs_checkpoint_interval_parses() {
-        assert_eq!(
-            parse_checkpoint_every("2 epochs"),
-            Some(CheckpointEvery::Epochs(2))
-        );
-        assert_eq!(
-            parse_checkpoint_every("1 epoch"),
-            Some(CheckpointEvery::Epochs(1))
-        );
-        assert_eq!(
-            parse_checkpoint_every("500 steps"),
-            Some(CheckpointEvery::Steps(500))
-        );
-        assert_eq!(parse_checkpoint_every("0 steps"), None);
-        assert_eq!(parse_checkpoint_every("often"), None);
+        let parse = |t: &str| CheckpointEvery::parse(t).ok();
+        assert_eq!(parse("2 epochs"), Some(CheckpointEvery::Epochs(2)));
+        assert_eq!(parse("1 epoch"), Some(CheckpointEvery::Epochs(1)));
+        assert_eq!(parse("500 steps"), Some(CheckpointEvery::Steps(500)));
+        assert_eq!(parse("0 steps"), None);
+        assert_eq!(parse("often"), None);
     }
 }
