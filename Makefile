@@ -51,7 +51,7 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 BENCH_N ?= 400 1000
 
-.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-operator clean
+.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes benc
 
 bench-worker: build ## the release worker's CNN vs plain PyTorch; writes bench/results/worker.md
 	bench/worker-vs-torch
+
+bench-training: build ## a 2-replica TrainingJob vs PyTorch DDP under torchrun; writes bench/results/training.md
+	bench/training-vs-ddp
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
 	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)

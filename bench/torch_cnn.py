@@ -17,6 +17,11 @@ on the same toucan dataset, read straight from its record shards with numpy:
            training loop (the worker's definition: validation excluded). Validation after every
            epoch and a test evaluation at the end, untimed. One JSON line per epoch and a final
            line, like the worker.
+           Under torchrun (WORLD_SIZE > 1, for bench/training-vs-ddp): DistributedDataParallel
+           on Gloo; each rank trains on every WORLD_SIZE-th record of the epoch's order in
+           batches of batch-size / WORLD_SIZE (the global batch stays batch-size), as
+           toucan-worker's replicas do; rank 0 prints, its images/s counting every rank's
+           images, and its loss and accuracy its own share's.
   predict  forward passes of one image and of one batch of B images (the split's first ones,
            preprocessed beforehand; no_grad, eval mode), each followed by the class
            probabilities in f64 and a read of their sum, as the worker's benchmark does, after
@@ -40,6 +45,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import struct
 import sys
 import time
@@ -191,10 +197,10 @@ def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def train_epoch(model, opt, split, preprocess, order, batch_size, breakdown):
-    """One pass over the split in `order`, each batch gathered with index_select and
-    preprocessed; mean loss and accuracy."""
+    """One pass over the records in `order` (the whole split, or this rank's share), each
+    batch gathered with index_select and preprocessed; mean loss and accuracy."""
     model.train()
-    n = len(split)
+    n = len(order)
     loss_sum = correct = 0.0
     clock = time.perf_counter
     for start in range(0, n, batch_size):
@@ -261,8 +267,20 @@ def train(args) -> None:
     if args.prenormalized:
         train_split, batch_inputs = Prenormalized(train_split, preprocess), lambda x: x
 
+    # Under torchrun (WORLD_SIZE > 1): DistributedDataParallel on Gloo, each rank training on
+    # every WORLD_SIZE-th record of the epoch's order in batches of batch-size / WORLD_SIZE,
+    # as toucan-worker's replicas shard the data; every rank validates, as the worker's do.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
     torch.manual_seed(args.seed)
     model = build_model(index)
+    batch_size = args.batch_size
+    if world > 1:
+        if args.batch_size % world:
+            sys.exit(f"torch_cnn: --batch-size {args.batch_size} does not split over {world} ranks")
+        torch.distributed.init_process_group("gloo")
+        model = torch.nn.parallel.DistributedDataParallel(model)
+        batch_size //= world
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     n = len(train_split)
     train_seconds = 0.0
@@ -273,10 +291,10 @@ def train(args) -> None:
             else None
         )
         # The worker draws its order before it starts the epoch's clock.
-        order = torch.randperm(n)
+        order = torch.randperm(n)[rank::world]
         epoch_started = time.perf_counter()
         loss, accuracy = train_epoch(
-            model, opt, train_split, batch_inputs, order, args.batch_size, breakdown
+            model, opt, train_split, batch_inputs, order, batch_size, breakdown
         )
         epoch_seconds = time.perf_counter() - epoch_started
         train_seconds += epoch_seconds
@@ -293,8 +311,13 @@ def train(args) -> None:
         }
         if breakdown is not None:
             line["breakdown_seconds"] = breakdown
-        print(json.dumps(line), flush=True)
+        if rank == 0:
+            print(json.dumps(line), flush=True)
     test_loss, test_accuracy = evaluate(model, test, preprocess, args.batch_size)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return
     print(
         json.dumps(
             {

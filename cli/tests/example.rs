@@ -91,3 +91,53 @@ fn transfer_learning_example_fine_tunes_the_pretrained_network() {
     }
     assert_eq!(step(&run, "export")["phase"], "Succeeded");
 }
+
+/// The distributed-training example: its pipeline (ingest, a two-replica train step,
+/// evaluate) and its TrainingJob, one epoch each on the real data.
+#[test]
+fn distributed_training_example_trains_with_two_replicas() {
+    let _ = common::worker_bin();
+    let sb = Sandbox::new();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/distributed-training")
+        .canonicalize()
+        .unwrap();
+    let (code, run, stderr) = sb.run_json(&example.join("pipeline.yaml"), &PARAMS);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("train: 2 replicas started"), "{stderr}");
+    let accuracy: f64 = step(&run, "evaluate")["outputs"]["params"]["accuracy"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        accuracy > 0.85,
+        "test accuracy {accuracy} after one epoch of two replicas"
+    );
+
+    // The job, on a dataset ingested beside it as its header says.
+    let job = sb.write(
+        "job/job.yaml",
+        &std::fs::read_to_string(example.join("job.yaml")).unwrap(),
+    );
+    let ingest = std::process::Command::new("toucan-worker")
+        .args([
+            "ingest",
+            "--source",
+            "/usr/share/datasets/fashion-mnist",
+            "--out",
+        ])
+        .arg(sb.path("job/dataset"))
+        .env("PATH", common::step_path())
+        .output()
+        .unwrap();
+    assert!(ingest.status.success(), "{ingest:?}");
+    let (code, run, stderr) = sb.run_json(&job, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let val_accuracy: f64 = step(&run, "train")["outputs"]["params"]["val_accuracy"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(val_accuracy > 0.85, "validation accuracy {val_accuracy}");
+}

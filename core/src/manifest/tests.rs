@@ -499,6 +499,19 @@ fn the_shipped_examples_are_valid() {
         let params = resolve_params(&target.spec, &[], &target.source).unwrap();
         assert_eq!(params[param], default);
     }
+    let example = PathBuf::from("../examples/distributed-training");
+    for (file, name) in [
+        ("pipeline.yaml", "distributed-training"),
+        ("job.yaml", "fmnist-ddp"),
+    ] {
+        let docs = load(&[example.join(file)]).unwrap_or_else(|e| {
+            panic!("{}", lines(&e).join("\n"));
+        });
+        let target = select(&docs).unwrap();
+        assert_eq!(target.pipeline_name, name);
+        let gang = target.spec.steps.iter().find_map(|s| s.gang()).unwrap();
+        assert_eq!(gang.roles["worker"].replicas, 2);
+    }
 }
 
 /// The diagnostics of validating an inline spec, as printed. Lines are unindented first, so
