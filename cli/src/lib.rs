@@ -64,6 +64,13 @@ enum Command {
         /// The attempt (1-based); the latest when omitted.
         #[arg(long)]
         attempt: Option<u32>,
+        /// A distributed step's replica (`worker-1`); its leader when omitted.
+        #[arg(long, value_name = "ROLE-INDEX")]
+        replica: Option<String>,
+        /// A distributed step's incarnation (0 first, one more at every restart); the
+        /// last when omitted.
+        #[arg(long)]
+        incarnation: Option<u32>,
         /// Print the metrics the step appended to `$TOUCAN_METRICS_FILE` (one JSON line each,
         /// e.g. per training epoch) instead of its log.
         #[arg(long)]
@@ -94,6 +101,15 @@ enum GetWhat {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Distributed steps and TrainingJobs run on this machine, newest run first: phase,
+    /// roles, ready replicas, restarts and preemptions.
+    Jobs {
+        /// How many of the newest runs to look in.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +122,14 @@ enum DescribeWhat {
         output: Format,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// A TrainingJob or distributed step run on this machine: its gang's restarts,
+    /// preemptions, last failure, and every replica's end.
+    Job {
+        /// A run's id, or a job's name (its newest run).
+        id: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
     },
 }
 
@@ -171,6 +195,12 @@ pub fn main() -> ExitCode {
                 Ok(false) => commands::inspect::get_runs(limit, output).await,
                 Err(e) => invalid(&e),
             },
+            Command::Get {
+                what: GetWhat::Jobs { limit, output },
+            } => commands::jobs::get_jobs(limit, output).await,
+            Command::Describe {
+                what: DescribeWhat::Job { id, output },
+            } => commands::jobs::describe_job(&id, output).await,
             Command::Describe {
                 what:
                     DescribeWhat::Run {
@@ -187,14 +217,31 @@ pub fn main() -> ExitCode {
                 run,
                 step,
                 attempt,
+                replica,
+                incarnation,
                 metrics,
                 output,
                 cluster,
-            } => match cluster.selected(false) {
-                Ok(true) => cluster::logs(&cluster, &run, &step, attempt, metrics, output).await,
-                Ok(false) => commands::inspect::logs(&run, &step, attempt, metrics, output).await,
-                Err(e) => invalid(&e),
-            },
+            } => {
+                let choice = commands::inspect::ReplicaChoice {
+                    replica,
+                    incarnation,
+                };
+                match cluster.selected(false) {
+                    Ok(true) if choice.given() => invalid(
+                        "--replica and --incarnation need a distributed step, which only \
+                         `toucan run` runs so far",
+                    ),
+                    Ok(true) => {
+                        cluster::logs(&cluster, &run, &step, attempt, metrics, output).await
+                    }
+                    Ok(false) => {
+                        commands::inspect::logs(&run, &step, attempt, &choice, metrics, output)
+                            .await
+                    }
+                    Err(e) => invalid(&e),
+                }
+            }
             Command::Cache { what } => commands::cache::cache(what).await,
         }
     });

@@ -21,6 +21,7 @@ spec:
   command: [sh, -c]
   args:
     - |
+      echo "replica $TOUCAN_REPLICA incarnation $TOUCAN_INCARNATION"
       printf '%s %s %s %s\n' "$RANK" "$WORLD_SIZE" "$MASTER_ADDR" "$TF_CONFIG" > "$TOUCAN_CHECKPOINT_DIR/$TOUCAN_REPLICA-$TOUCAN_INCARNATION"
       if [ "$TOUCAN_REPLICA" = worker-1 ] && [ "$TOUCAN_INCARNATION" = 0 ]; then exit {code}; fi
       if [ "$RANK" = 0 ]; then sleep 0.5; echo "$TOUCAN_INCARNATION" > {{{{outputs.params.incarnation}}}}; fi
@@ -72,6 +73,66 @@ fn a_gang_restarts_on_a_retryable_code_and_fails_at_once_on_a_permanent_one() {
     );
     assert_eq!(tf["cluster"]["worker"].as_array().unwrap().len(), 2);
     assert_eq!(tf["cluster"]["chief"].as_array().unwrap().len(), 1);
+
+    // Each replica's log: the leader of the last incarnation by default.
+    let run_id = doc["run"].as_str().unwrap();
+    let logs = |extra: &[&str]| {
+        let mut args = vec!["logs", run_id, "train"];
+        args.extend_from_slice(extra);
+        let out = sb.run(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = logs(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains("replica chief-0 incarnation 1"), "{text}");
+    let (_, text, _) = logs(&["--replica", "worker-1", "--incarnation", "0"]);
+    assert!(text.contains("replica worker-1 incarnation 0"), "{text}");
+    let (code, _, err) = logs(&["--replica", "worker-7"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(
+            "no replica \"worker-7\" in incarnation 1 (replicas: chief-0, worker-0, worker-1)"
+        ),
+        "{err}"
+    );
+
+    // The gang's record: one restart, and which end decided it.
+    let out = sb.run(&["describe", "job", "shell-gang", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job = &jobs[0];
+    assert_eq!(job["run"], run_id);
+    assert_eq!(job["phase"], "Succeeded");
+    assert_eq!(job["roles"], "chief=1,worker=2");
+    assert_eq!(
+        (job["restarts"].as_u64(), job["incarnation"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(job["lastFailure"]["exitCode"], 9);
+    let decided: Vec<&serde_json::Value> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["decisive"] == true)
+        .collect();
+    assert_eq!(decided.len(), 1, "{job:#}");
+    assert_eq!(decided[0]["replica"], "worker-1");
+    let out = sb.run(&["get", "jobs"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains(run_id)
+            && l.contains("Succeeded")
+            && l.contains("chief=1,worker=2")),
+        "{text}"
+    );
 
     // 3 is a program's error: no restart.
     let job = sb.write("permanent.yaml", &shell_job(3));

@@ -228,6 +228,9 @@ pub enum DocumentKind {
     Report,
     /// The metric series a step pushed (key: the node).
     Metrics,
+    /// A distributed step's gang: the engine's record with every replica's end (key
+    /// `NODE/ATTEMPT`).
+    Gang,
 }
 
 impl DocumentKind {
@@ -236,6 +239,7 @@ impl DocumentKind {
             DocumentKind::State => "state",
             DocumentKind::Report => "report",
             DocumentKind::Metrics => "metrics",
+            DocumentKind::Gang => "gang",
         }
     }
 }

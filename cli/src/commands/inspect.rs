@@ -105,10 +105,25 @@ struct LogDoc {
     log: String,
 }
 
+/// Which replica's log of a distributed step: `--replica ROLE-INDEX` (the leader when
+/// omitted) of `--incarnation N` (the last when omitted).
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaChoice {
+    pub replica: Option<String>,
+    pub incarnation: Option<u32>,
+}
+
+impl ReplicaChoice {
+    pub fn given(&self) -> bool {
+        self.replica.is_some() || self.incarnation.is_some()
+    }
+}
+
 pub async fn logs(
     run: &str,
     step: &str,
     attempt: Option<u32>,
+    choice: &ReplicaChoice,
     metrics: bool,
     format: Format,
 ) -> anyhow::Result<Outcome> {
@@ -123,7 +138,28 @@ pub async fn logs(
         eprintln!("error: {}", no_attempt(run, step, attempt, &known));
         return Ok(Outcome::InvalidInput);
     };
-    let log = chosen.log_ref.as_deref().map(std::path::Path::new);
+    let recorded = chosen.log_ref.as_deref().map(std::path::Path::new);
+    let replicas = Home::locate()
+        .attempt_dir(run, step, chosen.attempt)
+        .join("replicas");
+    let log = if replicas.is_dir() {
+        match replica_log(&replicas, recorded, choice) {
+            Ok(path) => Some(path),
+            Err(message) => {
+                eprintln!("error: step {step:?} of run {run:?}: {message}");
+                return Ok(Outcome::InvalidInput);
+            }
+        }
+    } else if choice.given() {
+        eprintln!(
+            "error: step {step:?} of run {run:?} is not distributed: it has no replicas \
+             (--replica, --incarnation)"
+        );
+        return Ok(Outcome::InvalidInput);
+    } else {
+        recorded.map(std::path::Path::to_path_buf)
+    };
+    let log = log.as_deref();
     if metrics {
         let path = log.map(|l| l.with_file_name(toucan_core::launch::METRICS_FILE));
         let text = match &path {
@@ -142,6 +178,64 @@ pub async fn logs(
     };
     print_log(run, step, chosen.attempt, text, format)?;
     Ok(Outcome::Success)
+}
+
+/// The log of the chosen replica of a gang attempt, whose replicas' directories are under
+/// `replicas` as `INCARNATION/ROLE-INDEX/`; `recorded` (the leader's first log) names the
+/// leader.
+fn replica_log(
+    replicas: &std::path::Path,
+    recorded: Option<&std::path::Path>,
+    choice: &ReplicaChoice,
+) -> Result<std::path::PathBuf, String> {
+    let entries = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    };
+    let incarnations: Vec<u32> = entries(replicas)
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let incarnation = match choice.incarnation {
+        Some(n) if incarnations.contains(&n) => n,
+        Some(n) => {
+            let known: Vec<String> = incarnations.iter().map(u32::to_string).collect();
+            return Err(format!(
+                "no incarnation {n} (incarnations: {})",
+                known.join(", ")
+            ));
+        }
+        None => incarnations
+            .iter()
+            .copied()
+            .max()
+            .ok_or("no replica ever started")?,
+    };
+    let dir = replicas.join(incarnation.to_string());
+    let leader = recorded
+        .and_then(|log| log.parent())
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str());
+    let names = entries(&dir);
+    let name = match (&choice.replica, leader) {
+        (Some(r), _) => r.as_str(),
+        (None, Some(l)) => l,
+        (None, None) => names.first().map(String::as_str).unwrap_or_default(),
+    };
+    if !names.iter().any(|n| n == name) {
+        return Err(format!(
+            "no replica {name:?} in incarnation {incarnation} (replicas: {})",
+            names.join(", ")
+        ));
+    }
+    Ok(Home::log_path(&dir.join(name)))
 }
 
 /// Why `logs` found no attempt to show; `known` are the step's attempts.

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod crds;
 pub mod inspect;
+pub mod jobs;
 pub mod run;
 pub mod submit;
 pub mod summary;

@@ -17,7 +17,7 @@ use toucan_core::engine::gang::{
 use toucan_core::engine::run::Observation;
 use toucan_core::engine::{GangInvocation, Invocation};
 use toucan_core::launch::{LaunchReport, LaunchSpec};
-use toucan_core::records::StepOutputs;
+use toucan_core::records::{DocumentKind, StepOutputs};
 use toucan_core::time::now_ms;
 
 use super::executor::{Executor, fresh_dir, run_launcher};
@@ -52,6 +52,7 @@ impl Executor {
         let mut stops: BTreeMap<u32, watch::Sender<bool>> = BTreeMap::new();
         let mut announced = false;
         let mut effects = engine.advance(Vec::new());
+        self.record_gang(inv, &engine).await;
         loop {
             for effect in effects {
                 match effect {
@@ -131,6 +132,24 @@ impl Executor {
                 }
             }
             effects = engine.advance(batch);
+            self.record_gang(inv, &engine).await;
+        }
+    }
+
+    /// Keeps the gang's record (restarts, the replicas' ends) in the metadata store, where
+    /// `toucan get jobs` and `toucan describe job` read it. A failed write costs only that.
+    async fn record_gang(&self, inv: &Invocation, engine: &Gang) {
+        let key = gang_key(&inv.node, inv.attempt);
+        let written = match serde_json::to_value(engine) {
+            Ok(body) => self
+                .store
+                .put_run_document(&self.run_id, DocumentKind::Gang, &key, &body, now_ms())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            tracing::warn!("recording the gang of {key}: {e}");
         }
     }
 
@@ -177,6 +196,11 @@ impl Executor {
             });
         });
     }
+}
+
+/// The key of a gang's record among its run's documents: `NODE/ATTEMPT`.
+pub fn gang_key(node: &str, attempt: u32) -> String {
+    format!("{node}/{attempt}")
 }
 
 /// The step's report from how its gang ended: the leader's outputs on success.

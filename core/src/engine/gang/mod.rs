@@ -58,6 +58,23 @@ pub struct Gang {
     /// The leader's outputs, once it succeeded.
     pub outputs: Option<StepOutputs>,
     pub outcome: Option<Outcome>,
+    /// Every replica end of every incarnation, in the order seen: the per-replica history
+    /// the metadata store keeps.
+    #[serde(default)]
+    pub history: Vec<ReplicaEnded>,
+}
+
+/// One replica's end, as the history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaEnded {
+    pub replica: ReplicaId,
+    pub incarnation: u32,
+    /// The exit code the rules saw (`128 + signal` for a signal).
+    pub exit_code: Option<i32>,
+    pub preempted: bool,
+    /// Whether this end decided what the gang did next (a failure, a preemption).
+    pub decisive: bool,
 }
 
 /// One replica of the current incarnation.
@@ -208,6 +225,20 @@ impl Gang {
             last_failure: None,
             outputs: None,
             outcome: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// `Pending`, `Running`, `Restarting`, `Suspended`, `Succeeded` or `Failed` (a cancelled
+    /// gang is `Failed`).
+    pub fn phase(&self) -> &'static str {
+        match (&self.outcome, &self.ending) {
+            (Some(Outcome::Succeeded), _) => "Succeeded",
+            (Some(_), _) => "Failed",
+            (None, Some(Ending::Restart | Ending::Preempted)) => "Restarting",
+            (None, _) if self.suspended => "Suspended",
+            (None, _) if self.replicas.values().any(|s| *s == ReplicaState::Running) => "Running",
+            (None, _) => "Pending",
         }
     }
 
@@ -286,6 +317,13 @@ impl Gang {
             ReplicaState::Failed(end.code())
         };
         let decisive = self.ending.is_none();
+        self.history.push(ReplicaEnded {
+            replica,
+            incarnation,
+            exit_code: end.code(),
+            preempted: end.preempted,
+            decisive: decisive && !end.succeeded(),
+        });
         out.push(GangEffect::Notify(GangEvent::ReplicaEnded {
             replica,
             incarnation,

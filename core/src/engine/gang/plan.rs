@@ -67,8 +67,9 @@ impl FromStr for Role {
     }
 }
 
-/// One replica of a gang: `worker-1`.
+/// One replica of a gang: `worker-1`, as it is written in JSON too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct ReplicaId {
     pub role: Role,
     pub index: u32,
@@ -77,6 +78,19 @@ pub struct ReplicaId {
 impl fmt::Display for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.role, self.index)
+    }
+}
+
+impl From<ReplicaId> for String {
+    fn from(r: ReplicaId) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for ReplicaId {
+    type Error = String;
+    fn try_from(s: String) -> Result<ReplicaId, String> {
+        s.parse()
     }
 }
 

@@ -147,6 +147,21 @@ fn a_killed_replica_restarts_the_whole_gang_after_every_peer_has_ended() {
     // Ends from the old incarnation that arrive late change nothing.
     let effects = gang.advance(vec![exited(w(0), 0, 0)]);
     assert!(effects.is_empty());
+    // The history keeps every end, and which one decided.
+    let history: Vec<(String, Option<i32>, bool)> = gang
+        .history
+        .iter()
+        .map(|h| (h.replica.to_string(), h.exit_code, h.decisive))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("worker-1".to_string(), Some(137), true),
+            ("worker-0".to_string(), Some(1), false),
+            ("worker-2".to_string(), Some(75), false),
+        ]
+    );
+    assert_eq!(gang.phase(), "Pending");
 }
 
 #[test]
@@ -200,9 +215,11 @@ fn success_policies() {
     let mut gang = running(plan(&[("worker", 2)]));
     let effects = gang.advance(vec![exited(w(0), 0, 0)]);
     assert_eq!(stops(&effects), vec![0]);
+    assert_eq!(gang.phase(), "Running");
     let effects = gang.advance(vec![killed(w(1), 0, 15)]);
     assert_eq!(finished(&effects), Some(&Outcome::Succeeded));
     assert_eq!(gang.restarts, 0);
+    assert_eq!(gang.phase(), "Succeeded");
 
     // With a chief, the chief decides, whatever worker 0 does.
     let mut gang = running(plan(&[("chief", 1), ("worker", 2)]));
@@ -491,5 +508,10 @@ fn the_env_contract_has_kubeflows_and_torchs_shape() {
     }
     assert_eq!(plan.layout(), "chief=1,worker=2,ps=1,evaluator=1");
     assert_eq!("worker-12".parse::<ReplicaId>(), Ok(w(12)));
+    // The engine's record is JSON: replicas by name, the map of the current ones included.
+    let gang = running(plan);
+    let json = serde_json::to_value(&gang).unwrap();
+    assert_eq!(json["replicas"]["worker-1"], "running");
+    assert_eq!(serde_json::from_value::<Gang>(json).unwrap(), gang);
     assert!("boss-1".parse::<ReplicaId>().is_err());
 }
