@@ -157,7 +157,12 @@ impl Loader {
         let (tx, rx) = mpsc::sync_channel(PREFETCH);
         let pixels = split.pixels.shallow_clone();
         let labels = split.labels.shallow_clone();
+        // OpenMP keeps the thread count per thread: a new thread would start from the
+        // machine's core count, whatever `--threads` set (libtorch's own threads call
+        // `at::init_num_threads` for the same reason).
+        let threads = tch::get_num_threads();
         let handle = std::thread::spawn(move || {
+            tch::set_num_threads(threads);
             let _guard = tch::no_grad_guard();
             let order = Tensor::from_slice(&order);
             let n = order.size()[0];
