@@ -99,7 +99,8 @@ bench: build build-torch ## per-step overhead vs Kubeflow Pipelines; writes benc
 bench-worker: build ## the release worker's CNN vs plain PyTorch; writes bench/results/worker.md
 	bench/worker-vs-torch
 
-bench-training: build ## a 2-replica TrainingJob vs PyTorch DDP under torchrun; writes bench/results/training.md
+bench-training: build build-torch ## a 2-replica TrainingJob vs PyTorch DDP under torchrun, and all-reduce vs a socket copy; writes bench/results/training.md
+	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION) --example allreduce
 	bench/training-vs-ddp
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
