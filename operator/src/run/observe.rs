@@ -75,18 +75,30 @@ pub async fn ended_report(
     if let Some(report) = report {
         return Ok(Some(with_pod_reason(report, reason.as_deref())));
     }
-    Ok(Some(LaunchReport {
+    Ok(Some(status_report(
+        exit_code,
+        reason.as_deref(),
+        message.as_deref(),
+    )))
+}
+
+/// The report of a pod whose launcher wrote none: from its status. A container the memory
+/// cgroup's OOM killer emptied, launcher included, reads as any OOM kill does.
+fn status_report(
+    exit_code: Option<i32>,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> LaunchReport {
+    let oom = reason == Some("OOMKilled");
+    let report = LaunchReport {
         succeeded: false,
         exit_code,
         signal: None,
         outputs: StepOutputs::default(),
-        error: Some(failure_text(
-            exit_code,
-            reason.as_deref(),
-            message.as_deref(),
-        )),
+        error: Some(failure_text(exit_code, reason.filter(|_| !oom), message)),
         duration_ms: 0,
-    }))
+    };
+    with_pod_reason(report, reason)
 }
 
 /// A failed attempt's report with the reason the container runtime gave, when that reason
@@ -193,5 +205,16 @@ mod tests {
         ok.succeeded = true;
         ok.error = None;
         assert_eq!(with_pod_reason(ok, Some("OOMKilled")).error, None);
+        // No report at all: the launcher went with its command.
+        assert_eq!(
+            status_report(Some(137), Some("OOMKilled"), Some("Killed"))
+                .error
+                .as_deref(),
+            Some("OOMKilled: the step went over its memory limit (exit code 137: Killed)")
+        );
+        assert_eq!(
+            status_report(Some(1), Some("Error"), None).error.as_deref(),
+            Some("exit code 1: Error")
+        );
     }
 }
