@@ -127,7 +127,13 @@ pub fn exec(source: &SpecSource) -> ExitCode {
         eprintln!("{LAUNCHER_BIN}: writing report: {e}");
         return ExitCode::from(LAUNCHER_FAILURE_EXIT as u8);
     }
-    deliver(&spec.run_id, &spec.node, spec.attempt, &report);
+    deliver(
+        &spec.run_id,
+        &spec.node,
+        spec.attempt,
+        spec.collect_outputs,
+        &report,
+    );
     if let Some(error) = &report.error {
         eprintln!("{LAUNCHER_BIN}: {error}");
     }
@@ -149,8 +155,11 @@ const TERMINATION_MESSAGE_MAX: usize = 4096;
 /// termination message (`$TOUCAN_TERMINATION_MESSAGE_PATH`) as the fallback the operator reads
 /// when the API could not be reached. A report too large for a termination message is left
 /// out of it, so that the operator never reads a partial one. Locally neither is set.
-fn deliver(run_id: &str, node: &str, attempt: u32, report: &LaunchReport) {
-    if let Some(base) = control_plane::base_url() {
+///
+/// Of a gang's replicas only the leader, whose report is the attempt's, reports to the API
+/// (one report per attempt there); the others leave theirs in the termination message.
+fn deliver(run_id: &str, node: &str, attempt: u32, to_api: bool, report: &LaunchReport) {
+    if let Some(base) = control_plane::base_url().filter(|_| to_api) {
         let url = format!(
             "{base}/api/v1/runs/{}/steps/{}/attempts/{attempt}/report",
             control_plane::path_segment(run_id),
@@ -191,7 +200,7 @@ pub fn stage(source: &SpecSource) -> ExitCode {
         Ok(outputs) => succeeded(outputs, started),
         Err(e) => failed(e, started),
     };
-    deliver(&spec.run_id, STAGE_NODE, 1, &report);
+    deliver(&spec.run_id, STAGE_NODE, 1, true, &report);
     if let Some(error) = &report.error {
         eprintln!("{LAUNCHER_BIN}: {error}");
     }

@@ -34,6 +34,9 @@ pub struct Context {
     pub runs_by_id: Mutex<HashMap<String, ObjectRef<PipelineRun>>>,
     /// Namespaces where the step service account is known to exist.
     pub service_accounts: Mutex<HashSet<String>>,
+    /// Held while a gang's admission counts the nodes' room, so that two gangs never count
+    /// the same room.
+    pub gang_admission: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Context {

@@ -182,6 +182,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         pod_defaults,
         runs_by_id: Mutex::new(Default::default()),
         service_accounts: Mutex::new(Default::default()),
+        gang_admission: tokio::sync::Mutex::new(()),
     });
 
     // Three sources feed the run queue: the runs themselves, their pods, and launcher reports.

@@ -51,10 +51,11 @@ T guarded(char* err, size_t err_len, T failed, Body body) {
 
 extern "C" {
 
-// Joins the group: rank 0 serves the store at host:port, the others connect to it. Returns
-// nullptr (and the reason in err) when the rendezvous fails or times out.
-void* toucan_c10d_join(const char* host, uint16_t port, int rank, int world_size,
-                       int64_t timeout_ms, char* err, size_t err_len) {
+// Joins the group: rank 0 serves the store at host:port, the others connect to it; this
+// rank's own connections go through the address `local_host` resolves to. Returns nullptr (and
+// the reason in err) when the rendezvous fails or times out.
+void* toucan_c10d_join(const char* host, uint16_t port, const char* local_host, int rank,
+                       int world_size, int64_t timeout_ms, char* err, size_t err_len) {
   return guarded<void*>(err, err_len, nullptr, [&]() -> void* {
     const auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions store_options;
@@ -66,7 +67,7 @@ void* toucan_c10d_join(const char* host, uint16_t port, int rank, int world_size
     auto group = std::make_unique<Group>();
     group->store = c10::make_intrusive<c10d::TCPStore>(host, store_options);
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(local_host));
     group->pg =
         c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, rank, world_size, options);
     return group.release();

@@ -20,6 +20,7 @@ unsafe extern "C" {
     fn toucan_c10d_join(
         host: *const c_char,
         port: u16,
+        local_host: *const c_char,
         rank: c_int,
         world_size: c_int,
         timeout_ms: i64,
@@ -89,10 +90,25 @@ impl std::fmt::Debug for ProcessGroup {
 impl ProcessGroup {
     /// Joins the group whose store rank 0 serves at `host:port` (rank 0 starts it), as in
     /// torch.distributed's `MASTER_ADDR`/`MASTER_PORT` rendezvous. Fails when the others do not
-    /// arrive within `timeout`, which also bounds every later collective.
+    /// arrive within `timeout`, which also bounds every later collective. This rank's own
+    /// connections use `host`'s address too, which holds when every rank shares a machine;
+    /// see [`ProcessGroup::join_from`].
     pub fn join(
         host: &str,
         port: u16,
+        rank: usize,
+        world_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, CollectiveError> {
+        Self::join_from(host, port, host, rank, world_size, timeout)
+    }
+
+    /// [`ProcessGroup::join`], with this rank's peers reaching it at the address `local_host`
+    /// resolves to (its own name behind a headless Service, in a cluster).
+    pub fn join_from(
+        host: &str,
+        port: u16,
+        local_host: &str,
         rank: usize,
         world_size: usize,
         timeout: Duration,
@@ -116,6 +132,8 @@ impl ProcessGroup {
         };
         let c_host = CString::new(host)
             .map_err(|_| CollectiveError::Invalid(format!("host {host:?} contains NUL")))?;
+        let c_local = CString::new(local_host)
+            .map_err(|_| CollectiveError::Invalid(format!("host {local_host:?} contains NUL")))?;
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let mut err = [0u8; ERROR_LEN];
         // SAFETY: every pointer is valid for the call; the bridge copies `host` and writes at
@@ -124,6 +142,7 @@ impl ProcessGroup {
             toucan_c10d_join(
                 c_host.as_ptr(),
                 port,
+                c_local.as_ptr(),
                 c_rank,
                 c_world,
                 timeout_ms,

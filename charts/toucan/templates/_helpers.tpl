@@ -113,17 +113,22 @@ name no database or more than one.
 {{/* Rules on the namespaced objects the operator reconciles and creates. */}}
 {{- define "toucan.operatorNamespacedRules" -}}
 - apiGroups: ["toucan.dev"]
-  resources: ["pipelines", "pipelineruns"]
+  resources: ["pipelines", "pipelineruns", "trainingjobs"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: ["toucan.dev"]
-  resources: ["pipelines/status", "pipelineruns/status"]
+  resources: ["pipelines/status", "pipelineruns/status", "trainingjobs/status"]
   verbs: ["get", "update", "patch"]
 - apiGroups: ["toucan.dev"]
-  resources: ["pipelines/finalizers", "pipelineruns/finalizers"]
+  resources: ["pipelines/finalizers", "pipelineruns/finalizers", "trainingjobs/finalizers"]
   verbs: ["update"]
+# A gang's pods are patched once admitted (their scheduling gate removed).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+# A gang's headless Service: its replicas' stable names.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

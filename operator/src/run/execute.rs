@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
+use toucan_core::engine::gang::GangEvent;
 use toucan_core::engine::run::{CLAIM_TTL_MS, CacheCheck, Effect, Observation, RunEvent};
 use toucan_core::engine::{Invocation, Run};
 use toucan_core::records::{Millis, RunChanges};
@@ -28,7 +29,36 @@ const MAX_ROUNDS: usize = 16;
 #[derive(Debug, Default)]
 pub struct Turn {
     pub events: Vec<RunEvent>,
+    /// The gangs' events, by node.
+    pub gang_events: Vec<(String, GangEvent)>,
+    /// The gangs that started waiting for room, by node, with why.
+    pub gangs_waiting: Vec<(String, String)>,
+    /// What the engine asked for last.
     pub wake: Option<Millis>,
+    /// What the gangs asked for (a gang waiting for room looks again soon).
+    pub gang_wake: Option<Millis>,
+}
+
+impl Turn {
+    /// What a gang's turn left for the run's: its events, why it waits, when to look again;
+    /// its end is the caller's.
+    pub fn absorb(&mut self, node: &str, gang: super::gang::Turn) {
+        self.gang_events
+            .extend(gang.events.into_iter().map(|e| (node.to_string(), e)));
+        self.gangs_waiting
+            .extend(gang.waiting.map(|why| (node.to_string(), why)));
+        if let Some(at) = gang.wake {
+            self.gang_wake = Some(self.gang_wake.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    /// When to look again without an event, if anything asked.
+    pub fn next_wake(&self) -> Option<Millis> {
+        match (self.wake, self.gang_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Hands `observed` to the engine and carries out what it asks for, round after round.
@@ -111,7 +141,7 @@ pub async fn carry_out(
             Effect::WakeAt(at) => turn.wake = Some(at),
         }
     }
-    observed.extend(launch(run_ref, ctx, run, launches).await?);
+    observed.extend(launch(run_ref, ctx, run, launches, turn).await?);
     Ok(observed)
 }
 
@@ -137,6 +167,7 @@ async fn launch(
     ctx: &Context,
     run: &Run,
     launches: Vec<Invocation>,
+    turn: &mut Turn,
 ) -> Result<Vec<Observation>> {
     if launches.is_empty() {
         return Ok(Vec::new());
@@ -145,14 +176,7 @@ async fn launch(
     let mut observed = Vec::new();
     for inv in launches {
         if inv.gang.is_some() {
-            // Refused rather than run as one pod, which would train without its peers.
-            observed.push(Observation::LaunchFailed {
-                node: inv.node.clone(),
-                attempt: inv.attempt,
-                message: "a distributed step (roles) runs with `toucan run` on this machine; \
-                          the operator does not run gangs yet"
-                    .into(),
-            });
+            observed.push(launch_gang(run_ref, ctx, run, &inv, turn).await?);
             continue;
         }
         let pod = step_pod(run_ref, ctx, run, &inv)?;
@@ -199,6 +223,32 @@ async fn launch(
         }
     }
     Ok(observed)
+}
+
+/// A gang's launch: its Service and gated pods; a refusal of the API is a failed attempt.
+async fn launch_gang(
+    run_ref: &RunRef,
+    ctx: &Context,
+    run: &Run,
+    inv: &Invocation,
+    turn: &mut Turn,
+) -> Result<Observation> {
+    let mut gang_turn = super::gang::Turn::default();
+    let launched = super::gang::launch(run_ref, ctx, run, inv, &mut gang_turn).await;
+    turn.absorb(&inv.node, gang_turn);
+    match launched {
+        Ok(observed) => Ok(observed),
+        Err(Error::Kube(kube::Error::Api(status)))
+            if status.code >= 400 && status.code < 500 && status.code != 429 =>
+        {
+            Ok(Observation::LaunchFailed {
+                node: inv.node.clone(),
+                attempt: inv.attempt,
+                message: format!("creating the gang: {}", status.message),
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn step_pod(run_ref: &RunRef, ctx: &Context, run: &Run, inv: &Invocation) -> Result<Pod> {

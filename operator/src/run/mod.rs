@@ -19,9 +19,11 @@
 //! launcher reports wake the run at once; a retry's backoff or a claim renewal is a timed
 //! requeue.
 
+mod admission;
 mod document;
 mod events;
 mod execute;
+pub mod gang;
 mod observe;
 pub mod pods;
 pub mod prepare;
@@ -144,7 +146,11 @@ async fn apply(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
         if !run.staged {
             observed.extend(staging::observe(plr, &run_ref, ctx, &run).await?);
         }
-        observed.extend(observe::attempts(&run_ref, ctx, &run).await?);
+        let suspend = plr
+            .annotations()
+            .get(gang::SUSPEND_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        observed.extend(observe::attempts(&run_ref, ctx, &run, suspend, &mut turn).await?);
         execute::advance(&run_ref, ctx, &mut run, observed, &mut turn).await?;
     }
     if fresh || run != before {
@@ -154,12 +160,12 @@ async fn apply(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
         finished(ctx, &run, phase);
     }
     status::write(plr, ctx, &run).await?;
-    events::publish(plr, ctx, &turn.events).await;
+    events::publish(plr, ctx, &turn).await;
     if run.finished().is_some() {
         // Its own status write does not wake it again (see `crate::triggers`).
         ctx.forget_run(&run_ref.uid);
     }
-    Ok(next_wake(&run, turn.wake))
+    Ok(next_wake(&run, turn.next_wake()))
 }
 
 /// Counts and traces a run that just ended.

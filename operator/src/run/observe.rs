@@ -10,16 +10,31 @@ use toucan_core::engine::run::{Observation, Stage};
 use toucan_core::launch::LaunchReport;
 use toucan_core::records::{DocumentKind, StepOutputs};
 
-use super::execute::find_pod;
+use super::execute::{Turn, find_pod};
+use super::gang;
 use super::pods::{self, PodOutcome, RunRef};
 use crate::context::Context;
 use crate::error::Result;
 
-/// Observations of every attempt of `run` whose pod exists or existed.
-pub async fn attempts(run_ref: &RunRef, ctx: &Context, run: &Run) -> Result<Vec<Observation>> {
+/// Observations of every attempt of `run` whose pod exists or existed. A gang's attempt is
+/// one turn of its own engine ([`gang::observe`]), which ends the attempt when the gang ends.
+pub async fn attempts(
+    run_ref: &RunRef,
+    ctx: &Context,
+    run: &Run,
+    suspend: bool,
+    turn: &mut Turn,
+) -> Result<Vec<Observation>> {
     let mut observed = Vec::new();
     for (node, flight) in &run.in_flight {
         if flight.stage != Stage::Running {
+            continue;
+        }
+        if gang::is_gang(run, node) {
+            let mut gang_turn =
+                gang::observe(run_ref, ctx, run, node, flight.attempt, suspend).await?;
+            observed.extend(gang_turn.ended.take());
+            turn.absorb(node, gang_turn);
             continue;
         }
         let name = pods::pod_name(&run_ref.name, node, flight.attempt);
@@ -80,6 +95,24 @@ pub async fn ended_report(
         reason.as_deref(),
         message.as_deref(),
     )))
+}
+
+/// How an ended pod's attempt went by the pod alone: the report in its termination message,
+/// else one written from its status. None while the pod runs.
+pub fn pod_report(pod: &Pod) -> Option<LaunchReport> {
+    let PodOutcome::Ended {
+        exit_code,
+        reason,
+        report,
+        message,
+    } = pods::outcome(pod)
+    else {
+        return None;
+    };
+    Some(match report {
+        Some(report) => with_pod_reason(report, reason.as_deref()),
+        None => status_report(exit_code, reason.as_deref(), message.as_deref()),
+    })
 }
 
 /// The report of a pod whose launcher wrote none: from its status. A container the memory

@@ -38,6 +38,10 @@ pub struct ReplicaEnv {
     pub rank: usize,
     pub master_addr: String,
     pub master_port: u16,
+    /// Where the others reach this replica: its own address in `TF_CONFIG` (its name behind
+    /// the job's headless Service in a cluster), else `MASTER_ADDR` (every replica on one
+    /// machine).
+    pub own_host: String,
 }
 
 impl ReplicaEnv {
@@ -80,13 +84,33 @@ impl ReplicaEnv {
                 "must be a port from 1 to 65535",
             ));
         }
+        let own_host = var("TF_CONFIG")
+            .as_deref()
+            .and_then(own_host)
+            .unwrap_or_else(|| master_addr.clone());
         Ok(Some(ReplicaEnv {
             world_size,
             rank,
             master_addr,
             master_port,
+            own_host,
         }))
     }
+}
+
+/// This task's host in a `TF_CONFIG`: `cluster[task.type][task.index]` without its port.
+fn own_host(tf_config: &str) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_str(tf_config).ok()?;
+    let task = config.get("task")?;
+    let role = task.get("type")?.as_str()?;
+    let index = usize::try_from(task.get("index")?.as_u64()?).ok()?;
+    let address = config.get("cluster")?.get(role)?.get(index)?.as_str()?;
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => address,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, MlError> {
@@ -117,9 +141,10 @@ impl Replicas {
                 "the train split has {records} records, fewer than WORLD_SIZE={world} replicas"
             )));
         }
-        let group = ProcessGroup::join(
+        let group = ProcessGroup::join_from(
             &env.master_addr,
             env.master_port,
+            &env.own_host,
             env.rank,
             env.world_size,
             TIMEOUT,
@@ -240,9 +265,32 @@ mod tests {
                 world_size: 2,
                 rank: 1,
                 master_addr: "fmnist-ddp-worker-0.fmnist-ddp".into(),
-                master_port: 23456
+                master_port: 23456,
+                own_host: "fmnist-ddp-worker-0.fmnist-ddp".into(),
             }
         );
+    }
+
+    #[test]
+    fn a_replica_is_reached_at_its_own_address_in_tf_config() {
+        let tf_config = r#"{"cluster":{"chief":["chief-0.job:29500"],"worker":["worker-0.job:29500","worker-1.job:29500"]},"task":{"type":"worker","index":1}}"#;
+        let mine = env(&[
+            ("WORLD_SIZE", "3"),
+            ("RANK", "2"),
+            ("MASTER_ADDR", "chief-0.job"),
+            ("MASTER_PORT", "29500"),
+            ("TF_CONFIG", tf_config),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(mine.own_host, "worker-1.job");
+        assert_eq!(
+            own_host(r#"{"cluster":{"worker":["[::1]:80"]},"task":{"type":"worker","index":0}}"#)
+                .as_deref(),
+            Some("::1")
+        );
+        assert_eq!(own_host(r#"{"task":{"type":"worker","index":3}}"#), None);
+        assert_eq!(own_host("not json"), None);
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl ReplicaEnd {
         self.exit_code.or(self.signal.map(|s| 128 + s))
     }
 
-    fn succeeded(&self) -> bool {
+    pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0) && !self.preempted
     }
 }

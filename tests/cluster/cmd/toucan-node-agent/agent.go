@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 )
@@ -33,11 +34,16 @@ type agent struct {
 	isRoot   bool
 	// runc runs the containers of container-mode nodes; nil when there are none.
 	runc *runcRuntime
+	// Every service and every bound pod of the cluster, for the pods' hosts files (hosts.go).
+	services corelisters.ServiceLister
+	pods     corelisters.PodLister
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
 	byName  map[string]*podWorker // "namespace/name" -> the newest worker of that name
-	running sync.WaitGroup
+	// namespace -> the workers whose pods have a hosts file (all but scripted ones)
+	withHosts map[string]map[*podWorker]bool
+	running   sync.WaitGroup
 }
 
 // images configures container mode: the image store and the cache of unpacked images.
@@ -57,16 +63,17 @@ func newAgent(ctx context.Context, client kubernetes.Interface, nodes []nodeConf
 		}
 	}
 	a := &agent{
-		ctx:      ctx,
-		client:   client,
-		nodes:    map[string]nodeConfig{},
-		stateDir: stateDir,
-		ips:      ips,
-		apiPort:  apiPort,
-		self:     self,
-		isRoot:   os.Geteuid() == 0,
-		workers:  map[types.UID]*podWorker{},
-		byName:   map[string]*podWorker{},
+		ctx:       ctx,
+		client:    client,
+		nodes:     map[string]nodeConfig{},
+		stateDir:  stateDir,
+		ips:       ips,
+		apiPort:   apiPort,
+		self:      self,
+		isRoot:    os.Geteuid() == 0,
+		workers:   map[types.UID]*podWorker{},
+		byName:    map[string]*podWorker{},
+		withHosts: map[string]map[*podWorker]bool{},
 	}
 	for _, n := range nodes {
 		a.nodes[n.Name] = n
@@ -94,27 +101,87 @@ func (a *agent) watchPods(ctx context.Context) error {
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 		}))
-	informer := factory.Core().V1().Pods().Informer()
+	pods := factory.Core().V1().Pods()
+	informer := pods.Informer()
 	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { a.observe(obj) },
-		UpdateFunc: func(_, obj any) { a.observe(obj) },
+		AddFunc: func(obj any) {
+			a.observe(obj)
+			if pod, ok := obj.(*corev1.Pod); ok {
+				a.refreshHosts(pod.Namespace)
+			}
+		},
+		UpdateFunc: func(old, obj any) {
+			a.observe(obj)
+			oldPod, ok1 := old.(*corev1.Pod)
+			pod, ok2 := obj.(*corev1.Pod)
+			if ok1 && ok2 && endpointChanged(oldPod, pod) {
+				a.refreshHosts(pod.Namespace)
+			}
+		},
 		DeleteFunc: func(obj any) {
 			if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = tombstone.Obj
 			}
 			if pod, ok := obj.(*corev1.Pod); ok {
 				a.forget(pod)
+				a.refreshHosts(pod.Namespace)
 			}
 		},
 	})
 	if err != nil {
 		return err
 	}
+	a.pods = pods.Lister()
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 		return fmt.Errorf("the pod informer did not sync")
 	}
 	return nil
+}
+
+// watchServices starts the informer of every service and waits for its first list. A change in
+// a namespace rewrites the hosts files of this agent's pods there.
+func (a *agent) watchServices(ctx context.Context) error {
+	factory := informers.NewSharedInformerFactory(a.client, 0)
+	services := factory.Core().V1().Services()
+	informer := services.Informer()
+	changed := func(obj any) {
+		if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tombstone.Obj
+		}
+		if svc, ok := obj.(*corev1.Service); ok {
+			a.refreshHosts(svc.Namespace)
+		}
+	}
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    changed,
+		UpdateFunc: func(_, obj any) { changed(obj) },
+		DeleteFunc: changed,
+	})
+	if err != nil {
+		return err
+	}
+	a.services = services.Lister()
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		return fmt.Errorf("the service informer did not sync")
+	}
+	return nil
+}
+
+// refreshHosts rewrites the hosts files of this agent's pods in namespace.
+func (a *agent) refreshHosts(namespace string) {
+	a.mu.Lock()
+	var workers []*podWorker
+	for w := range a.withHosts[namespace] {
+		workers = append(workers, w)
+	}
+	a.mu.Unlock()
+	for _, w := range workers {
+		if err := w.refreshHosts(); err != nil && a.ctx.Err() == nil {
+			log.Printf("pod %s: %v", w.key(), err)
+		}
+	}
 }
 
 func (a *agent) observe(obj any) {
@@ -145,6 +212,12 @@ func (a *agent) observe(obj any) {
 		w = newPodWorker(a, pod, node)
 		a.workers[pod.UID] = w
 		a.byName[pod.Namespace+"/"+pod.Name] = w
+		if node.Mode != modeScripted {
+			if a.withHosts[w.ns] == nil {
+				a.withHosts[w.ns] = map[*podWorker]bool{}
+			}
+			a.withHosts[w.ns][w] = true
+		}
 		a.running.Add(1)
 		go func() {
 			defer a.running.Done()
@@ -153,6 +226,10 @@ func (a *agent) observe(obj any) {
 			delete(a.workers, w.uid)
 			if a.byName[w.key()] == w {
 				delete(a.byName, w.key())
+			}
+			delete(a.withHosts[w.ns], w)
+			if len(a.withHosts[w.ns]) == 0 {
+				delete(a.withHosts, w.ns)
 			}
 			a.mu.Unlock()
 		}()

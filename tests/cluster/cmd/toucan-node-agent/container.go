@@ -177,17 +177,8 @@ func (w *podWorker) containerSpec(ctx context.Context, pod *corev1.Pod, c *conta
 	if err != nil {
 		return nil, err
 	}
-	hostname := pod.Name
-	if pod.Spec.Hostname != "" {
-		hostname = pod.Spec.Hostname
-	}
-	if len(hostname) > maxHostname {
-		hostname = hostname[:maxHostname]
-	}
-	w.mu.Lock()
-	podIP := w.podIP
-	w.mu.Unlock()
-	files, err := writeRuntimeFiles(dir, hostname, podIP)
+	hostname := podHostname(pod)
+	files, err := writeRuntimeFiles(dir, hostname, w.hostsPath())
 	if err != nil {
 		return nil, err
 	}
@@ -236,11 +227,11 @@ func (r *runcInstance) writeBundle(spec *specs.Spec, lower string) (string, erro
 	return runPath, os.WriteFile(runPath, data, 0o600)
 }
 
-// writeRuntimeFiles writes what a runtime binds over the image: /etc/hosts naming the pod's IP,
-// /etc/hostname and a copy of this machine's /etc/resolv.conf (the pod shares its network).
-func writeRuntimeFiles(dir, hostname, podIP string) (map[string]string, error) {
+// writeRuntimeFiles writes what a runtime binds over the image: /etc/hostname and a copy of this
+// machine's /etc/resolv.conf (the pod shares its network); /etc/hosts is the pod's hosts file
+// (hosts.go), kept current by the agent.
+func writeRuntimeFiles(dir, hostname, hostsFile string) (map[string]string, error) {
 	files := map[string]string{
-		"/etc/hosts":    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" + podIP + "\t" + hostname + "\n",
 		"/etc/hostname": hostname + "\n",
 	}
 	if resolv, err := os.ReadFile("/etc/resolv.conf"); err == nil {
@@ -254,6 +245,7 @@ func writeRuntimeFiles(dir, hostname, podIP string) (map[string]string, error) {
 		}
 		sources[target] = source
 	}
+	sources[etcHosts] = hostsFile
 	return sources, nil
 }
 

@@ -15,7 +15,9 @@
 // Data flows one way: a pod informer (pods bound to any node) -> one podWorker per pod, which owns
 // that pod's containers and is the only writer of its status -> status patches. Deleting a pod
 // stops its processes and then confirms the deletion, as a kubelet does, so that controllers and
-// the garbage collector see it go.
+// the garbage collector see it go. The pod informer and a service informer also keep each pod's
+// hosts file current: the names of the services of its namespace and their pods, in place of
+// cluster DNS (hosts.go).
 //
 // `toucan-node-agent container-init SPEC` is the agent's own helper in process mode: it runs
 // inside a container's new mount namespace, binds the volumes and execs the container's command.
@@ -148,6 +150,10 @@ func run(kubeconfig, nodesFile, stateDir string, apiPort int, img images) error 
 		}
 	}
 	go a.heartbeat(ctx)
+	// Before the pods: a pod's hosts file names the services of its namespace from its start.
+	if err := a.watchServices(ctx); err != nil {
+		return err
+	}
 	if err := a.watchPods(ctx); err != nil {
 		return err
 	}

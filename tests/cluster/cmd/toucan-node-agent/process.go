@@ -29,6 +29,7 @@ func (w *podWorker) prepareProcess(ctx context.Context, pod *corev1.Pod, c *cont
 	if err != nil {
 		return nil, nil, err
 	}
+	mounts = withHostsMount(mounts, w.hostsPath())
 	spec := initSpec{
 		Argv:           argv,
 		WorkingDir:     c.spec.WorkingDir,

@@ -54,6 +54,11 @@ type podWorker struct {
 
 	flushMu  sync.Mutex
 	lastSent []byte
+
+	// The pod's hosts file (hosts.go): written while live, and the content last written.
+	hostsMu      sync.Mutex
+	hostsLive    bool
+	hostsWritten []byte
 }
 
 // containerState is what the worker knows of one container; guarded by podWorker.mu.
@@ -143,6 +148,13 @@ func (w *podWorker) run() {
 	w.podIP = ip
 	w.sandboxUp = true
 	w.mu.Unlock()
+	if w.node.Mode != modeScripted {
+		// Before its first container starts; kept current while they run.
+		defer w.stopHosts()
+		if err := w.startHosts(); err != nil {
+			log.Printf("pod %s: %v", w.key(), err)
+		}
+	}
 	w.flush()
 
 	// The containers' context ends when the pod is being deleted, is gone, or the agent stops.
@@ -169,6 +181,7 @@ func (w *podWorker) run() {
 		w.runContainers(ctx)
 	}
 	cancel()
+	w.stopHosts()
 	w.flush()
 
 	// Done, by itself or because it is being deleted: wait for the deletion, then confirm it.
