@@ -1,16 +1,20 @@
 //! toucan-operator: the Kubernetes shell around toucan's engine.
 //!
 //! [`run`] reconciles PipelineRuns into step pods with the same engine, cache keys and store
-//! rows as `toucan run`; [`pipeline`] starts PipelineRuns on a Pipeline's schedule. The
+//! rows as `toucan run` (a distributed step as a gang of pods, [`run::gang`]); [`pipeline`]
+//! starts PipelineRuns on a Pipeline's schedule; [`job`] runs a TrainingJob as a PipelineRun of
+//! one distributed step and reports its status. The
 //! control-plane API (`toucan_core::http`) is served with [`auth::ClusterAuth`]; [`admin`]
 //! serves metrics and health; [`leader`] makes sure only one replica reconciles. [`serve`]
 //! wires it all together.
 
 pub mod admin;
 pub mod auth;
+pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod pipeline;

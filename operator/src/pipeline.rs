@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -142,8 +141,8 @@ async fn reconcile(pl: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
             .collect();
         ("False", text.join("; "))
     };
-    set_condition(
-        &mut status,
+    crate::conditions::set(
+        &mut status.conditions,
         "Valid",
         valid,
         if problems.is_empty() {
@@ -336,30 +335,6 @@ async fn delete_run(api: &Api<PipelineRun>, name: &str) -> Result<()> {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-fn set_condition(
-    status: &mut PipelineStatus,
-    type_: &str,
-    value: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let previous = status.conditions.iter().find(|c| c.type_ == type_);
-    let last_transition_time = match previous {
-        Some(p) if p.status == value => p.last_transition_time.clone(),
-        _ => Time(k8s_openapi::jiff::Timestamp::now()),
-    };
-    status.conditions.retain(|c| c.type_ != type_);
-    status.conditions.push(Condition {
-        type_: type_.into(),
-        status: value.into(),
-        reason: reason.into(),
-        message: message.chars().take(1024).collect(),
-        last_transition_time,
-        observed_generation: generation,
-    });
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, CustomResourceExt};
 use tokio::sync::mpsc;
 use toucan_api::{ApiState, ReportAccepted};
-use toucan_core::api::{Pipeline, PipelineRun};
+use toucan_core::api::{Pipeline, PipelineRun, TrainingJob};
 use toucan_store::artifacts::ArtifactStore;
 
 use crate::admin::{self, Readiness};
@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::queue::{self, Class, Queue, QueueMetrics};
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, PodDefaults};
 use crate::triggers::PodChanges;
-use crate::{leader, pipeline, run, triggers};
+use crate::{job, leader, pipeline, run, triggers};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +200,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .inspect(move |event| runs_cache_ctx.runs.observe(event))
         .applied_objects()
         .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
+            predicates::generation
+                .combine(predicates::finalizers)
+                .combine(triggers::suspend_annotation),
             Default::default(),
         )
         .for_each({
@@ -257,6 +259,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     };
 
     let pipelines_task = pipeline::controller(pipelines_api, ctx.clone(), shutdown_signal());
+    let jobs_api: Api<TrainingJob> = match &config.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let jobs_task = job::controller(jobs_api, ctx.clone(), shutdown_signal());
 
     let lost = async move {
         match leading {
@@ -265,7 +272,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
     tokio::select! {
-        _ = futures::future::join(runs_task, pipelines_task) => Ok(()),
+        _ = futures::future::join3(runs_task, pipelines_task, jobs_task) => Ok(()),
         _ = lost => Err(ServeError::LostLeadership),
     }
 }
@@ -289,7 +296,11 @@ fn synced<K>(
 /// Fails fast, with the fix, when the CRDs are not installed.
 async fn check_crds(client: &Client) -> Result<(), ServeError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in [PipelineRun::crd_name(), Pipeline::crd_name()] {
+    for name in [
+        PipelineRun::crd_name(),
+        Pipeline::crd_name(),
+        TrainingJob::crd_name(),
+    ] {
         match crds.get_opt(name).await {
             Ok(Some(_)) => {}
             Ok(None) => return Err(ServeError::CrdsMissing(format!("{name} not found"))),

@@ -5,12 +5,13 @@
 //! anything still costs store and API round trips, and under load it takes a worker slot from a
 //! run that has something to do. Two filters keep those out:
 //!
-//! - a PipelineRun wakes its reconcile when its spec (its generation, which deletion also bumps)
-//!   or its finalizers change, not when its status does: the operator writes that status itself,
-//!   at the end of the reconcile that decided it;
+//! - a PipelineRun wakes its reconcile when its spec (its generation, which deletion also bumps),
+//!   its finalizers or its `toucan.dev/suspend` annotation change, not when its status does: the
+//!   operator writes that status itself, at the end of the reconcile that decided it;
 //! - a step pod wakes its run when it ends, when its deletion starts, and when it is gone: the
 //!   only pod changes the run controller acts on. Its creation (the operator's own) and its way
-//!   through Pending and Running do not.
+//!   through Pending and Running do not, except for a gang's pod, whose start and whose mark
+//!   for eviction (`DisruptionTarget`) its gang's engine hears of.
 //!
 //! The stores behind both watches still see every event: the filters sit after the reflectors.
 //! A relist passes everything, so nothing is missed across a broken watch.
@@ -30,6 +31,7 @@ use toucan_core::api::{Pipeline, PipelineRun};
 
 use crate::queue::Class;
 use crate::run::FINALIZER;
+use crate::run::gang::{GANG_LABEL, SUSPEND_ANNOTATION};
 use crate::run::pods::{PodOutcome, outcome};
 
 /// The queue class of a reconcile that a change to `run` asks for.
@@ -42,6 +44,15 @@ pub fn run_class(run: &PipelineRun) -> Class {
     } else {
         Class::New
     }
+}
+
+/// A predicate on a PipelineRun's `toucan.dev/suspend` annotation (with `generation` and
+/// `finalizers`, what wakes a run).
+pub fn suspend_annotation(run: &PipelineRun) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    run.annotations().get(SUSPEND_ANNOTATION).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The PipelineRun that owns `pod`, if any.
@@ -62,18 +73,37 @@ pub fn pipeline_of(run: &PipelineRun) -> Option<ObjectRef<Pipeline>> {
         .find_map(|o| ObjectRef::from_owner_ref(namespace.as_deref(), o, ()))
 }
 
-/// What the run controller can see of a pod: whether it ended and whether it is being deleted.
+/// What the run controller can see of a pod: whether it ended and whether it is being deleted;
+/// of a gang's pod also whether it started and whether it is marked for eviction, which its
+/// gang's engine hears of.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct PodView {
     ended: bool,
     deleting: bool,
+    gang_started: bool,
+    gang_disrupted: bool,
 }
 
 impl PodView {
     fn of(pod: &Pod) -> Self {
+        let gang = pod
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(GANG_LABEL));
+        let status = pod.status.as_ref();
         PodView {
             ended: matches!(outcome(pod), PodOutcome::Ended { .. }),
             deleting: pod.metadata.deletion_timestamp.is_some(),
+            gang_started: gang
+                && status
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|p| p != "Pending"),
+            gang_disrupted: gang
+                && status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+                }),
         }
     }
 }

@@ -332,7 +332,7 @@ pub const JOB_STEP: &str = "train";
 
 /// A TrainingJob's checks: those of its template as the one step of a pipeline, reported at
 /// the job's own paths (`spec.roles.worker.replicas`, not `spec.steps[0]...`).
-fn check_job(spec: &TrainingJobSpec, source: &Source) -> Vec<Diagnostic> {
+pub fn check_job(spec: &TrainingJobSpec, source: &Source) -> Vec<Diagnostic> {
     let pipeline = PipelineSpec {
         steps: vec![spec.step(JOB_STEP)],
         ..PipelineSpec::default()

@@ -41,7 +41,7 @@ use serde::Serialize;
 
 use crate::api::{Pipeline, PipelineRun, TrainingJob};
 
-pub use document::JOB_STEP;
+pub use document::{JOB_STEP, check_job};
 pub use load::load;
 pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;

@@ -235,7 +235,14 @@ async fn replica_observations(
             }));
             continue;
         };
-        let disrupted = disruption(&pod);
+        // Evicted or drained (`DisruptionTarget`), or deleted by someone: not the program's
+        // failure. (The pods this gang stops itself end as consequences, never counted.)
+        let disrupted = disruption(&pod).or_else(|| {
+            pod.metadata
+                .deletion_timestamp
+                .is_some()
+                .then(|| format!("its pod {name} was deleted"))
+        });
         let report = replica_report(ctx, run_ref, inv, &pod, replica == leader).await?;
         match report {
             Some(report) => {
@@ -385,8 +392,9 @@ async fn carry_out(
     Ok(())
 }
 
-/// Deletes the pods of `incarnation` still there; their launchers pass SIGTERM on, so the
-/// replicas checkpoint and exit within the grace period.
+/// Deletes the pods of `incarnation` whose replicas still run; their launchers pass SIGTERM
+/// on, so the replicas checkpoint and exit within the grace period. Ended pods stay, with
+/// their logs, until the run goes.
 async fn stop(
     run_ref: &RunRef,
     ctx: &Context,
@@ -395,7 +403,13 @@ async fn stop(
 ) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &run_ref.namespace);
     let inv = &record.invocation;
-    for replica in record.gang.plan.replicas() {
+    let active = record
+        .gang
+        .replicas
+        .iter()
+        .filter(|(_, s)| matches!(s, ReplicaState::Launching | ReplicaState::Running))
+        .map(|(r, _)| *r);
+    for replica in active {
         let name = replica_pod_name(&run_ref.name, &inv.node, inv.attempt, replica, incarnation);
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}

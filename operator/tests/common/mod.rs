@@ -160,6 +160,7 @@ impl Harness {
             "--for=condition=Established",
             "crd/pipelines.toucan.dev",
             "crd/pipelineruns.toucan.dev",
+            "crd/trainingjobs.toucan.dev",
         ]);
     }
 
