@@ -1,11 +1,12 @@
 //! toucan-api: the control-plane HTTP API, one axum router for the operator and the local
 //! runtime.
 //!
-//! Steps write through it: the launcher `PUT`s its report of each attempt, and commands such
-//! as `toucan-worker train` `PUT` their metric series (idempotent: the whole series replaces
-//! what was there, keyed by run and node). Both land in the metadata store as run documents,
-//! and every accepted report is announced on [`ApiState::reports`] so the runtime that waits
-//! for it reacts at once. The CLI and dashboards read runs, steps, attempts and metrics.
+//! Steps write through it: the launcher `PUT`s its report of each attempt and, in a cluster,
+//! where its step's newest checkpoint is stored (the `checkpoints` module); commands such as
+//! `toucan-worker train` `PUT` their metric series (idempotent: the whole series replaces what
+//! was there, keyed by run and node). All land in the metadata store as run documents, and
+//! every accepted report is announced on [`ApiState::reports`] so the runtime that waits for
+//! it reacts at once. The CLI and dashboards read runs, steps, attempts and metrics.
 //! Every request is authenticated by the [`Authenticator`] the shell supplies; writes are
 //! accepted only for the caller's own run and node.
 //!
@@ -13,6 +14,7 @@
 //! annotated handlers the router is built from (see [`openapi`]), so the two cannot drift.
 
 mod auth;
+mod checkpoints;
 
 pub use auth::{Anyone, AuthError, Authenticator, Principal};
 
@@ -86,6 +88,10 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_attempts))
         .routes(routes!(put_report, get_report))
         .routes(routes!(put_metrics, get_metrics))
+        .routes(routes!(
+            checkpoints::put_checkpoint,
+            checkpoints::get_checkpoint
+        ))
 }
 
 /// The parts of the document no handler describes.
@@ -94,9 +100,9 @@ fn routes() -> OpenApiRouter<ApiState> {
     info(
         title = "toucan control-plane API",
         version = "v1",
-        description = "Launcher reports, metric pushes and run reads. In a cluster every call \
-            carries a Kubernetes service-account token as a bearer token; a step pod may write \
-            only for its own run and step.",
+        description = "Launcher reports, metric pushes, checkpoint pointers and run reads. In \
+            a cluster every call carries a Kubernetes service-account token as a bearer token; a \
+            step pod may write only for its own run and step.",
     ),
     security(("bearer" = [])),
     modifiers(&BearerToken),
@@ -210,11 +216,34 @@ async fn writer(state: &ApiState, headers: &HeaderMap, run: &str, node: &str) ->
 /// The run, if the caller may read it.
 async fn readable_run(state: &ApiState, headers: &HeaderMap, run: &str) -> ApiResult<RunRecord> {
     let principal = state.auth.authenticate(bearer(headers)).await?;
+    readable_by(state, &principal, run).await
+}
+
+/// The run, if the caller may read it or is a pod of the step itself: a step pod reads back
+/// what it may write for its own node (its checkpoint), and nothing else.
+async fn readable_step(
+    state: &ApiState,
+    headers: &HeaderMap,
+    run: &str,
+    node: &str,
+) -> ApiResult<RunRecord> {
+    let principal = state.auth.authenticate(bearer(headers)).await?;
+    if principal.may_write(run, node) {
+        return state
+            .store
+            .get_run(run)
+            .await?
+            .ok_or_else(|| not_found(run));
+    }
+    readable_by(state, &principal, run).await
+}
+
+async fn readable_by(state: &ApiState, principal: &Principal, run: &str) -> ApiResult<RunRecord> {
     let Some(record) = state.store.get_run(run).await? else {
         return Err(not_found(run));
     };
     // A run the caller may not read is reported as missing, so ids cannot be probed.
-    if !state.auth.may_read(&principal, &record.pipeline).await? {
+    if !state.auth.may_read(principal, &record.pipeline).await? {
         return Err(not_found(run));
     }
     Ok(record)

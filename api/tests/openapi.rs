@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use toucan_api::{
     ApiState, AuthError, Authenticator, MetricSeries, Principal, ReportAccepted, router,
 };
-use toucan_core::launch::LaunchReport;
+use toucan_core::launch::{CheckpointName, CheckpointPointer, LaunchReport};
 use toucan_core::records::{
     ArtifactKind, ArtifactRef, AttemptRecord, Phase, RunRecord, StepOutputs, StepRecord,
 };
@@ -184,6 +184,18 @@ fn request_sample(schema_name: &str) -> Value {
                     .unwrap()
                     .clone(),
             ],
+        })
+        .unwrap(),
+        "CheckpointPointer" => serde_json::to_value(CheckpointPointer {
+            artifact: ArtifactRef {
+                digest: "sha256:02".to_string(),
+                size: 4096,
+                kind: ArtifactKind::Dir,
+            },
+            checkpoint: CheckpointName::parse("ckpt-0000000200").unwrap(),
+            attempt: Some(ATTEMPT),
+            incarnation: Some(1),
+            updated_at: None,
         })
         .unwrap(),
         other => panic!("no sample body for request schema {other}: add one"),
@@ -366,7 +378,10 @@ fn every_request_sample_matches_its_schema() {
         assert!(mismatch(&doc, schema, &broken, name).is_some());
         seen += 1;
     }
-    assert_eq!(seen, 2, "the report and metrics PUTs have request bodies");
+    assert_eq!(
+        seen, 3,
+        "the report, metrics and checkpoint PUTs have request bodies"
+    );
 }
 
 /// Every documented operation is served, answers with a documented status, and its body has
@@ -382,7 +397,7 @@ async fn every_documented_operation_is_served_as_documented() {
     let mut ops = operations(&doc);
     // Writes first, so the reads find what they wrote.
     ops.sort_by_key(|(_, method, _)| method != "put");
-    assert_eq!(ops.len(), 8);
+    assert_eq!(ops.len(), 10);
     for (path, method, op) in ops {
         let body = sample_for(&op);
         let (status, value) =

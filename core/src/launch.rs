@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::DeclaredOutputs;
 use crate::engine::{InputSource, Invocation};
-use crate::records::StepOutputs;
+use crate::records::{ArtifactRef, Millis, StepOutputs};
 use crate::template::{Reference, Template};
 
 /// Output parameters are small values; anything larger belongs in an artifact.
@@ -60,6 +60,98 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+/// A step's newest checkpoint as the cluster keeps it: a directory in the artifact store holding
+/// `latest` and the one checkpoint directory it names, as the command left them in
+/// `TOUCAN_CHECKPOINT_DIR`. The leader's launcher stores it while the command runs and `PUT`s
+/// this pointer to the control-plane API; the launcher of every new pod of the step (a
+/// restarted gang, a retried attempt) `GET`s it and restores the directory before the command
+/// starts. The body of the run document `checkpoint`, keyed by node.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointPointer {
+    /// The stored directory: `latest` and the checkpoint it names.
+    pub artifact: ArtifactRef,
+    /// The checkpoint's directory name: `ckpt-` and its step number (`ckpt-0000001234`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^ckpt-[0-9]+$"))]
+    pub checkpoint: CheckpointName,
+    /// The attempt that stored it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// The gang's incarnation that stored it (distributed steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u32>,
+    /// When the control plane recorded it (ms since the epoch); set by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub updated_at: Option<Millis>,
+}
+
+impl CheckpointPointer {
+    /// Whether this pointer may replace `stored`. A pointer never moves back to an older step
+    /// (a late upload of a stopped incarnation); the same step again replaces it, since a
+    /// command may save one step twice (periodically, then at an epoch's end).
+    pub fn may_replace(&self, stored: &CheckpointPointer) -> bool {
+        self.checkpoint.step() >= stored.checkpoint.step()
+    }
+}
+
+/// A checkpoint's directory name: `ckpt-` followed by its step number in decimal digits, as
+/// `toucan-worker train` names them. Nothing else is accepted, so the name is safe as a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CheckpointName {
+    name: String,
+    step: u64,
+}
+
+/// The prefix of every checkpoint's directory name.
+pub const CHECKPOINT_PREFIX: &str = "ckpt-";
+
+impl CheckpointName {
+    pub fn parse(name: &str) -> Result<CheckpointName, String> {
+        let step = name
+            .strip_prefix(CHECKPOINT_PREFIX)
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .ok_or_else(|| {
+                format!("{name:?} is not a checkpoint name (`ckpt-` and a step number)")
+            })?;
+        Ok(CheckpointName {
+            name: name.to_string(),
+            step,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The step number the name carries.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+}
+
+impl TryFrom<String> for CheckpointName {
+    type Error = String;
+    fn try_from(name: String) -> Result<CheckpointName, String> {
+        CheckpointName::parse(&name)
+    }
+}
+
+impl From<CheckpointName> for String {
+    fn from(name: CheckpointName) -> String {
+        name.name
+    }
+}
+
+impl std::fmt::Display for CheckpointName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 /// The name of an attempt's metrics file, beside its log.
@@ -202,3 +294,70 @@ pub struct StageInput {
 
 /// The node name a stage reports under.
 pub const STAGE_NODE: &str = "_stage";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::ArtifactKind;
+
+    fn pointer(name: &str) -> CheckpointPointer {
+        CheckpointPointer {
+            artifact: ArtifactRef {
+                digest: "sha256:00".into(),
+                size: 1,
+                kind: ArtifactKind::Dir,
+            },
+            checkpoint: CheckpointName::parse(name).unwrap(),
+            attempt: None,
+            incarnation: None,
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn checkpoint_names_carry_their_step() {
+        for (name, step) in [("ckpt-0000001234", Some(1234)), ("ckpt-7", Some(7))] {
+            assert_eq!(CheckpointName::parse(name).ok().map(|n| n.step()), step);
+        }
+        for bad in [
+            "ckpt-",
+            "ckpt-12a",
+            "ckpt--1",
+            "ckpt-+1",
+            "ckpt-1/../x",
+            "latest",
+            "",
+            "ckpt-99999999999999999999",
+        ] {
+            assert!(CheckpointName::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_pointer_never_moves_back() {
+        let (old, new) = (pointer("ckpt-0000000009"), pointer("ckpt-0000000010"));
+        assert!(new.may_replace(&old));
+        assert!(!old.may_replace(&new));
+        assert!(
+            old.may_replace(&old),
+            "the same step saved again replaces it"
+        );
+    }
+
+    #[test]
+    fn a_pointer_reads_back_as_written() {
+        let json = serde_json::json!({
+            "artifact": {"digest": "sha256:00", "size": 1, "kind": "dir"},
+            "checkpoint": "ckpt-0000000010",
+            "incarnation": 1,
+        });
+        let read: CheckpointPointer = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(read.checkpoint.step(), 10);
+        assert_eq!(serde_json::to_value(&read).unwrap(), json);
+        let bad = serde_json::json!({
+            "artifact": {"digest": "sha256:00", "size": 1, "kind": "dir"},
+            "checkpoint": "../etc",
+        });
+        assert!(serde_json::from_value::<CheckpointPointer>(bad).is_err());
+    }
+}

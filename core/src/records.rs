@@ -231,6 +231,9 @@ pub enum DocumentKind {
     /// A distributed step's gang: the engine's record with every replica's end (key
     /// `NODE/ATTEMPT`).
     Gang,
+    /// Where a step's newest checkpoint is kept in the artifact store, so that a new pod
+    /// resumes from it (key: the node; body: a `launch::CheckpointPointer`).
+    Checkpoint,
 }
 
 impl DocumentKind {
@@ -240,6 +243,7 @@ impl DocumentKind {
             DocumentKind::Report => "report",
             DocumentKind::Metrics => "metrics",
             DocumentKind::Gang => "gang",
+            DocumentKind::Checkpoint => "checkpoint",
         }
     }
 }

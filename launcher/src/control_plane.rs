@@ -1,5 +1,6 @@
 //! The worker's client of the control-plane API: where it is, the bearer token, and a `PUT`
-//! of JSON with a few retries. Used by the launcher (reports) and by training (metrics).
+//! or `GET` of JSON with a few retries. Used by the launcher (reports, checkpoint pointers)
+//! and by training (metrics).
 
 use std::time::Duration;
 
@@ -36,29 +37,79 @@ pub fn agent() -> ureq::Agent {
         .new_agent()
 }
 
+/// Why a request to the control-plane API did not succeed.
+#[derive(Debug)]
+pub enum RequestError {
+    /// The API answered with this 4xx status: trying again would not help.
+    Refused { url: String, status: u16 },
+    /// The API could not be reached, or answered 5xx, every try.
+    Failed(String),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Refused { url, status } => write!(f, "{url}: HTTP {status}"),
+            RequestError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
 /// `PUT`s `body` as JSON, retrying failures that may pass (connection errors and 5xx).
 pub fn put_json<T: serde::Serialize>(
     agent: &ureq::Agent,
     url: &str,
     token: Option<&str>,
     body: &T,
-) -> Result<(), String> {
+) -> Result<(), RequestError> {
+    with_retries(url, || {
+        let mut request = agent.put(url);
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        request.send_json(body).map(drop)
+    })
+}
+
+/// `GET`s JSON, retrying as [`put_json`] does; `None` when the API answers 404.
+pub fn get_json<T: serde::de::DeserializeOwned>(
+    agent: &ureq::Agent,
+    url: &str,
+    token: Option<&str>,
+) -> Result<Option<T>, RequestError> {
+    let found = with_retries(url, || {
+        let mut request = agent.get(url);
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        request.call()?.body_mut().read_json::<T>()
+    });
+    match found {
+        Ok(value) => Ok(Some(value)),
+        Err(RequestError::Refused { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn with_retries<T>(
+    url: &str,
+    mut send: impl FnMut() -> Result<T, ureq::Error>,
+) -> Result<T, RequestError> {
     let mut last = String::new();
     for attempt in 0..TRIES {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(200 << attempt));
         }
-        let mut request = agent.put(url);
-        if let Some(token) = token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        match request.send_json(body) {
-            Ok(_) => return Ok(()),
-            Err(ureq::Error::StatusCode(code)) if (400..500).contains(&code) => {
-                return Err(format!("{url}: HTTP {code}"));
+        match send() {
+            Ok(value) => return Ok(value),
+            Err(ureq::Error::StatusCode(status)) if (400..500).contains(&status) => {
+                return Err(RequestError::Refused {
+                    url: url.to_string(),
+                    status,
+                });
             }
             Err(e) => last = format!("{url}: {e}"),
         }
     }
-    Err(last)
+    Err(RequestError::Failed(last))
 }

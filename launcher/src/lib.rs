@@ -1,12 +1,13 @@
 //! The launcher: runs one step attempt under a [`LaunchSpec`] and writes its [`LaunchReport`].
 //!
 //! The steps, in order: read the spec; materialize every input from the artifact store into
-//! `inputs/NAME` (fan-in inputs as `inputs/NAME/<index>`); resolve the path placeholders; run
-//! the command in `work/` with stdout and stderr passed through to the attempt's log; store
-//! each declared output artifact and read each declared output parameter; write the report
-//! with a temporary file and a rename so the runtime never reads half of one. The command's
-//! exit code is the launcher's exit code; a failure of the launcher itself exits with
-//! `LAUNCHER_FAILURE_EXIT`.
+//! `inputs/NAME` (fan-in inputs as `inputs/NAME/<index>`); in a cluster, restore the step's
+//! newest stored checkpoint (see [`checkpoints`]); resolve the path placeholders; run the
+//! command in `work/` with stdout and stderr passed through to the attempt's log, storing the
+//! checkpoints it writes as it goes (the leader, in a cluster); store each declared output
+//! artifact and read each declared output parameter; write the report with a temporary file
+//! and a rename so the runtime never reads half of one. The command's exit code is the
+//! launcher's exit code; a failure of the launcher itself exits with `LAUNCHER_FAILURE_EXIT`.
 //!
 //! A crate of its own so that the `toucan-launcher` binary, which every step pod runs inside
 //! the step's own image, links only what it uses; `toucan-worker` offers the same
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Instant;
 
+pub mod checkpoints;
 pub mod control_plane;
 use toucan_core::engine::InputSource;
 use toucan_core::launch::{
@@ -336,6 +338,8 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
     let Some((program, args)) = argv.split_first() else {
         return failed("empty command".into(), started);
     };
+    checkpoints::restore(spec);
+    let uploads = checkpoints::Uploads::start(spec);
     let child = std::process::Command::new(program)
         .args(args)
         .envs(env)
@@ -348,12 +352,19 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
         // Where `toucan-worker train` (or any command) appends its metrics as JSON lines; the
         // file stays with the attempt's log (`toucan logs --metrics`).
         .env("TOUCAN_METRICS_FILE", spec.metrics_path())
-        // Shared by the step's attempts, so that a retry resumes from a checkpoint.
+        // Shared by the step's attempts (in a cluster, restored into each new pod), so that
+        // a retry resumes from a checkpoint.
         .env("TOUCAN_CHECKPOINT_DIR", spec.checkpoint_dir())
         .current_dir(spec.work_dir())
         .stdin(Stdio::null())
         .spawn();
-    let status = match child.and_then(wait_forwarding_stops) {
+    let status = child.and_then(wait_forwarding_stops);
+    // Before the report: whoever reacts to it (a new incarnation, a retry) finds the newest
+    // checkpoint recorded.
+    if let Some(uploads) = uploads {
+        uploads.finish();
+    }
+    let status = match status {
         Ok(s) => s,
         Err(e) => return failed(format!("starting {program:?}: {e}"), started),
     };
