@@ -1,8 +1,8 @@
 //! Distributed steps (gangs) on the real test cluster: replicas that find each other by name
 //! behind their headless Service and all-reduce with torch.distributed, a gang restarted by a
-//! kill's exit code and failed at once by a program error, and gang admission: two gangs that
-//! each need every GPU of the node run one after the other, never half-placed, and a gang
-//! larger than the cluster fails with the reason.
+//! kill's exit code and failed at once by a program error, and gang admission: two 4-GPU
+//! TrainingJobs on a 6-GPU cluster run one after the other, never half-placed, the waiting one
+//! saying why, and a job larger than the cluster fails with the reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::Harness;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use toucan_core::api::PipelineRun;
+use toucan_core::api::{PipelineRun, TrainingJob};
 use toucan_core::engine::gang::Gang;
 use toucan_core::records::DocumentKind;
 
@@ -64,18 +64,46 @@ fn gang_run(name: &str, fail: &str) -> PipelineRun {
     .unwrap()
 }
 
-/// A gang of `replicas` replicas of `gpus` GPUs each that runs `sleep SECONDS`.
-fn gpu_run(name: &str, replicas: u32, gpus: u32, seconds: u32) -> PipelineRun {
+/// Six GPUs on two scripted nodes (4 and 2), and a process node for the rest.
+const SIX_GPUS: &str = r#"
+nodes:
+  - name: cpu-0
+    mode: process
+    capacity: {cpu: "8", memory: 32Gi, pods: "110", nvidia.com/gpu: "0", google.com/tpu: "0"}
+  - name: gpu-a
+    mode: scripted
+    capacity: {cpu: "16", memory: 64Gi, pods: "110", nvidia.com/gpu: "4", google.com/tpu: "0"}
+    taints: [{key: cluster.toucan.dev/scripted, value: "true", effect: NoSchedule}]
+  - name: gpu-b
+    mode: scripted
+    capacity: {cpu: "16", memory: 64Gi, pods: "110", nvidia.com/gpu: "2", google.com/tpu: "0"}
+    taints: [{key: cluster.toucan.dev/scripted, value: "true", effect: NoSchedule}]
+"#;
+
+/// A TrainingJob of `replicas` replicas of `gpus` GPUs each, on the scripted nodes: each
+/// replica runs for `seconds` and succeeds.
+fn gpu_job(name: &str, replicas: u32, gpus: u32, seconds: u32) -> TrainingJob {
+    let report = serde_json::json!({
+        "succeeded": true, "exitCode": 0, "signal": null,
+        "outputs": {"params": {}, "artifacts": {}}, "error": null, "durationMs": 1,
+    });
     serde_json::from_value(serde_json::json!({
         "apiVersion": "toucan.dev/v1alpha1",
-        "kind": "PipelineRun",
+        "kind": "TrainingJob",
         "metadata": {"name": name},
-        "spec": {"pipelineSpec": {"steps": [{
-            "name": "train", "image": "busybox",
-            "command": ["sh", "-c", format!("sleep {seconds}")],
+        "spec": {
+            "image": "trainer", "command": ["train"],
             "cache": {"enabled": false},
             "roles": {"worker": {"replicas": replicas, "resources": {"gpu": gpus}}},
-        }]}},
+            "pod": {
+                "nodeSelector": {"cluster.toucan.dev/mode": "scripted"},
+                "tolerations": [{"key": "cluster.toucan.dev/scripted", "operator": "Exists"}],
+                "annotations": {
+                    "cluster.toucan.dev/run-seconds": seconds.to_string(),
+                    "cluster.toucan.dev/termination-message": report.to_string(),
+                },
+            },
+        },
     }))
     .unwrap()
 }
@@ -209,31 +237,27 @@ async fn replicas_rendezvous_by_name_and_follow_the_exit_code_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gangs_are_admitted_whole_or_not_at_all() {
-    let Some(h) = Harness::start("gang_admission").await else {
+async fn two_four_gpu_jobs_on_six_gpus_run_one_after_the_other() {
+    let Some(h) = Harness::start_with_nodes("gang_admission", Some(SIX_GPUS)).await else {
         return;
     };
     h.apply_crds();
     let _operator = h.operator("a", &[]);
+    let jobs: Api<TrainingJob> = Api::namespaced(h.client(), NS);
 
-    // The only node these pods may use has 4 GPUs; each gang needs all of them.
-    create(&h, &gpu_run("gang-a", 2, 2, 6)).await;
-    create(&h, &gpu_run("gang-b", 2, 2, 6)).await;
+    // Each needs 4 of the 6 GPUs: placed pod by pod, the second would take the 2 left and wait
+    // for 2 more while holding them.
+    for name in ["gang-a", "gang-b"] {
+        jobs.create(&PostParams::default(), &gpu_job(name, 2, 2, 5))
+            .await
+            .unwrap();
+    }
     // 8 GPUs: never.
-    create(&h, &gpu_run("gang-huge", 2, 4, 1)).await;
+    jobs.create(&PostParams::default(), &gpu_job("gang-huge", 2, 4, 1))
+        .await
+        .unwrap();
 
-    let huge = h
-        .wait_finished(NS, "gang-huge", Duration::from_secs(60))
-        .await;
-    assert_eq!(huge.status.unwrap().phase.as_deref(), Some("Failed"));
-    let why = events(&h, "gang-huge", "StepFailed");
-    assert!(
-        why.contains("can never fit the cluster") && why.contains("ask for 8 nvidia.com/gpu"),
-        "{why}"
-    );
-
-    // While one gang runs, the other's pods are all still gated, none placed.
-    let pods: Api<Pod> = Api::namespaced(h.client(), NS);
+    // While one runs, the other waits, its pods all gated (none placed), and says why.
     let deadline = Instant::now() + Duration::from_secs(90);
     let (running, waiting) = loop {
         let a = h.pods(NS, "gang-a").await;
@@ -245,15 +269,16 @@ async fn gangs_are_admitted_whole_or_not_at_all() {
         };
         if a.len() == 2 && b.len() == 2 {
             match (bound(&a), bound(&b)) {
-                (2, 0) => break ("gang-a", b),
-                (0, 2) => break ("gang-b", a),
-                (x, y) => assert!(x + y <= 2, "more than 4 GPUs placed: {x} + {y} pods"),
+                (2, 0) => break ("gang-a", ("gang-b", b)),
+                (0, 2) => break ("gang-b", ("gang-a", a)),
+                (x, y) => assert!(x + y <= 2, "both gangs placed: {x} + {y} pods"),
             }
         }
         assert!(Instant::now() < deadline, "no gang was admitted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    for p in &waiting {
+    let (waiting_job, waiting_pods) = waiting;
+    for p in &waiting_pods {
         let spec = p.spec.as_ref().unwrap();
         assert!(
             spec.scheduling_gates
@@ -264,25 +289,184 @@ async fn gangs_are_admitted_whole_or_not_at_all() {
             p.metadata.name
         );
     }
-    let waiting_run = if running == "gang-a" {
-        "gang-b"
-    } else {
-        "gang-a"
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let condition = loop {
+        let status = jobs
+            .get(waiting_job)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let running_condition = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Running")
+            .cloned();
+        if let Some(c) = running_condition.filter(|c| c.reason == "WaitingForRoom") {
+            assert_eq!(status.phase.as_deref(), Some("Pending"));
+            break c;
+        }
+        assert!(Instant::now() < deadline, "{waiting_job}: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let events = events(&h, waiting_run, "GangWaiting");
+    assert_eq!(condition.status, "False");
     assert!(
-        events.contains("waiting for room") && events.contains("4 nvidia.com/gpu"),
-        "{events:?}"
+        condition
+            .message
+            .contains("waiting for room: its 2 replicas ask for 4 nvidia.com/gpu")
+            && condition
+                .message
+                .contains("free on the nodes it may use: 2 nvidia.com/gpu"),
+        "{}",
+        condition.message
     );
-    drop(pods);
+    let events = events(&h, waiting_job, "GangWaiting");
+    assert!(events.contains("waiting for room"), "{events:?}");
 
-    for name in ["gang-a", "gang-b"] {
-        let run = h.wait_finished(NS, name, Duration::from_secs(120)).await;
-        assert_eq!(
-            run.status.as_ref().unwrap().phase.as_deref(),
-            Some("Succeeded"),
-            "{name}: {:?}",
-            run.status
+    for name in ["gang-a", "gang-b", "gang-huge"] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            let status = jobs.get(name).await.unwrap().status.unwrap_or_default();
+            if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not finish: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if name == "gang-huge" {
+            assert_eq!(status.phase.as_deref(), Some("Failed"));
+            let message = status.message.unwrap_or_default();
+            assert!(
+                message.contains("can never fit the cluster")
+                    && message.contains("ask for 8 nvidia.com/gpu")
+                    && message.contains("have 6 nvidia.com/gpu"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(
+                status.phase.as_deref(),
+                Some("Succeeded"),
+                "{name}: {status:#?}"
+            );
+        }
+    }
+}
+
+/// Each replica leaves `INCARNATION-RANK-start` and `-end` files (the time) in a folder; a
+/// second start of the same replica and incarnation leaves a `-twice` file. Worker 1 exits
+/// 137 in the first two incarnations; the leader runs until it is stopped there.
+const LOGGED: &str = r#"
+import os, signal, sys, time
+folder, incarnation, rank = sys.argv[1], int(os.environ["TOUCAN_INCARNATION"]), os.environ["RANK"]
+def mark(what):
+    path = os.path.join(folder, f"{incarnation}-{rank}-{what}")
+    staged = f"{path}.{os.getpid()}.tmp"
+    with open(staged, "w") as f:
+        f.write(repr(time.time()))
+    try:
+        os.link(staged, path)
+    except FileExistsError:
+        # A second SIGTERM (the launcher's and the node's) ends nothing twice.
+        if what == "start":
+            open(path + "-twice", "w").close()
+    os.unlink(staged)
+signal.signal(signal.SIGTERM, lambda *_: (mark("end"), sys.exit(143)))
+mark("start")
+if incarnation < 2:
+    time.sleep(1.5 if rank == "1" else 120)
+    mark("end")
+    sys.exit(137)
+time.sleep(1)
+mark("end")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_at_random_moments_never_runs_a_replica_twice() {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+    let Some(h) = Harness::start("gang_kills").await else {
+        return;
+    };
+    h.apply_crds();
+    let folder = h.dir.path().join("marks");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let run: PipelineRun = serde_json::from_value(serde_json::json!({
+        "apiVersion": "toucan.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "gang-kills"},
+        "spec": {"pipelineSpec": {"steps": [{
+            "name": "train", "image": "python",
+            "command": ["python3", "-c", LOGGED, folder.display().to_string()],
+            "cache": {"enabled": false},
+            "roles": {"worker": {"replicas": 2}},
+            "failurePolicy": {"maxRestarts": 3},
+        }]}},
+    }))
+    .unwrap();
+    let mut operator = h.operator("kills-0", &["--leader-elect=false"]);
+    create(&h, &run).await;
+
+    // Ten kills at random moments of the job's life, each followed by a fresh operator.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for i in 1..=10 {
+        let pause = 200 + rng.next_u64() % 1300;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        operator.kill();
+        operator = h.operator(&format!("kills-{i}"), &["--leader-elect=false"]);
+    }
+    let done = h
+        .wait_finished(NS, "gang-kills", Duration::from_secs(240))
+        .await;
+    assert_eq!(
+        done.status.as_ref().unwrap().phase.as_deref(),
+        Some("Succeeded"),
+        "seed {seed}: {:?}\n{}",
+        done.status,
+        operator.log_text()
+    );
+    let (gang, _) = gang_record(&h, &done, "train/1").await;
+    assert_eq!(
+        (gang.restarts, gang.incarnation),
+        (2, 2),
+        "seed {seed}: {gang:?}"
+    );
+
+    // Every replica of every incarnation started once, and an incarnation started only after
+    // every replica of the one before had ended.
+    let read = |name: String| -> f64 {
+        std::fs::read_to_string(folder.join(&name))
+            .unwrap_or_else(|e| panic!("seed {seed}: {name}: {e}"))
+            .parse()
+            .unwrap()
+    };
+    let names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with("-twice")),
+        "seed {seed}: a replica started twice: {names:?}"
+    );
+    for incarnation in 0..2 {
+        let last_end = (0..2)
+            .map(|rank| read(format!("{incarnation}-{rank}-end")))
+            .fold(f64::MIN, f64::max);
+        let next_start = (0..2)
+            .map(|rank| read(format!("{}-{rank}-start", incarnation + 1)))
+            .fold(f64::MAX, f64::min);
+        assert!(
+            last_end <= next_start,
+            "seed {seed}: incarnation {} started at {next_start} before {incarnation} ended at \
+             {last_end}",
+            incarnation + 1
         );
     }
 }

@@ -63,11 +63,28 @@ pub struct Harness {
 impl Harness {
     /// None when PostgreSQL or the test cluster is not available (and not required).
     pub async fn start(name: &str) -> Option<Harness> {
+        Self::start_with_nodes(name, None).await
+    }
+
+    /// [`Harness::start`] on a cluster of the nodes `nodes` lists (a `nodes.yaml` of
+    /// tests/cluster), instead of the default ones.
+    pub async fn start_with_nodes(name: &str, nodes: Option<&str>) -> Option<Harness> {
         let admin = toucan_test_harness::postgres::admin_url().unwrap()?;
         let path = step_path();
-        let cluster = TestCluster::start_with_env(&[("PATH", path.as_str())])
-            .await
-            .unwrap()?;
+        let nodes_file = nodes.map(|yaml| {
+            let file = std::env::temp_dir()
+                .join(format!("toucan-nodes-{name}-{}.yaml", std::process::id()));
+            std::fs::write(&file, yaml).unwrap();
+            file.display().to_string()
+        });
+        let mut env = vec![("PATH", path.as_str())];
+        if let Some(file) = &nodes_file {
+            env.push(("TOUCAN_CLUSTER_NODES", file.as_str()));
+        }
+        let cluster = TestCluster::start_with_env(&env).await.unwrap()?;
+        if let Some(file) = &nodes_file {
+            let _ = std::fs::remove_file(file);
+        }
         let db_url = Database::create(&admin, &format!("op_{name}")).unwrap().url;
         let dir = tempfile::Builder::new()
             .prefix("toucan-op-")
