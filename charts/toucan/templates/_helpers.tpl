@@ -113,8 +113,12 @@ name no database or more than one.
 {{/* Rules on the namespaced objects the operator reconciles and creates. */}}
 {{- define "toucan.operatorNamespacedRules" -}}
 - apiGroups: ["toucan.dev"]
-  resources: ["pipelines", "pipelineruns", "trainingjobs"]
+  resources: ["pipelines", "pipelineruns"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# A TrainingJob runs as a PipelineRun it owns; a finished one is deleted after its TTL.
+- apiGroups: ["toucan.dev"]
+  resources: ["trainingjobs"]
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: ["toucan.dev"]
   resources: ["pipelines/status", "pipelineruns/status", "trainingjobs/status"]
   verbs: ["get", "update", "patch"]
