@@ -102,13 +102,19 @@ enum GetWhat {
         cluster: ClusterArgs,
     },
     /// Distributed steps and TrainingJobs run on this machine, newest run first: phase,
-    /// roles, ready replicas, restarts and preemptions.
+    /// roles, ready replicas, restarts and preemptions. With --cluster, the cluster's
+    /// TrainingJobs, newest first: phase, ready replicas, restarts, preemptions, progress.
     Jobs {
-        /// How many of the newest runs to look in.
+        /// How many of the newest runs to look in; with --cluster, how many jobs to list.
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        /// With --cluster: the TrainingJobs of every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -124,12 +130,16 @@ enum DescribeWhat {
         cluster: ClusterArgs,
     },
     /// A TrainingJob or distributed step run on this machine: its gang's restarts,
-    /// preemptions, last failure, and every replica's end.
+    /// preemptions, last failure, and every replica's end. With --cluster, a TrainingJob of
+    /// the cluster: its status, with per-role counts, progress, last failure and conditions.
     Job {
-        /// A run's id, or a job's name (its newest run).
+        /// A run's id, or a job's name (its newest run); with --cluster, the TrainingJob's
+        /// name.
         id: String,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -196,11 +206,30 @@ pub fn main() -> ExitCode {
                 Err(e) => invalid(&e),
             },
             Command::Get {
-                what: GetWhat::Jobs { limit, output },
-            } => commands::jobs::get_jobs(limit, output).await,
+                what:
+                    GetWhat::Jobs {
+                        limit,
+                        output,
+                        all_namespaces,
+                        cluster,
+                    },
+            } => match cluster.selected(all_namespaces) {
+                Ok(true) => cluster::get_jobs(&cluster, all_namespaces, limit, output).await,
+                Ok(false) => commands::jobs::get_jobs(limit, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Describe {
-                what: DescribeWhat::Job { id, output },
-            } => commands::jobs::describe_job(&id, output).await,
+                what:
+                    DescribeWhat::Job {
+                        id,
+                        output,
+                        cluster,
+                    },
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::describe_job(&cluster, &id, output).await,
+                Ok(false) => commands::jobs::describe_job(&id, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Describe {
                 what:
                     DescribeWhat::Run {
@@ -223,17 +252,14 @@ pub fn main() -> ExitCode {
                 output,
                 cluster,
             } => {
-                let choice = commands::inspect::ReplicaChoice {
+                let choice = commands::replica::ReplicaChoice {
                     replica,
                     incarnation,
                 };
                 match cluster.selected(false) {
-                    Ok(true) if choice.given() => invalid(
-                        "--replica and --incarnation need a distributed step, which only \
-                         `toucan run` runs so far",
-                    ),
                     Ok(true) => {
-                        cluster::logs(&cluster, &run, &step, attempt, metrics, output).await
+                        cluster::logs(&cluster, &run, &step, attempt, &choice, metrics, output)
+                            .await
                     }
                     Ok(false) => {
                         commands::inspect::logs(&run, &step, attempt, &choice, metrics, output)

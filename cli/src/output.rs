@@ -51,3 +51,60 @@ pub fn duration(ms: i64) -> String {
 pub fn timestamp(ms: Millis) -> String {
     time::rfc3339_seconds(ms).unwrap_or_else(|_| format!("{ms} ms since the epoch"))
 }
+
+/// An age as kubectl prints it: `45s`, `12m`, `5h`, `3d`.
+pub fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// A metric's value to four decimals, without trailing zeros: `0.9123`, `0.5`, `12`.
+pub fn metric(value: f64) -> String {
+    let text = format!("{value:.4}");
+    if !text.contains('.') {
+        return text;
+    }
+    match text.trim_end_matches('0').trim_end_matches('.') {
+        "-0" => "0".to_string(),
+        trimmed => trimmed.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_use_the_largest_whole_unit() {
+        for (ms, text) in [
+            (-5, "0s"),
+            (59_999, "59s"),
+            (60_000, "1m"),
+            (3_599_000, "59m"),
+            (3_600_000, "1h"),
+            (86_399_000, "23h"),
+            (86_400_000 * 3, "3d"),
+        ] {
+            assert_eq!(age(ms), text, "{ms}");
+        }
+    }
+
+    #[test]
+    fn metrics_keep_four_decimals_at_most() {
+        for (value, text) in [
+            (0.912_345, "0.9123"),
+            (0.5, "0.5"),
+            (12.0, "12"),
+            (-0.000_01, "0"),
+            (-1.25, "-1.25"),
+            (f64::NAN, "NaN"),
+        ] {
+            assert_eq!(metric(value), text, "{value}");
+        }
+    }
+}

@@ -1,22 +1,24 @@
-//! `--cluster`: `get runs`, `describe run` and `logs` read a Kubernetes cluster instead of the
-//! local store.
+//! `--cluster`: `get runs`, `describe run`, `get jobs`, `describe job` and `logs` read a
+//! Kubernetes cluster instead of the local store.
 //!
 //! Two sources are read, both with the kubeconfig's credentials (found as kubectl finds them:
 //! `KUBECONFIG`, else `~/.kube/config`, else the in-cluster service account):
 //!
-//! - the Kubernetes API: the PipelineRuns and their bounded status summary, the step pods
-//!   (selected by the run's UID label, the node by annotation) and their logs;
+//! - the Kubernetes API: the PipelineRuns and TrainingJobs and their bounded status summaries,
+//!   the step pods (selected by the run's UID label, the node by annotation, a distributed
+//!   step's replica and incarnation by label) and their logs;
 //! - the operator's control-plane API ([`api`]): what the status leaves out, each step's phase,
 //!   cache key, attempts and outputs, and the metrics steps pushed. It is reached through the
 //!   API server's service proxy unless `--api`/`TOUCAN_API` names it.
 //!
 //! In a cluster a run is named by its PipelineRun (NAME in the namespace); its id in the
 //! metadata store is the PipelineRun's UID (`.status.runId`). The commands render what they
-//! read with the local commands' renderers. Exit codes: 2 for an unknown run or step, as
-//! locally; 1 when the cluster cannot be read (unreachable, credentials refused, no
+//! read with the local commands' renderers. Exit codes: 2 for an unknown run, job, step or
+//! replica, as locally; 1 when the cluster cannot be read (unreachable, credentials refused, no
 //! permission).
 
 mod api;
+mod jobs;
 mod logs;
 mod runs;
 
@@ -25,10 +27,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, LogParams};
 use kube::config::KubeConfigOptions;
-use kube::{Client, Config};
-use toucan_core::api::PipelineRun;
+use kube::{Client, Config, Resource};
 use toucan_core::api::labels::{ATTEMPT_LABEL, NODE_ANNOTATION, RUN_UID_LABEL, STEP_CONTAINER};
 
+pub use jobs::{describe_job, get_jobs};
 pub use logs::logs;
 pub use runs::{describe_run, get_runs};
 
@@ -87,6 +89,8 @@ pub enum ClusterError {
         "the Kubernetes API server at {server} refused the kubeconfig's credentials: {message}"
     )]
     Unauthorized { server: String, message: String },
+    #[error("the cluster at {server} has no {kind} resource (are toucan's CRDs installed?)")]
+    MissingResource { server: String, kind: String },
     #[error("permission denied: {0}")]
     Forbidden(String),
     #[error("{what}")]
@@ -136,6 +140,14 @@ fn causes<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>
         previous = message;
     }
     line
+}
+
+/// Orders objects newest first: by creation time (`key`'s first), then namespace and name.
+fn newest_first_by<T>(items: &mut [T], key: impl Fn(&T) -> (Option<i64>, &str, &str)) {
+    items.sort_by(|a, b| {
+        let (a, b) = (key(a), key(b));
+        b.0.cmp(&a.0).then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
+    });
 }
 
 // === impl Cluster ===
@@ -226,41 +238,48 @@ impl Cluster {
         }
     }
 
-    fn pipeline_runs(&self, namespace: Option<&str>) -> Api<DynamicObject> {
-        // Read untyped, so that one object this CLI's types cannot hold does not hide the
-        // others; the summary takes what it knows from each.
-        let resource = ApiResource::erase::<PipelineRun>(&());
+    /// The objects of kind `K`, read untyped, so that one object this CLI's types cannot hold
+    /// does not hide the others; the summaries take what they know from each.
+    fn objects<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: Option<&str>,
+    ) -> Api<DynamicObject> {
+        let resource = ApiResource::erase::<K>(&());
         match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
         }
     }
 
-    /// The PipelineRuns of the namespace, or of every namespace.
-    async fn list_pipeline_runs(
+    /// The objects of kind `K` of the namespace, or of every namespace.
+    async fn list<K: Resource<DynamicType = ()>>(
         &self,
         all_namespaces: bool,
     ) -> Result<Vec<DynamicObject>, ClusterError> {
+        let kind = K::kind(&());
         let namespace = (!all_namespaces).then_some(self.namespace.as_str());
-        self.pipeline_runs(namespace)
+        self.objects::<K>(namespace)
             .list(&ListParams::default())
             .await
             .map(|l| l.items)
             .map_err(|e| match e {
-                kube::Error::Api(s) if s.code == 404 => ClusterError::Config(format!(
-                    "the cluster at {} has no PipelineRun resource (are toucan's CRDs installed?)",
-                    self.server
-                )),
-                e => self.error("listing PipelineRuns".into(), e),
+                kube::Error::Api(s) if s.code == 404 => ClusterError::MissingResource {
+                    server: self.server.clone(),
+                    kind: kind.to_string(),
+                },
+                e => self.error(format!("listing {kind}s"), e),
             })
     }
 
-    /// The PipelineRun `name` of the namespace, if there is one.
-    async fn pipeline_run(&self, name: &str) -> Result<Option<DynamicObject>, ClusterError> {
-        self.pipeline_runs(Some(&self.namespace))
+    /// The object `name` of kind `K` in the namespace, if there is one.
+    async fn get<K: Resource<DynamicType = ()>>(
+        &self,
+        name: &str,
+    ) -> Result<Option<DynamicObject>, ClusterError> {
+        self.objects::<K>(Some(&self.namespace))
             .get_opt(name)
             .await
-            .map_err(|e| self.error(format!("reading PipelineRun {name}"), e))
+            .map_err(|e| self.error(format!("reading {} {name}", K::kind(&())), e))
     }
 
     /// The step pods of the PipelineRun whose UID is `uid`.

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use serde::Serialize;
 
+use super::replica::{self, ReplicaChoice};
 use super::summary::RunSummary;
 use crate::Outcome;
 use crate::home::Home;
@@ -105,20 +106,6 @@ struct LogDoc {
     log: String,
 }
 
-/// Which replica's log of a distributed step: `--replica ROLE-INDEX` (the leader when
-/// omitted) of `--incarnation N` (the last when omitted).
-#[derive(Clone, Debug, Default)]
-pub struct ReplicaChoice {
-    pub replica: Option<String>,
-    pub incarnation: Option<u32>,
-}
-
-impl ReplicaChoice {
-    pub fn given(&self) -> bool {
-        self.replica.is_some() || self.incarnation.is_some()
-    }
-}
-
 pub async fn logs(
     run: &str,
     step: &str,
@@ -151,10 +138,7 @@ pub async fn logs(
             }
         }
     } else if choice.given() {
-        eprintln!(
-            "error: step {step:?} of run {run:?} is not distributed: it has no replicas \
-             (--replica, --incarnation)"
-        );
+        eprintln!("error: {}", replica::not_distributed(run, step));
         return Ok(Outcome::InvalidInput);
     } else {
         recorded.map(std::path::Path::to_path_buf)
@@ -188,54 +172,39 @@ fn replica_log(
     recorded: Option<&std::path::Path>,
     choice: &ReplicaChoice,
 ) -> Result<std::path::PathBuf, String> {
-    let entries = |dir: &std::path::Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
+    let dirs = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        names
+            .collect()
     };
-    let incarnations: Vec<u32> = entries(replicas)
-        .iter()
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    let incarnation = match choice.incarnation {
-        Some(n) if incarnations.contains(&n) => n,
-        Some(n) => {
-            let known: Vec<String> = incarnations.iter().map(u32::to_string).collect();
-            return Err(format!(
-                "no incarnation {n} (incarnations: {})",
-                known.join(", ")
-            ));
-        }
-        None => incarnations
-            .iter()
-            .copied()
-            .max()
-            .ok_or("no replica ever started")?,
-    };
-    let dir = replicas.join(incarnation.to_string());
+    let mut started: Vec<(u32, String)> = Vec::new();
+    for incarnation in dirs(replicas) {
+        let Ok(n) = incarnation.parse::<u32>() else {
+            continue;
+        };
+        started.extend(
+            dirs(&replicas.join(&incarnation))
+                .into_iter()
+                .map(|name| (n, name)),
+        );
+    }
+    let started: Vec<(u32, &str)> = started.iter().map(|(n, r)| (*n, r.as_str())).collect();
     let leader = recorded
         .and_then(|log| log.parent())
         .and_then(|d| d.file_name())
-        .and_then(|n| n.to_str());
-    let names = entries(&dir);
-    let name = match (&choice.replica, leader) {
-        (Some(r), _) => r.as_str(),
-        (None, Some(l)) => l,
-        (None, None) => names.first().map(String::as_str).unwrap_or_default(),
-    };
-    if !names.iter().any(|n| n == name) {
-        return Err(format!(
-            "no replica {name:?} in incarnation {incarnation} (replicas: {})",
-            names.join(", ")
-        ));
-    }
-    Ok(Home::log_path(&dir.join(name)))
+        .and_then(|n| n.to_str())
+        .map_or_else(
+            || replica::leader(started.iter().map(|(_, r)| *r)),
+            str::to_string,
+        );
+    let (incarnation, name) = started[replica::choose(&started, &leader, choice)?];
+    Ok(Home::log_path(
+        &replicas.join(incarnation.to_string()).join(name),
+    ))
 }
 
 /// Why `logs` found no attempt to show; `known` are the step's attempts.

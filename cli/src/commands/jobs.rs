@@ -1,6 +1,7 @@
 //! `toucan get jobs` and `toucan describe job` on the local store: the gangs of TrainingJobs
 //! and distributed pipeline steps, from the records the local runtime keeps of them (a
-//! gang's engine record per attempt, with every replica's end).
+//! gang's engine record per attempt, with every replica's end). `--cluster` reads the
+//! TrainingJobs of a cluster instead: see `crate::cluster`.
 
 use std::collections::BTreeMap;
 
@@ -176,13 +177,7 @@ fn print_job(j: &JobDoc) {
     println!("Restarts:     {} of at most {}", j.restarts, j.max_restarts);
     println!("Preemptions:  {}", j.preemptions);
     if let Some(f) = &j.last_failure {
-        let code = f
-            .exit_code
-            .map_or_else(|| "no exit code".to_string(), |c| format!("exit code {c}"));
-        println!(
-            "Last failure: {}-{} in incarnation {}: {}, {code}",
-            f.role, f.index, f.incarnation, f.reason
-        );
+        println!("Last failure: {}", failure_summary(f));
     }
     let rows = j
         .history
@@ -200,4 +195,15 @@ fn print_job(j: &JobDoc) {
     println!("Replica ends:");
     let header = ["INCARNATION", "REPLICA", "EXIT", "PREEMPTED", "DECIDED"];
     println!("{}", table(&header, rows));
+}
+
+/// A replica failure on one line: `worker-1 in incarnation 0: Error, exit code 3`.
+pub(crate) fn failure_summary(f: &ReplicaFailure) -> String {
+    let code = f
+        .exit_code
+        .map_or_else(|| "no exit code".to_string(), |c| format!("exit code {c}"));
+    format!(
+        "{}-{} in incarnation {}: {}, {code}",
+        f.role, f.index, f.incarnation, f.reason
+    )
 }

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod crds;
 pub mod inspect;
 pub mod jobs;
+pub mod replica;
 pub mod run;
 pub mod submit;
 pub mod summary;

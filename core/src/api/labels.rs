@@ -11,6 +11,14 @@ pub const RUN_UID_LABEL: &str = "toucan.dev/run-uid";
 pub const STEP_LABEL: &str = "toucan.dev/step";
 /// The attempt number.
 pub const ATTEMPT_LABEL: &str = "toucan.dev/attempt";
+/// On a distributed step's pods and Service: the Service's name (one per attempt).
+pub const GANG_LABEL: &str = "toucan.dev/gang";
+/// On a distributed step's pods: the replica (`worker-1`).
+pub const REPLICA_LABEL: &str = "toucan.dev/replica";
+/// On a distributed step's pods: the gang's incarnation (`0`, then one more at each restart).
+pub const INCARNATION_LABEL: &str = "toucan.dev/incarnation";
+/// On a PipelineRun: `"true"` suspends its distributed steps' gangs.
+pub const SUSPEND_ANNOTATION: &str = "toucan.dev/suspend";
 /// The run's id in the metadata store, exactly.
 pub const RUN_ID_ANNOTATION: &str = "toucan.dev/run-id";
 /// The node (`train`, `shard[3]`), exactly.

@@ -46,17 +46,12 @@ use super::observe::{ended_report, pod_report};
 use super::pods::{self, LauncherPod, RunRef, dns_label};
 use crate::context::Context;
 use crate::error::{Error, Result};
+pub use toucan_core::api::labels::{
+    GANG_LABEL, INCARNATION_LABEL, REPLICA_LABEL, SUSPEND_ANNOTATION,
+};
 
 /// The scheduling gate a gang's pods are created with.
 pub const GATE: &str = "toucan.dev/gang";
-/// On a gang's pods and Service: the Service's name.
-pub const GANG_LABEL: &str = "toucan.dev/gang";
-/// On a gang's pods: `worker-1`.
-pub const REPLICA_LABEL: &str = "toucan.dev/replica";
-/// On a gang's pods: which incarnation of the gang.
-pub const INCARNATION_LABEL: &str = "toucan.dev/incarnation";
-/// On a PipelineRun: `"true"` suspends its gangs.
-pub const SUSPEND_ANNOTATION: &str = "toucan.dev/suspend";
 /// Kueue's pod-group label and count: a cluster running Kueue admits the gang as one workload.
 const KUEUE_GROUP_LABEL: &str = "kueue.x-k8s.io/pod-group-name";
 const KUEUE_COUNT_ANNOTATION: &str = "kueue.x-k8s.io/pod-group-total-count";
