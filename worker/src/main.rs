@@ -132,6 +132,8 @@ fn parse() -> Result<Cli, clap::Error> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "torch")]
+    ml::memory::keep_freed_blocks();
     let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -15,6 +15,7 @@ pub mod data;
 pub mod device;
 pub mod efficientnet;
 pub mod infer;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod replicas;
