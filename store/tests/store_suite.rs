@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use toucan_core::records::{
-    ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, Phase, RunChanges,
-    RunPhase, RunRecord, StepOutputs, StepRecord,
+    ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, DocumentKind, Phase,
+    RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord,
 };
 use toucan_store::metadata::{self as store, MetadataStore, SqliteStore, StoreError};
 use toucan_test_harness::postgres::{Database, admin_url, database_url};
@@ -387,6 +387,19 @@ async fn record_writes_everything(store: Arc<dyn MetadataStore>) {
         completion.cache_entries.first().cloned()
     );
     let mut expected = vec![model, metrics];
+    expected.sort();
+    assert_eq!(store.referenced_digests().await.unwrap(), expected);
+    // A step's stored checkpoint is referenced by its pointer until the run goes.
+    let checkpoint = digest('c');
+    let pointer = json!({
+        "artifact": {"digest": checkpoint, "size": 10, "kind": "dir"},
+        "checkpoint": "ckpt-0000000002",
+    });
+    store
+        .put_run_document("r", DocumentKind::Checkpoint, "train", &pointer, T0)
+        .await
+        .unwrap();
+    expected.push(checkpoint);
     expected.sort();
     assert_eq!(store.referenced_digests().await.unwrap(), expected);
 

@@ -97,14 +97,18 @@ async fn begin_write(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, s
 }
 
 /// Every artifact digest still referenced. Step outputs and cache entries hold their digests in
-/// JSON; the EXISTS keeps the artifacts table honest should a run ever be deleted without its
-/// cascade.
+/// JSON, and so does a step's checkpoint pointer (a run document); the EXISTS keeps the
+/// artifacts table honest should a run ever be deleted without its cascade.
 const REFERENCED_DIGESTS: &str = r#"SELECT digest FROM (
          SELECT a.value ->> 'digest' AS digest
            FROM steps AS s, jsonb_each(s.outputs -> 'artifacts') AS a
          UNION
          SELECT a.value ->> 'digest'
            FROM cache_entries AS c, jsonb_each(c.outputs -> 'artifacts') AS a
+         UNION
+         SELECT d.body -> 'artifact' ->> 'digest'
+           FROM run_documents AS d
+          WHERE d.kind = 'checkpoint'
          UNION
          SELECT ar.digest
            FROM artifacts AS ar

@@ -163,14 +163,18 @@ async fn begin_write(pool: &SqlitePool) -> sqlx::Result<sqlx::Transaction<'stati
 }
 
 /// Every artifact digest still referenced. Step outputs and cache entries hold their digests in
-/// JSON; the artifacts table may hold rows of runs deleted without foreign keys enforced, hence
-/// the EXISTS.
+/// JSON, and so does a step's checkpoint pointer (a run document); the artifacts table may hold
+/// rows of runs deleted without foreign keys enforced, hence the EXISTS.
 const REFERENCED_DIGESTS: &str = "SELECT digest FROM (
          SELECT json_extract(a.value, '$.digest') AS digest
            FROM steps AS s, json_each(s.outputs, '$.artifacts') AS a
          UNION
          SELECT json_extract(a.value, '$.digest')
            FROM cache_entries AS c, json_each(c.outputs, '$.artifacts') AS a
+         UNION
+         SELECT json_extract(d.body, '$.artifact.digest')
+           FROM run_documents AS d
+          WHERE d.kind = 'checkpoint'
          UNION
          SELECT ar.digest
            FROM artifacts AS ar
