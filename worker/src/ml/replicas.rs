@@ -216,7 +216,6 @@ impl Replicas {
         Ok(self.group.all_reduce_mean(&mut grads)?)
     }
 
-    /// Sums `values` (an epoch's loss sum, correct count and records seen) over the replicas.
     /// Whether any replica's `flag` is set.
     pub fn any(&mut self, flag: bool) -> Result<bool, MlError> {
         let mut v = [f64::from(u8::from(flag))];
@@ -224,6 +223,7 @@ impl Replicas {
         Ok(v[0] > 0.0)
     }
 
+    /// Sums `values` (an epoch's loss sum, correct count and records seen) over the replicas.
     pub fn sum(&mut self, values: &mut [f64]) -> Result<(), MlError> {
         let mut t = [Tensor::from_slice(values)];
         self.group.all_reduce_sum(&mut t)?;
