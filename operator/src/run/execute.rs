@@ -120,6 +120,9 @@ pub async fn carry_out(
                 });
             }
             Effect::Launch(invocation) => launches.push(*invocation),
+            Effect::Stop { node, attempt } if super::gang::is_gang(run, &node) => {
+                super::gang::cancel(run_ref, ctx, run, &node, attempt).await?;
+            }
             Effect::Stop { node, attempt } => {
                 let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &run_ref.namespace);
                 let name = pods::pod_name(&run_ref.name, &node, attempt);

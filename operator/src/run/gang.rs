@@ -183,6 +183,16 @@ pub async fn observe(
         });
         return Ok(turn);
     };
+    if let Some(outcome) = record.gang.outcome.clone() {
+        // Finished and saved, but the run did not hear of it (the operator stopped in
+        // between): the same end again.
+        turn.ended = Some(Observation::Ended {
+            node: node.to_string(),
+            attempt,
+            report: report(&record.gang, outcome),
+        });
+        return Ok(turn);
+    }
     let before = record.clone();
     let mut observed = replica_observations(run_ref, ctx, &record).await?;
     if suspend && !record.gang.suspended {
@@ -413,6 +423,30 @@ async fn stop(
         }
     }
     Ok(())
+}
+
+/// Cancels a gang the run gave up on (the run was cancelled): its engine stops the running
+/// replicas, and the attempt ends, cancelled, once they have.
+pub async fn cancel(
+    run_ref: &RunRef,
+    ctx: &Context,
+    run: &Run,
+    node: &str,
+    attempt: u32,
+) -> Result<()> {
+    let key = gang_key(node, attempt);
+    let Some(mut record) = load(ctx, &run_ref.uid, &key).await? else {
+        return Ok(());
+    };
+    if record.gang.outcome.is_some() {
+        return Ok(());
+    }
+    let effects = record.gang.advance(vec![GangObservation::Cancel(
+        "the run was cancelled".into(),
+    )]);
+    let mut turn = Turn::default();
+    carry_out(run_ref, ctx, run, &mut record, effects, &mut turn).await?;
+    save(ctx, &run_ref.uid, &key, &record).await
 }
 
 /// Releases the gang's gated pods when the whole gang fits; fails it when it never can.
