@@ -33,7 +33,7 @@ use toucan_core::api::{
     PipelineRun, PipelineRunSpec, PipelineSpec, ReplicaCounts, TrainingJob, TrainingJobStatus,
     TrainingProgress,
 };
-use toucan_core::engine::gang::{Gang, Outcome, ReplicaState};
+use toucan_core::engine::gang::{self, Gang, Outcome, ReplicaState};
 use toucan_core::manifest::{JOB_STEP, Source, check_job};
 use toucan_core::records::{DocumentKind, Phase};
 use toucan_core::time::now_ms;
@@ -325,10 +325,7 @@ async fn observe(ctx: &Context, run: &PipelineRun) -> Result<Observed> {
         .list_run_documents(run_id, DocumentKind::Gang)
         .await?
     {
-        let attempt = key
-            .strip_prefix(&format!("{JOB_STEP}/"))
-            .and_then(|a| a.parse::<u32>().ok());
-        if let Some(attempt) = attempt
+        if let Some((JOB_STEP, attempt)) = gang::parse_record_key(&key)
             && last.as_ref().is_none_or(|(a, _)| *a < attempt)
         {
             last = Some((attempt, body));

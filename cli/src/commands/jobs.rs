@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use toucan_core::api::ReplicaFailure;
-use toucan_core::engine::gang::{Gang, ReplicaEnded};
+use toucan_core::engine::gang::{self, Gang, ReplicaEnded};
 use toucan_core::records::{DocumentKind, RunRecord};
 use toucan_store::metadata::MetadataStore;
 
@@ -66,9 +66,7 @@ async fn gangs_of(store: &dyn MetadataStore, run: &RunRecord) -> anyhow::Result<
         .list_run_documents(&run.id, DocumentKind::Gang)
         .await?
     {
-        let Some((step, attempt)) = key
-            .rsplit_once('/')
-            .and_then(|(s, a)| Some((s.to_string(), a.parse::<u32>().ok()?)))
+        let Some((step, attempt)) = gang::parse_record_key(&key).map(|(s, a)| (s.to_string(), a))
         else {
             continue;
         };

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use toucan_core::engine::gang::{
-    self, Address, Gang, GangEffect, GangObservation, Outcome, ReplicaEnd, ReplicaId,
+    self, Address, Gang, GangEffect, GangObservation, ReplicaEnd, ReplicaId,
 };
 use toucan_core::engine::run::Observation;
 use toucan_core::engine::{GangInvocation, Invocation};
 use toucan_core::launch::{LaunchReport, LaunchSpec};
-use toucan_core::records::{DocumentKind, StepOutputs};
+use toucan_core::records::DocumentKind;
 use toucan_core::time::now_ms;
 
 use super::executor::{Executor, fresh_dir, run_launcher};
@@ -106,7 +106,8 @@ impl Executor {
                     }
                     GangEffect::Notify(event) => self.progress.gang_event(&inv.node, &event),
                     GangEffect::Finished(outcome) => {
-                        return Ok(report(&engine, outcome, started_at));
+                        let duration_ms = (now_ms() - started_at).max(0) as u64;
+                        return Ok(engine.report(outcome, duration_ms));
                     }
                 }
             }
@@ -139,7 +140,7 @@ impl Executor {
     /// Keeps the gang's record (restarts, the replicas' ends) in the metadata store, where
     /// `toucan get jobs` and `toucan describe job` read it. A failed write costs only that.
     async fn record_gang(&self, inv: &Invocation, engine: &Gang) {
-        let key = gang_key(&inv.node, inv.attempt);
+        let key = gang::record_key(&inv.node, inv.attempt);
         let written = match serde_json::to_value(engine) {
             Ok(body) => self
                 .store
@@ -195,35 +196,6 @@ impl Executor {
                 end,
             });
         });
-    }
-}
-
-/// The key of a gang's record among its run's documents: `NODE/ATTEMPT`.
-pub fn gang_key(node: &str, attempt: u32) -> String {
-    format!("{node}/{attempt}")
-}
-
-/// The step's report from how its gang ended: the leader's outputs on success.
-fn report(engine: &Gang, outcome: Outcome, started_at: i64) -> LaunchReport {
-    let duration_ms = (now_ms() - started_at).max(0) as u64;
-    let failure_code = engine.last_failure.as_ref().and_then(|f| f.exit_code);
-    match outcome {
-        Outcome::Succeeded => LaunchReport {
-            succeeded: true,
-            exit_code: Some(0),
-            signal: None,
-            outputs: engine.outputs.clone().unwrap_or_default(),
-            error: None,
-            duration_ms,
-        },
-        Outcome::Failed(why) | Outcome::Cancelled(why) => LaunchReport {
-            succeeded: false,
-            exit_code: failure_code,
-            signal: None,
-            outputs: StepOutputs::default(),
-            error: Some(why),
-            duration_ms,
-        },
     }
 }
 

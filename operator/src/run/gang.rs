@@ -31,13 +31,13 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, Po
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use toucan_core::engine::gang::{
-    self, Address, Gang, GangEffect, GangEvent, GangObservation, Outcome, ReplicaEnd, ReplicaId,
+    self, Address, Gang, GangEffect, GangEvent, GangObservation, ReplicaEnd, ReplicaId,
     ReplicaState,
 };
 use toucan_core::engine::run::Observation;
 use toucan_core::engine::{GangInvocation, Invocation, Run};
 use toucan_core::launch::LaunchReport;
-use toucan_core::records::{DocumentKind, Millis, StepOutputs};
+use toucan_core::records::{DocumentKind, Millis};
 
 use super::admission::{self, Verdict};
 use super::execute::{create_pod, find_pod};
@@ -132,7 +132,7 @@ pub async fn launch(
     inv: &Invocation,
     turn: &mut Turn,
 ) -> Result<Observation> {
-    let key = gang_key(&inv.node, inv.attempt);
+    let key = gang::record_key(&inv.node, inv.attempt);
     let gang_inv = inv.gang.as_ref().ok_or_else(|| Error::CorruptState {
         run_id: run_ref.uid.clone(),
         detail: format!("{} launched as a gang without one", inv.node),
@@ -173,7 +173,7 @@ pub async fn observe(
     attempt: u32,
     suspend: bool,
 ) -> Result<Turn> {
-    let key = gang_key(node, attempt);
+    let key = gang::record_key(node, attempt);
     let mut turn = Turn::default();
     let Some(mut record) = load(ctx, &run_ref.uid, &key).await? else {
         turn.ended = Some(Observation::Lost {
@@ -189,7 +189,7 @@ pub async fn observe(
         turn.ended = Some(Observation::Ended {
             node: node.to_string(),
             attempt,
-            report: report(&record.gang, outcome),
+            report: record.gang.report(outcome, 0),
         });
         return Ok(turn);
     }
@@ -389,7 +389,7 @@ async fn carry_out(
                 turn.ended = Some(Observation::Ended {
                     node: record.invocation.node.clone(),
                     attempt: record.invocation.attempt,
-                    report: report(&record.gang, outcome),
+                    report: record.gang.report(outcome, 0),
                 });
             }
         }
@@ -434,7 +434,7 @@ pub async fn cancel(
     node: &str,
     attempt: u32,
 ) -> Result<()> {
-    let key = gang_key(node, attempt);
+    let key = gang::record_key(node, attempt);
     let Some(mut record) = load(ctx, &run_ref.uid, &key).await? else {
         return Ok(());
     };
@@ -671,34 +671,6 @@ async fn delete_service(run_ref: &RunRef, ctx: &Context, inv: &Invocation) -> Re
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// The attempt's report from how its gang ended: the leader's outputs on success.
-fn report(gang: &Gang, outcome: Outcome) -> LaunchReport {
-    let failure_code = gang.last_failure.as_ref().and_then(|f| f.exit_code);
-    match outcome {
-        Outcome::Succeeded => LaunchReport {
-            succeeded: true,
-            exit_code: Some(0),
-            signal: None,
-            outputs: gang.outputs.clone().unwrap_or_default(),
-            error: None,
-            duration_ms: 0,
-        },
-        Outcome::Failed(why) | Outcome::Cancelled(why) => LaunchReport {
-            succeeded: false,
-            exit_code: failure_code,
-            signal: None,
-            outputs: StepOutputs::default(),
-            error: Some(why),
-            duration_ms: 0,
-        },
-    }
-}
-
-/// The key of a gang's record among its run's documents: `NODE/ATTEMPT`, as locally.
-pub fn gang_key(node: &str, attempt: u32) -> String {
-    format!("{node}/{attempt}")
 }
 
 async fn load(ctx: &Context, run_id: &str, key: &str) -> Result<Option<GangRecord>> {

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{FailureAction, MAX_LOG_TAIL_CHARS, ReplicaCounts, ReplicaFailure, SuccessPolicy};
 use crate::echo::cut;
+use crate::launch::LaunchReport;
 use crate::records::StepOutputs;
 
 /// The engine's record of one gang. See the module docs.
@@ -211,7 +212,45 @@ pub enum GangEvent {
     Failed(String),
 }
 
+/// The key of a gang attempt's record among its run's documents: `NODE/ATTEMPT`.
+pub fn record_key(node: &str, attempt: u32) -> String {
+    format!("{node}/{attempt}")
+}
+
+/// The node and attempt of a record key, when it is one.
+pub fn parse_record_key(key: &str) -> Option<(&str, u32)> {
+    let (node, attempt) = key.rsplit_once('/')?;
+    Some((node, attempt.parse().ok()?))
+}
+
 impl Gang {
+    /// The attempt's report once the gang ended with `outcome`: the leader's outputs on
+    /// success, the deciding failure's exit code otherwise.
+    pub fn report(&self, outcome: Outcome, duration_ms: u64) -> LaunchReport {
+        let (succeeded, exit_code, outputs, error) = match outcome {
+            Outcome::Succeeded => (
+                true,
+                Some(0),
+                self.outputs.clone().unwrap_or_default(),
+                None,
+            ),
+            Outcome::Failed(why) | Outcome::Cancelled(why) => (
+                false,
+                self.last_failure.as_ref().and_then(|f| f.exit_code),
+                StepOutputs::default(),
+                Some(why),
+            ),
+        };
+        LaunchReport {
+            succeeded,
+            exit_code,
+            signal: None,
+            outputs,
+            error,
+            duration_ms,
+        }
+    }
+
     /// A gang of `plan`; the first [`Gang::advance`] launches it unless `suspended`.
     pub fn new(plan: GangPlan, suspended: bool) -> Gang {
         Gang {

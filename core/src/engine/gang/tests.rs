@@ -515,3 +515,12 @@ fn the_env_contract_has_kubeflows_and_torchs_shape() {
     assert_eq!(serde_json::from_value::<Gang>(json).unwrap(), gang);
     assert!("boss-1".parse::<ReplicaId>().is_err());
 }
+
+#[test]
+fn record_keys_read_back() {
+    let key = super::record_key("shard[3]", 2);
+    assert_eq!(key, "shard[3]/2");
+    assert_eq!(super::parse_record_key(&key), Some(("shard[3]", 2)));
+    assert_eq!(super::parse_record_key("train"), None);
+    assert_eq!(super::parse_record_key("train/x"), None);
+}
