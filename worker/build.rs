@@ -17,7 +17,9 @@
 //!
 //! It also keeps `libtorch_cuda.so` linked (see below), or libtorch would never see a GPU, and
 //! compiles the bridge to libtorch's collectives (`csrc/c10d_bridge.cpp`, see
-//! `src/collectives.rs`).
+//! `src/collectives.rs`) and, when the wheel has CUDA, the NCCL library the bridge opens for
+//! groups on CUDA devices (`csrc/c10d_nccl.cpp`, `libtoucan_c10d_nccl.so` in the build's out
+//! directory; images put it next to libtorch).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -89,6 +91,12 @@ fn build_c10d_bridge(lib: &Path) -> Result<(), String> {
         // The torch headers warn about themselves.
         .warnings(false)
         .flag("-w");
+    if let Some(nccl) = build_nccl_library(lib, &include, &out, &build)? {
+        build.define(
+            "TOUCAN_NCCL_LIBRARY",
+            format!("{:?}", nccl.display().to_string()).as_str(),
+        );
+    }
     let compiler = build.get_compiler();
     let gloo = [
         "/usr/include/gloo/config.h",
@@ -121,6 +129,89 @@ fn build_c10d_bridge(lib: &Path) -> Result<(), String> {
     }
     build.try_compile(NAME).map_err(|e| e.to_string())?;
     std::fs::write(&stamp, key).map_err(|e| format!("{}: {e}", stamp.display()))
+}
+
+/// Builds the NCCL library the bridge opens for CUDA groups (`csrc/c10d_nccl.cpp`) into `out`,
+/// when the wheel in `lib` has CUDA and its NCCL and CUDA runtime packages bring their
+/// headers; `None` otherwise (the bridge then reports NCCL as unavailable). Reused while the
+/// source, the libtorch and the compiler are unchanged, as the bridge is.
+fn build_nccl_library(
+    lib: &Path,
+    include: &Path,
+    out: &Path,
+    bridge: &cc::Build,
+) -> Result<Option<PathBuf>, String> {
+    const SOURCE: &str = "csrc/c10d_nccl.cpp";
+    const FILE: &str = "libtoucan_c10d_nccl.so";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    if !lib.join("libtorch_cuda.so").exists()
+        || !include
+            .join("torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp")
+            .is_file()
+    {
+        return Ok(None);
+    }
+    // The nvidia-* packages sit next to torch in site-packages.
+    let nvidia = lib
+        .ancestors()
+        .nth(2)
+        .ok_or("libtorch's lib is not inside site-packages/torch")?
+        .join("nvidia");
+    let header_dir = |name: &str| -> Option<PathBuf> {
+        std::fs::read_dir(&nvidia)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path().join("include"))
+            .find(|dir| dir.join(name).is_file())
+    };
+    let (Some(nccl), Some(cuda)) = (header_dir("nccl.h"), header_dir("cuda_runtime_api.h")) else {
+        println!(
+            "cargo:warning=no NCCL or CUDA runtime headers under {}: toucan-worker trains on CUDA with Gloo only",
+            nvidia.display()
+        );
+        return Ok(None);
+    };
+    let compiler = bridge.get_compiler();
+    let mut command = compiler.to_command();
+    command
+        .args(["-shared", "-fPIC", "-w", "-DUSE_C10D_NCCL", "-DUSE_CUDA"])
+        .arg(format!("-I{}", include.display()))
+        .arg(format!(
+            "-I{}",
+            include.join("torch/csrc/api/include").display()
+        ))
+        .arg(format!("-I{}", nccl.display()))
+        .arg(format!("-I{}", cuda.display()))
+        .arg(SOURCE)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,$ORIGIN:{}", lib.display()))
+        .args(["-ltorch_cuda", "-ltorch_cpu", "-lc10_cuda", "-lc10"]);
+    let library = out.join(FILE);
+    let source = std::fs::read(SOURCE).map_err(|e| format!("{SOURCE}: {e}"))?;
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        source.hash(&mut h);
+        format!("{command:?}").hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
+    let stamp = out.join(format!("{FILE}.key"));
+    if library.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+        return Ok(Some(library));
+    }
+    let output = command
+        .arg("-o")
+        .arg(&library)
+        .output()
+        .map_err(|e| format!("running {}: {e}", compiler.path().display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "compiling {SOURCE}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    std::fs::write(&stamp, key).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    Ok(Some(library))
 }
 
 /// The path from directory `from` to `to`, both absolute.

@@ -1,5 +1,6 @@
 //! Collectives across the replicas of a data-parallel job, on libtorch's own c10d: a `TCPStore`
-//! rendezvous and a Gloo process group over CPU tensors, through the C++ bridge in
+//! rendezvous, a process group (Gloo for CPU tensors, NCCL for CUDA ones), and
+//! DistributedDataParallel's gradient reducer, through the C++ bridge in
 //! `csrc/c10d_bridge.cpp` (compiled by the build script with the `torch` feature).
 //!
 //! The rendezvous and the transport are torch.distributed's, so a rank running PyTorch
@@ -24,6 +25,7 @@ unsafe extern "C" {
         rank: c_int,
         world_size: c_int,
         timeout_ms: i64,
+        nccl: c_int,
         err: *mut c_char,
         err_len: usize,
     ) -> *mut c_void;
@@ -41,6 +43,17 @@ unsafe extern "C" {
         err_len: usize,
     ) -> c_int;
     fn toucan_c10d_barrier(group: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+    fn toucan_c10d_reducer_new(
+        group: *mut c_void,
+        params: *const *const C_tensor,
+        count: usize,
+        bucket_bytes: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut c_void;
+    fn toucan_c10d_reducer_prepare(reducer: *mut c_void, err: *mut c_char, err_len: usize)
+    -> c_int;
+    fn toucan_c10d_reducer_free(reducer: *mut c_void);
     fn toucan_c10d_leave(group: *mut c_void);
 }
 
@@ -65,12 +78,26 @@ pub enum CollectiveError {
     Invalid(String),
 }
 
+/// Where a group's tensors live, which decides what reduces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Devices {
+    /// CPU tensors only: Gloo.
+    Cpu,
+    /// CUDA tensors too, reduced by NCCL (CPU tensors still by Gloo). Joining fails when this
+    /// toucan-worker has no NCCL (a build whose libtorch lacks CUDA, the CPU image) or the
+    /// machine no GPU.
+    Cuda,
+}
+
 /// The longest error text the bridge reports.
 const ERROR_LEN: usize = 2048;
 
 /// One rank's membership of a group of `world_size` ranks. Leaving happens on drop.
 pub struct ProcessGroup {
     handle: NonNull<c_void>,
+    /// DDP's gradient reducer, once [`ProcessGroup::attach_reducer`] made one; freed before the
+    /// group is left.
+    reducer: Option<NonNull<c_void>>,
     rank: usize,
     world_size: usize,
 }
@@ -100,11 +127,12 @@ impl ProcessGroup {
         world_size: usize,
         timeout: Duration,
     ) -> Result<Self, CollectiveError> {
-        Self::join_from(host, port, host, rank, world_size, timeout)
+        Self::join_from(host, port, host, rank, world_size, timeout, Devices::Cpu)
     }
 
     /// [`ProcessGroup::join`], with this rank's peers reaching it at the address `local_host`
-    /// resolves to (its own name behind a headless Service, in a cluster).
+    /// resolves to (its own name behind a headless Service, in a cluster), for tensors on
+    /// `devices`.
     pub fn join_from(
         host: &str,
         port: u16,
@@ -112,6 +140,7 @@ impl ProcessGroup {
         rank: usize,
         world_size: usize,
         timeout: Duration,
+        devices: Devices,
     ) -> Result<Self, CollectiveError> {
         let join_error = |reason: String| CollectiveError::Join {
             host: host.to_string(),
@@ -146,6 +175,7 @@ impl ProcessGroup {
                 c_rank,
                 c_world,
                 timeout_ms,
+                c_int::from(devices == Devices::Cuda),
                 err.as_mut_ptr().cast(),
                 ERROR_LEN,
             )
@@ -153,6 +183,7 @@ impl ProcessGroup {
         match NonNull::new(handle) {
             Some(handle) => Ok(ProcessGroup {
                 handle,
+                reducer: None,
                 rank,
                 world_size,
             }),
@@ -171,7 +202,8 @@ impl ProcessGroup {
     }
 
     /// Sums each tensor element-wise across the group, in place. Every rank passes tensors of
-    /// the same shapes and kinds, in the same order; they must be CPU tensors. Tensors of one
+    /// the same shapes and kinds, in the same order, on one device (CUDA tensors only in a
+    /// group joined for [`Devices::Cuda`]). Tensors of one
     /// kind travel together in one buffer (one collective per kind, not per tensor), as
     /// gradient buckets do.
     pub fn all_reduce_sum(&mut self, tensors: &mut [Tensor]) -> Result<(), CollectiveError> {
@@ -305,6 +337,73 @@ impl ProcessGroup {
         self.check("barrier", status, &err)
     }
 
+    /// Hands the averaging of `params`' gradients to DistributedDataParallel's reducer (c10d's
+    /// `Reducer`): in every backward pass armed by [`ProcessGroup::arm_reducer`], each bucket
+    /// of at most `bucket_bytes` is all-reduced while backward goes on computing the earlier
+    /// layers' gradients, and the averages are in the parameters' gradients when backward
+    /// returns. Every rank passes the same parameters in the same order, and each of them
+    /// must get a gradient in every armed pass. A second call replaces the reducer.
+    pub fn attach_reducer(
+        &mut self,
+        params: &[Tensor],
+        bucket_bytes: usize,
+    ) -> Result<(), CollectiveError> {
+        self.free_reducer();
+        let pointers: Vec<*const C_tensor> = params.iter().map(Tensor::as_ptr).collect();
+        let bucket_bytes = i64::try_from(bucket_bytes).unwrap_or(i64::MAX);
+        let mut err = [0u8; ERROR_LEN];
+        // SAFETY: the group handle is live; `pointers` holds `params.len()` live tensors,
+        // which the bridge copies (sharing their storage) before returning; err as in join.
+        let reducer = unsafe {
+            toucan_c10d_reducer_new(
+                self.handle.as_ptr(),
+                pointers.as_ptr(),
+                pointers.len(),
+                bucket_bytes,
+                err.as_mut_ptr().cast(),
+                ERROR_LEN,
+            )
+        };
+        match NonNull::new(reducer) {
+            Some(reducer) => {
+                self.reducer = Some(reducer);
+                Ok(())
+            }
+            None => Err(self.failed_with("attaching the gradient reducer", &err)),
+        }
+    }
+
+    /// Makes the next backward pass average the gradients through the reducer: call it before
+    /// the step's forward, on every rank. A pass not armed keeps its gradients local.
+    pub fn arm_reducer(&mut self) -> Result<(), CollectiveError> {
+        let Some(reducer) = self.reducer else {
+            return Err(CollectiveError::Invalid(
+                "no gradient reducer is attached".into(),
+            ));
+        };
+        let mut err = [0u8; ERROR_LEN];
+        // SAFETY: the reducer is live (owned by this group); err as in join.
+        let status = unsafe {
+            toucan_c10d_reducer_prepare(reducer.as_ptr(), err.as_mut_ptr().cast(), ERROR_LEN)
+        };
+        self.check("arming the gradient reducer", status, &err)
+    }
+
+    fn free_reducer(&mut self) {
+        if let Some(reducer) = self.reducer.take() {
+            // SAFETY: the reducer came from toucan_c10d_reducer_new and is freed exactly once.
+            unsafe { toucan_c10d_reducer_free(reducer.as_ptr()) }
+        }
+    }
+
+    fn failed_with(&self, operation: &'static str, err: &[u8; ERROR_LEN]) -> CollectiveError {
+        CollectiveError::Operation {
+            operation,
+            rank: self.rank,
+            reason: error_text(err),
+        }
+    }
+
     fn check(
         &self,
         operation: &'static str,
@@ -314,16 +413,13 @@ impl ProcessGroup {
         if status == 0 {
             return Ok(());
         }
-        Err(CollectiveError::Operation {
-            operation,
-            rank: self.rank,
-            reason: error_text(err),
-        })
+        Err(self.failed_with(operation, err))
     }
 }
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
+        self.free_reducer();
         // SAFETY: the handle came from toucan_c10d_join and is released exactly once, here.
         unsafe { toucan_c10d_leave(self.handle.as_ptr()) }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::free_port;
 use tch::{Kind, Tensor};
-use toucan_worker::collectives::{CollectiveError, ProcessGroup};
+use toucan_worker::collectives::{CollectiveError, Devices, ProcessGroup};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -56,6 +56,96 @@ fn toucan_ranks_reduce_broadcast_and_meet() {
     }
 }
 
+/// DistributedDataParallel's reducer, attached to two ranks' parameters: an armed backward pass
+/// returns with every gradient averaged, an unarmed one keeps them local, and the buckets it
+/// rebuilds after the first pass (a large parameter makes two) average as well.
+#[test]
+fn an_armed_backward_pass_averages_the_gradients() {
+    let port = free_port();
+    let world = 2;
+    let ranks: Vec<_> = (0..world)
+        .map(|rank| {
+            std::thread::spawn(move || {
+                let mut group = ProcessGroup::join("127.0.0.1", port, rank, world, TIMEOUT)?;
+                let cpu = (Kind::Float, tch::Device::Cpu);
+                // 2 MiB: after the first pass it gets a bucket of its own.
+                let params = [
+                    Tensor::ones([3], cpu).set_requires_grad(true),
+                    Tensor::ones([512, 1024], cpu).set_requires_grad(true),
+                    Tensor::ones([2, 2], cpu).set_requires_grad(true),
+                ];
+                group.attach_reducer(&params, 1024 * 1024)?;
+                let scale = rank as f64 + 1.0;
+                let mut grads = Vec::new();
+                for armed in [true, false, true, true] {
+                    for p in &params {
+                        let mut g = p.grad();
+                        if g.defined() {
+                            let _ = g.zero_();
+                        }
+                    }
+                    if armed {
+                        group.arm_reducer()?;
+                    }
+                    let loss = params
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| p.sum(Kind::Float) * scale * (i as f64 + 1.0))
+                        .reduce(|a, b| a + b)
+                        .unwrap();
+                    loss.f_backward().unwrap();
+                    grads.push(params.iter().map(|p| values(&p.grad())).collect::<Vec<_>>());
+                }
+                Ok::<_, CollectiveError>(grads)
+            })
+        })
+        .collect();
+    for (rank, handle) in ranks.into_iter().enumerate() {
+        let passes = handle.join().unwrap().unwrap();
+        let own = rank as f32 + 1.0;
+        for (pass, grads) in passes.iter().enumerate() {
+            // The mean of the two ranks' scales (1 and 2) when armed, this rank's own when not.
+            let scale = if pass == 1 { own } else { 1.5 };
+            for (i, grad) in grads.iter().enumerate() {
+                let expected = scale * (i as f32 + 1.0);
+                assert!(
+                    grad.iter().all(|&g| g == expected),
+                    "rank {rank}, pass {pass}, parameter {i}: expected {expected}, got {:?}",
+                    &grad[..grad.len().min(4)]
+                );
+            }
+        }
+    }
+}
+
+/// A group joined for CUDA tensors reaches libtorch's NCCL process group through the NCCL
+/// library the build made: on a machine with a GPU it reduces a CUDA tensor; without one,
+/// NCCL's own constructor is what refuses.
+#[test]
+fn a_cuda_group_reduces_with_nccl() {
+    let port = free_port();
+    let joined =
+        ProcessGroup::join_from("127.0.0.1", port, "127.0.0.1", 0, 1, TIMEOUT, Devices::Cuda);
+    if tch::Cuda::is_available() {
+        let mut group = joined.unwrap();
+        let mut t = [Tensor::from_slice(&[1.0f32, 2.0]).to_device(tch::Device::Cuda(0))];
+        group.all_reduce_sum(&mut t).unwrap();
+        assert_eq!(values(&t[0].to_device(tch::Device::Cpu)), [1.0, 2.0]);
+        return;
+    }
+    let err = joined.unwrap_err().to_string();
+    let libtorch_has_cuda = option_env!("TOUCAN_LIBTORCH_LIB")
+        .is_some_and(|lib| Path::new(lib).join("libtorch_cuda.so").exists());
+    if libtorch_has_cuda {
+        assert!(
+            err.contains("ProcessGroupNCCL is only supported with GPUs"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("NCCL is not available"), "{err}");
+    }
+}
+
 /// Rank 0 is toucan-worker's bridge, rank 1 is PyTorch (`torch.distributed`, Gloo) in another
 /// process: the same rendezvous and transport, one all-reduce.
 #[test]
@@ -75,7 +165,11 @@ store = dist.TCPStore("127.0.0.1", {port}, 2, False, timeout=timeout)
 group = dist.ProcessGroupGloo(store, 1, 2, timeout)
 t = torch.tensor([2.0, 20.0, 200.0])
 group.allreduce([t]).wait()
-print(",".join(str(v) for v in t.tolist()))
+print(",".join(str(v) for v in t.tolist()), flush=True)
+# The group before the store it talks through, not in whatever order the interpreter's exit
+# picks.
+del group
+del store
 "#,
         timeout = TIMEOUT.as_secs()
     );

@@ -8,27 +8,37 @@
 //! The global batch is `batchSize`, split evenly: each epoch's shuffled order is dealt out
 //! round-robin, so replica `r` gets positions `r, r + W, r + 2W, ...` and, for every global
 //! batch, exactly its share of that batch's records (`batchSize / W` of them, fewer in the
-//! last batch). Every replica starts from rank 0's weights, and after each backward pass the
-//! gradients are averaged with each replica's loss weighted by its share of the batch, so the
-//! step equals the one a single process takes on the whole batch: the same seed and global
-//! batch give the same weights (up to floating-point summation order) whatever the number of
-//! replicas. Every replica takes every step, even one whose share of the last batch is empty.
-//! The epoch's loss and accuracy are summed over the replicas.
+//! last batch). Every replica starts from rank 0's weights, and the gradients are averaged with
+//! each replica's loss weighted by its share of the batch, so the step equals the one a single
+//! process takes on the whole batch: the same seed and global batch give the same weights (up
+//! to floating-point summation order) whatever the number of replicas. Every replica takes
+//! every step, even one whose share of the last batch is empty. The epoch's loss and accuracy
+//! are summed over the replicas.
+//!
+//! The averaging overlaps backward, as DistributedDataParallel's does, with its own reducer:
+//! buckets of gradients travel while backward computes the earlier layers'. The one step where
+//! a replica may have no records (the last batch holding fewer than `W`) runs no backward on
+//! that replica, so every replica averages that step's gradients at once, after backward.
 
 use std::time::Duration;
 
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::MlError;
-use crate::collectives::ProcessGroup;
+use crate::collectives::{CollectiveError, Devices, ProcessGroup};
 
 /// How long a replica waits for the others, at the rendezvous and in every collective.
 const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The largest bucket of gradients reduced at once: DistributedDataParallel's default.
+const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 
 /// This replica's place among the others.
 #[derive(Debug)]
 pub struct Replicas {
     group: ProcessGroup,
+    /// Whether the current step's backward pass averages the gradients itself.
+    reduced_in_backward: bool,
 }
 
 /// The environment of one replica, as torch.distributed defines it.
@@ -38,6 +48,9 @@ pub struct ReplicaEnv {
     pub rank: usize,
     pub master_addr: String,
     pub master_port: u16,
+    /// This replica's index among those on its machine (`LOCAL_RANK`, 0 when unset): which
+    /// GPU it trains on.
+    pub local_rank: usize,
     /// Where the others reach this replica: its own address in `TF_CONFIG` (its name behind
     /// the job's headless Service in a cluster), else `MASTER_ADDR` (every replica on one
     /// machine).
@@ -45,7 +58,7 @@ pub struct ReplicaEnv {
 }
 
 impl ReplicaEnv {
-    /// Reads `WORLD_SIZE`, `RANK`, `MASTER_ADDR` and `MASTER_PORT` through `var`; `None` when
+    /// Reads `WORLD_SIZE`, `RANK`, `LOCAL_RANK`, `MASTER_ADDR` and `MASTER_PORT` through `var`; `None` when
     /// this process trains alone (no `WORLD_SIZE`, or 1).
     pub fn parse(var: impl Fn(&str) -> Option<String>) -> Result<Option<ReplicaEnv>, MlError> {
         let Some(world) = var("WORLD_SIZE") else {
@@ -84,6 +97,10 @@ impl ReplicaEnv {
                 "must be a port from 1 to 65535",
             ));
         }
+        let local_rank = match var("LOCAL_RANK").filter(|v| !v.is_empty()) {
+            Some(text) => number("LOCAL_RANK", &text)?,
+            None => 0,
+        };
         let own_host = var("TF_CONFIG")
             .as_deref()
             .and_then(own_host)
@@ -93,6 +110,7 @@ impl ReplicaEnv {
             rank,
             master_addr,
             master_port,
+            local_rank,
             own_host,
         }))
     }
@@ -124,9 +142,30 @@ fn invalid(name: &str, value: &str, rule: &str) -> MlError {
 }
 
 impl Replicas {
+    /// The device replica `env` trains on when `--device` resolved to `device`: a CUDA replica
+    /// takes the GPU of its `LOCAL_RANK`, as under torchrun.
+    pub fn device(env: &ReplicaEnv, device: Device) -> Result<Device, MlError> {
+        if !device.is_cuda() {
+            return Ok(device);
+        }
+        let gpus = tch::Cuda::device_count().max(0) as usize;
+        if env.local_rank >= gpus {
+            return Err(MlError::InvalidArgument(format!(
+                "LOCAL_RANK={}: this machine has {gpus} CUDA device(s) visible",
+                env.local_rank
+            )));
+        }
+        Ok(Device::Cuda(env.local_rank))
+    }
+
     /// Joins the other replicas, after checking that the global batch splits evenly among them
-    /// and that every replica gets records.
-    pub fn join(env: &ReplicaEnv, batch_size: i64, records: i64) -> Result<Replicas, MlError> {
+    /// and that every replica gets records. Replicas on CUDA reduce gradients with NCCL.
+    pub fn join(
+        env: &ReplicaEnv,
+        device: Device,
+        batch_size: i64,
+        records: i64,
+    ) -> Result<Replicas, MlError> {
         let world = env.world_size as i64;
         if batch_size % world != 0 {
             return Err(MlError::Flag {
@@ -148,8 +187,16 @@ impl Replicas {
             env.rank,
             env.world_size,
             TIMEOUT,
+            if device.is_cuda() {
+                Devices::Cuda
+            } else {
+                Devices::Cpu
+            },
         )?;
-        Ok(Replicas { group })
+        Ok(Replicas {
+            group,
+            reduced_in_backward: false,
+        })
     }
 
     pub fn rank(&self) -> usize {
@@ -199,6 +246,47 @@ impl Replicas {
     /// Makes every replica's variables rank 0's.
     pub fn broadcast(&mut self, variables: &mut [Tensor]) -> Result<(), MlError> {
         Ok(self.group.broadcast(variables, 0)?)
+    }
+
+    /// From now on, the gradients of `params` (the trained parameters, the same on every
+    /// replica) are averaged during backward; see [`Replicas::start_step`].
+    pub fn reduce_during_backward(&mut self, params: &[Tensor]) -> Result<(), MlError> {
+        Ok(self.group.attach_reducer(params, BUCKET_BYTES)?)
+    }
+
+    /// Called before the forward pass of global batch `index`: when every replica has records
+    /// in it, its backward pass averages the gradients as it goes.
+    pub fn start_step(&mut self, index: u64, batch_size: i64, records: i64) -> Result<(), MlError> {
+        let (_, total) = self.share(index, batch_size, records);
+        self.reduced_in_backward = total >= self.world_size() as i64;
+        if self.reduced_in_backward {
+            self.group.arm_reducer()?;
+        }
+        Ok(())
+    }
+
+    /// The backward pass of this replica's (weighted) loss; a failure of the averaging it
+    /// carries is a collective's failure.
+    pub fn backward(&self, loss: &Tensor) -> Result<(), MlError> {
+        loss.f_backward().map_err(|e| {
+            if self.reduced_in_backward {
+                MlError::Collective(CollectiveError::Operation {
+                    operation: "gradient all-reduce",
+                    rank: self.rank(),
+                    reason: e.to_string(),
+                })
+            } else {
+                MlError::torch("computing gradients")(e)
+            }
+        })
+    }
+
+    /// Called after the backward pass: averages the step's gradients unless backward did.
+    pub fn finish_step(&mut self, params: &[Tensor]) -> Result<(), MlError> {
+        if self.reduced_in_backward {
+            return Ok(());
+        }
+        self.average_gradients(params)
     }
 
     /// Averages the gradients of `params` over the replicas, in place. A parameter without a
@@ -266,9 +354,26 @@ mod tests {
                 rank: 1,
                 master_addr: "fmnist-ddp-worker-0.fmnist-ddp".into(),
                 master_port: 23456,
+                local_rank: 0,
                 own_host: "fmnist-ddp-worker-0.fmnist-ddp".into(),
             }
         );
+        let third = env(&[
+            ("WORLD_SIZE", "4"),
+            ("RANK", "3"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "23456"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(third.local_rank, 1);
+        // The CPU whatever the local rank; CUDA needs a GPU of that index.
+        assert_eq!(Replicas::device(&third, Device::Cpu).unwrap(), Device::Cpu);
+        if tch::Cuda::device_count() < 2 {
+            let err = Replicas::device(&third, Device::Cuda(0)).unwrap_err();
+            assert!(err.to_string().contains("LOCAL_RANK=1"), "{err}");
+        }
     }
 
     #[test]
@@ -313,6 +418,16 @@ mod tests {
                     ("MASTER_PORT", "70000"),
                 ],
                 "MASTER_PORT",
+            ),
+            (
+                vec![
+                    ("WORLD_SIZE", "2"),
+                    ("RANK", "0"),
+                    ("MASTER_ADDR", "h"),
+                    ("MASTER_PORT", "7000"),
+                    ("LOCAL_RANK", "first"),
+                ],
+                "LOCAL_RANK",
             ),
         ] {
             let err = env(&pairs).unwrap_err().to_string();

@@ -439,7 +439,11 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         config.checkpoint.every_steps = Some(n);
     }
     let config = config;
-    let device = args.device.resolve()?;
+    let replica_env = ReplicaEnv::parse(|name| std::env::var(name).ok())?;
+    let device = match &replica_env {
+        Some(env) => Replicas::device(env, args.device.resolve()?)?,
+        None => args.device.resolve()?,
+    };
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
@@ -582,20 +586,14 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         state = restored.state;
     }
 
-    if let Some(env) = ReplicaEnv::parse(|name| std::env::var(name).ok())? {
-        if device != Device::Cpu {
-            return Err(MlError::InvalidArgument(format!(
-                "WORLD_SIZE={}: data-parallel training runs on the CPU (Gloo); {} is not supported with replicas yet",
-                env.world_size,
-                device::name(device)
-            )));
-        }
-        let mut replicas = Replicas::join(&env, config.batch_size, train.len())?;
+    if let Some(env) = &replica_env {
+        let mut replicas = Replicas::join(env, device, config.batch_size, train.len())?;
         // Every replica starts from rank 0's weights (and its restored checkpoint, if any).
         let mut variables: Vec<(String, Tensor)> = session.vs.variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         let mut tensors: Vec<Tensor> = variables.into_iter().map(|(_, t)| t).collect();
         replicas.broadcast(&mut tensors)?;
+        replicas.reduce_during_backward(&session.trained)?;
         // A restored checkpoint holds the epoch's figures over every replica so far: rank
         // 0 carries them on, and the others count only what they add.
         if replicas.rank() != 0 {
@@ -752,6 +750,9 @@ impl Session<'_> {
             tch::manual_seed(batch_seed(c.seed, state.epoch, index));
             lr = self.schedule.lr(state.step);
             self.opt.zero_grad();
+            if let Some(r) = &mut self.replicas {
+                r.start_step(index, c.batch_size, records)?;
+            }
             // A replica's loader ends early when its share of the last batch is empty.
             match loader.next() {
                 Some(batch) => {
@@ -763,7 +764,7 @@ impl Session<'_> {
                         Some(r) => {
                             let (mine, total) = r.share(index, c.batch_size, records);
                             let weight = (mine * r.world_size() as i64) as f64 / total as f64;
-                            (&loss * weight).backward();
+                            r.backward(&(&loss * weight))?;
                         }
                         None => loss.backward(),
                     }
@@ -778,7 +779,7 @@ impl Session<'_> {
                 None => break,
             }
             if let Some(r) = &mut self.replicas {
-                r.average_gradients(&self.trained)?;
+                r.finish_step(&self.trained)?;
             }
             self.opt.step(lr);
             state.next_batch = index + 1;
