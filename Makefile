@@ -51,7 +51,7 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 BENCH_N ?= 400 1000
 
-.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator clean
+.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -102,6 +102,13 @@ bench-worker: build ## the release worker's CNN vs plain PyTorch; writes bench/r
 bench-training: build build-torch ## a 2-replica TrainingJob vs PyTorch DDP under torchrun, and all-reduce vs a socket copy; writes bench/results/training.md
 	PATH="$(VENV_PATH)" $(CARGO) build $(TOUCAN_CARGO_SELECTION) --example allreduce
 	bench/training-vs-ddp
+
+# Optuna (and the SciPy and PyTorch its GP sampler needs) goes into the venv; only the
+# benchmark's example is built, in release like what ships.
+bench-tuning: target-dir ## toucan's TPE and GP samplers vs Optuna's: regret on test functions, time per suggestion; writes bench/results/tuning.md
+	scripts/setup --torch --tuning
+	$(CARGO) build --release -p toucan-core --example tuning_bench
+	bench/tuning/run
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
 	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)

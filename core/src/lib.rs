@@ -22,4 +22,5 @@ pub mod schedule;
 pub mod suggest;
 pub mod template;
 pub mod time;
+pub mod tuning;
 pub mod url;
