@@ -90,6 +90,7 @@ fn names_columns_and_subresources() {
         ("Pipeline", "pipelines", "pl"),
         ("PipelineRun", "pipelineruns", "plr"),
         ("TrainingJob", "trainingjobs", "tj"),
+        ("TuningStudy", "tuningstudies", "ts"),
     ];
     assert_eq!(all.len(), expected.len());
     for (crd, (kind, plural, short)) in all.iter().zip(expected) {
@@ -150,4 +151,29 @@ fn names_columns_and_subresources() {
     let codes = &job["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         ["failurePolicy"]["properties"]["rules"]["items"]["properties"]["exitCodes"]["items"];
     assert_eq!(codes["x-kubernetes-int-or-string"], true, "{codes}");
+    let study = serde_json::to_value(&all[3]).unwrap();
+    let version = &study["spec"]["versions"][0];
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["jsonPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ".status.phase",
+            ".status.trials.succeeded",
+            ".status.trials.running",
+            ".status.best.objective",
+            ".metadata.creationTimestamp"
+        ]
+    );
+    // A discrete parameter's values are numbers, a categorical one's strings: one list.
+    let values = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["parameters"]
+        ["items"]["properties"]["values"]["items"];
+    assert_eq!(
+        values["x-kubernetes-preserve-unknown-fields"], true,
+        "{values}"
+    );
 }

@@ -159,6 +159,10 @@ pub fn missing_local_inputs(doc: &LoadedDocument) -> Vec<Diagnostic> {
             };
             (Some(&job), "spec")
         }
+        Document::TuningStudy(s) => (
+            s.spec.trial.pipeline_spec.as_ref(),
+            "spec.trial.pipelineSpec",
+        ),
     };
     let Some(spec) = spec else { return Vec::new() };
     let is_job = matches!(doc.document, Document::TrainingJob(_));

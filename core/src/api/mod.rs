@@ -7,14 +7,16 @@
 
 mod pipeline;
 mod pipeline_run;
-mod schema;
+pub(crate) mod schema;
 mod training_job;
+mod tuning_study;
 
 pub mod labels;
 
 pub use pipeline::*;
 pub use pipeline_run::*;
 pub use training_job::*;
+pub use tuning_study::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -28,7 +30,12 @@ pub const API_VERSION: &str = "toucan.dev/v1alpha1";
 
 /// Every CustomResourceDefinition toucan installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Pipeline::crd(), PipelineRun::crd(), TrainingJob::crd()]
+    vec![
+        Pipeline::crd(),
+        PipelineRun::crd(),
+        TrainingJob::crd(),
+        TuningStudy::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, as `toucan crds` prints it and

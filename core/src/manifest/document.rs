@@ -10,12 +10,14 @@ use super::names::check_object_name;
 use super::params::{check_run_value_names, check_run_values};
 use super::schema_check::{self, Finding, describe};
 use super::{DOCUMENT_PATH, Diagnostic, Document, Source, validate_spec};
-use crate::api::{API_VERSION, Pipeline, PipelineRun, PipelineSpec, TrainingJob, TrainingJobSpec};
+use crate::api::{
+    API_VERSION, Pipeline, PipelineRun, PipelineSpec, TrainingJob, TrainingJobSpec, TuningStudy,
+};
 use crate::echo::{cut, quote};
 use crate::suggest;
 
 /// The kinds toucan reads.
-const KINDS: &[&str] = &["Pipeline", "PipelineRun", "TrainingJob"];
+const KINDS: &[&str] = &["Pipeline", "PipelineRun", "TrainingJob", "TuningStudy"];
 /// Top-level fields the API server handles itself; the CRD schema does not describe them.
 const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata"];
 /// The fields of `metadata` (Kubernetes `ObjectMeta`).
@@ -42,6 +44,7 @@ pub(super) struct Schemas {
     pipeline: JSONSchemaProps,
     pipeline_run: JSONSchemaProps,
     training_job: JSONSchemaProps,
+    tuning_study: JSONSchemaProps,
 }
 
 impl Schemas {
@@ -59,6 +62,7 @@ impl Schemas {
             pipeline: schema(Pipeline::crd()),
             pipeline_run: schema(PipelineRun::crd()),
             training_job: schema(TrainingJob::crd()),
+            tuning_study: schema(TuningStudy::crd()),
         }
     }
 }
@@ -91,6 +95,7 @@ pub(super) fn read(
         Kind::Pipeline => typed(value, &mut found).map(Document::Pipeline),
         Kind::PipelineRun => typed(value, &mut found).map(Document::PipelineRun),
         Kind::TrainingJob => typed(value, &mut found).map(|j| Document::TrainingJob(Box::new(j))),
+        Kind::TuningStudy => typed(value, &mut found).map(|s| Document::TuningStudy(Box::new(s))),
     };
     out.extend(
         found
@@ -101,6 +106,7 @@ pub(super) fn read(
         Some(Document::Pipeline(p)) => out.extend(validate_spec(&p.spec, source, "spec")),
         Some(Document::PipelineRun(r)) => out.extend(check_run(r, source)),
         Some(Document::TrainingJob(j)) => out.extend(check_job(&j.spec, source)),
+        Some(Document::TuningStudy(s)) => out.extend(super::study::check_study(&s.spec, source)),
         None => {}
     }
     document
@@ -111,6 +117,7 @@ enum Kind {
     Pipeline,
     PipelineRun,
     TrainingJob,
+    TuningStudy,
 }
 
 /// The structural checks; the kind when it is known. Invalid durations go to `durations` and
@@ -143,6 +150,7 @@ fn check(
         Kind::Pipeline => &schemas.pipeline,
         Kind::PipelineRun => &schemas.pipeline_run,
         Kind::TrainingJob => &schemas.training_job,
+        Kind::TuningStudy => &schemas.tuning_study,
     };
     schema_check::take_invalid_durations(mapping, schema, "", durations);
     schema_check::check_document(mapping, schema, ENVELOPE, found);
@@ -173,6 +181,7 @@ fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
         Some(Value::String(k)) if k == "Pipeline" => return Some(Kind::Pipeline),
         Some(Value::String(k)) if k == "PipelineRun" => return Some(Kind::PipelineRun),
         Some(Value::String(k)) if k == "TrainingJob" => return Some(Kind::TrainingJob),
+        Some(Value::String(k)) if k == "TuningStudy" => return Some(Kind::TuningStudy),
         Some(Value::String(k)) => {
             let hint = suggest::closest(k, KINDS.iter().copied())
                 .map(|c| format!("; did you mean {c:?}?"))
@@ -188,7 +197,7 @@ fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
     None
 }
 
-/// `Pipeline, PipelineRun or TrainingJob`.
+/// `Pipeline, PipelineRun, TrainingJob or TuningStudy`.
 fn kinds() -> String {
     match KINDS.split_last() {
         Some((last, [])) => last.to_string(),

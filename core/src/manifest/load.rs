@@ -10,7 +10,7 @@ use serde_yaml_ng::Value;
 
 use super::document::{self, Schemas};
 use super::params::check_run_values;
-use super::select::find_pipeline;
+use super::select::{find_pipeline, find_pipeline_named};
 use super::yaml::{self, StreamDocument};
 use super::{DOCUMENT_PATH, Diagnostic, Document, FILE_PATH, LoadedDocument, Source};
 
@@ -165,6 +165,9 @@ fn check_across(docs: &[LoadedDocument], out: &mut Vec<Diagnostic>) {
             Document::TrainingJob(j) => {
                 (j.metadata.namespace.as_deref(), j.metadata.name.as_deref())
             }
+            Document::TuningStudy(s) => {
+                (s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
+            }
         };
         let Some(name) = name else { continue };
         let key = (doc.document.kind(), namespace.unwrap_or_default(), name);
@@ -195,6 +198,23 @@ fn check_across(docs: &[LoadedDocument], out: &mut Vec<Diagnostic>) {
                 &run.spec.params,
                 &doc.source,
                 "spec.params",
+            ));
+        }
+    }
+    // A study's trials against the Pipeline they run, when it was loaded too.
+    for doc in docs {
+        let Document::TuningStudy(study) = &doc.document else {
+            continue;
+        };
+        let Some(reference) = &study.spec.trial.pipeline_ref else {
+            continue;
+        };
+        let namespace = study.metadata.namespace.as_deref();
+        if let Some((_, pipeline)) = find_pipeline_named(docs, &reference.name, namespace) {
+            out.extend(super::study::check_study_pipeline(
+                &study.spec,
+                &pipeline.spec,
+                &doc.source,
             ));
         }
     }

@@ -26,6 +26,7 @@ mod quantity;
 mod references;
 mod schema_check;
 mod select;
+mod study;
 mod validate;
 mod yaml;
 
@@ -39,13 +40,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::api::{Pipeline, PipelineRun, TrainingJob};
+use crate::api::{Pipeline, PipelineRun, TrainingJob, TuningStudy};
 
 pub use document::{JOB_STEP, check_job};
 pub use load::load;
 pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;
 pub use select::{RunTarget, check_pipeline_refs, select};
+pub use study::{check_study, check_study_pipeline, instantiate, objective_source};
 pub use validate::validate_spec;
 pub use yaml::MAX_NODES;
 
@@ -122,6 +124,8 @@ pub enum Document {
     PipelineRun(PipelineRun),
     /// A `kind: TrainingJob` document.
     TrainingJob(Box<TrainingJob>),
+    /// A `kind: TuningStudy` document.
+    TuningStudy(Box<TuningStudy>),
 }
 
 impl Document {
@@ -131,6 +135,7 @@ impl Document {
             Document::Pipeline(_) => "Pipeline",
             Document::PipelineRun(_) => "PipelineRun",
             Document::TrainingJob(_) => "TrainingJob",
+            Document::TuningStudy(_) => "TuningStudy",
         }
     }
 
@@ -140,6 +145,7 @@ impl Document {
             Document::Pipeline(p) => p.metadata.name.as_deref(),
             Document::PipelineRun(r) => r.metadata.name.as_deref(),
             Document::TrainingJob(j) => j.metadata.name.as_deref(),
+            Document::TuningStudy(s) => s.metadata.name.as_deref(),
         }
     }
 }

@@ -28,6 +28,16 @@ pub struct RunTarget {
 /// inline spec), or else the one Pipeline. Several candidates, none, or a PipelineRun whose
 /// Pipeline is not in the set are diagnostics.
 pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
+    if let Some(study) = docs
+        .iter()
+        .find(|d| matches!(d.document, Document::TuningStudy(_)))
+    {
+        return Err(vec![Diagnostic::new(
+            &study.source,
+            DOCUMENT_PATH,
+            "a TuningStudy: studies do not run yet, locally or in a cluster (`toucan validate` checks them)",
+        )]);
+    }
     let runs: Vec<(&LoadedDocument, &PipelineRun)> = docs
         .iter()
         .filter_map(|d| match &d.document {
@@ -86,7 +96,7 @@ fn template(doc: &LoadedDocument) -> Option<RunTarget> {
                 ..PipelineSpec::default()
             },
         ),
-        Document::PipelineRun(_) => return None,
+        Document::PipelineRun(_) | Document::TuningStudy(_) => return None,
     };
     Some(RunTarget {
         pipeline_name: name.unwrap_or_default(),
@@ -194,9 +204,17 @@ pub(super) fn find_pipeline<'a>(
     run: &PipelineRun,
 ) -> Option<(&'a LoadedDocument, &'a Pipeline)> {
     let name = &run.spec.pipeline_ref.as_ref()?.name;
-    let namespace = run.metadata.namespace.as_deref();
+    find_pipeline_named(docs, name, run.metadata.namespace.as_deref())
+}
+
+/// The Pipeline `name` among `docs`, in `namespace` when both say one.
+pub(super) fn find_pipeline_named<'a>(
+    docs: &'a [LoadedDocument],
+    name: &str,
+    namespace: Option<&str>,
+) -> Option<(&'a LoadedDocument, &'a Pipeline)> {
     pipelines(docs).find(|(_, p)| {
-        p.metadata.name.as_ref() == Some(name)
+        p.metadata.name.as_deref() == Some(name)
             && match (namespace, p.metadata.namespace.as_deref()) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,

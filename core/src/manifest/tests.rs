@@ -278,7 +278,7 @@ fn several_independent_errors_are_all_reported() {
         "[0] spec.schedule: invalid cron schedule \"every day\": expected 5 fields (minute hour \
          day-of-month month day-of-week), got 2",
         "[1] apiVersion: unknown apiVersion \"toucan.dev/v1\" (expected \"toucan.dev/v1alpha1\")",
-        "[1] kind: unknown kind \"Pipline\" (expected Pipeline, PipelineRun or TrainingJob; did you mean \
+        "[1] kind: unknown kind \"Pipline\" (expected Pipeline, PipelineRun, TrainingJob or TuningStudy; did you mean \
          \"Pipeline\"?)",
         "[2] spec.params[2].name: duplicate parameter \"epochs\" (also spec.params[0])",
         "[3] metadata.labels.attempt: expected a string, got the number 1",
@@ -675,4 +675,47 @@ fn a_bad_training_job_is_refused_at_its_own_paths() {
             ),
         ]
     );
+}
+
+#[test]
+fn a_study_and_the_pipeline_its_trials_run_load_together() {
+    let docs = loaded("study.yaml");
+    let Document::TuningStudy(study) = &docs[1].document else {
+        panic!("expected a TuningStudy, got {}", docs[1].document.kind());
+    };
+    assert_eq!(study.spec.engine_spec().budget.parallel_trials, 2);
+    // One trial's template: the placeholders hold that trial's values.
+    let values = std::collections::BTreeMap::from([
+        ("learning_rate".to_string(), "0.003".to_string()),
+        ("optimizer".to_string(), "sgd".to_string()),
+    ]);
+    let (trial, unknown) = instantiate(&study.spec.trial, &values);
+    assert!(unknown.is_empty(), "{unknown:?}");
+    assert_eq!(trial.params[0].value, json!("0.003"));
+    assert_eq!(trial.params[1].value, json!("sgd"));
+    // `toucan run` says that studies do not run yet instead of running the pipeline alone.
+    let err = select(&docs).unwrap_err();
+    assert!(lines(&err)[0].contains("studies do not run yet"), "{err:?}");
+}
+
+#[test]
+fn a_study_s_mistakes_are_reported_at_their_paths() {
+    let file = "tests/fixtures/manifests/study-errors.yaml";
+    let expected: Vec<String> = [
+        "[0] spec.parameters[0].min: min (0.5) is greater than max (0.1)",
+        "[0] spec.parameters[1].step: 50 does not divide the range 32..512 (width 480)",
+        "[0] spec.budget.parallelTrials: 8 is more than maxTrials (4): at most maxTrials trials \
+         can run",
+        "[0] spec.trial.pipelineSpec.steps[0].command[3]: {{trial.params.hiden}} names no \
+         parameter of the study (it has lr, hidden); did you mean \"hidden\"?",
+        "[0] spec.objective.metric: no trial can produce the objective: step \"fit\" declares no \
+         output param \"loss\" (it declares value)",
+        "[1] spec.parameters[0].step: grid search needs a step for the double parameter \"lr\"",
+        "[1] spec.trial: says nothing to run: give one of pipelineRef, pipelineSpec or \
+         trainingJob",
+    ]
+    .iter()
+    .map(|line| format!("{file}{line}"))
+    .collect();
+    assert_eq!(errors("study-errors.yaml"), expected);
 }

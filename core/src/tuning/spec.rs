@@ -4,10 +4,11 @@
 //! fields refused). Nothing here is checked yet: [`super::Study::new`] validates a
 //! [`StudySpec`] and reports every problem with its field path.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What a study optimises, over which space, how, and within which budget.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StudySpec {
     /// The metric to optimise, its direction and an optional target that ends the study.
@@ -24,7 +25,7 @@ pub struct StudySpec {
 }
 
 /// The objective metric.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectiveSpec {
     /// The metric's name, as trials report it.
@@ -37,7 +38,7 @@ pub struct ObjectiveSpec {
 }
 
 /// The direction of the objective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Goal {
     /// Smaller is better.
@@ -57,7 +58,7 @@ impl Goal {
 }
 
 /// The kind of a parameter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ParameterType {
     /// A real number in `[min, max]`, optionally on a `step` grid.
@@ -83,7 +84,7 @@ impl ParameterType {
 }
 
 /// How a numeric range is searched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scale {
     /// Evenly over the range.
@@ -94,8 +95,10 @@ pub enum Scale {
 }
 
 /// A value in a `discrete` or `categorical` list: a number or a string as written.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+// Structural in a CRD: a number or a string, which an untagged enum's schema is not.
+#[schemars(schema_with = "crate::api::schema::any_value")]
 pub enum Literal {
     /// A number (`32`, `0.5`).
     Number(f64),
@@ -104,7 +107,7 @@ pub enum Literal {
 }
 
 /// One parameter of the search space.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ParameterSpec {
     /// The name trials see (`{{trial.params.NAME}}`).
@@ -134,7 +137,7 @@ pub struct ParameterSpec {
 }
 
 /// The search algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlgorithmName {
     /// Every combination, in a stable order.
@@ -169,7 +172,7 @@ impl AlgorithmName {
 }
 
 /// The algorithm and its settings; settings an algorithm does not use are refused.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlgorithmSpec {
     /// Which algorithm.
@@ -196,7 +199,7 @@ pub struct AlgorithmSpec {
 }
 
 /// The resource of multi-fidelity algorithms, e.g. epochs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceSpec {
     /// Its name, as trials receive it (`{{trial.params.NAME}}`), e.g. `epochs`.
@@ -208,7 +211,7 @@ pub struct ResourceSpec {
 }
 
 /// Early stopping rules.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EarlyStoppingSpec {
     /// Median stopping.
@@ -218,7 +221,7 @@ pub struct EarlyStoppingSpec {
 
 /// Stop a running trial whose best value so far is worse than the median of the completed
 /// trials' values at the same step.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MedianStoppingSpec {
     /// Completed trials needed at a step before any trial is stopped there (default 5).
@@ -234,7 +237,7 @@ fn default_min_trials() -> u32 {
 }
 
 /// How many trials a study may run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BudgetSpec {
     /// Trials (configurations) in all.

@@ -1,0 +1,184 @@
+//! `TuningStudy`: a search over hyperparameters, run as trials (each a pipeline run or a
+//! TrainingJob) whose objective metric the study reads.
+//!
+//! The search itself is [`crate::tuning`]'s: this resource holds what the engine needs (the
+//! objective, the space, the algorithm, early stopping, the budget) and how a trial runs (the
+//! template). Parameters reach a trial only through placeholders `{{trial.params.NAME}}` in
+//! the template and the `TOUCAN_TRIAL_PARAMS` file, never by rewriting its command. The ledger
+//! of trials lives in the metadata store; the status holds a bounded summary.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ParamValue, PipelineRef, PipelineSpec, TrainingJobSpec};
+use crate::duration::Duration;
+use crate::tuning::{
+    AlgorithmSpec, BudgetSpec, EarlyStoppingSpec, ObjectiveSpec, ParameterSpec, StudySpec,
+};
+
+/// A hyperparameter search.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "toucan.dev",
+    version = "v1alpha1",
+    kind = "TuningStudy",
+    namespaced,
+    status = "TuningStudyStatus",
+    shortname = "ts",
+    category = "toucan",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Succeeded","type":"integer","jsonPath":".status.trials.succeeded"}"#,
+    printcolumn = r#"{"name":"Running","type":"integer","jsonPath":".status.trials.running"}"#,
+    printcolumn = r#"{"name":"Best","type":"number","jsonPath":".status.best.objective"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TuningStudySpec {
+    /// The metric to optimise, its direction, and a target that ends the study.
+    pub objective: ObjectiveSpec,
+    /// More metrics recorded with every trial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
+    /// The search space.
+    pub parameters: Vec<ParameterSpec>,
+    /// The sampler (or multi-fidelity scheduler) and its seed.
+    pub algorithm: AlgorithmSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
+    pub budget: StudyBudget,
+    /// Earlier studies over a compatible space whose trials seed the sampler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_start: Vec<WarmStartRef>,
+    /// How each trial runs.
+    pub trial: TrialTemplate,
+}
+
+/// How many trials a study may run, and for how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StudyBudget {
+    /// Trials (configurations) in all.
+    pub max_trials: u32,
+    /// Trials running at once (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_trials: Option<u32>,
+    /// The study fails once more trials than this have failed (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failed_trials: Option<u32>,
+    /// The study stops starting trials this long after it started (`6h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
+}
+
+/// An earlier study, by name, in the same namespace (locally: the same store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmStartRef {
+    pub study: String,
+}
+
+/// A trial: one of `pipelineRef`, `pipelineSpec` or `trainingJob`, with placeholders
+/// `{{trial.params.NAME}}` anywhere in it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrialTemplate {
+    /// A run of this Pipeline per trial (in the same namespace, or the same file or directory
+    /// locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_ref: Option<PipelineRef>,
+    /// An inline pipeline per trial; a single step is the quick way to tune any program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_spec: Option<PipelineSpec>,
+    /// A TrainingJob per trial (run as the one distributed step `train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_job: Option<Box<TrainingJobSpec>>,
+    /// The pipeline's parameter values (`pipelineRef`, `pipelineSpec`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ParamValue>,
+    /// Where the objective comes from: `{{steps.STEP.outputs.params.NAME}}`. When omitted,
+    /// the output param named like the objective's metric of the pipeline's last step (a
+    /// TrainingJob's `train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_from: Option<String>,
+}
+
+impl TuningStudySpec {
+    /// The engine's input: the study without its trial template.
+    pub fn engine_spec(&self) -> StudySpec {
+        StudySpec {
+            objective: self.objective.clone(),
+            parameters: self.parameters.clone(),
+            algorithm: self.algorithm.clone(),
+            early_stopping: self.early_stopping.clone(),
+            budget: BudgetSpec {
+                max_trials: self.budget.max_trials,
+                parallel_trials: self.budget.parallel_trials.unwrap_or(1),
+                max_failed_trials: self.budget.max_failed_trials,
+            },
+        }
+    }
+}
+
+/// How many trials of the study are in each state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrialCounts {
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    /// Stopped early (median stopping, or the study ended).
+    pub stopped: u32,
+}
+
+/// One trial in the status: the best, or one of the latest few.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrialSummary {
+    pub name: String,
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Stopped`.
+    pub state: String,
+    /// Its parameter values, as text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<f64>,
+}
+
+/// How many trials the status lists besides the best.
+pub const STATUS_RECENT_TRIALS: usize = 5;
+
+/// A bounded summary of a study, whatever its number of trials: counts, the best trial and
+/// the latest few. Every trial is in the metadata store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TuningStudyStatus {
+    /// `Running`, `Succeeded` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The study's id in the metadata store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trials: Option<TrialCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<TrialSummary>,
+    /// The latest trials, newest first (at most [`STATUS_RECENT_TRIALS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<TrialSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
