@@ -9,6 +9,7 @@
 mod acquisition;
 mod fit;
 mod kernel;
+mod lbfgs;
 mod linalg;
 
 use super::rng::TrialRng;

@@ -7,6 +7,13 @@
 //! there are many. Candidates are drawn from `l`; the one with the highest `l(x) / g(x)`
 //! (the expected-improvement maximiser under TPE's model) is the suggestion.
 //!
+//! One departure from Optuna's estimator: the lower clip on the width of continuous kernels
+//! (at least the range over the number of kernels plus one) counts half of all observations
+//! rather than only the group's own, which never exceeds 25 in the good group. The good
+//! group's kernels can then keep narrowing as a study goes on, which refines an optimum
+//! that Optuna's TPE only circles; grids and choices keep the group's count, since a kernel
+//! narrower than a grid cell could no longer move to the next value.
+//!
 //! Why not the `tpe` crate: it samples each parameter on its own (univariate) and has no
 //! notion of conditional parameters, both of which the issue asks for.
 
@@ -21,6 +28,9 @@ const GOOD_FRACTION: f64 = 0.1;
 const MAX_GOOD: usize = 25;
 /// The most recent observations that keep full weight.
 const FULL_WEIGHT_RECENT: usize = 25;
+/// The lower clip of continuous kernels counts one in this many of all observations (at
+/// least; a larger group counts its own).
+const CLIP_EVIDENCE_DIVISOR: usize = 2;
 
 /// How many of `n` observations count as good: 10 %, at least 1, at most 25.
 fn good_count(n: usize) -> usize {
@@ -28,19 +38,25 @@ fn good_count(n: usize) -> usize {
 }
 
 /// Weights of a group of `n` observations, oldest first: the newest 25 weigh 1, older ones
-/// ramp linearly down to `1 / n`. The good group (at most 25) always weighs evenly.
+/// ramp linearly from `1 / n` (the oldest) up to 1. The good group (at most 25) always
+/// weighs evenly.
 fn recency_weights(n: usize) -> Vec<f64> {
     if n <= FULL_WEIGHT_RECENT {
         return vec![1.0; n];
     }
     let ramp = n - FULL_WEIGHT_RECENT;
     let lo = 1.0 / n as f64;
+    let slope = if ramp > 1 {
+        (1.0 - lo) / (ramp - 1) as f64
+    } else {
+        0.0
+    };
     (0..n)
         .map(|p| {
             if p >= ramp {
                 1.0
             } else {
-                lo + (1.0 - lo) * p as f64 / ramp as f64
+                lo + slope * p as f64
             }
         })
         .collect()
@@ -66,12 +82,13 @@ pub(crate) fn tpe_point(
     let completed = observations.iter().filter(|o| o.loss.is_some()).count();
     let n_good = good_count(observations.len()).min(completed);
     let (good, bad) = ranked.split_at(n_good);
+    let evidence = observations.len() / CLIP_EVIDENCE_DIVISOR;
     let estimator = |idx: &[usize]| {
         let mut sorted = idx.to_vec();
         sorted.sort_unstable();
         let points: Vec<&Point> = sorted.iter().map(|&i| &observations[i].point).collect();
         let weights = recency_weights(sorted.len());
-        Parzen::new(space, &points, &weights)
+        Parzen::new(space, &points, &weights, evidence)
     };
     let l = estimator(good);
     let g = estimator(bad);
