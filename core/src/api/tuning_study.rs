@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{ParamValue, PipelineRef, PipelineSpec, TrainingJobSpec};
 use crate::duration::Duration;
+use crate::echo::cut;
 use crate::tuning::{
-    AlgorithmSpec, BudgetSpec, EarlyStoppingSpec, ObjectiveSpec, ParameterSpec, StudySpec,
+    AlgorithmSpec, BudgetSpec, EarlyStoppingSpec, Goal, ObjectiveSpec, ParameterSpec, StudySpec,
+    Trial, TrialLedger, TrialState,
 };
 
 /// A hyperparameter search.
@@ -181,4 +183,135 @@ pub struct TuningStudyStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl TuningStudyStatus {
+    /// Sets the ledger's part of the status: the counts by state, the best succeeded trial
+    /// and the latest few, newest first. Its size does not grow with the number of trials.
+    pub fn record_ledger(&mut self, ledger: &TrialLedger, goal: Goal) {
+        let mut counts = TrialCounts::default();
+        for trial in &ledger.trials {
+            let count = match trial.state {
+                TrialState::Pending => &mut counts.pending,
+                TrialState::Running => &mut counts.running,
+                TrialState::Succeeded => &mut counts.succeeded,
+                TrialState::Failed => &mut counts.failed,
+                TrialState::Stopped => &mut counts.stopped,
+            };
+            *count += 1;
+        }
+        self.trials = Some(counts);
+        self.best = ledger.best(goal).map(TrialSummary::of);
+        self.recent = ledger
+            .trials
+            .iter()
+            .rev()
+            .take(STATUS_RECENT_TRIALS)
+            .map(TrialSummary::of)
+            .collect();
+    }
+}
+
+impl TrialSummary {
+    /// A trial as the status shows it, a long value cut as error messages cut theirs.
+    pub fn of(trial: &Trial) -> Self {
+        TrialSummary {
+            name: trial.name.clone(),
+            state: format!("{:?}", trial.state),
+            params: trial
+                .params
+                .iter()
+                .map(|(name, value)| (name.clone(), cut(&value.to_string()).into_owned()))
+                .collect(),
+            objective: trial.objective,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuning::{MetricPoint, ParamValue};
+
+    fn trial(index: u32, state: TrialState, objective: Option<f64>) -> Trial {
+        Trial {
+            index,
+            name: format!("{index}-trial"),
+            params: BTreeMap::from([
+                (
+                    "learning_rate".into(),
+                    ParamValue::Float(1e-3 * f64::from(index)),
+                ),
+                ("optimizer".into(), ParamValue::Text("x".repeat(500))),
+            ]),
+            state,
+            budget: None,
+            bracket: None,
+            series: (0..20)
+                .map(|step| MetricPoint {
+                    step,
+                    value: f64::from(index),
+                })
+                .collect(),
+            objective,
+            rungs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_status_of_a_ten_thousand_trial_study_stays_small() {
+        let mut ledger = TrialLedger::new();
+        for i in 0..10_000u32 {
+            let state = match i % 4 {
+                0 => TrialState::Failed,
+                1 => TrialState::Stopped,
+                _ => TrialState::Succeeded,
+            };
+            // Trial 4,242 is the best; the last two are still going.
+            let objective =
+                (state == TrialState::Succeeded).then_some(if i == 4_242 { 0.99 } else { 0.5 });
+            ledger.trials.push(trial(i, state, objective));
+        }
+        ledger.trials[9_998].state = TrialState::Running;
+        ledger.trials[9_999].state = TrialState::Pending;
+        let mut status = TuningStudyStatus::default();
+        status.record_ledger(&ledger, Goal::Maximize);
+        let counts = status.trials.clone().unwrap();
+        assert_eq!(
+            (
+                counts.pending,
+                counts.running,
+                counts.succeeded,
+                counts.failed,
+                counts.stopped
+            ),
+            (1, 1, 4_998, 2_500, 2_500)
+        );
+        let best = status.best.clone().unwrap();
+        assert_eq!(
+            (best.name.as_str(), best.objective),
+            ("4242-trial", Some(0.99))
+        );
+        let recent: Vec<&str> = status.recent.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            recent,
+            [
+                "9999-trial",
+                "9998-trial",
+                "9997-trial",
+                "9996-trial",
+                "9995-trial"
+            ]
+        );
+        assert!(
+            best.params["optimizer"].len() < 200,
+            "{}",
+            best.params["optimizer"]
+        );
+        let bytes = serde_json::to_vec(&status).unwrap().len();
+        assert!(bytes < 100 * 1024, "{bytes} bytes");
+        // Minimising, the best is another trial.
+        status.record_ledger(&ledger, Goal::Minimize);
+        assert_ne!(status.best.unwrap().name, "4242-trial");
+    }
 }
