@@ -36,6 +36,17 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
         .unwrap_or_default()
 }
 
+/// `; did you mean "x"?`, to end a message that already lists what was expected, or nothing
+/// when no candidate is close.
+pub fn did_you_mean_clause<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> String {
+    closest(name, candidates)
+        .map(|c| format!("; did you mean {c:?}?"))
+        .unwrap_or_default()
+}
+
 /// A hint for an unknown name: the close candidate if there is one, else the full list
 /// (`what` names the kind of thing, e.g. "parameters"), else that there are none.
 pub fn unknown_name_hint(name: &str, candidates: &[&str], what: &str) -> String {

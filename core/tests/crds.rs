@@ -1,6 +1,8 @@
 //! The generated CRDs: names, printer columns, status subresource, and structural schemas
 //! (the API server rejects non-structural ones; the cluster tests apply them for real).
 
+#![allow(clippy::unwrap_used)]
+
 use serde_json::Value;
 use toucan_core::api::crds;
 
@@ -83,6 +85,16 @@ fn the_checker_catches_non_structural_schemas() {
     assert_eq!(errors.len(), 4, "{errors:?}");
 }
 
+/// A CRD version's printer columns: each column's `field` (`name`, `jsonPath`).
+fn columns<'a>(version: &'a Value, field: &str) -> Vec<&'a str> {
+    version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[field].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn names_columns_and_subresources() {
     let all = crds();
@@ -110,34 +122,17 @@ fn names_columns_and_subresources() {
             v["subresources"]["status"].is_object(),
             "{kind} has a status subresource"
         );
-        let columns: Vec<&str> = v["additionalPrinterColumns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let columns = columns(v, "name");
         assert!(columns.contains(&"Age"), "{kind}: {columns:?}");
     }
     let run = serde_json::to_value(&all[1]).unwrap();
-    let columns: Vec<&str> = run["spec"]["versions"][0]["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        columns,
+        columns(&run["spec"]["versions"][0], "name"),
         ["Pipeline", "Phase", "Succeeded", "Cached", "Total", "Age"]
     );
     let job = serde_json::to_value(&all[2]).unwrap();
-    let columns: Vec<&str> = job["spec"]["versions"][0]["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["jsonPath"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        columns,
+        columns(&job["spec"]["versions"][0], "jsonPath"),
         [
             ".status.phase",
             ".status.ready",
@@ -153,14 +148,8 @@ fn names_columns_and_subresources() {
     assert_eq!(codes["x-kubernetes-int-or-string"], true, "{codes}");
     let study = serde_json::to_value(&all[3]).unwrap();
     let version = &study["spec"]["versions"][0];
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["jsonPath"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        columns,
+        columns(version, "jsonPath"),
         [
             ".status.phase",
             ".status.trials.succeeded",

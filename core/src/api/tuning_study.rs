@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{ParamValue, PipelineRef, PipelineSpec, TrainingJobSpec};
 use crate::duration::Duration;
 use crate::echo::cut;
+use crate::tuning::spec::DEFAULT_PARALLEL_TRIALS;
 use crate::tuning::{
     AlgorithmSpec, BudgetSpec, EarlyStoppingSpec, Goal, ObjectiveSpec, ParameterSpec, StudySpec,
     Trial, TrialLedger, TrialState,
@@ -118,7 +119,10 @@ impl TuningStudySpec {
             early_stopping: self.early_stopping.clone(),
             budget: BudgetSpec {
                 max_trials: self.budget.max_trials,
-                parallel_trials: self.budget.parallel_trials.unwrap_or(1),
+                parallel_trials: self
+                    .budget
+                    .parallel_trials
+                    .unwrap_or(DEFAULT_PARALLEL_TRIALS),
                 max_failed_trials: self.budget.max_failed_trials,
             },
         }

@@ -183,9 +183,7 @@ fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
         Some(Value::String(k)) if k == "TrainingJob" => return Some(Kind::TrainingJob),
         Some(Value::String(k)) if k == "TuningStudy" => return Some(Kind::TuningStudy),
         Some(Value::String(k)) => {
-            let hint = suggest::closest(k, KINDS.iter().copied())
-                .map(|c| format!("; did you mean {c:?}?"))
-                .unwrap_or_default();
+            let hint = suggest::did_you_mean_clause(k, KINDS.iter().copied());
             let message = format!("unknown kind {} (expected {}{hint})", quote(k), kinds());
             found.push(("kind".into(), message));
         }

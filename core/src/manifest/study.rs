@@ -41,9 +41,7 @@ pub fn check_study(spec: &TuningStudySpec, source: &Source) -> Vec<Diagnostic> {
         trial = instantiate(&spec.trial, &sample).0;
     }
     for (path, name) in unknown {
-        let hint = suggest::closest(&name, names.iter().map(String::as_str))
-            .map(|c| format!("; did you mean {c:?}?"))
-            .unwrap_or_default();
+        let hint = suggest::did_you_mean_clause(&name, names.iter().map(String::as_str));
         out.push(Diagnostic::new(
             source,
             format!("spec.trial{path}"),
@@ -119,10 +117,10 @@ pub fn check_study_pipeline(
     let mut out = Vec::new();
     for (i, given) in spec.trial.params.iter().enumerate() {
         if !pipeline.params.iter().any(|p| p.name == given.name) {
-            let hint =
-                suggest::closest(&given.name, pipeline.params.iter().map(|p| p.name.as_str()))
-                    .map(|c| format!("; did you mean {c:?}?"))
-                    .unwrap_or_default();
+            let hint = suggest::did_you_mean_clause(
+                &given.name,
+                pipeline.params.iter().map(|p| p.name.as_str()),
+            );
             out.push(Diagnostic::new(
                 source,
                 format!("spec.trial.params[{i}].name"),
@@ -175,9 +173,10 @@ fn check_objective(
         return vec![Diagnostic::new(source, path, message)];
     };
     let Some(step) = pipeline.steps.iter().find(|s| s.name == step_name) else {
-        let hint = suggest::closest(&step_name, pipeline.steps.iter().map(|s| s.name.as_str()))
-            .map(|c| format!("; did you mean {c:?}?"))
-            .unwrap_or_default();
+        let hint = suggest::did_you_mean_clause(
+            &step_name,
+            pipeline.steps.iter().map(|s| s.name.as_str()),
+        );
         return vec![Diagnostic::new(
             source,
             path,
@@ -194,9 +193,7 @@ fn check_objective(
     if declared.contains(&param.as_str()) {
         return Vec::new();
     }
-    let hint = suggest::closest(&param, declared.iter().copied())
-        .map(|c| format!("; did you mean {c:?}?"))
-        .unwrap_or_default();
+    let hint = suggest::did_you_mean_clause(&param, declared.iter().copied());
     vec![Diagnostic::new(
         source,
         path,

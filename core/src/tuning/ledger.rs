@@ -245,13 +245,4 @@ impl TrialLedger {
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, t)| t)
     }
-
-    /// How many trials are in each state, for a resource's bounded status.
-    pub fn counts(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for t in &self.trials {
-            *counts.entry(format!("{:?}", t.state)).or_insert(0) += 1;
-        }
-        counts
-    }
 }

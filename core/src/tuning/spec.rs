@@ -250,6 +250,9 @@ pub struct BudgetSpec {
     pub max_failed_trials: Option<u32>,
 }
 
+/// Trials running at once when `parallelTrials` is omitted.
+pub const DEFAULT_PARALLEL_TRIALS: u32 = 1;
+
 fn default_parallel_trials() -> u32 {
-    1
+    DEFAULT_PARALLEL_TRIALS
 }
