@@ -247,3 +247,29 @@ impl DocumentKind {
         }
     }
 }
+
+/// A tuning study as the metadata store keeps it: its spec (to resume it without its file)
+/// and its phase. Its trials are [`TrialRecord`]s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    /// Unique in the store: a ULID locally, the resource's UID in a cluster.
+    pub id: String,
+    /// The study's name (`metadata.name`).
+    pub name: String,
+    pub phase: Phase,
+    /// What the study runs (the shell's own document, as JSON).
+    pub spec: serde_json::Value,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub message: Option<String>,
+}
+
+/// One trial of a study, as the engine's ledger holds it, and the run it became.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub study_id: String,
+    pub trial: crate::tuning::Trial,
+    /// The run of its current budget, once created.
+    pub run_id: Option<String>,
+    pub updated_at: Millis,
+}

@@ -23,6 +23,7 @@ use toucan_core::engine::InputSource;
 use toucan_core::launch::{
     LAUNCHER_FAILURE_EXIT, LaunchReport, LaunchSpec, MAX_PARAM_BYTES, STAGE_NODE, StageSpec,
 };
+use toucan_core::manifest::TRIAL_PARAMS_ENV;
 use toucan_core::records::StepOutputs;
 use toucan_store::artifacts::ArtifactStore;
 
@@ -330,6 +331,18 @@ fn run(spec: &LaunchSpec) -> LaunchReport {
     }
     let mut env = Vec::with_capacity(spec.env.len());
     for (k, v) in &spec.env {
+        if k == TRIAL_PARAMS_ENV {
+            // A trial's values reach the command as a file, `TOUCAN_TRIAL_PARAMS`.
+            let path = spec.dir.join("trial-params.json");
+            if let Err(e) = std::fs::write(&path, v) {
+                return failed(format!("writing {}: {e}", path.display()), started);
+            }
+            env.push((
+                "TOUCAN_TRIAL_PARAMS".to_string(),
+                path.display().to_string(),
+            ));
+            continue;
+        }
         match spec.resolve_paths(v) {
             Ok(s) => env.push((k.clone(), s)),
             Err(e) => return failed(format!("env {k}: {e}"), started),

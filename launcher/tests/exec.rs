@@ -140,3 +140,30 @@ fn the_command_reads_its_values_with_their_types() {
     assert_eq!(seen, values);
     assert!(seen["params.epochs"].is_u64(), "an int stays a number");
 }
+
+#[test]
+fn a_trials_values_reach_the_command_as_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("trial.json");
+    let script = format!(
+        "test -z \"${}\" && cp \"$TOUCAN_TRIAL_PARAMS\" {}",
+        toucan_core::manifest::TRIAL_PARAMS_ENV,
+        copy.display()
+    );
+    let (mut spec, spec_path) = write_spec(dir.path(), &script, BTreeMap::new());
+    let values = r#"{"batch_size":32,"lr":0.01,"optimizer":"adam"}"#;
+    spec.env.insert(
+        toucan_core::manifest::TRIAL_PARAMS_ENV.to_string(),
+        values.to_string(),
+    );
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let run = launcher(&["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()]);
+    let report = report(&spec);
+    assert_eq!(
+        (run.status.code(), report.succeeded),
+        (Some(0), true),
+        "{report:?}"
+    );
+    // The file holds the values as given, and the JSON itself is not in the environment.
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), values);
+}

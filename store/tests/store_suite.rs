@@ -27,8 +27,9 @@ use std::sync::Arc;
 use serde_json::json;
 use toucan_core::records::{
     ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, DocumentKind, Phase,
-    RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord,
+    RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord, StudyRecord, TrialRecord,
 };
+use toucan_core::tuning::{MetricPoint, ParamValue, Trial, TrialState};
 use toucan_store::metadata::{self as store, MetadataStore, SqliteStore, StoreError};
 use toucan_test_harness::postgres::{Database, admin_url, database_url};
 
@@ -77,6 +78,8 @@ store_suite!(
     referenced_digests_cover_steps_cache_entries_and_artifacts,
     claims_are_exclusive_reentrant_and_go_stale,
     concurrent_claimers_only_one_wins,
+    studies_round_trip_list_by_name_and_change_phase,
+    trials_upsert_by_index_all_or_nothing,
 );
 
 // === records ===
@@ -231,6 +234,137 @@ async fn runs_round_trip_and_change_phase(store: Arc<dyn MetadataStore>) {
         .unwrap();
     let resumed = store.get_run("01HRUN").await.unwrap().unwrap();
     assert_eq!(resumed, created);
+}
+
+fn study(id: &str, name: &str, created_at: i64) -> StudyRecord {
+    StudyRecord {
+        id: id.to_string(),
+        name: name.to_string(),
+        phase: Phase::Running,
+        spec: json!({"objective": {"metric": "accuracy", "goal": "maximize"}}),
+        created_at,
+        finished_at: None,
+        message: None,
+    }
+}
+
+fn trial_record(study_id: &str, index: u32, state: TrialState) -> TrialRecord {
+    TrialRecord {
+        study_id: study_id.to_string(),
+        trial: Trial {
+            index,
+            name: format!("{index}-abcdef"),
+            params: BTreeMap::from([
+                (
+                    "lr".to_string(),
+                    ParamValue::Float(0.1 / f64::from(index + 1)),
+                ),
+                ("optimizer".to_string(), ParamValue::Text("adam".into())),
+            ]),
+            state,
+            budget: None,
+            bracket: None,
+            series: vec![MetricPoint {
+                step: 1,
+                value: 0.5,
+            }],
+            objective: (state == TrialState::Succeeded).then_some(0.25 + f64::from(index)),
+            rungs: Vec::new(),
+        },
+        run_id: Some(format!("run-{index}")),
+        updated_at: T0 + i64::from(index),
+    }
+}
+
+async fn studies_round_trip_list_by_name_and_change_phase(store: Arc<dyn MetadataStore>) {
+    let first = study("s1", "fmnist-lr", T0);
+    store.create_study(&first).await.unwrap();
+    // Recording it again (a shell that crashed before it knew) keeps the first record.
+    let mut again = first.clone();
+    again.spec = json!({"other": true});
+    store.create_study(&again).await.unwrap();
+    assert_eq!(store.get_study("s1").await.unwrap(), Some(first.clone()));
+    assert_eq!(store.get_study("s9").await.unwrap(), None);
+    store
+        .create_study(&study("s2", "grid", T0 + 1))
+        .await
+        .unwrap();
+    store
+        .create_study(&study("s3", "fmnist-lr", T0 + 2))
+        .await
+        .unwrap();
+    let ids = |studies: Vec<StudyRecord>| studies.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_studies(None, 10).await.unwrap()),
+        ["s3", "s2", "s1"]
+    );
+    assert_eq!(
+        ids(store.list_studies(Some("fmnist-lr"), 10).await.unwrap()),
+        ["s3", "s1"]
+    );
+    assert_eq!(
+        ids(store.list_studies(Some("fmnist-lr"), 1).await.unwrap()),
+        ["s3"]
+    );
+    assert!(
+        store
+            .list_studies(Some("none"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .set_study_phase("s1", Phase::Succeeded, Some("target reached"), Some(T0 + 9))
+        .await
+        .unwrap();
+    let done = store.get_study("s1").await.unwrap().unwrap();
+    assert_eq!(done.phase, Phase::Succeeded);
+    assert_eq!(done.message.as_deref(), Some("target reached"));
+    assert_eq!(done.finished_at, Some(T0 + 9));
+    assert_eq!(done.spec, first.spec);
+}
+
+async fn trials_upsert_by_index_all_or_nothing(store: Arc<dyn MetadataStore>) {
+    store
+        .create_study(&study("s1", "fmnist-lr", T0))
+        .await
+        .unwrap();
+    store.create_study(&study("s2", "other", T0)).await.unwrap();
+    let trials: Vec<TrialRecord> = (0..3)
+        .map(|i| trial_record("s1", i, TrialState::Running))
+        .collect();
+    store.put_trials(&trials).await.unwrap();
+    store
+        .put_trials(&[trial_record("s2", 0, TrialState::Pending)])
+        .await
+        .unwrap();
+    store.put_trials(&[]).await.unwrap();
+    assert_eq!(store.list_trials("s1").await.unwrap(), trials);
+
+    // A trial recorded again replaces its row: the ledger changes trial by trial.
+    let mut done = trial_record("s1", 1, TrialState::Succeeded);
+    done.trial.series.push(MetricPoint {
+        step: 2,
+        value: 0.75,
+    });
+    store.put_trials(std::slice::from_ref(&done)).await.unwrap();
+    let listed = store.list_trials("s1").await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[1], done);
+    assert_eq!(listed[1].trial.objective, Some(1.25));
+
+    // A batch with a trial of an unknown study writes nothing.
+    let err = store
+        .put_trials(&[
+            trial_record("s1", 3, TrialState::Pending),
+            trial_record("nope", 0, TrialState::Pending),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "StoreQuery", "{err}");
+    assert_eq!(store.list_trials("s1").await.unwrap().len(), 3);
+    assert_eq!(store.list_trials("s2").await.unwrap().len(), 1);
 }
 
 async fn runs_list_newest_first(store: Arc<dyn MetadataStore>) {
@@ -692,7 +826,7 @@ async fn sqlite_open_creates_the_file_and_reopening_keeps_the_data() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(migrations, [(1, true), (2, true)]);
+    assert_eq!(migrations, [(1, true), (2, true), (3, true)]);
 }
 
 async fn raw_sqlite(path: &Path) -> sqlx::SqliteConnection {
@@ -770,7 +904,7 @@ async fn sqlite_handles_opening_a_new_file_at_once_all_succeed() {
             .await
             .unwrap();
         // Every migration applied exactly once, whoever got there first.
-        assert_eq!(applied, 2);
+        assert_eq!(applied, 3);
     }
 }
 
@@ -827,7 +961,7 @@ async fn postgres_open_reconnect_and_concurrent_connects() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
     drop(conn);
     db.drop_database().unwrap();
 }

@@ -14,7 +14,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ParamValue, PipelineRef, PipelineSpec, TrainingJobSpec};
+use super::{
+    EnvVar, Outputs, ParamValue, PipelineRef, PipelineSpec, Resources, Step, TrainingJobSpec,
+};
 use crate::duration::Duration;
 use crate::echo::cut;
 use crate::tuning::spec::DEFAULT_PARALLEL_TRIALS;
@@ -84,7 +86,8 @@ pub struct WarmStartRef {
     pub study: String,
 }
 
-/// A trial: one of `pipelineRef`, `pipelineSpec` or `trainingJob`, with placeholders
+/// A trial: one of `pipelineRef`, `pipelineSpec`, `trainingJob` or one step inline (`image`,
+/// `command`, `outputs`... as a pipeline step writes them), with placeholders
 /// `{{trial.params.NAME}}` anywhere in it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -99,6 +102,21 @@ pub struct TrialTemplate {
     /// A TrainingJob per trial (run as the one distributed step `train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_job: Option<Box<TrainingJobSpec>>,
+    /// An inline trial's image: the trial is one step, named `trial`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// An inline trial's command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// An inline trial's outputs: the objective is one of its params.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Outputs>,
     /// The pipeline's parameter values (`pipelineRef`, `pipelineSpec`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<ParamValue>,
@@ -107,6 +125,44 @@ pub struct TrialTemplate {
     /// TrainingJob's `train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective_from: Option<String>,
+}
+
+/// The step name of an inline trial.
+pub const INLINE_TRIAL_STEP: &str = "trial";
+
+impl TrialTemplate {
+    /// Whether it writes one step inline (an image or a command).
+    pub fn is_inline(&self) -> bool {
+        self.image.is_some() || !self.command.is_empty()
+    }
+
+    /// The pipeline a trial runs when the template holds it (`pipelineSpec`, a
+    /// `trainingJob`'s one step `train`, an inline step `trial`); `None` for a `pipelineRef`.
+    pub fn pipeline(&self) -> Option<PipelineSpec> {
+        if let Some(spec) = &self.pipeline_spec {
+            return Some(spec.clone());
+        }
+        let step = if let Some(job) = &self.training_job {
+            job.step(crate::manifest::JOB_STEP)
+        } else if self.is_inline() {
+            Step {
+                name: INLINE_TRIAL_STEP.to_string(),
+                image: self.image.clone().unwrap_or_default(),
+                command: self.command.clone(),
+                args: self.args.clone(),
+                env: self.env.clone(),
+                resources: self.resources.clone(),
+                outputs: self.outputs.clone(),
+                ..Step::default()
+            }
+        } else {
+            return None;
+        };
+        Some(PipelineSpec {
+            steps: vec![step],
+            ..PipelineSpec::default()
+        })
+    }
 }
 
 impl TuningStudySpec {
@@ -221,7 +277,7 @@ impl TrialSummary {
     pub fn of(trial: &Trial) -> Self {
         TrialSummary {
             name: trial.name.clone(),
-            state: format!("{:?}", trial.state),
+            state: trial.state.as_str().to_string(),
             params: trial
                 .params
                 .iter()

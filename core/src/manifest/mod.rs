@@ -47,7 +47,10 @@ pub use load::load;
 pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;
 pub use select::{RunTarget, check_pipeline_refs, select};
-pub use study::{check_study, check_study_pipeline, instantiate, objective_source};
+pub use study::{
+    TRIAL_PARAMS_ENV, TrialRun, check_study, check_study_pipeline, instantiate, objective_series,
+    objective_source, parse_objective, trial_run,
+};
 pub use validate::validate_spec;
 pub use yaml::MAX_NODES;
 

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{Diagnostic, JOB_STEP, Source, validate_spec};
-use crate::api::{PipelineSpec, TrialTemplate, TuningStudySpec};
+use super::{Diagnostic, Source, validate_spec};
+use crate::api::{EnvVar, PipelineSpec, TrialTemplate, TuningStudySpec};
 use crate::suggest;
-use crate::tuning::{Study, TuningError};
+use crate::tuning::{ParamValue, Study, TuningError};
 
 /// The placeholder prefix of a trial's parameter values.
 const TRIAL_PARAMS: &str = "trial.params.";
@@ -55,34 +55,26 @@ pub fn check_study(spec: &TuningStudySpec, source: &Source) -> Vec<Diagnostic> {
         trial.pipeline_ref.is_some(),
         trial.pipeline_spec.is_some(),
         trial.training_job.is_some(),
+        trial.is_inline(),
     ];
     match ways.iter().filter(|&&w| w).count() {
         1 => {}
         0 => out.push(Diagnostic::new(
             source,
             "spec.trial",
-            "says nothing to run: give one of pipelineRef, pipelineSpec or trainingJob",
+            "says nothing to run: give one of pipelineRef, pipelineSpec, trainingJob or an inline step (image, command)",
         )),
         _ => out.push(Diagnostic::new(
             source,
             "spec.trial",
-            "gives more than one of pipelineRef, pipelineSpec and trainingJob: give one",
+            "gives more than one of pipelineRef, pipelineSpec, trainingJob and an inline step (image, command): give one",
         )),
     }
-    if trial.training_job.is_some() && !trial.params.is_empty() {
+    if (trial.training_job.is_some() || trial.is_inline()) && !trial.params.is_empty() {
         out.push(Diagnostic::new(
             source,
             "spec.trial.params",
-            "a trainingJob trial takes no pipeline params: write {{trial.params.NAME}} in the job itself",
-        ));
-    }
-    if let Some(pipeline) = &trial.pipeline_spec {
-        out.extend(validate_spec(pipeline, source, "spec.trial.pipelineSpec"));
-        out.extend(check_objective(
-            spec,
-            pipeline,
-            source,
-            "spec.trial.pipelineSpec",
+            "only a pipeline trial takes params: write {{trial.params.NAME}} in the trial itself",
         ));
     }
     if let Some(job) = &trial.training_job {
@@ -93,16 +85,26 @@ pub fn check_study(spec: &TuningStudySpec, source: &Source) -> Vec<Diagnostic> {
             }
         }
         out.extend(found);
-        let pipeline = PipelineSpec {
-            steps: vec![job.step(JOB_STEP)],
-            ..PipelineSpec::default()
-        };
-        out.extend(check_objective(
-            spec,
-            &pipeline,
-            source,
-            "spec.trial.trainingJob",
-        ));
+    }
+    let (checked, at) = if trial.pipeline_spec.is_some() {
+        (true, "spec.trial.pipelineSpec")
+    } else if trial.training_job.is_some() {
+        (false, "spec.trial.trainingJob")
+    } else {
+        (true, "spec.trial")
+    };
+    if let (Some(pipeline), 1) = (trial.pipeline(), ways.iter().filter(|&&w| w).count()) {
+        if checked {
+            let mut found = validate_spec(&pipeline, source, at);
+            if trial.is_inline() {
+                // The inline step's fields sit on spec.trial itself.
+                for d in &mut found {
+                    d.path = d.path.replacen("spec.trial.steps[0]", "spec.trial", 1);
+                }
+            }
+            out.extend(found);
+        }
+        out.extend(check_objective(spec, &pipeline, source, at));
     }
     out
 }
@@ -135,6 +137,125 @@ pub fn check_study_pipeline(
         "spec.trial.pipelineRef",
     ));
     out
+}
+
+/// The variable that carries a trial's values (JSON) in the env of the steps they reach; the
+/// launcher writes it to a file and gives the command that file's path as
+/// `TOUCAN_TRIAL_PARAMS` instead. Being part of the step's env, it is part of the step's cache
+/// key: a step the trial's values do not reach (an ingest step) is shared by every trial.
+pub const TRIAL_PARAMS_ENV: &str = "TOUCAN_TRIAL_PARAMS_JSON";
+
+/// What one trial runs: a pipeline and its parameter values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrialRun {
+    /// The pipeline's name: the referenced Pipeline's, else the study's.
+    pub pipeline: String,
+    /// The pipeline with the trial's values in place.
+    pub spec: PipelineSpec,
+    /// The pipeline's parameter values, as a run gives them.
+    pub params: Vec<(String, Value)>,
+}
+
+/// The template made concrete for one trial's `values`: `{{trial.params.NAME}}` replaced
+/// everywhere, and [`TRIAL_PARAMS_ENV`] added to each step a placeholder was written in (to
+/// the one step of a one-step trial in any case). `referenced` is the Pipeline a
+/// `pipelineRef` names, with its name.
+pub fn trial_run(
+    study: &str,
+    spec: &TuningStudySpec,
+    referenced: Option<(&str, &PipelineSpec)>,
+    values: &BTreeMap<String, ParamValue>,
+) -> Result<TrialRun, String> {
+    let text: BTreeMap<String, String> = values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    let json = serde_json::to_string(values).map_err(|e| e.to_string())?;
+    let (trial, unknown) = instantiate(&spec.trial, &text);
+    if let Some((path, name)) = unknown.first() {
+        return Err(format!(
+            "spec.trial{path}: {{{{trial.params.{name}}}}} has no value in this trial"
+        ));
+    }
+    let (pipeline, mut pipeline_spec, reached) = match (&spec.trial.pipeline_ref, referenced) {
+        (Some(r), Some((name, pipeline))) if r.name == name => {
+            (name.to_string(), pipeline.clone(), Vec::new())
+        }
+        (Some(r), _) => return Err(format!("spec.trial.pipelineRef: no Pipeline {:?}", r.name)),
+        (None, _) => {
+            let template = spec
+                .trial
+                .pipeline()
+                .ok_or("spec.trial: says nothing to run")?;
+            let reached = template
+                .steps
+                .iter()
+                .map(|step| serde_json::to_string(step).is_ok_and(|t| t.contains(TRIAL_PARAMS)))
+                .collect();
+            let concrete = trial.pipeline().ok_or("spec.trial: says nothing to run")?;
+            (study.to_string(), concrete, reached)
+        }
+    };
+    let single = pipeline_spec.steps.len() == 1;
+    for (i, step) in pipeline_spec.steps.iter_mut().enumerate() {
+        if single || reached.get(i).copied().unwrap_or(false) {
+            step.env.retain(|e| e.name != TRIAL_PARAMS_ENV);
+            step.env.push(EnvVar {
+                name: TRIAL_PARAMS_ENV.to_string(),
+                value: json.clone(),
+            });
+        }
+    }
+    let params = trial
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    Ok(TrialRun {
+        pipeline,
+        spec: pipeline_spec,
+        params,
+    })
+}
+
+/// A trial's objective from the text of the output param it is read from.
+pub fn parse_objective(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    match trimmed.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("the objective is {v}, not a finite number")),
+        Err(_) => Err(format!(
+            "the objective {:?} is not a number",
+            crate::echo::cut(trimmed)
+        )),
+    }
+}
+
+/// A trial's objective series from the metric points a step reported (pushed to the
+/// control plane, or appended to `TOUCAN_METRICS_FILE`): the value of `metric` at each point
+/// that has it, at the point's `epoch` (else `step`, else its position from 1). A later point
+/// at the same step replaces an earlier one.
+pub fn objective_series(
+    points: &[serde_json::Map<String, Value>],
+    metric: &str,
+) -> Vec<crate::tuning::MetricPoint> {
+    let mut series: BTreeMap<u64, f64> = BTreeMap::new();
+    for (i, point) in points.iter().enumerate() {
+        let Some(value) = point.get(metric).and_then(Value::as_f64) else {
+            continue;
+        };
+        let step = ["epoch", "step"]
+            .iter()
+            .find_map(|k| point.get(*k).and_then(Value::as_u64))
+            .unwrap_or(i as u64 + 1);
+        if value.is_finite() {
+            series.insert(step, value);
+        }
+    }
+    series
+        .into_iter()
+        .map(|(step, value)| crate::tuning::MetricPoint { step, value })
+        .collect()
 }
 
 /// The step and output param a trial's objective is read from: `objectiveFrom`, else the
@@ -308,6 +429,113 @@ fn replace_placeholders(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trial_runs_its_pipeline_with_its_values_and_gets_the_file_where_they_reach() {
+        let spec: TuningStudySpec = serde_yaml_ng::from_str(
+            r#"
+objective: {metric: accuracy, goal: maximize}
+parameters:
+  - {name: lr, type: double, min: 0.001, max: 0.1, scale: log}
+  - {name: batch, type: discrete, values: [32, 64]}
+algorithm: {name: random, seed: 1}
+budget: {maxTrials: 4}
+trial:
+  pipelineSpec:
+    steps:
+      - {name: ingest, image: w, command: [ingest]}
+      - name: train
+        image: w
+        command: [train, "--lr={{trial.params.lr}}", "--batch={{trial.params.batch}}"]
+        dependsOn: [ingest]
+        outputs: {params: [{name: accuracy}]}
+"#,
+        )
+        .unwrap();
+        let values = BTreeMap::from([
+            ("lr".to_string(), ParamValue::Float(0.01)),
+            ("batch".to_string(), ParamValue::Int(64)),
+        ]);
+        let run = trial_run("fmnist", &spec, None, &values).unwrap();
+        assert_eq!(run.pipeline, "fmnist");
+        let train = &run.spec.steps[1];
+        assert_eq!(train.command, ["train", "--lr=0.01", "--batch=64"]);
+        assert_eq!(train.env[0].name, TRIAL_PARAMS_ENV);
+        assert_eq!(train.env[0].value, r#"{"batch":64,"lr":0.01}"#);
+        // The ingest step uses no value: same spec, same cache key, in every trial.
+        assert_eq!(
+            run.spec.steps[0],
+            spec.trial.pipeline_spec.unwrap().steps[0]
+        );
+    }
+
+    #[test]
+    fn an_inline_trial_is_one_step_checked_at_the_trials_own_fields() {
+        let study = |trial: &str| -> TuningStudySpec {
+            serde_yaml_ng::from_str(&format!(
+                r#"
+objective: {{metric: value, goal: minimize}}
+parameters: [{{name: x, type: double, min: -2.0, max: 2.0}}]
+algorithm: {{name: tpe, seed: 1}}
+budget: {{maxTrials: 4}}
+trial: {trial}
+"#
+            ))
+            .unwrap()
+        };
+        let source = Source {
+            file: "study.yaml".into(),
+            index: 0,
+        };
+        let good = study(
+            r#"{image: python:3.11, command: [python3, f.py, "{{trial.params.x}}", "{{outputs.params.value}}"], outputs: {params: [{name: value}]}}"#,
+        );
+        assert_eq!(check_study(&good, &source), []);
+        let pipeline = good.trial.pipeline().unwrap();
+        assert_eq!(pipeline.steps[0].name, crate::api::INLINE_TRIAL_STEP);
+        assert_eq!(
+            objective_source(&good, &pipeline),
+            Some(("trial".into(), "value".into()))
+        );
+
+        let bad =
+            study(r#"{command: [f, "{{trial.params.y}}"], outputs: {params: [{name: other}]}}"#);
+        let paths: Vec<String> = check_study(&bad, &source)
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.trial.command[1]",
+                "spec.trial.image",
+                "spec.objective.metric"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_objective_series_reads_the_metric_by_epoch() {
+        let points: Vec<serde_json::Map<String, Value>> =
+            serde_json::from_value(serde_json::json!([
+                {"epoch": 1, "val_accuracy": 0.5},
+                {"epoch": 2, "loss": 0.3},
+                {"epoch": 3, "val_accuracy": 0.7},
+                {"epoch": 3, "val_accuracy": 0.75},
+                {"val_accuracy": 0.8},
+            ]))
+            .unwrap();
+        let series = objective_series(&points, "val_accuracy");
+        let pairs: Vec<(u64, f64)> = series.iter().map(|p| (p.step, p.value)).collect();
+        assert_eq!(pairs, [(1, 0.5), (3, 0.75), (5, 0.8)]);
+        assert_eq!(parse_objective(" 0.93\n"), Ok(0.93));
+        assert!(parse_objective("nan").is_err());
+        assert!(
+            parse_objective("high")
+                .unwrap_err()
+                .contains("not a number")
+        );
+    }
 
     #[test]
     fn placeholders_take_the_trial_values_and_unknown_names_are_reported_at_their_path() {

@@ -711,8 +711,8 @@ fn a_study_s_mistakes_are_reported_at_their_paths() {
         "[0] spec.objective.metric: no trial can produce the objective: step \"fit\" declares no \
          output param \"loss\" (it declares value)",
         "[1] spec.parameters[0].step: grid search needs a step for the double parameter \"lr\"",
-        "[1] spec.trial: says nothing to run: give one of pipelineRef, pipelineSpec or \
-         trainingJob",
+        "[1] spec.trial: says nothing to run: give one of pipelineRef, pipelineSpec, \
+         trainingJob or an inline step (image, command)",
     ]
     .iter()
     .map(|line| format!("{file}{line}"))

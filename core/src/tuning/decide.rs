@@ -187,8 +187,11 @@ impl Study {
         free -= d.promote.len();
         let mut exhausted = false;
         if free > 0 && !full {
-            let observations = sampler::observations(self, ledger);
             for index in started..self.max_trials.min(started.saturating_add(free as u32)) {
+                let Some(seen) = self.learns_from(ledger, index) else {
+                    break;
+                };
+                let observations = sampler::observations(self, &ledger.trials[..seen], ledger);
                 let Some(point) = sampler::suggest(self, &observations, index) else {
                     exhausted = true;
                     break;
@@ -223,6 +226,24 @@ impl Study {
             );
         }
         values
+    }
+
+    /// How many of the first trials trial `index` learns from, or `None` while one of them
+    /// is still active. A model-based sampler (TPE, GP) suggests trial `i` from trials
+    /// `0..=i-parallelTrials` exactly, waiting for the last of them if needed: which trials
+    /// had finished when a slot came free depends on timing, and what a trial learns from
+    /// must not, so that a study gives the same trials whether or not its shell restarted,
+    /// locally as in a cluster. The other algorithms draw points that depend on no result.
+    fn learns_from(&self, ledger: &TrialLedger, index: u32) -> Option<usize> {
+        if !matches!(self.algorithm, Algorithm::Tpe(_) | Algorithm::Gp(_)) {
+            return Some(0);
+        }
+        let seen = (index as usize + 1).saturating_sub(self.parallel_trials as usize);
+        let seen = seen.min(ledger.trials.len());
+        ledger.trials[..seen]
+            .iter()
+            .all(|t| t.state.is_finished())
+            .then_some(seen)
     }
 
     /// Too many failures or the target reached.

@@ -30,6 +30,22 @@ pub enum TrialState {
 }
 
 impl TrialState {
+    /// Its name as the status and the store write it (`Running`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Pending => "Pending",
+            TrialState::Running => "Running",
+            TrialState::Succeeded => "Succeeded",
+            TrialState::Failed => "Failed",
+            TrialState::Stopped => "Stopped",
+        }
+    }
+
+    /// Finished: it holds no slot and will not change unless promoted.
+    pub fn is_finished(self) -> bool {
+        !self.is_active()
+    }
+
     /// Pending or running: it holds one of the `parallelTrials` slots.
     pub fn is_active(self) -> bool {
         matches!(self, TrialState::Pending | TrialState::Running)

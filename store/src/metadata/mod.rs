@@ -1,4 +1,5 @@
-//! The metadata store: runs, steps, attempts, artifacts, cache entries and run documents.
+//! The metadata store: runs, steps, attempts, artifacts, cache entries, run documents, and
+//! tuning studies with their trials.
 //!
 //! One trait, [`MetadataStore`], with two stores over sqlx: SQLite for the local runtime (one
 //! file, WAL mode) and PostgreSQL for the cluster. Both run the migrations under
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use toucan_core::records::{
     AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunChanges, RunRecord, StepRecord,
+    StudyRecord, TrialRecord,
 };
 
 /// Errors of the metadata store.
@@ -139,6 +141,24 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         run_id: &str,
         kind: DocumentKind,
     ) -> Result<Vec<(String, serde_json::Value)>>;
+
+    /// Records a study; recording the same id again changes nothing.
+    async fn create_study(&self, study: &StudyRecord) -> Result<()>;
+    async fn get_study(&self, id: &str) -> Result<Option<StudyRecord>>;
+    /// Studies, newest first; with a name, only the studies of that name.
+    async fn list_studies(&self, name: Option<&str>, limit: u32) -> Result<Vec<StudyRecord>>;
+    /// Sets a study's phase, message and finish time.
+    async fn set_study_phase(
+        &self,
+        id: &str,
+        phase: Phase,
+        message: Option<&str>,
+        finished_at: Option<Millis>,
+    ) -> Result<()>;
+    /// Inserts or replaces trials of one study, all of them or none. The study must exist.
+    async fn put_trials(&self, trials: &[TrialRecord]) -> Result<()>;
+    /// A study's trials, by index.
+    async fn list_trials(&self, study_id: &str) -> Result<Vec<TrialRecord>>;
 }
 
 /// Opens the store a URL names: `postgres://` or `postgresql://` for PostgreSQL; `sqlite:PATH`

@@ -78,6 +78,13 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/postgres/0002_run_documents.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "studies".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/postgres/0003_studies.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -50,7 +50,7 @@ macro_rules! impl_metadata_store {
             use sqlx::types::Json;
             use toucan_core::records::{
                 ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis,
-                Phase, RunChanges, RunPhase, RunRecord, StepRecord,
+                Phase, RunChanges, RunPhase, RunRecord, StepRecord, StudyRecord, TrialRecord,
             };
 
             use super::{$begin_write, $referenced_digests, $store};
@@ -340,6 +340,122 @@ macro_rules! impl_metadata_store {
                     })
                     .collect()
                 }
+
+                async fn create_study(&self, study: &StudyRecord) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO studies
+                             (id, name, phase, spec, created_at, finished_at, message)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&study.id)
+                    .bind(&study.name)
+                    .bind(study.phase.as_str())
+                    .bind(Json(&study.spec))
+                    .bind(study.created_at)
+                    .bind(study.finished_at)
+                    .bind(&study.message)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("recording a study"))?;
+                    Ok(())
+                }
+
+                async fn get_study(&self, id: &str) -> Result<Option<StudyRecord>> {
+                    sqlx::query("SELECT * FROM studies WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(query_err("reading a study"))?
+                        .map(|row| study_from_row(&row))
+                        .transpose()
+                }
+
+                async fn list_studies(
+                    &self,
+                    name: Option<&str>,
+                    limit: u32,
+                ) -> Result<Vec<StudyRecord>> {
+                    sqlx::query(concat!(
+                        "SELECT * FROM studies WHERE (CAST($1 AS TEXT) IS NULL OR name = $1)
+                         ORDER BY created_at DESC, id COLLATE ",
+                        $byte_order,
+                        " DESC LIMIT $2",
+                    ))
+                    .bind(name)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing studies"))?
+                    .iter()
+                    .map(study_from_row)
+                    .collect()
+                }
+
+                async fn set_study_phase(
+                    &self,
+                    id: &str,
+                    phase: Phase,
+                    message: Option<&str>,
+                    finished_at: Option<Millis>,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE studies SET phase = $1, message = $2, finished_at = $3
+                         WHERE id = $4",
+                    )
+                    .bind(phase.as_str())
+                    .bind(message)
+                    .bind(finished_at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("setting a study's phase"))?;
+                    Ok(())
+                }
+
+                async fn put_trials(&self, trials: &[TrialRecord]) -> Result<()> {
+                    if trials.is_empty() {
+                        return Ok(());
+                    }
+                    const OP: &str = "recording trials";
+                    let mut tx = $begin_write(&self.pool).await.map_err(query_err(OP))?;
+                    for record in trials {
+                        let t = &record.trial;
+                        sqlx::query(
+                            "INSERT INTO study_trials
+                                 (study_id, idx, name, state, run_id, body, updated_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                             ON CONFLICT (study_id, idx) DO UPDATE SET
+                                 name = excluded.name,
+                                 state = excluded.state,
+                                 run_id = excluded.run_id,
+                                 body = excluded.body,
+                                 updated_at = excluded.updated_at",
+                        )
+                        .bind(&record.study_id)
+                        .bind(i64::from(t.index))
+                        .bind(&t.name)
+                        .bind(t.state.as_str())
+                        .bind(&record.run_id)
+                        .bind(Json(t))
+                        .bind(record.updated_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err(OP))?;
+                    }
+                    tx.commit().await.map_err(query_err(OP))
+                }
+
+                async fn list_trials(&self, study_id: &str) -> Result<Vec<TrialRecord>> {
+                    sqlx::query("SELECT * FROM study_trials WHERE study_id = $1 ORDER BY idx")
+                        .bind(study_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(query_err("listing trials"))?
+                        .iter()
+                        .map(trial_from_row)
+                        .collect()
+                }
             }
 
             // === writes shared by single operations and `record` ===
@@ -576,6 +692,27 @@ macro_rules! impl_metadata_store {
                     run_id: column(row, "run_id")?,
                     step: column(row, "step")?,
                     created_at: column(row, "created_at")?,
+                })
+            }
+
+            fn study_from_row(row: &$row_type) -> Result<StudyRecord> {
+                Ok(StudyRecord {
+                    id: column(row, "id")?,
+                    name: column(row, "name")?,
+                    phase: phase_column(row, "phase")?,
+                    spec: column::<Json<serde_json::Value>>(row, "spec")?.0,
+                    created_at: column(row, "created_at")?,
+                    finished_at: column(row, "finished_at")?,
+                    message: column(row, "message")?,
+                })
+            }
+
+            fn trial_from_row(row: &$row_type) -> Result<TrialRecord> {
+                Ok(TrialRecord {
+                    study_id: column(row, "study_id")?,
+                    trial: column::<Json<_>>(row, "body")?.0,
+                    run_id: column(row, "run_id")?,
+                    updated_at: column(row, "updated_at")?,
                 })
             }
 

@@ -143,6 +143,13 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/sqlite/0002_run_documents.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "studies".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0003_studies.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

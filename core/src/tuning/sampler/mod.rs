@@ -11,7 +11,7 @@ mod sobol;
 mod tpe;
 
 use super::gp;
-use super::ledger::{TrialLedger, TrialState};
+use super::ledger::{Trial, TrialLedger, TrialState};
 use super::rng::{Purpose, TrialRng};
 use super::space::{Point, SearchSpace};
 use super::study::{Algorithm, Study};
@@ -29,12 +29,16 @@ pub(crate) struct Observation {
     pub loss: Option<f64>,
 }
 
-/// The trials of earlier studies (warm start), then this study's, that finished with an
-/// objective or were stopped early, as observations. Warm-start trials whose values lie
-/// outside this study's space are left out.
-pub(crate) fn observations(study: &Study, ledger: &TrialLedger) -> Vec<Observation> {
+/// The trials of earlier studies (warm start), then `trials` of this study, that finished
+/// with an objective or were stopped early, as observations. Warm-start trials whose values
+/// lie outside this study's space are left out.
+pub(crate) fn observations(
+    study: &Study,
+    trials: &[Trial],
+    ledger: &TrialLedger,
+) -> Vec<Observation> {
     let warm = ledger.warm_start.iter().flat_map(|w| w.trials.iter());
-    warm.chain(ledger.trials.iter())
+    warm.chain(trials.iter())
         .filter_map(|t| {
             let loss = match (t.state, t.objective) {
                 (TrialState::Succeeded, Some(o)) => Some(study.goal.loss(o)),
