@@ -116,10 +116,26 @@ enum GetWhat {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// The trials of a study (by id, or the newest study of that name): state, objective,
+    /// parameters and run.
+    Trials {
+        /// The study's id or name.
+        study: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum DescribeWhat {
+    /// A study: its phase, best trial, parameter importances, the objective by trial as a
+    /// sparkline, and every trial.
+    Study {
+        /// The study's id or name (the newest study of that name).
+        study: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// A run: its steps with phases, cache hits, attempts, durations and outputs.
     Run {
         /// The run's id; with --cluster, the PipelineRun's name.
@@ -218,6 +234,12 @@ pub fn main() -> ExitCode {
                 Ok(false) => commands::jobs::get_jobs(limit, output).await,
                 Err(e) => invalid(&e),
             },
+            Command::Get {
+                what: GetWhat::Trials { study, output },
+            } => commands::study::get_trials(&study, output).await,
+            Command::Describe {
+                what: DescribeWhat::Study { study, output },
+            } => commands::study::describe_study(&study, output).await,
             Command::Describe {
                 what:
                     DescribeWhat::Job {

@@ -75,9 +75,36 @@ pub fn metric(value: f64) -> String {
     }
 }
 
+/// Values as a line of block characters, lowest to highest: `▁▃▅█`.
+pub fn sparkline(values: &[f64]) -> String {
+    const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    values
+        .iter()
+        .map(|&v| {
+            if !v.is_finite() {
+                return ' ';
+            }
+            let at = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+            BLOCKS[((at * 7.0).round() as usize).min(7)]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparkline_spans_lowest_to_highest() {
+        assert_eq!(sparkline(&[0.0, 0.5, 1.0, f64::NAN]), "▁▅█ ");
+        assert_eq!(sparkline(&[2.0, 2.0]), "▅▅");
+    }
 
     #[test]
     fn ages_use_the_largest_whole_unit() {

@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod replica;
 pub mod run;
+pub mod study;
 pub mod submit;
 pub mod summary;
 pub mod validate;

@@ -23,7 +23,8 @@ use crate::output::Format;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A manifest file or directory holding a Pipeline, or a PipelineRun and its Pipeline.
+    /// A manifest file or directory holding a Pipeline, a PipelineRun and its Pipeline, a
+    /// TrainingJob, or a TuningStudy (and the Pipeline its trials run).
     #[arg(required_unless_present = "resume", conflicts_with = "resume")]
     file: Option<PathBuf>,
     /// A parameter value, `name=value` (repeatable).
@@ -35,7 +36,8 @@ pub struct RunArgs {
     /// How many steps may run at once.
     #[arg(long, default_value_t = default_parallelism())]
     parallelism: usize,
-    /// Continue a failed or cancelled run, reusing every step that succeeded.
+    /// Continue a failed or cancelled run, reusing every step that succeeded; or an
+    /// interrupted study, with the trials it recorded.
     #[arg(long, value_name = "RUN_ID")]
     resume: Option<String>,
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -51,6 +53,15 @@ fn default_parallelism() -> usize {
 pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let home = Home::locate();
     let parallelism = args.parallelism.max(1);
+    // A study runs its trials as runs; its own id resumes it.
+    let study = match (&args.resume, &args.file) {
+        (Some(id), _) => super::study::resume(id, parallelism, args.output).await?,
+        (None, Some(file)) => super::study::run_file(file, parallelism, args.output).await?,
+        (None, None) => None,
+    };
+    if let Some(outcome) = study {
+        return Ok(outcome);
+    }
     let (run, effects, store) = match &args.resume {
         Some(id) => match resume(&home, id, parallelism).await? {
             Ok(x) => x,
@@ -261,7 +272,7 @@ async fn resume(
 }
 
 /// `toucan-worker`: next to this executable, else on PATH.
-fn worker_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn worker_binary() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("TOUCAN_WORKER") {
         return Ok(PathBuf::from(p));
     }

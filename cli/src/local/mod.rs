@@ -12,6 +12,7 @@
 pub mod executor;
 mod gang;
 pub mod progress;
+pub mod study;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,17 +25,39 @@ use toucan_core::time::now_ms;
 
 use executor::Executor;
 
-/// Drives `run` to its end from the effects its creation returned. Returns the final phase.
-pub async fn drive(
+/// Drives `run` to its end from the effects its creation returned; Ctrl-C (or SIGTERM)
+/// cancels it. Returns the final phase.
+pub async fn drive(exec: Arc<Executor>, run: Run, initial: Vec<Effect>) -> anyhow::Result<Phase> {
+    let (cancel_tx, cancel) = watch::channel(false);
+    let mut signals = Signals::new()?;
+    let listener = tokio::spawn(async move {
+        signals.next().await;
+        let _ = cancel_tx.send(true);
+        // Held until the run ends: a dropped sender would read as no cancellation.
+        std::future::pending::<()>().await;
+    });
+    let phase = drive_until(exec, run, initial, cancel).await;
+    listener.abort();
+    phase
+}
+
+/// [`drive`], cancelled when `cancel` turns true instead of on a signal: a study stops its
+/// trials this way.
+pub async fn drive_until(
     exec: Arc<Executor>,
     mut run: Run,
     initial: Vec<Effect>,
+    mut cancel: watch::Receiver<bool>,
 ) -> anyhow::Result<Phase> {
     let (observed_tx, mut observed_rx) = mpsc::unbounded_channel::<Observation>();
     let mut stops: HashMap<String, watch::Sender<bool>> = HashMap::new();
-    let mut signals = Signals::new()?;
     let mut effects = initial;
-    effects.extend(run.advance(Vec::new(), now_ms()));
+    let first = if *cancel.borrow_and_update() {
+        vec![Observation::CancelRequested]
+    } else {
+        Vec::new()
+    };
+    effects.extend(run.advance(first, now_ms()));
     loop {
         let wake = carry_out(&exec, effects, &observed_tx, &mut stops).await?;
         if let Some(phase) = run.finished() {
@@ -58,7 +81,11 @@ pub async fn drive(
                 }
             }
             _ = sleep => {}
-            _ = signals.next(), if !run.state.cancelled => observed.push(Observation::CancelRequested),
+            Ok(()) = cancel.changed(), if !run.state.cancelled => {
+                if *cancel.borrow_and_update() {
+                    observed.push(Observation::CancelRequested);
+                }
+            }
         }
         effects = run.advance(observed, now_ms());
     }
@@ -109,13 +136,13 @@ async fn carry_out(
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM.
-struct Signals {
+pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> anyhow::Result<Signals> {
+    pub(crate) fn new() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             int: signal(SignalKind::interrupt())?,
@@ -123,7 +150,7 @@ impl Signals {
         })
     }
 
-    async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}

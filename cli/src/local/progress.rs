@@ -18,6 +18,8 @@ const LOG_TAIL_LINES: usize = 20;
 pub struct Progress {
     started: Instant,
     bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
+    /// Put before every line: which trial of a study the run is.
+    label: Option<String>,
 }
 
 impl Progress {
@@ -32,10 +34,31 @@ impl Progress {
         Progress {
             started: Instant::now(),
             bars,
+            label: None,
         }
     }
 
+    /// Plain lines, each starting with `label`: one of several runs at once (a study's
+    /// trials), whose spinners would interleave.
+    pub fn labelled(label: String, started: Instant) -> Progress {
+        Progress {
+            started,
+            bars: None,
+            label: Some(label),
+        }
+    }
+
+    /// A line of its own (a study's news).
+    pub fn note(&self, text: &str) {
+        self.line(text);
+    }
+
     fn line(&self, text: &str) {
+        if let Some(label) = &self.label {
+            let t = self.started.elapsed().as_secs_f64();
+            eprintln!("[{t:7.2}s] {label}: {text}");
+            return;
+        }
         match &self.bars {
             Some((multi, _)) => {
                 let _ = multi.println(text);

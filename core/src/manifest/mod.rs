@@ -46,7 +46,7 @@ pub use document::{JOB_STEP, check_job};
 pub use load::load;
 pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;
-pub use select::{RunTarget, check_pipeline_refs, select};
+pub use select::{RunTarget, StudyTarget, check_pipeline_refs, select, select_study};
 pub use study::{
     TRIAL_PARAMS_ENV, TrialRun, check_study, check_study_pipeline, instantiate, objective_series,
     objective_source, parse_objective, trial_run,

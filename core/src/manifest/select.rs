@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::{DOCUMENT_PATH, Diagnostic, Document, JOB_STEP, LoadedDocument, Source};
-use crate::api::{Pipeline, PipelineRun, PipelineSpec};
+use crate::api::{Pipeline, PipelineRun, PipelineSpec, TuningStudy, TuningStudySpec};
 use crate::echo::quote;
 use crate::suggest;
 
@@ -24,6 +24,79 @@ pub struct RunTarget {
     pub source: Source,
 }
 
+/// A study to run, with the Pipeline its trials reference (if they do).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StudyTarget {
+    /// `metadata.name`.
+    pub name: String,
+    pub spec: TuningStudySpec,
+    /// The Pipeline `spec.trial.pipelineRef` names, with its name.
+    pub pipeline: Option<(String, PipelineSpec)>,
+    /// The directory `path:` inputs of the trials' pipeline are relative to.
+    pub base_dir: PathBuf,
+    pub source: Source,
+}
+
+/// The one TuningStudy of the documents, when there is one, with the Pipeline its trials
+/// reference from the same set. Several studies, or a reference to a Pipeline not in the
+/// set, are diagnostics.
+pub fn select_study(docs: &[LoadedDocument]) -> Option<Result<StudyTarget, Vec<Diagnostic>>> {
+    let studies: Vec<(&LoadedDocument, &TuningStudy)> = docs
+        .iter()
+        .filter_map(|d| match &d.document {
+            Document::TuningStudy(s) => Some((d, s.as_ref())),
+            _ => None,
+        })
+        .collect();
+    let (doc, study) = match studies.as_slice() {
+        [] => return None,
+        [one] => *one,
+        [_, rest @ ..] => {
+            return Some(Err(rest
+                .iter()
+                .map(|(d, _)| {
+                    Diagnostic::new(
+                        &d.source,
+                        DOCUMENT_PATH,
+                        "a second TuningStudy: run one study at a time",
+                    )
+                })
+                .collect()));
+        }
+    };
+    let name = study.metadata.name.clone().unwrap_or_default();
+    let mut pipeline = None;
+    let mut base_dir = doc.base_dir.clone();
+    if let Some(reference) = &study.spec.trial.pipeline_ref {
+        let namespace = study.metadata.namespace.as_deref();
+        match find_pipeline_named(docs, &reference.name, namespace) {
+            Some((pdoc, p)) => {
+                pipeline = Some((reference.name.clone(), p.spec.clone()));
+                base_dir = pdoc.base_dir.clone();
+            }
+            None => {
+                let known = pipelines(docs).filter_map(|(_, p)| p.metadata.name.as_deref());
+                let hint = suggest::did_you_mean_clause(&reference.name, known);
+                return Some(Err(vec![Diagnostic::new(
+                    &doc.source,
+                    "spec.trial.pipelineRef.name",
+                    format!(
+                        "no Pipeline {} in the files given{hint}",
+                        quote(&reference.name)
+                    ),
+                )]));
+            }
+        }
+    }
+    Some(Ok(StudyTarget {
+        name,
+        spec: study.spec.clone(),
+        pipeline,
+        base_dir,
+        source: doc.source.clone(),
+    }))
+}
+
 /// Picks what to run: the one PipelineRun (with its Pipeline from the same set, or its
 /// inline spec), or else the one Pipeline. Several candidates, none, or a PipelineRun whose
 /// Pipeline is not in the set are diagnostics.
@@ -35,7 +108,7 @@ pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
         return Err(vec![Diagnostic::new(
             &study.source,
             DOCUMENT_PATH,
-            "a TuningStudy: studies do not run yet, locally or in a cluster (`toucan validate` checks them)",
+            "a TuningStudy is run by `toucan run` with its study selected (`select_study`)",
         )]);
     }
     let runs: Vec<(&LoadedDocument, &PipelineRun)> = docs

@@ -693,9 +693,18 @@ fn a_study_and_the_pipeline_its_trials_run_load_together() {
     assert!(unknown.is_empty(), "{unknown:?}");
     assert_eq!(trial.params[0].value, json!("0.003"));
     assert_eq!(trial.params[1].value, json!("sgd"));
-    // `toucan run` says that studies do not run yet instead of running the pipeline alone.
-    let err = select(&docs).unwrap_err();
-    assert!(lines(&err)[0].contains("studies do not run yet"), "{err:?}");
+    // `toucan run` runs the study, with the Pipeline it references, not the pipeline alone.
+    assert!(select(&docs).is_err());
+    let target = select_study(&docs).unwrap().unwrap();
+    assert_eq!(target.name, "lr");
+    assert_eq!(target.pipeline.unwrap().0, "objective");
+    // Its reference to a Pipeline missing from the files is an error at its path.
+    let alone: Vec<_> = docs
+        .into_iter()
+        .filter(|d| matches!(d.document, Document::TuningStudy(_)))
+        .collect();
+    let err = select_study(&alone).unwrap().unwrap_err();
+    assert_eq!(err[0].path, "spec.trial.pipelineRef.name", "{err:?}");
 }
 
 #[test]

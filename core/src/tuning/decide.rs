@@ -135,12 +135,36 @@ pub enum EndReason {
     TargetReached,
     /// More trials failed than `maxFailedTrials` allows: the study failed.
     TooManyFailures,
+    /// The budget's deadline passed (the shell's clock says so: see [`Study::end_now`]).
+    Deadline,
 }
 
 impl EndReason {
     /// Whether the study failed.
     pub fn is_failure(self) -> bool {
         self == EndReason::TooManyFailures
+    }
+
+    /// A condition's reason: `TargetReached`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::MaxTrials => "MaxTrials",
+            EndReason::SpaceExhausted => "SpaceExhausted",
+            EndReason::TargetReached => "TargetReached",
+            EndReason::TooManyFailures => "TooManyFailures",
+            EndReason::Deadline => "Deadline",
+        }
+    }
+
+    /// What it means, for a message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::MaxTrials => "every trial of maxTrials ran",
+            EndReason::SpaceExhausted => "every combination of the grid ran",
+            EndReason::TargetReached => "a trial reached the objective's target",
+            EndReason::TooManyFailures => "more trials failed than maxFailedTrials allows",
+            EndReason::Deadline => "the budget's deadline passed",
+        }
     }
 }
 
@@ -159,23 +183,26 @@ impl Study {
         let mut d = Decisions::default();
         let best = ledger.best(self.goal).map(|t| t.index);
         if let Some(reason) = self.early_end(ledger) {
-            d.stop = ledger
-                .trials
-                .iter()
-                .filter(|t| t.state.is_active())
-                .map(|t| TrialStop {
-                    index: t.index,
-                    name: t.name.clone(),
-                    reason: StopReason::StudyEnded,
-                })
-                .collect();
-            d.end = Some(StudyEnd { reason, best });
-            return Ok(d);
+            return Ok(self.end_now(ledger, reason));
         }
         if let Some(rule) = self.median_stopping {
             d.stop = median_stops(rule, self.goal, ledger);
         }
-        let active = ledger.trials.iter().filter(|t| t.state.is_active()).count() - d.stop.len();
+        // What follows sees the stops as done: a stopped trial frees its slot and is the
+        // same observation now as after the shell recorded it.
+        let stopped;
+        let ledger = if d.stop.is_empty() {
+            ledger
+        } else {
+            let mut view = ledger.clone();
+            view.apply(&Decisions {
+                stop: d.stop.clone(),
+                ..Decisions::default()
+            })?;
+            stopped = view;
+            &stopped
+        };
+        let active = ledger.trials.iter().filter(|t| t.state.is_active()).count();
         let mut free = (self.parallel_trials as usize).saturating_sub(active);
         let started = ledger.trials.len() as u32;
         let full = started >= self.max_trials;
@@ -188,6 +215,7 @@ impl Study {
         let mut exhausted = false;
         if free > 0 && !full {
             for index in started..self.max_trials.min(started.saturating_add(free as u32)) {
+                // Waiting for an active trial: never the end.
                 let Some(seen) = self.learns_from(ledger, index) else {
                     break;
                 };
@@ -210,6 +238,28 @@ impl Study {
             d.end = Some(StudyEnd { reason, best });
         }
         Ok(d)
+    }
+
+    /// Ends the study now, for a reason only the shell knows (its deadline): every active
+    /// trial stops, and the best succeeded trial is the study's.
+    pub fn end_now(&self, ledger: &TrialLedger, reason: EndReason) -> Decisions {
+        Decisions {
+            stop: ledger
+                .trials
+                .iter()
+                .filter(|t| t.state.is_active())
+                .map(|t| TrialStop {
+                    index: t.index,
+                    name: t.name.clone(),
+                    reason: StopReason::StudyEnded,
+                })
+                .collect(),
+            end: Some(StudyEnd {
+                reason,
+                best: ledger.best(self.goal).map(|t| t.index),
+            }),
+            ..Decisions::default()
+        }
     }
 
     /// The values trial `trial` receives: its parameters and, for multi-fidelity algorithms,

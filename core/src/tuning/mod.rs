@@ -42,6 +42,7 @@ mod decide;
 mod error;
 mod fidelity;
 mod gp;
+mod importance;
 mod ledger;
 mod name;
 mod rng;
@@ -64,6 +65,7 @@ pub use decide::{
     Decisions, EndReason, Promotion, StopReason, StudyEnd, TrialStart, TrialStop, decide,
 };
 pub use error::{Issue, TuningError};
+pub use importance::importances;
 pub use ledger::{MetricPoint, RungResult, Trial, TrialLedger, TrialState, WarmStartStudy};
 pub use name::{child_name, trial_name};
 pub use space::{Domain, Parameter, SearchSpace};

@@ -394,6 +394,51 @@ fn median_stopping_stops_a_clearly_worse_trial_at_its_grace_step_not_before() {
     assert_eq!(ledger.trial(bad).unwrap().state, TrialState::Stopped);
 }
 
+/// TPE learns from trials 0..=i-parallelTrials; a trial stopped in the same decision counts as
+/// finished there, so the next trials start at once and the study does not end early.
+#[test]
+fn a_trial_stopped_by_median_stopping_frees_its_slot_for_a_model_based_study() {
+    let mut spec = study_yaml("{name: tpe, seed: 4, startupTrials: 2}", 12, 2);
+    spec.early_stopping = Some(EarlyStoppingSpec {
+        median: Some(MedianStoppingSpec {
+            min_trials: 2,
+            grace_steps: 1,
+        }),
+    });
+    let mut ledger = TrialLedger::new();
+    let d = decide(&spec, &ledger).unwrap();
+    ledger.apply(&d).unwrap();
+    for (i, series) in [(0, [2.0, 1.0]), (1, [2.5, 1.5])] {
+        ledger.record_running(i).unwrap();
+        for (step, v) in series.iter().enumerate() {
+            ledger.record_metric(i, step as u64 + 1, *v).unwrap();
+        }
+        ledger.record_success(i, series[1]).unwrap();
+    }
+    let d = decide(&spec, &ledger).unwrap();
+    assert_eq!(d.start.len(), 2);
+    ledger.apply(&d).unwrap();
+    // Trial 2 falls behind; trial 3 finishes.
+    ledger.record_running(2).unwrap();
+    ledger.record_metric(2, 1, 9.0).unwrap();
+    ledger.record_metric(2, 2, 9.0).unwrap();
+    ledger.record_running(3).unwrap();
+    ledger.record_success(3, 0.5).unwrap();
+    let d = decide(&spec, &ledger).unwrap();
+    assert_eq!(d.stop.iter().map(|s| s.index).collect::<Vec<_>>(), [2]);
+    assert_eq!(d.start.iter().map(|s| s.index).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(d.end, None);
+    // Decided again after the shell recorded the stop: the same trials.
+    let starts = d.start.clone();
+    ledger
+        .apply(&Decisions {
+            stop: d.stop,
+            ..Decisions::default()
+        })
+        .unwrap();
+    assert_eq!(decide(&spec, &ledger).unwrap().start, starts);
+}
+
 #[test]
 fn median_stopping_spares_good_trials_and_waits_for_min_trials() {
     let mut spec = study_yaml("{name: random}", 20, 1);

@@ -81,6 +81,12 @@ pub struct TrainArgs {
     pub batch_size: Option<i64>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The model's dropout probability.
+    #[arg(long, value_parser = rules::DROPOUT.parser())]
+    pub dropout: Option<f64>,
+    /// The widths of the model's hidden layers, comma-separated (a cnn has one).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub hidden: Option<Vec<i64>>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
     /// The (peak) learning rate.
@@ -186,6 +192,12 @@ impl TrainArgs {
         {
             c.model = ModelConfig::of(kind);
         }
+        if self.dropout.is_some() {
+            c.model.dropout = self.dropout;
+        }
+        if let Some(hidden) = &self.hidden {
+            c.model.hidden = Some(hidden.clone());
+        }
         set(&mut c.epochs, self.epochs);
         set(&mut c.batch_size, self.batch_size);
         set(&mut c.seed, self.seed);
@@ -288,6 +300,8 @@ impl TrainArgs {
         match field {
             "epochs" => given(self.epochs.is_some(), "--epochs"),
             "batchSize" => given(self.batch_size.is_some(), "--batch-size"),
+            "model.dropout" => given(self.dropout.is_some(), "--dropout"),
+            "model.hidden" => given(self.hidden.is_some(), "--hidden"),
             // The minimum is checked against the learning rate, which `--lr` may have set.
             "optimizer.learningRate" | "schedule.minLearningRate" => {
                 given(self.lr.is_some(), "--lr")
