@@ -245,3 +245,80 @@ fn the_fashion_mnist_tpe_example_shares_ingest_across_trials() {
         .collect();
     assert_eq!(cached.iter().filter(|c| **c).count(), 2, "{cached:?}");
 }
+
+/// ASHA: a promoted trial runs again with a larger budget and continues from the checkpoint
+/// its smaller budget left, through the trial's own checkpoint folder: every trial trains
+/// each epoch once, from 0 to its final budget, whatever its promotions.
+#[test]
+fn an_asha_promotion_continues_from_the_trials_checkpoint() {
+    let sb = Sandbox::new();
+    let log = sb.path("trained");
+    let file = sb.write(
+        "asha.yaml",
+        &format!(
+            r#"
+apiVersion: toucan.dev/v1alpha1
+kind: TuningStudy
+metadata: {{name: asha}}
+spec:
+  objective: {{metric: value, goal: minimize}}
+  parameters:
+    - {{name: x, type: double, min: -2.0, max: 2.0}}
+  algorithm: {{name: asha, seed: 5, resource: {{name: epochs, min: 1, max: 9}}}}
+  budget: {{maxTrials: 9, parallelTrials: 2}}
+  trial:
+    image: python:3.11-slim
+    command:
+      - python3
+      - -c
+      - |
+        import os, sys
+        x, budget = float(sys.argv[2]), int(sys.argv[3])
+        ckpt = os.environ["TOUCAN_CHECKPOINT_DIR"]
+        os.makedirs(ckpt, exist_ok=True)
+        mark = os.path.join(ckpt, "epoch")
+        start = int(open(mark).read()) if os.path.exists(mark) else 0
+        open(mark, "w").write(str(budget))
+        open("{log}", "a").write(f"{{x}} {{start}} {{budget}}\n")
+        open(sys.argv[1], "w").write(str(x * x + 1.0 / budget))
+      - "{{{{outputs.params.value}}}}"
+      - "{{{{trial.params.x}}}}"
+      - "{{{{trial.params.epochs}}}}"
+    outputs:
+      params: [{{name: value, type: float}}]
+"#,
+            log = log.display()
+        ),
+    );
+    let (code, doc, stderr) = sb.run_json(&file, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let budgets: Vec<u64> = doc["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["budget"].as_u64().unwrap())
+        .collect();
+    assert!(
+        budgets.iter().any(|&b| b > 1),
+        "some trial was promoted: {budgets:?}"
+    );
+    let mut segments: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        segments
+            .entry(parts[0].to_string())
+            .or_default()
+            .push((parts[1].parse().unwrap(), parts[2].parse().unwrap()));
+    }
+    for t in doc["trials"].as_array().unwrap() {
+        let x = t["params"]["x"].as_f64().unwrap();
+        let runs = &segments[&x.to_string()];
+        // Each budget's run starts where the previous one ended.
+        let mut at = 0;
+        for &(start, end) in runs {
+            assert_eq!(start, at, "trial {t} ran {runs:?}");
+            at = end;
+        }
+        assert_eq!(at, t["budget"].as_u64().unwrap(), "{runs:?}");
+    }
+}

@@ -247,6 +247,46 @@ fn a_killed_run_resumes_from_its_last_periodic_checkpoint() {
     assert_eq!(final_without_timing(&out), final_without_timing(&straight));
 }
 
+/// A tuning study's promoted trial: the first run keeps its checkpoints, the second asks
+/// for more epochs and continues from the first's last epoch instead of starting over.
+#[test]
+fn a_kept_checkpoint_continues_to_a_larger_epoch_count() {
+    let work = tempfile::tempdir().unwrap();
+    let data = bars_dataset(work.path(), 300);
+    let ckpt = work.path().join("ckpt");
+    let ckpt_arg = ckpt.to_str().unwrap();
+    let first = train(
+        &data,
+        &work.path().join("first"),
+        &[
+            "--epochs",
+            "1",
+            "--checkpoint-dir",
+            ckpt_arg,
+            "--keep-checkpoints",
+        ],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(ckpt.join("latest").exists(), "the checkpoints are kept");
+    let second = train(
+        &data,
+        &work.path().join("second"),
+        &["--epochs", "3", "--checkpoint-dir", ckpt_arg, "--resume"],
+    );
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("(epoch 2, batch 0)"),
+        "{}",
+        stderr(&second)
+    );
+    let metrics = json_file(&work.path().join("second/metrics.json"));
+    assert_eq!(metrics["epochs"], 3, "{metrics}");
+    assert!(
+        !ckpt.exists(),
+        "removed after success without --keep-checkpoints"
+    );
+}
+
 #[test]
 fn a_checkpoint_of_another_config_is_refused() {
     let work = tempfile::tempdir().unwrap();

@@ -98,6 +98,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         home,
         run_id: run_id.clone(),
         progress: Arc::new(Progress::new()),
+        checkpoints: None,
     });
     let phase = crate::local::drive(exec, run, effects).await?;
     let summary = super::summary::load(store.as_ref(), &run_id).await?;

@@ -34,6 +34,10 @@ pub struct Executor {
     pub worker: PathBuf,
     pub run_id: String,
     pub progress: Arc<Progress>,
+    /// Where the steps keep their checkpoints (one folder per step), when not beside their
+    /// attempts: a study's multi-fidelity trial keeps them across the runs of its budgets,
+    /// so that a promoted trial trains on from its last epoch.
+    pub checkpoints: Option<PathBuf>,
 }
 
 impl Executor {
@@ -98,8 +102,9 @@ impl Executor {
     ) -> Result<LaunchReport, String> {
         let dir = self.home.attempt_dir(&self.run_id, &inv.node, inv.attempt);
         fresh_dir(&dir)?;
-        let spec =
+        let mut spec =
             LaunchSpec::for_attempt(&self.run_id, inv, self.artifacts.location(), dir.clone());
+        spec.checkpoints = self.checkpoints.as_ref().map(|root| root.join(&inv.node));
         let deadline = inv
             .timeout_ms
             .map(|ms| (Instant::now() + Duration::from_millis(ms), ms));

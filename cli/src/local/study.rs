@@ -10,6 +10,12 @@
 //! the next decision. Decisions are written before they are carried out, so a study that
 //! crashed or was interrupted continues with `toucan run --resume STUDY_ID`: the runs of its
 //! active trials are resumed, and it runs the same trials as a study that never stopped.
+//!
+//! A trial of a multi-fidelity study (ASHA, Hyperband) keeps its steps' checkpoints in a folder
+//! of its own (`studies/STUDY/INDEX/STEP` under the home) rather than in a run's: when it is
+//! promoted, the run of its larger budget finds them, and a step that resumes from its newest
+//! checkpoint (`toucan-worker train --resume --keep-checkpoints`) trains on from the epoch the
+//! smaller budget reached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -26,7 +32,7 @@ use toucan_core::manifest::{self, TrialRun};
 use toucan_core::records::{ArtifactRef, Phase, StudyRecord, TrialRecord};
 use toucan_core::time::now_ms;
 use toucan_core::tuning::{
-    Decisions, EndReason, StopReason, Study, StudyEnd, Trial, TrialLedger, TrialState,
+    Algorithm, Decisions, EndReason, StopReason, Study, StudyEnd, Trial, TrialLedger, TrialState,
     WarmStartStudy,
 };
 use toucan_store::metadata::MetadataStore;
@@ -377,6 +383,12 @@ impl Driver {
             home: self.ctx.home.clone(),
             run_id: run_id.clone(),
             progress: Arc::new(Progress::labelled(label, self.ctx.started)),
+            checkpoints: self.multi_fidelity().then(|| {
+                let root = &self.ctx.home.root;
+                root.join("studies")
+                    .join(&self.record.id)
+                    .join(index.to_string())
+            }),
         });
         let ended = self.ended.clone();
         tokio::spawn(async move {
@@ -387,6 +399,14 @@ impl Driver {
                 result,
             });
         });
+    }
+
+    /// ASHA or Hyperband: a trial runs again with a larger budget when promoted.
+    fn multi_fidelity(&self) -> bool {
+        matches!(
+            self.study.algorithm,
+            Algorithm::Asha(_) | Algorithm::Hyperband(_)
+        )
     }
 
     /// The run plan of a trial: its pipeline's params resolved as a run's are.

@@ -518,6 +518,14 @@ impl TrainConfig {
         let json = serde_json::to_vec(self).unwrap_or_default();
         crate::dataset::sha256_hex(&json)
     }
+
+    /// What a checkpoint must match to be resumed: everything but `epochs`, so that a run
+    /// with a larger epoch count continues one with a smaller.
+    pub fn resume_digest(&self) -> String {
+        let mut without = self.clone();
+        without.epochs = 0;
+        without.digest()
+    }
 }
 
 #[cfg(test)]

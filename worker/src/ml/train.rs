@@ -145,9 +145,15 @@ pub struct TrainArgs {
     /// directory shared by a step's attempts, else `<out>.checkpoints`); removed on success.
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
-    /// Continue from the newest checkpoint in the checkpoint directory, if there is one.
+    /// Continue from the newest checkpoint in the checkpoint directory, if there is one. A
+    /// checkpoint of the same config with fewer `epochs` continues to the new count: how a
+    /// tuning study's promoted trial (ASHA, Hyperband) trains on instead of starting over.
     #[arg(long)]
     pub resume: bool,
+    /// Leave the checkpoints in place after success (a later run may continue from them with
+    /// more epochs), instead of removing them.
+    #[arg(long)]
+    pub keep_checkpoints: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
     /// libtorch's intra-op threads (default: libtorch's choice, the physical cores).
@@ -572,7 +578,7 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         },
     };
 
-    let mut state = TrainState::new(config.digest());
+    let mut state = TrainState::new(config.resume_digest());
     if args.resume
         && let Some(restored) = session.checkpoints.restore(&mut session.vs)?
     {
@@ -723,7 +729,9 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
             source,
         })?;
     }
-    session.checkpoints.remove();
+    if !args.keep_checkpoints {
+        session.checkpoints.remove();
+    }
     println!("{}", serde_json::to_string(&result).unwrap_or_default());
     Ok(result)
 }
