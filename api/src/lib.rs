@@ -33,7 +33,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use toucan_core::launch::LaunchReport;
-use toucan_core::records::{AttemptRecord, DocumentKind, RunRecord, StepRecord};
+use toucan_core::records::{
+    AttemptRecord, DocumentKind, RunRecord, StepRecord, StudyRecord, TrialRecord,
+};
 use toucan_core::time::now_ms;
 use toucan_store::metadata::{MetadataStore, StoreError};
 
@@ -88,6 +90,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_attempts))
         .routes(routes!(put_report, get_report))
         .routes(routes!(put_metrics, get_metrics))
+        .routes(routes!(get_study))
         .routes(routes!(
             checkpoints::put_checkpoint,
             checkpoints::get_checkpoint
@@ -100,9 +103,9 @@ fn routes() -> OpenApiRouter<ApiState> {
     info(
         title = "toucan control-plane API",
         version = "v1",
-        description = "Launcher reports, metric pushes, checkpoint pointers and run reads. In \
-            a cluster every call carries a Kubernetes service-account token as a bearer token; a \
-            step pod may write only for its own run and step.",
+        description = "Launcher reports, metric pushes, checkpoint pointers, run and study \
+            reads. In a cluster every call carries a Kubernetes service-account token as a \
+            bearer token; a step pod may write only for its own run and step.",
     ),
     security(("bearer" = [])),
     modifiers(&BearerToken),
@@ -374,6 +377,57 @@ async fn get_run(
     let record = readable_run(&state, &headers, &run).await?;
     let steps = state.store.list_steps(&run).await?;
     Ok(Json(RunDetail { run: record, steps }))
+}
+
+/// `/studies/{study}`: the study a request is about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct StudyPath {
+    /// The study's id (a ULID locally, the TuningStudy's UID in a cluster).
+    study: String,
+}
+
+/// A tuning study with every trial.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StudyDetail {
+    pub study: StudyRecord,
+    /// By index.
+    pub trials: Vec<TrialRecord>,
+}
+
+/// A tuning study and its trials
+///
+/// Every trial, as its ledger holds it (the resource's status holds only a summary).
+#[utoipa::path(
+    get,
+    path = "/api/v1/studies/{study}",
+    params(StudyPath),
+    responses(
+        (status = 200, description = "OK", body = StudyDetail),
+        (status = 401, description = UNAUTHENTICATED, body = ErrorBody),
+        (status = 404, description = "No such study, or the caller may not read it.", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
+async fn get_study(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(StudyPath { study }): Path<StudyPath>,
+) -> ApiResult<Json<StudyDetail>> {
+    let principal = state.auth.authenticate(bearer(&headers)).await?;
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("no study {study}"));
+    let Some(record) = state.store.get_study(&study).await? else {
+        return Err(missing());
+    };
+    // A study's name is `NAMESPACE/NAME` in a cluster: read as its namespace's runs are.
+    if !state.auth.may_read(&principal, &record.name).await? {
+        return Err(missing());
+    }
+    let trials = state.store.list_trials(&study).await?;
+    Ok(Json(StudyDetail {
+        study: record,
+        trials,
+    }))
 }
 
 /// The attempts of a step

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,10 +19,13 @@ use toucan_api::{
 use toucan_core::launch::{CheckpointName, CheckpointPointer, LaunchReport};
 use toucan_core::records::{
     ArtifactKind, ArtifactRef, AttemptRecord, Phase, RunRecord, StepOutputs, StepRecord,
+    StudyRecord, TrialRecord,
 };
+use toucan_core::tuning::{MetricPoint, ParamValue, RungResult, Trial, TrialState};
 use toucan_store::metadata::{MetadataStore, SqliteStore};
 
 const RUN: &str = "01JRUN";
+const STUDY: &str = "01JSTUDY";
 const NODE: &str = "train";
 const ATTEMPT: u32 = 1;
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
@@ -44,7 +48,8 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{run}", RUN)
+    path.replace("{study}", STUDY)
+        .replace("{run}", RUN)
         .replace("{node}", NODE)
         .replace("{attempt}", &ATTEMPT.to_string())
 }
@@ -248,6 +253,54 @@ async fn seeded_store(dir: &std::path::Path) -> Arc<dyn MetadataStore> {
         })
         .await
         .unwrap();
+    store
+        .create_study(&StudyRecord {
+            id: STUDY.to_string(),
+            name: "default/fmnist-lr".to_string(),
+            phase: Phase::Running,
+            spec: json!({"objective": {"metric": "accuracy", "goal": "maximize"}}),
+            created_at: 1_000,
+            finished_at: None,
+            message: None,
+        })
+        .await
+        .unwrap();
+    let trial = |index: u32, state: TrialState, objective: Option<f64>| TrialRecord {
+        study_id: STUDY.to_string(),
+        trial: Trial {
+            index,
+            name: format!("{index}-0a1b2c3d4e"),
+            params: BTreeMap::from([
+                ("lr".to_string(), ParamValue::Float(0.01)),
+                ("batch".to_string(), ParamValue::Int(64)),
+                (
+                    "optimizer".to_string(),
+                    ParamValue::Text("adam".to_string()),
+                ),
+            ]),
+            state,
+            budget: Some(3),
+            bracket: None,
+            series: vec![MetricPoint {
+                step: 1,
+                value: 0.8,
+            }],
+            objective,
+            rungs: vec![RungResult {
+                budget: 1,
+                objective: 0.8,
+            }],
+        },
+        run_id: Some(RUN.to_string()),
+        updated_at: 1_300,
+    };
+    store
+        .put_trials(&[
+            trial(0, TrialState::Succeeded, Some(0.9)),
+            trial(1, TrialState::Running, None),
+        ])
+        .await
+        .unwrap();
     Arc::new(store)
 }
 
@@ -397,7 +450,7 @@ async fn every_documented_operation_is_served_as_documented() {
     let mut ops = operations(&doc);
     // Writes first, so the reads find what they wrote.
     ops.sort_by_key(|(_, method, _)| method != "put");
-    assert_eq!(ops.len(), 10);
+    assert_eq!(ops.len(), 11);
     for (path, method, op) in ops {
         let body = sample_for(&op);
         let (status, value) =

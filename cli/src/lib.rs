@@ -119,10 +119,12 @@ enum GetWhat {
     /// The trials of a study (by id, or the newest study of that name): state, objective,
     /// parameters and run.
     Trials {
-        /// The study's id or name.
+        /// The study's id or name; with --cluster, the TuningStudy's name.
         study: String,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -131,10 +133,13 @@ enum DescribeWhat {
     /// A study: its phase, best trial, parameter importances, the objective by trial as a
     /// sparkline, and every trial.
     Study {
-        /// The study's id or name (the newest study of that name).
+        /// The study's id or name (the newest study of that name); with --cluster, the
+        /// TuningStudy's name.
         study: String,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// A run: its steps with phases, cache hits, attempts, durations and outputs.
     Run {
@@ -235,11 +240,29 @@ pub fn main() -> ExitCode {
                 Err(e) => invalid(&e),
             },
             Command::Get {
-                what: GetWhat::Trials { study, output },
-            } => commands::study::get_trials(&study, output).await,
+                what:
+                    GetWhat::Trials {
+                        study,
+                        output,
+                        cluster,
+                    },
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::get_trials(&cluster, &study, output).await,
+                Ok(false) => commands::study::get_trials(&study, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Describe {
-                what: DescribeWhat::Study { study, output },
-            } => commands::study::describe_study(&study, output).await,
+                what:
+                    DescribeWhat::Study {
+                        study,
+                        output,
+                        cluster,
+                    },
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::describe_study(&cluster, &study, output).await,
+                Ok(false) => commands::study::describe_study(&study, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Describe {
                 what:
                     DescribeWhat::Job {

@@ -249,7 +249,9 @@ impl DocumentKind {
 }
 
 /// A tuning study as the metadata store keeps it: its spec (to resume it without its file)
-/// and its phase. Its trials are [`TrialRecord`]s.
+/// and its phase. Its trials are [`TrialRecord`]s. In a cluster its name is
+/// `NAMESPACE/NAME`, as a run's pipeline is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyRecord {
     /// Unique in the store: a ULID locally, the resource's UID in a cluster.
@@ -259,17 +261,21 @@ pub struct StudyRecord {
     pub phase: Phase,
     /// What the study runs (the shell's own document, as JSON).
     pub spec: serde_json::Value,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub created_at: Millis,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub finished_at: Option<Millis>,
     pub message: Option<String>,
 }
 
 /// One trial of a study, as the engine's ledger holds it, and the run it became.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrialRecord {
     pub study_id: String,
     pub trial: crate::tuning::Trial,
     /// The run of its current budget, once created.
     pub run_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub updated_at: Millis,
 }

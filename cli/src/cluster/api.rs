@@ -11,7 +11,7 @@ use kube::api::GetParams;
 use kube::client::Body;
 use kube::{Client, Config};
 use serde::de::DeserializeOwned;
-use toucan_api::{MetricSeries, RunDetail};
+use toucan_api::{MetricSeries, RunDetail, StudyDetail};
 use toucan_core::url::path_segment;
 
 use super::ClusterError;
@@ -118,6 +118,11 @@ impl OperatorApi {
     /// A run with its steps.
     pub async fn run(&self, run_id: &str) -> Result<RunDetail, ApiError> {
         self.get("/api/v1/runs", run_id).await
+    }
+
+    /// A tuning study with every trial.
+    pub async fn study(&self, study_id: &str) -> Result<StudyDetail, ApiError> {
+        self.get("/api/v1/studies", study_id).await
     }
 
     /// The metric series a step pushed.

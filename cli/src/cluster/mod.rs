@@ -21,6 +21,7 @@ mod api;
 mod jobs;
 mod logs;
 mod runs;
+mod studies;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use toucan_core::api::labels::{ATTEMPT_LABEL, NODE_ANNOTATION, RUN_UID_LABEL, ST
 pub use jobs::{describe_job, get_jobs};
 pub use logs::logs;
 pub use runs::{describe_run, get_runs};
+pub use studies::{describe_study, get_trials};
 
 use crate::Outcome;
 use api::OperatorApi;

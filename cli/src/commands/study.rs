@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde::Serialize;
 use toucan_core::api::TrialCounts;
 use toucan_core::manifest::{self, Diagnostic, StudyTarget};
-use toucan_core::records::{Phase, StudyRecord};
+use toucan_core::records::{Phase, StudyRecord, TrialRecord};
 use toucan_core::time::now_ms;
 use toucan_core::tuning::{
     Goal, ObjectiveSpec, ParamValue, Study, TrialLedger, TrialState, importances,
@@ -254,8 +254,18 @@ pub async fn load(store: &dyn MetadataStore, id: &str) -> anyhow::Result<StudyDo
         .with_context(|| format!("no study {id:?}"))?;
     let doc: StudyDocument = serde_json::from_value(record.spec.clone())
         .with_context(|| format!("reading study {id}"))?;
-    let (ledger, runs) = ledger_of(store.list_trials(id).await?);
-    let goal = doc.spec.objective.goal;
+    let trials = store.list_trials(id).await?;
+    Ok(study_doc(record, doc.spec.objective, trials))
+}
+
+/// A study as the commands print it, from its record and trial rows (from the store, or
+/// from a cluster's control-plane API).
+pub fn study_doc(
+    record: StudyRecord,
+    objective: ObjectiveSpec,
+    rows: Vec<TrialRecord>,
+) -> StudyDoc {
+    let (ledger, runs) = ledger_of(rows);
     let trials: Vec<TrialDoc> = ledger
         .trials
         .iter()
@@ -270,7 +280,7 @@ pub async fn load(store: &dyn MetadataStore, id: &str) -> anyhow::Result<StudyDo
         })
         .collect();
     let best = ledger
-        .best(goal)
+        .best(objective.goal)
         .and_then(|b| trials.get(b.index as usize))
         .cloned();
     let mut counts = TrialCounts::default();
@@ -283,19 +293,19 @@ pub async fn load(store: &dyn MetadataStore, id: &str) -> anyhow::Result<StudyDo
             TrialState::Stopped => &mut counts.stopped,
         } += 1;
     }
-    Ok(StudyDoc {
+    StudyDoc {
         id: record.id,
         name: record.name,
         phase: record.phase,
         message: record.message,
         created_at: timestamp(record.created_at),
         finished_at: record.finished_at.map(timestamp),
-        objective: doc.spec.objective.clone(),
+        objective,
         counts,
         best,
         importances: importances(&ledger),
         trials,
-    })
+    }
 }
 
 /// A study's id from an id or a name (the newest study of that name).
@@ -410,7 +420,7 @@ fn print_summary(doc: &StudyDoc) {
     }
 }
 
-fn print_description(doc: &StudyDoc) {
+pub fn print_description(doc: &StudyDoc) {
     print_summary(doc);
     let c = &doc.counts;
     println!(

@@ -15,6 +15,7 @@ use super::spec::{Goal, ParameterSpec};
 use super::value::ParamValue;
 
 /// Where a trial is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrialState {
     /// Decided, its child not yet running.
@@ -53,6 +54,7 @@ impl TrialState {
 }
 
 /// The objective metric at one step (an epoch, an evaluation round).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricPoint {
     /// The step.
@@ -62,6 +64,7 @@ pub struct MetricPoint {
 }
 
 /// A multi-fidelity trial's objective at the end of one budget.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RungResult {
     /// The budget (e.g. epochs) it ran to.
@@ -71,6 +74,7 @@ pub struct RungResult {
 }
 
 /// One trial.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trial {

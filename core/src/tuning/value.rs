@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// `int` parameters and whole numbers of a `discrete` list are [`ParamValue::Int`], so that
 /// `batch_size: 32` reaches a trial as `32`, not `32.0`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ParamValue {
