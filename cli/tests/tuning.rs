@@ -322,3 +322,39 @@ spec:
         assert_eq!(at, t["budget"].as_u64().unwrap(), "{runs:?}");
     }
 }
+
+/// The budget's deadline ends the study: the running trial is stopped, nothing new starts,
+/// and the best trial so far is the study's.
+#[test]
+fn the_deadline_stops_the_study_with_the_best_trial_so_far() {
+    let sb = Sandbox::new();
+    let file = sb.write(
+        "deadline.yaml",
+        r#"
+apiVersion: toucan.dev/v1alpha1
+kind: TuningStudy
+metadata: {name: slow}
+spec:
+  objective: {metric: value, goal: minimize}
+  parameters: [{name: x, type: double, min: 0.0, max: 1.0}]
+  algorithm: {name: random, seed: 1}
+  budget: {maxTrials: 50, deadline: 3s}
+  trial:
+    image: busybox
+    command: [sh, -c, 'sleep 1.2; echo "$0" > "$1"', "{{trial.params.x}}", "{{outputs.params.value}}"]
+    outputs: {params: [{name: value, type: float}]}
+"#,
+    );
+    let started = Instant::now();
+    let (code, doc, stderr) = sb.run_json(&file, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{stderr}");
+    let all = doc["trials"].as_array().unwrap();
+    assert!((2..10).contains(&all.len()), "{} trials", all.len());
+    assert_eq!(all.last().unwrap()["state"], "Stopped", "{doc:#}");
+    assert!(
+        doc["message"].as_str().unwrap().contains("deadline"),
+        "{doc:#}"
+    );
+    assert!(doc["best"]["objective"].is_number());
+}

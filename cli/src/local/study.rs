@@ -204,8 +204,19 @@ impl Driver {
             if let (true, Some(end)) = (self.running.is_empty(), &end) {
                 return self.finish(end.clone()).await;
             }
+            let until_deadline = async {
+                match deadline {
+                    Some(at) if end.is_none() => {
+                        let ms = (at - now_ms()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_millis(ms)).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(ended) = ended_rx.recv() => self.record_end(ended).await?,
+                // The next pass ends the study.
+                () = until_deadline => {}
                 _ = tick.tick(), if self.study.median_stopping.is_some() => {
                     self.read_metrics().await?;
                 }
