@@ -546,3 +546,145 @@ spec:
       outputs:
         params: [{name: text}]
 "#;
+
+/// A TPE study of an inline trial, 2 at a time: its trials depend on nothing but the seed.
+const STUDY: &str = r#"
+apiVersion: toucan.dev/v1alpha1
+kind: TuningStudy
+metadata: {name: bowl, namespace: default}
+spec:
+  objective: {metric: value, goal: minimize}
+  parameters:
+    - {name: x, type: double, min: -3.0, max: 3.0}
+    - {name: k, type: int, min: 1, max: 4}
+  algorithm: {name: tpe, seed: 21, startupTrials: 3}
+  budget: {maxTrials: 7, parallelTrials: 2}
+  trial:
+    image: busybox
+    command:
+      - python3
+      - -c
+      - |
+        import json, os, sys
+        p = json.load(open(os.environ["TOUCAN_TRIAL_PARAMS"]))
+        open(sys.argv[1], "w").write(str((p["x"] - 1) ** 2 + p["k"]))
+      - "{{outputs.params.value}}"
+    outputs:
+      params: [{name: value, type: float}]
+"#;
+
+/// The same study locally and in the cluster: the same trials in the same order, the same
+/// best; `get trials` and `describe study --cluster` read the cluster's from the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_study_runs_the_same_trials_in_the_cluster_as_locally() {
+    let Some(admin) = postgres::admin_url().unwrap() else {
+        return;
+    };
+    let path = step_path();
+    let Some(cluster) = TestCluster::start_with_env(&[("PATH", path.as_str())])
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let db_url = Database::create(&admin, "cli_cluster_study").unwrap().url;
+    let dir = tempfile::Builder::new()
+        .prefix("toucan-cli-study-")
+        .tempdir()
+        .unwrap();
+
+    // Locally first.
+    let file = dir.path().join("study.yaml");
+    std::fs::write(&file, STUDY).unwrap();
+    let local = Command::new(env!("CARGO_BIN_EXE_toucan"))
+        .args(["run", file.to_str().unwrap(), "-o", "json"])
+        .env("TOUCAN_HOME", dir.path().join("local"))
+        .env("PATH", &path)
+        .env_remove("TOUCAN_DATABASE_URL")
+        .env_remove("TOUCAN_ARTIFACTS")
+        .output()
+        .unwrap();
+    expect(&local, 0, "toucan run study.yaml");
+    let local: serde_json::Value = serde_json::from_slice(&local.stdout).unwrap();
+
+    let crds = repo().join("charts/toucan/crds");
+    kubectl(&cluster, &["apply", "-f", crds.to_str().unwrap()], None);
+    kubectl(
+        &cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/tuningstudies.toucan.dev",
+            "crd/pipelineruns.toucan.dev",
+        ],
+        None,
+    );
+    let operator = Operator::start(&cluster, &db_url, dir.path());
+    operator.ready().await;
+    kubectl(&cluster, &["apply", "-f", "-"], Some(STUDY));
+    let studies: Api<toucan_core::api::TuningStudy> = Api::namespaced(cluster.client(), NS);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let study = studies.get("bowl").await.unwrap();
+        let status = study.status.unwrap_or_default();
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the study did not finish: {status:#?}\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(status.phase.as_deref(), Some("Succeeded"), "{status:#?}");
+
+    let home = dir.path().join("home");
+    let api = operator.api();
+    let out = toucan(
+        &cluster,
+        &home,
+        &[
+            "describe",
+            "study",
+            "bowl",
+            "--cluster",
+            "--api",
+            &api,
+            "-o",
+            "json",
+        ],
+    );
+    expect(&out, 0, "describe study --cluster");
+    let remote: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trials = |doc: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        doc["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap().to_string(), t["params"].clone()))
+            .collect()
+    };
+    assert_eq!(trials(&remote).len(), 7, "{remote:#}");
+    assert_eq!(trials(&remote), trials(&local));
+    assert_eq!(remote["best"]["name"], local["best"]["name"]);
+    assert_eq!(remote["best"]["objective"], local["best"]["objective"]);
+    assert_eq!(
+        status.best.as_ref().map(|b| b.name.as_str()),
+        local["best"]["name"].as_str()
+    );
+    let out = toucan(
+        &cluster,
+        &home,
+        &["get", "trials", "bowl", "--cluster", "--api", &api],
+    );
+    expect(&out, 0, "get trials --cluster");
+    let table = text(&out.stdout);
+    assert_eq!(table.lines().count(), 8, "{table}");
+    let out = toucan(
+        &cluster,
+        &home,
+        &["describe", "study", "nope", "--cluster", "--api", &api],
+    );
+    expect(&out, 2, "describe study of a missing study");
+}

@@ -17,6 +17,8 @@ pub enum Error {
     Cache(#[from] LookupError),
     #[error("the stored state of run {run_id} is unreadable: {detail}")]
     CorruptState { run_id: String, detail: String },
+    #[error("the trial ledger: {0}")]
+    Ledger(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("{0} has no {1}")]
@@ -39,6 +41,7 @@ impl Error {
             Error::Artifacts(e) => e.reason(),
             Error::Cache(_) => "CacheLookup",
             Error::CorruptState { .. } => "CorruptState",
+            Error::Ledger(_) => "InconsistentLedger",
             Error::Finalizer(_) => "Finalizer",
             Error::MissingField(..) => "MissingField",
             Error::PodGone(_) => "PodGone",

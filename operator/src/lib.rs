@@ -3,7 +3,8 @@
 //! [`run`] reconciles PipelineRuns into step pods with the same engine, cache keys and store
 //! rows as `toucan run` (a distributed step as a gang of pods, [`run::gang`]); [`pipeline`]
 //! starts PipelineRuns on a Pipeline's schedule; [`job`] runs a TrainingJob as a PipelineRun of
-//! one distributed step and reports its status. The
+//! one distributed step and reports its status; [`study`] runs a TuningStudy's trials as
+//! PipelineRuns, as the tuning engine decides. The
 //! control-plane API (`toucan_core::http`) is served with [`auth::ClusterAuth`]; [`admin`]
 //! serves metrics and health; [`leader`] makes sure only one replica reconciles. [`serve`]
 //! wires it all together.
@@ -21,6 +22,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod run;
 mod serve;
+pub mod study;
 pub mod telemetry;
 pub mod triggers;
 

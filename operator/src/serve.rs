@@ -13,7 +13,7 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, CustomResourceExt};
 use tokio::sync::mpsc;
 use toucan_api::{ApiState, ReportAccepted};
-use toucan_core::api::{Pipeline, PipelineRun, TrainingJob};
+use toucan_core::api::{Pipeline, PipelineRun, TrainingJob, TuningStudy};
 use toucan_store::artifacts::ArtifactStore;
 
 use crate::admin::{self, Readiness};
@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::queue::{self, Class, Queue, QueueMetrics};
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, PodDefaults};
 use crate::triggers::PodChanges;
-use crate::{job, leader, pipeline, run, triggers};
+use crate::{job, leader, pipeline, run, study, triggers};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +264,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         None => Api::all(client.clone()),
     };
     let jobs_task = job::controller(jobs_api, ctx.clone(), shutdown_signal());
+    let studies_api: Api<TuningStudy> = match &config.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let studies_task = study::controller(studies_api, ctx.clone(), shutdown_signal());
 
     let lost = async move {
         match leading {
@@ -272,7 +277,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
     tokio::select! {
-        _ = futures::future::join3(runs_task, pipelines_task, jobs_task) => Ok(()),
+        _ = futures::future::join4(runs_task, pipelines_task, jobs_task, studies_task) => Ok(()),
         _ = lost => Err(ServeError::LostLeadership),
     }
 }
@@ -300,6 +305,7 @@ async fn check_crds(client: &Client) -> Result<(), ServeError> {
         PipelineRun::crd_name(),
         Pipeline::crd_name(),
         TrainingJob::crd_name(),
+        TuningStudy::crd_name(),
     ] {
         match crds.get_opt(name).await {
             Ok(Some(_)) => {}

@@ -342,6 +342,9 @@ async fn chart_installs_and_its_rbac_holds() {
                 ("watch", "toucan.dev", "pipelineruns", None),
                 ("patch", "toucan.dev", "pipelineruns/status", team),
                 ("update", "toucan.dev", "pipelines/finalizers", team),
+                ("watch", "toucan.dev", "tuningstudies", None),
+                ("patch", "toucan.dev", "tuningstudies/status", team),
+                ("update", "toucan.dev", "tuningstudies/finalizers", team),
                 ("create", "events.k8s.io", "events", team),
                 (
                     "list",
@@ -379,6 +382,8 @@ async fn chart_installs_and_its_rbac_holds() {
                 ("update", "coordination.k8s.io", "leases", team),
                 ("create", "rbac.authorization.k8s.io", "rolebindings", team),
                 ("create", "toucan.dev", "trainingjobs", team),
+                ("create", "toucan.dev", "tuningstudies", team),
+                ("delete", "toucan.dev", "tuningstudies", team),
             ],
         )
         .await;

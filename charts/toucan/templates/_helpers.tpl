@@ -119,11 +119,15 @@ name no database or more than one.
 - apiGroups: ["toucan.dev"]
   resources: ["trainingjobs"]
   verbs: ["get", "list", "watch", "delete"]
+# A TuningStudy runs its trials as PipelineRuns it owns; it reads its warm-start studies.
 - apiGroups: ["toucan.dev"]
-  resources: ["pipelines/status", "pipelineruns/status", "trainingjobs/status"]
+  resources: ["tuningstudies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["toucan.dev"]
+  resources: ["pipelines/status", "pipelineruns/status", "trainingjobs/status", "tuningstudies/status"]
   verbs: ["get", "update", "patch"]
 - apiGroups: ["toucan.dev"]
-  resources: ["pipelines/finalizers", "pipelineruns/finalizers", "trainingjobs/finalizers"]
+  resources: ["pipelines/finalizers", "pipelineruns/finalizers", "trainingjobs/finalizers", "tuningstudies/finalizers"]
   verbs: ["update"]
 # A gang's pods are patched once admitted (their scheduling gate removed).
 - apiGroups: [""]

@@ -108,7 +108,7 @@ pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
         return Err(vec![Diagnostic::new(
             &study.source,
             DOCUMENT_PATH,
-            "a TuningStudy is run by `toucan run` with its study selected (`select_study`)",
+            "a TuningStudy: `toucan run` runs it here; in a cluster, apply it (and the Pipeline its trials run) with kubectl",
         )]);
     }
     let runs: Vec<(&LoadedDocument, &PipelineRun)> = docs

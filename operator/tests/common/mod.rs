@@ -178,6 +178,7 @@ impl Harness {
             "crd/pipelines.toucan.dev",
             "crd/pipelineruns.toucan.dev",
             "crd/trainingjobs.toucan.dev",
+            "crd/tuningstudies.toucan.dev",
         ]);
     }
 
@@ -291,6 +292,11 @@ impl Operator {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log_text(&self) -> String {
