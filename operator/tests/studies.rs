@@ -709,3 +709,94 @@ spec:
         started.elapsed()
     );
 }
+
+/// A trial that checkpoints as `toucan-worker train` does (`latest` naming a `ckpt-N/`
+/// directory in `$TOUCAN_CHECKPOINT_DIR`), training from the epoch its restored checkpoint
+/// reached to its budget; it outputs that epoch as `started` and scores `x^2 + 1/budget`.
+const CHECKPOINTING: &str = r#"d="$TOUCAN_CHECKPOINT_DIR"; mkdir -p "$d"; start=0
+if [ -f "$d/latest" ]; then start=$(cat "$d/$(cat "$d/latest")/epoch"); fi
+echo "$start" > "$3"
+c=$(printf 'ckpt-%010d' "$2"); mkdir -p "$d/$c.tmp"; echo "$2" > "$d/$c.tmp/epoch"
+mv "$d/$c.tmp" "$d/$c"; echo "$c" > "$d/latest.tmp"; mv "$d/latest.tmp" "$d/latest"
+awk -v x="$1" -v b="$2" 'BEGIN { printf "%.12f\n", x * x + 1 / b }' > "$0""#;
+
+/// ASHA in a cluster: a promoted trial's larger budget is a run of its own, annotated with
+/// the run before it, whose step pods restore that run's newest checkpoint: each budget
+/// trains on from where the smaller one ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asha_promotion_trains_on_from_the_trials_checkpoint() {
+    let Some(h) = Harness::start("asha").await else {
+        return;
+    };
+    h.apply_crds();
+    let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
+    let operator = h.operator("asha", &["--leader-elect=false"]);
+    operator.ready().await;
+    let spec = study(
+        "asha",
+        serde_json::json!({
+            "objective": {"metric": "value", "goal": "minimize"},
+            "parameters": [{"name": "x", "type": "double", "min": -2.0, "max": 2.0}],
+            "algorithm": {"name": "asha", "seed": 5,
+                          "resource": {"name": "epochs", "min": 1, "max": 9}},
+            "budget": {"maxTrials": 6, "parallelTrials": 2},
+            "trial": {
+                "image": "busybox",
+                "command": ["sh", "-c", CHECKPOINTING, "{{outputs.params.value}}",
+                            "{{trial.params.x}}", "{{trial.params.epochs}}",
+                            "{{outputs.params.started}}"],
+                "outputs": {"params": [{"name": "value"}, {"name": "started"}]},
+            },
+        }),
+    );
+    let api: Api<TuningStudy> = Api::namespaced(h.client(), "default");
+    api.create(&PostParams::default(), &spec).await.unwrap();
+    let study = wait_study(
+        &h,
+        "default",
+        "asha",
+        "ended",
+        Duration::from_secs(120),
+        is_over,
+    )
+    .await;
+    let status = study.status.clone().unwrap();
+    assert_eq!(phase(&status), "Succeeded", "{status:#?}");
+    let trials = store.list_trials(&study.uid().unwrap()).await.unwrap();
+    let promoted: Vec<_> = trials
+        .iter()
+        .filter(|t| t.trial.budget.is_some_and(|b| b > 1))
+        .collect();
+    assert!(!promoted.is_empty(), "no trial was promoted: {trials:#?}");
+    let runs = child_runs(&h, "default", "asha").await;
+    for t in promoted {
+        let budget = t.trial.budget.unwrap();
+        let name = child_name("asha", &format!("{}-b{budget}", t.trial.name));
+        let run = runs
+            .iter()
+            .find(|r| r.name_any() == name)
+            .unwrap_or_else(|| panic!("no run {name}"));
+        assert!(
+            run.annotations()
+                .contains_key("toucan.dev/checkpoints-from"),
+            "{run:#?}"
+        );
+        // The larger budget's step started from the epoch the smaller one reached.
+        let run_id = t.run_id.clone().unwrap();
+        let step = store.get_step(&run_id, "trial").await.unwrap().unwrap();
+        let reached = t
+            .trial
+            .rungs
+            .iter()
+            .map(|r| r.budget)
+            .filter(|&b| b < budget)
+            .max()
+            .unwrap();
+        assert_eq!(
+            step.outputs.params["started"].trim(),
+            reached.to_string(),
+            "trial {} at budget {budget}: {step:#?}",
+            t.trial.name
+        );
+    }
+}

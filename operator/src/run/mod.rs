@@ -142,6 +142,10 @@ async fn apply(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
     let before = run.clone();
     let was_finished = run.finished().is_some();
     let mut observed = execute::carry_out(&run_ref, ctx, &run, effects, &mut turn).await?;
+    if fresh {
+        // The run's row exists now: the checkpoints it starts from can be recorded for it.
+        staging::inherit_checkpoints(plr, &run_ref, ctx).await;
+    }
     if run.finished().is_none() {
         if !run.staged {
             observed.extend(staging::observe(plr, &run_ref, ctx, &run).await?);

@@ -11,14 +11,14 @@ use toucan_core::api::{Pipeline, PipelineRun};
 use toucan_core::engine::Run;
 use toucan_core::engine::run::Observation;
 use toucan_core::launch::{STAGE_NODE, StageInput, StageSpec};
-use toucan_core::records::ArtifactRef;
+use toucan_core::records::{ArtifactRef, DocumentKind};
 
 use super::execute::{create_pod, find_pod};
 use super::observe::ended_report;
 use super::pods::{self, LauncherPod, RunRef, SOURCE_DIR_ANNOTATION};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use toucan_core::api::labels::STAGED_INPUTS_ANNOTATION;
+use toucan_core::api::labels::{CHECKPOINTS_FROM_ANNOTATION, STAGED_INPUTS_ANNOTATION};
 
 /// Creates the stage pod, or observes how it ended.
 pub async fn observe(
@@ -131,6 +131,55 @@ async fn source_dir(plr: &PipelineRun, ctx: &Context, run: &RunRef) -> Result<Op
         .get_opt(&reference.name)
         .await?;
     Ok(pipeline.and_then(|p| p.annotations().get(SOURCE_DIR_ANNOTATION).cloned()))
+}
+
+/// A PipelineRun annotated [`CHECKPOINTS_FROM_ANNOTATION`] (a promoted trial's larger budget):
+/// the newest checkpoint pointer of each step of the named run is recorded for the same step
+/// of this one, so that its pods restore it and training goes on from there. Best effort, as
+/// every checkpoint is: a run that cannot inherit them trains from the start, and says why.
+pub async fn inherit_checkpoints(plr: &PipelineRun, run: &RunRef, ctx: &Context) {
+    let Some(from) = plr.annotations().get(CHECKPOINTS_FROM_ANNOTATION) else {
+        return;
+    };
+    let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let result = async {
+        let Some(previous) = runs.get_opt(from).await? else {
+            return Ok::<_, Error>(0);
+        };
+        let Some(previous_id) = previous
+            .status
+            .as_ref()
+            .and_then(|s| s.run_id.clone())
+            .or_else(|| previous.uid())
+        else {
+            return Ok(0);
+        };
+        let pointers = ctx
+            .store
+            .list_run_documents(&previous_id, DocumentKind::Checkpoint)
+            .await?;
+        for (node, body) in &pointers {
+            ctx.store
+                .put_run_document(
+                    &run.uid,
+                    DocumentKind::Checkpoint,
+                    node,
+                    body,
+                    super::now_ms(),
+                )
+                .await?;
+        }
+        Ok(pointers.len())
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            tracing::info!(run = %run.name, from = %from, checkpoints = n, "inherited checkpoints")
+        }
+        Err(e) => {
+            tracing::warn!(run = %run.name, from = %from, error = %e, "inheriting checkpoints")
+        }
+    }
 }
 
 #[cfg(test)]

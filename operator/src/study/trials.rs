@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
+use toucan_core::api::labels::CHECKPOINTS_FROM_ANNOTATION;
 use toucan_core::api::{ParamValue, PipelineRun, PipelineRunSpec, PipelineSpec, TuningStudy};
 use toucan_core::manifest::{Source, objective_series, parse_objective, resolve_params, trial_run};
 use toucan_core::records::{DocumentKind, Phase};
@@ -45,6 +46,20 @@ pub fn child_of(study: &str, trial: &Trial) -> String {
         }
         _ => child_name(study, &trial.name),
     }
+}
+
+/// The child that ran the budget a promoted trial completed last, whose checkpoints the
+/// larger budget's run starts from; `None` for a trial never promoted.
+pub fn previous_child(study: &str, trial: &Trial) -> Option<String> {
+    let previous = trial.rungs.last()?.budget;
+    if trial.budget == Some(previous) {
+        return None;
+    }
+    Some(if trial.rungs.len() == 1 {
+        child_name(study, &trial.name)
+    } else {
+        child_name(study, &format!("{}-b{previous}", trial.name))
+    })
 }
 
 /// The study's name as a label value.
@@ -235,6 +250,9 @@ pub fn child_run(t: &Template<'_>, trial: &Trial) -> Result<PipelineRun, String>
                 (STUDY_LABEL.to_string(), study_label(t.name)),
                 (TRIAL_LABEL.to_string(), trial.index.to_string()),
             ])),
+            annotations: previous_child(t.name, trial).map(|previous| {
+                BTreeMap::from([(CHECKPOINTS_FROM_ANNOTATION.to_string(), previous)])
+            }),
             owner_references: Some(vec![OwnerReference {
                 block_owner_deletion: Some(true),
                 ..owner
@@ -369,6 +387,17 @@ mod tests {
         assert_eq!(
             child_of("fmnist", &trial(Some(9), &[1, 3])),
             "fmnist-3-0123456789-b9"
+        );
+        // Each budget's run starts from the checkpoints of the run before it.
+        assert_eq!(previous_child("fmnist", &trial(Some(1), &[])), None);
+        assert_eq!(previous_child("fmnist", &trial(Some(1), &[1])), None);
+        assert_eq!(
+            previous_child("fmnist", &trial(Some(3), &[1])).as_deref(),
+            Some("fmnist-3-0123456789")
+        );
+        assert_eq!(
+            previous_child("fmnist", &trial(Some(9), &[1, 3])).as_deref(),
+            Some("fmnist-3-0123456789-b3")
         );
         let long = child_of(&"s".repeat(80), &trial(Some(27), &[9]));
         assert!(
