@@ -81,11 +81,36 @@ async fn wait_study(
         }
         assert!(
             Instant::now() < deadline,
-            "study {ns}/{name}: {what}: never happened; last status {:#?}",
-            study.status
+            "study {ns}/{name}: {what}: never happened; last status {:#?}\n{}",
+            study.status,
+            operator_logs(h)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The last lines of every operator's log in the harness, for a failure's message.
+fn operator_logs(h: &Harness) -> String {
+    let mut out = String::new();
+    let mut logs: Vec<_> = std::fs::read_dir(h.dir.path())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.retain(|p: &std::path::PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("operator-") && n.ends_with(".log"))
+    });
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {} (last 40 lines)\n", log.display()));
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn phase(status: &TuningStudyStatus) -> &str {
@@ -311,7 +336,7 @@ async fn a_study_of_many_trials_keeps_its_object_small() {
     let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
     let operator = h.operator("many", &["--leader-elect=false"]);
     operator.ready().await;
-    const TRIALS: usize = 300;
+    const TRIALS: usize = 120;
     let spec = study(
         "many",
         serde_json::json!({
