@@ -56,8 +56,10 @@ fn quadratic_study(name: &str) -> TuningStudy {
     )
 }
 
+/// A namespace for a study, with the artifact store's Secret its step pods need (S3).
 async fn create_namespace(h: &Harness, ns: &str) {
     h.kubectl_ok(&["create", "namespace", ns]);
+    h.artifacts_secret(ns);
 }
 
 async fn wait_study(
