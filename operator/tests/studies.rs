@@ -612,10 +612,10 @@ spec:
             "objective": {"metric": "value", "goal": "minimize"},
             "parameters": [{"name": "x", "type": "double", "min": 0.0, "max": 1.0}],
             "algorithm": {"name": "random", "seed": 1},
-            "budget": {"maxTrials": 100, "parallelTrials": 1, "deadline": "8s"},
+            "budget": {"maxTrials": 100, "parallelTrials": 1, "deadline": "5s"},
             "trial": {
                 "image": "busybox",
-                "command": ["sh", "-c", "sleep 2; echo \"$1\" > \"$0\"",
+                "command": ["sh", "-c", "sleep 1.5; echo \"$1\" > \"$0\"",
                             "{{outputs.params.value}}", "{{trial.params.x}}"],
                 "outputs": {"params": [{"name": "value"}]},
             },
@@ -633,7 +633,7 @@ spec:
     )
     .await;
     let elapsed = created.elapsed();
-    assert!(elapsed >= Duration::from_secs(7), "ended after {elapsed:?}");
+    assert!(elapsed >= Duration::from_secs(4), "ended after {elapsed:?}");
     let status = late.status.unwrap();
     let counts = status.trials.clone().unwrap();
     assert_eq!(

@@ -57,7 +57,7 @@ pub const TRIAL_LABEL: &str = "toucan.dev/trial";
 /// change without its runs changing.
 const POLL: Duration = Duration::from_secs(3);
 /// A study whose Pipeline does not exist yet is looked at again after this long.
-const MISSING_PIPELINE_RETRY: Duration = Duration::from_secs(10);
+const MISSING_PIPELINE_RETRY: Duration = Duration::from_secs(3);
 const FIELD_MANAGER: &str = "toucan-operator";
 /// The longest note an Event carries.
 const MAX_NOTE_CHARS: usize = 1000;
