@@ -49,7 +49,6 @@ pub const JOB_LABEL: &str = "toucan.dev/training-job";
 /// How often an unfinished job's status is read again when nothing wakes it sooner: its
 /// gang's restarts and the leader's progress change without its run changing.
 const POLL: Duration = Duration::from_secs(3);
-const FIELD_MANAGER: &str = "toucan-operator";
 
 /// Runs the controller until `shutdown`: a job is reconciled when it changes and when its run
 /// does, on the same kind of queue as the run controller.
@@ -155,7 +154,14 @@ async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action> {
             .map(|d| format!("{}: {}", d.path, d.message))
             .collect();
         let status = invalid_status(&previous, &text.join("; "), generation);
-        write_status(&ctx, &namespace, &name, &previous, status).await?;
+        crate::status::apply::<TrainingJob, _>(
+            &ctx.client,
+            &namespace,
+            &name,
+            Some(&previous),
+            &status,
+        )
+        .await?;
         return Ok(Action::await_change());
     }
 
@@ -173,7 +179,14 @@ async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action> {
                  delete it or rename the job"
             );
             let status = invalid_status(&previous, &why, generation);
-            write_status(&ctx, &namespace, &name, &previous, status).await?;
+            crate::status::apply::<TrainingJob, _>(
+                &ctx.client,
+                &namespace,
+                &name,
+                Some(&previous),
+                &status,
+            )
+            .await?;
             return Ok(Action::requeue(POLL));
         }
         None if is_finished(&previous) => return Ok(Action::await_change()),
@@ -195,7 +208,14 @@ async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action> {
                 &format!("PipelineRun {name} runs the job"),
                 generation,
             );
-            write_status(&ctx, &namespace, &name, &previous, status).await?;
+            crate::status::apply::<TrainingJob, _>(
+                &ctx.client,
+                &namespace,
+                &name,
+                Some(&previous),
+                &status,
+            )
+            .await?;
             return Ok(Action::requeue(POLL));
         }
     };
@@ -213,7 +233,14 @@ async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action> {
     let observed = observe(&ctx, &run).await?;
     let status = job_status(&previous, &observed, suspend, generation);
     let finished_at = observed.finished_at;
-    write_status(&ctx, &namespace, &name, &previous, status).await?;
+    crate::status::apply::<TrainingJob, _>(
+        &ctx.client,
+        &namespace,
+        &name,
+        Some(&previous),
+        &status,
+    )
+    .await?;
 
     match finished_at {
         None => Ok(Action::requeue(POLL)),
@@ -523,31 +550,6 @@ fn invalid_status(
         generation,
     );
     status
-}
-
-async fn write_status(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    previous: &TrainingJobStatus,
-    status: TrainingJobStatus,
-) -> Result<()> {
-    if *previous == status {
-        return Ok(());
-    }
-    let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": toucan_core::api::API_VERSION,
-        "kind": "TrainingJob",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod run;
 mod serve;
+pub mod status;
 pub mod study;
 pub mod telemetry;
 pub mod triggers;

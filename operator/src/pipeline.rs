@@ -17,11 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use toucan_core::api::{Pipeline, PipelineRef, PipelineRun, PipelineRunSpec, PipelineStatus};
 use toucan_core::manifest::validate_spec;
 use toucan_core::records::{Millis, Phase};
@@ -44,7 +43,6 @@ const DEFAULT_HISTORY_LIMIT: usize = 10;
 const PERIODIC_RECONCILE: Duration = Duration::from_secs(3600);
 /// How soon to look again at a schedule while the PipelineRun cache has not been listed yet.
 const CACHE_WAIT: Duration = Duration::from_secs(1);
-const FIELD_MANAGER: &str = "toucan-operator";
 
 /// Runs the controller until `shutdown`, then lets the reconciles in flight finish.
 ///
@@ -166,20 +164,14 @@ async fn reconcile(pl: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
             None => action = Action::requeue(CACHE_WAIT),
         }
     }
-    if pl.status.as_ref() != Some(&status) {
-        let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": toucan_core::api::API_VERSION,
-            "kind": "Pipeline",
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    }
+    crate::status::apply::<Pipeline, _>(
+        &ctx.client,
+        &namespace,
+        &name,
+        pl.status.as_ref(),
+        &status,
+    )
+    .await?;
     Ok(action)
 }
 
@@ -340,6 +332,8 @@ async fn delete_run(api: &Api<PipelineRun>, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use serde_json::json;
 
     use super::*;
 

@@ -13,9 +13,7 @@ use toucan_core::api::TrialCounts;
 use toucan_core::manifest::{self, Diagnostic, StudyTarget};
 use toucan_core::records::{Phase, StudyRecord, TrialRecord};
 use toucan_core::time::now_ms;
-use toucan_core::tuning::{
-    Goal, ObjectiveSpec, ParamValue, Study, TrialLedger, TrialState, importances,
-};
+use toucan_core::tuning::{Goal, ObjectiveSpec, ParamValue, Study, TrialLedger, importances};
 use toucan_store::metadata::MetadataStore;
 
 use crate::Outcome;
@@ -283,16 +281,6 @@ pub fn study_doc(
         .best(objective.goal)
         .and_then(|b| trials.get(b.index as usize))
         .cloned();
-    let mut counts = TrialCounts::default();
-    for t in &ledger.trials {
-        *match t.state {
-            TrialState::Pending => &mut counts.pending,
-            TrialState::Running => &mut counts.running,
-            TrialState::Succeeded => &mut counts.succeeded,
-            TrialState::Failed => &mut counts.failed,
-            TrialState::Stopped => &mut counts.stopped,
-        } += 1;
-    }
     StudyDoc {
         id: record.id,
         name: record.name,
@@ -301,7 +289,7 @@ pub fn study_doc(
         created_at: timestamp(record.created_at),
         finished_at: record.finished_at.map(timestamp),
         objective,
-        counts,
+        counts: TrialCounts::of(&ledger),
         best,
         importances: importances(&ledger),
         trials,

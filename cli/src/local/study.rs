@@ -28,11 +28,11 @@ use tokio::sync::{mpsc, watch};
 use toucan_core::api::{PipelineSpec, TuningStudySpec};
 use toucan_core::engine::{Run, RunPlan};
 use toucan_core::launch::METRICS_FILE;
-use toucan_core::manifest::{self, TrialRun};
+use toucan_core::manifest;
 use toucan_core::records::{ArtifactRef, Phase, StudyRecord, TrialRecord};
 use toucan_core::time::now_ms;
 use toucan_core::tuning::{
-    Algorithm, Decisions, EndReason, StopReason, Study, StudyEnd, Trial, TrialLedger, TrialState,
+    Algorithm, Decisions, StopReason, Study, StudyEnd, Trial, TrialLedger, TrialState,
     WarmStartStudy,
 };
 use toucan_store::metadata::MetadataStore;
@@ -180,24 +180,15 @@ impl Driver {
         interrupt: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<Phase> {
         self.resume_active().await?;
-        let deadline = self
-            .doc
-            .spec
-            .budget
-            .deadline
-            .as_ref()
-            .map(|d| self.record.created_at + d.as_millis() as i64);
+        let deadline = self.doc.spec.deadline_after(self.record.created_at);
         let mut end: Option<StudyEnd> = None;
         let mut tick = tokio::time::interval(METRICS_TICK);
         loop {
             if end.is_none() {
-                let decisions = if deadline.is_some_and(|at| now_ms() >= at) {
-                    self.study.end_now(&self.ledger, EndReason::Deadline)
-                } else {
-                    self.study
-                        .decide(&self.ledger)
-                        .map_err(|e| anyhow::anyhow!("study {}: {e}", self.record.name))?
-                };
+                let decisions = self
+                    .study
+                    .decide_at(&self.ledger, deadline, now_ms())
+                    .map_err(|e| anyhow::anyhow!("study {}: {e}", self.record.name))?;
                 end = decisions.end.clone();
                 self.carry_out(decisions).await?;
             }
@@ -312,8 +303,8 @@ impl Driver {
             .as_ref()
             .map(|p| (p.name.as_str(), &p.spec));
         let made = manifest::trial_run(&self.record.name, &self.doc.spec, referenced, &values);
-        let plan = match made.and_then(|r| self.plan(r)) {
-            Ok(plan) => plan,
+        let plan = match made {
+            Ok(r) => RunPlan::new(&r.pipeline, r.spec, r.params),
             Err(message) => {
                 self.progress
                     .note(&format!("trial {} failed: {message}", trial.name));
@@ -420,22 +411,6 @@ impl Driver {
         )
     }
 
-    /// The run plan of a trial: its pipeline's params resolved as a run's are.
-    fn plan(&self, trial: TrialRun) -> Result<RunPlan, String> {
-        let source = manifest::Source {
-            file: PathBuf::from(&self.record.name),
-            index: 0,
-        };
-        let params =
-            manifest::resolve_params(&trial.spec, &trial.params, &source).map_err(|d| {
-                d.iter()
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
-        Ok(RunPlan::new(&trial.pipeline, trial.spec, params))
-    }
-
     /// The trials' `path:` inputs, imported once (the same files for every trial).
     async fn with_local_inputs(&mut self, plan: RunPlan) -> anyhow::Result<RunPlan> {
         if let Some(inputs) = &self.local_inputs {
@@ -527,11 +502,7 @@ impl Driver {
         let Some(record) = self.ctx.store.get_step(run_id, &step).await? else {
             return Ok(Err(format!("run {run_id} has no step {step:?}")));
         };
-        Ok(match record.outputs.params.get(&param) {
-            Some(text) => manifest::parse_objective(text)
-                .map_err(|e| format!("step {step:?} output {param:?}: {e}")),
-            None => Err(format!("step {step:?} did not output {param:?}")),
-        })
+        Ok(manifest::objective_of(&record, &param))
     }
 
     /// The objective series running trials appended to their metrics files, for median
@@ -577,13 +548,9 @@ impl Driver {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let series = manifest::objective_series(&points, &self.doc.spec.objective.metric);
-        let before = self.trial(index)?.series.len();
-        for p in series {
-            self.ledger
-                .record_metric(index, p.step, p.value)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        Ok(self.trial(index)?.series.len() != before)
+        self.ledger
+            .record_series(index, &series)
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Ctrl-C: every trial's run is cancelled and waited for; the study can be resumed.
@@ -618,22 +585,8 @@ impl Driver {
     }
 
     async fn finish(&mut self, end: StudyEnd) -> anyhow::Result<Phase> {
-        let best = end.best.and_then(|i| self.ledger.trials.get(i as usize));
-        let phase = if end.reason.is_failure() || best.is_none() {
-            Phase::Failed
-        } else {
-            Phase::Succeeded
-        };
-        let message = match best {
-            Some(b) => format!(
-                "{}; best trial {} with {} = {}",
-                end.reason.describe(),
-                b.name,
-                self.doc.spec.objective.metric,
-                b.objective.unwrap_or(f64::NAN)
-            ),
-            None => format!("{}; no trial succeeded", end.reason.describe()),
-        };
+        let phase = end.phase();
+        let message = end.message(&self.ledger, &self.doc.spec.objective.metric);
         self.ctx
             .store
             .set_study_phase(&self.record.id, phase, Some(&message), Some(now_ms()))

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::duration::Duration;
 use crate::echo::cut;
+use crate::records::Millis;
 use crate::tuning::spec::DEFAULT_PARALLEL_TRIALS;
 use crate::tuning::{
     AlgorithmSpec, BudgetSpec, EarlyStoppingSpec, Goal, ObjectiveSpec, ParameterSpec, StudySpec,
@@ -245,10 +246,9 @@ pub struct TuningStudyStatus {
     pub conditions: Vec<Condition>,
 }
 
-impl TuningStudyStatus {
-    /// Sets the ledger's part of the status: the counts by state, the best succeeded trial
-    /// and the latest few, newest first. Its size does not grow with the number of trials.
-    pub fn record_ledger(&mut self, ledger: &TrialLedger, goal: Goal) {
+impl TrialCounts {
+    /// The ledger's trials, counted by state.
+    pub fn of(ledger: &TrialLedger) -> TrialCounts {
         let mut counts = TrialCounts::default();
         for trial in &ledger.trials {
             let count = match trial.state {
@@ -260,7 +260,26 @@ impl TuningStudyStatus {
             };
             *count += 1;
         }
-        self.trials = Some(counts);
+        counts
+    }
+}
+
+impl TuningStudySpec {
+    /// When the study's deadline (`budget.deadline`) passes, for a study started at
+    /// `started_at`; see [`crate::tuning::Study::decide_at`].
+    pub fn deadline_after(&self, started_at: Millis) -> Option<Millis> {
+        self.budget
+            .deadline
+            .as_ref()
+            .map(|d| started_at.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
+impl TuningStudyStatus {
+    /// Sets the ledger's part of the status: the counts by state, the best succeeded trial
+    /// and the latest few, newest first. Its size does not grow with the number of trials.
+    pub fn record_ledger(&mut self, ledger: &TrialLedger, goal: Goal) {
+        self.trials = Some(TrialCounts::of(ledger));
         self.best = ledger.best(goal).map(TrialSummary::of);
         self.recent = ledger
             .trials

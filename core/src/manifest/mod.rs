@@ -48,8 +48,8 @@ pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;
 pub use select::{RunTarget, StudyTarget, check_pipeline_refs, select, select_study};
 pub use study::{
-    TRIAL_PARAMS_ENV, TrialRun, check_study, check_study_pipeline, instantiate, objective_series,
-    objective_source, parse_objective, trial_run,
+    TRIAL_PARAMS_ENV, TrialRun, check_study, check_study_pipeline, instantiate, objective_of,
+    objective_series, objective_source, parse_objective, trial_run,
 };
 pub use validate::validate_spec;
 pub use yaml::MAX_NODES;

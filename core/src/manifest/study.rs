@@ -152,8 +152,8 @@ pub struct TrialRun {
     pub pipeline: String,
     /// The pipeline with the trial's values in place.
     pub spec: PipelineSpec,
-    /// The pipeline's parameter values, as a run gives them.
-    pub params: Vec<(String, Value)>,
+    /// The pipeline's parameter values, resolved and typed as a run's are.
+    pub params: BTreeMap<String, Value>,
 }
 
 /// The template made concrete for one trial's `values`: `{{trial.params.NAME}}` replaced
@@ -206,11 +206,24 @@ pub fn trial_run(
             });
         }
     }
-    let params = trial
+    // A placeholder gives text; the run takes values of the declared types, coerced as a
+    // run's (and the command line's) values are.
+    let given: Vec<(String, Value)> = trial
         .params
         .iter()
         .map(|p| (p.name.clone(), p.value.clone()))
         .collect();
+    let source = Source {
+        file: format!("trial of {study}").into(),
+        index: 0,
+    };
+    let params = super::resolve_params(&pipeline_spec, &given, &source).map_err(|problems| {
+        problems
+            .iter()
+            .map(|d| format!("{}: {}", d.path, d.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
     Ok(TrialRun {
         pipeline,
         spec: pipeline_spec,
@@ -256,6 +269,24 @@ pub fn objective_series(
         .into_iter()
         .map(|(step, value)| crate::tuning::MetricPoint { step, value })
         .collect()
+}
+
+/// A trial's objective from the record of the step it is read from (see
+/// [`objective_source`]), or why there is none.
+pub fn objective_of(step: &crate::records::StepRecord, param: &str) -> Result<f64, String> {
+    let name = &step.name;
+    if step.phase != crate::records::Phase::Succeeded {
+        return Err(format!(
+            "its step {name:?} ended {}, so it reported no objective",
+            step.phase.as_str()
+        ));
+    }
+    match step.outputs.params.get(param) {
+        Some(text) => parse_objective(text).map_err(|e| format!("output param {param:?}: {e}")),
+        None => Err(format!(
+            "its step {name:?} reported no output param {param:?}"
+        )),
+    }
 }
 
 /// The step and output param a trial's objective is read from: `objectiveFrom`, else the

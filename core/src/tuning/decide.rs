@@ -27,6 +27,7 @@ use super::stopping::median_stops;
 use super::study::{Algorithm, Study};
 use super::value::ParamValue;
 use super::warm_start::check_warm_start;
+use crate::records::{Millis, Phase};
 
 /// What the shell does next.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -121,6 +122,32 @@ pub struct StudyEnd {
     pub reason: EndReason,
     /// The best succeeded trial, if any.
     pub best: Option<u32>,
+}
+
+impl StudyEnd {
+    /// The phase of the study it ended: failed when the engine says so or when no trial
+    /// succeeded (the study has no result), succeeded otherwise.
+    pub fn phase(&self) -> Phase {
+        if self.reason.is_failure() || self.best.is_none() {
+            Phase::Failed
+        } else {
+            Phase::Succeeded
+        }
+    }
+
+    /// What the shells say of it: why, and the best trial with its objective `metric`.
+    pub fn message(&self, ledger: &TrialLedger, metric: &str) -> String {
+        let best = self.best.and_then(|i| ledger.trials.get(i as usize));
+        match best {
+            Some(b) => format!(
+                "{}; best trial {} with {metric} = {}",
+                self.reason.describe(),
+                b.name,
+                b.objective.unwrap_or(f64::NAN)
+            ),
+            None => format!("{}; no trial succeeded", self.reason.describe()),
+        }
+    }
 }
 
 /// Why a study ended.
@@ -238,6 +265,24 @@ impl Study {
             d.end = Some(StudyEnd { reason, best });
         }
         Ok(d)
+    }
+
+    /// [`Study::decide`] under the budget's deadline (`deadline`, from
+    /// `TuningStudySpec::deadline_after`): once `now` is past it, a study that does not end
+    /// anyway ends with [`EndReason::Deadline`]. The shell reads the clock; this decides.
+    pub fn decide_at(
+        &self,
+        ledger: &TrialLedger,
+        deadline: Option<Millis>,
+        now: Millis,
+    ) -> Result<Decisions, TuningError> {
+        let decisions = self.decide(ledger)?;
+        Ok(match deadline {
+            Some(at) if decisions.end.is_none() && now >= at => {
+                self.end_now(ledger, EndReason::Deadline)
+            }
+            _ => decisions,
+        })
     }
 
     /// Ends the study now, for a reason only the shell knows (its deadline): every active

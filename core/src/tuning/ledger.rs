@@ -231,6 +231,20 @@ impl TrialLedger {
         Ok(())
     }
 
+    /// A series of objective metrics, point by point ([`TrialLedger::record_metric`]);
+    /// whether the trial's series changed.
+    pub fn record_series(
+        &mut self,
+        index: u32,
+        points: &[MetricPoint],
+    ) -> Result<bool, TuningError> {
+        let before = self.trial(index)?.series.clone();
+        for p in points {
+            self.record_metric(index, p.step, p.value)?;
+        }
+        Ok(self.trial(index)?.series != before)
+    }
+
     /// The trial finished its budget with this objective.
     pub fn record_success(&mut self, index: u32, objective: f64) -> Result<(), TuningError> {
         let trial = self.trial_mut(index)?;

@@ -3,9 +3,7 @@
 //! detail stays in the metadata store (`toucan describe run --cluster`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use toucan_core::api::{PipelineRun, PipelineRunStatus};
 use toucan_core::engine::{Run, RunState};
 use toucan_core::records::{Millis, Phase};
@@ -14,7 +12,6 @@ use crate::context::Context;
 use crate::error::Result;
 
 /// The one field manager of the operator's status writes.
-pub const FIELD_MANAGER: &str = "toucan-operator";
 /// The condition that says how the run ended (`Unknown` while it runs).
 pub const SUCCEEDED: &str = "Succeeded";
 /// The longest status message; the CRD says the same (`maxLength`).
@@ -142,23 +139,15 @@ pub async fn waiting_for_pipeline(plr: &PipelineRun, ctx: &Context, name: &str) 
 }
 
 async fn apply(plr: &PipelineRun, ctx: &Context, status: PipelineRunStatus) -> Result<()> {
-    if plr.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
     let namespace = plr.namespace().unwrap_or_default();
-    let api: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({
-        "apiVersion": toucan_core::api::API_VERSION,
-        "kind": "PipelineRun",
-        "status": status,
-    });
-    api.patch_status(
+    crate::status::apply::<PipelineRun, _>(
+        &ctx.client,
+        &namespace,
         &plr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        plr.status.as_ref(),
+        &status,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 #[cfg(test)]

@@ -28,18 +28,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use toucan_core::api::{Pipeline, PipelineRun, PipelineSpec, TuningStudy, TuningStudyStatus};
 use toucan_core::manifest::{Source, check_study, check_study_pipeline, objective_source};
 use toucan_core::records::{Phase, StudyRecord, TrialRecord};
 use toucan_core::time::{now_ms, rfc3339};
 use toucan_core::tuning::{
-    EndReason, StopReason, Study, TrialLedger, TrialState, TuningError, WarmStartStudy,
+    StopReason, Study, TrialLedger, TrialState, TuningError, WarmStartStudy,
 };
 
 use crate::context::Context;
@@ -58,7 +57,6 @@ pub const TRIAL_LABEL: &str = "toucan.dev/trial";
 const POLL: Duration = Duration::from_secs(3);
 /// A study whose Pipeline does not exist yet is looked at again after this long.
 const MISSING_PIPELINE_RETRY: Duration = Duration::from_secs(3);
-const FIELD_MANAGER: &str = "toucan-operator";
 /// The longest note an Event carries.
 const MAX_NOTE_CHARS: usize = 1000;
 
@@ -221,12 +219,26 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
         } => (referenced, pipeline),
         Checked::Invalid(why) => {
             let status = status::blocked_status(&previous, &why, false, generation);
-            write_status(ctx, &namespace, &name, &previous, status).await?;
+            crate::status::apply::<TuningStudy, _>(
+                &ctx.client,
+                &namespace,
+                &name,
+                Some(&previous),
+                &status,
+            )
+            .await?;
             return Ok(Action::await_change());
         }
         Checked::Waiting(why) => {
             let status = status::blocked_status(&previous, &why, true, generation);
-            write_status(ctx, &namespace, &name, &previous, status).await?;
+            crate::status::apply::<TuningStudy, _>(
+                &ctx.client,
+                &namespace,
+                &name,
+                Some(&previous),
+                &status,
+            )
+            .await?;
             return Ok(Action::requeue(MISSING_PIPELINE_RETRY));
         }
     };
@@ -281,24 +293,13 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
         trials::refresh(ctx, &runs, &template, &mut ledger, &mut run_ids, &mut notes).await?;
 
     // 4. Decide.
-    let deadline = study
-        .spec
-        .budget
-        .deadline
-        .as_ref()
-        .map(|d| record.created_at.saturating_add(d.as_millis() as i64));
-    let decisions = match engine.decide(&ledger) {
+    let deadline = study.spec.deadline_after(record.created_at);
+    let decisions = match engine.decide_at(&ledger, deadline, now_ms()) {
         Ok(d) => d,
         Err(e @ TuningError::IncompatibleWarmStart { .. }) => {
             return invalid(ctx, &study, &previous, &e.to_string()).await;
         }
         Err(e) => return Err(trials::ledger_error(e)),
-    };
-    let decisions = match deadline {
-        Some(at) if decisions.end.is_none() && now_ms() >= at => {
-            engine.end_now(&ledger, EndReason::Deadline)
-        }
-        _ => decisions,
     };
     let end = decisions.end.clone();
     ledger.apply(&decisions).map_err(trials::ledger_error)?;
@@ -393,10 +394,10 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
     if let Some(end) = &end
         && !record.phase.is_terminal()
     {
-        let phase = status::end_phase(end);
+        let phase = end.phase();
         let at = finished_at.unwrap_or(now);
         finished_at = Some(at);
-        let message = status::end_message(end, &ledger, goal.1);
+        let message = end.message(&ledger, goal.1);
         ctx.store
             .set_study_phase(&uid, phase, Some(&message), Some(at))
             .await?;
@@ -413,7 +414,14 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
         generation,
     };
     let status = status::study_status(&previous, &ledger, goal, end.as_ref(), &timing);
-    write_status(ctx, &namespace, &name, &previous, status).await?;
+    crate::status::apply::<TuningStudy, _>(
+        &ctx.client,
+        &namespace,
+        &name,
+        Some(&previous),
+        &status,
+    )
+    .await?;
     publish(ctx, &study, &notes).await;
 
     if end.is_some() {
@@ -513,7 +521,9 @@ async fn invalid(
     let generation = study.meta().generation;
     let status = status::blocked_status(previous, why, false, generation);
     let namespace = study.namespace().unwrap_or_default();
-    write_status(ctx, &namespace, &study.name_any(), previous, status).await?;
+    let name = study.name_any();
+    crate::status::apply::<TuningStudy, _>(&ctx.client, &namespace, &name, Some(previous), &status)
+        .await?;
     Ok(Action::await_change())
 }
 
@@ -535,29 +545,4 @@ async fn publish(ctx: &Context, study: &TuningStudy, notes: &[Note]) {
             tracing::warn!(reason = note.reason, "publishing an event: {err}");
         }
     }
-}
-
-async fn write_status(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    previous: &TuningStudyStatus,
-    status: TuningStudyStatus,
-) -> Result<()> {
-    if *previous == status {
-        return Ok(());
-    }
-    let api: Api<TuningStudy> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": toucan_core::api::API_VERSION,
-        "kind": "TuningStudy",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }

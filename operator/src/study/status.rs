@@ -8,30 +8,6 @@ use toucan_core::tuning::{Goal, StudyEnd, TrialLedger};
 /// The longest `status.message` (the CRD's `maxLength`).
 const MAX_MESSAGE_CHARS: usize = 1024;
 
-/// The phase of a study that ended: it failed when the engine says so or when no trial
-/// succeeded (it has no result), as the local runtime decides.
-pub fn end_phase(end: &StudyEnd) -> Phase {
-    if end.reason.is_failure() || end.best.is_none() {
-        Phase::Failed
-    } else {
-        Phase::Succeeded
-    }
-}
-
-/// What the status and the store say of a study that ended, as the local runtime says it.
-pub fn end_message(end: &StudyEnd, ledger: &TrialLedger, metric: &str) -> String {
-    let best = end.best.and_then(|i| ledger.trials.get(i as usize));
-    match best {
-        Some(b) => format!(
-            "{}; best trial {} with {metric} = {}",
-            end.reason.describe(),
-            b.name,
-            b.objective.unwrap_or(f64::NAN)
-        ),
-        None => format!("{}; no trial succeeded", end.reason.describe()),
-    }
-}
-
 /// What the status shows besides the ledger.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Timing {
@@ -59,10 +35,10 @@ pub fn study_status(
         ..TuningStudyStatus::default()
     };
     status.record_ledger(ledger, goal);
-    let phase = end.map_or(Phase::Running, end_phase);
+    let phase = end.map_or(Phase::Running, StudyEnd::phase);
     // While it runs, no message: the counts say how far it is, and a status that changes
     // only when a trial changes state is written no more often than that.
-    let message = end.map(|e| bounded(&end_message(e, ledger, metric)));
+    let message = end.map(|e| bounded(&e.message(ledger, metric)));
     let reason = end.map_or("TrialsRunning", |e| e.reason.as_str());
     status.phase = Some(phase.as_str().into());
     let generation = timing.generation;
@@ -263,13 +239,16 @@ mod tests {
             reason: EndReason::TooManyFailures,
             best: Some(0),
         };
-        assert_eq!(end_phase(&end), Phase::Failed);
+        assert_eq!(end.phase(), Phase::Failed);
         let end = StudyEnd {
             reason: EndReason::Deadline,
             best: Some(0),
         };
-        assert_eq!(end_phase(&end), Phase::Succeeded);
-        assert!(end_message(&end, &l, "value").starts_with("the budget's deadline passed"));
+        assert_eq!(end.phase(), Phase::Succeeded);
+        assert!(
+            end.message(&l, "value")
+                .starts_with("the budget's deadline passed")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 use toucan_core::api::labels::CHECKPOINTS_FROM_ANNOTATION;
 use toucan_core::api::{ParamValue, PipelineRun, PipelineRunSpec, PipelineSpec, TuningStudy};
-use toucan_core::manifest::{Source, objective_series, parse_objective, resolve_params, trial_run};
+use toucan_core::manifest::{objective_of, objective_series, trial_run};
 use toucan_core::records::{DocumentKind, Phase};
 use toucan_core::tuning::{Study, Trial, TrialLedger, TrialState, child_name};
 
@@ -189,11 +189,8 @@ async fn read_series(
         .get("epochs")
         .and_then(|e| serde_json::from_value(e.clone()).ok())
         .unwrap_or_default();
-    for point in objective_series(&epochs, &t.study.spec.objective.metric) {
-        ledger
-            .record_metric(index, point.step, point.value)
-            .map_err(ledger_error)?;
-    }
+    let series = objective_series(&epochs, &t.study.spec.objective.metric);
+    ledger.record_series(index, &series).map_err(ledger_error)?;
     Ok(())
 }
 
@@ -207,37 +204,13 @@ async fn read_objective(
     let Some(record) = ctx.store.get_step(run_id, step).await? else {
         return Ok(Err(format!("its step {step:?} has no record")));
     };
-    if record.phase != Phase::Succeeded {
-        return Ok(Err(format!(
-            "its step {step:?} ended {}, so it reported no objective",
-            record.phase.as_str()
-        )));
-    }
-    Ok(match record.outputs.params.get(param) {
-        Some(text) => parse_objective(text).map_err(|e| format!("output param {param:?}: {e}")),
-        None => Err(format!(
-            "its step {step:?} reported no output param {param:?}"
-        )),
-    })
+    Ok(objective_of(&record, param))
 }
 
 /// The PipelineRun that runs `trial`'s current budget, or why it cannot be made.
 pub fn child_run(t: &Template<'_>, trial: &Trial) -> Result<PipelineRun, String> {
     let values = t.engine.trial_values(trial);
     let made = trial_run(t.name, &t.study.spec, t.referenced, &values)?;
-    // A placeholder gives text; the run takes values of the declared types, coerced as the
-    // local runtime coerces a trial's (and the command line's) values.
-    let source = Source {
-        file: format!("trial {}", trial.name).into(),
-        index: 0,
-    };
-    let typed = resolve_params(&made.spec, &made.params, &source).map_err(|problems| {
-        problems
-            .iter()
-            .map(|d| format!("{}: {}", d.path, d.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
     let owner = t
         .study
         .controller_owner_ref(&())
@@ -265,10 +238,7 @@ pub fn child_run(t: &Template<'_>, trial: &Trial) -> Result<PipelineRun, String>
             params: made
                 .params
                 .into_iter()
-                .filter_map(|(name, _)| {
-                    let value = typed.get(&name)?.clone();
-                    Some(ParamValue { name, value })
-                })
+                .map(|(name, value)| ParamValue { name, value })
                 .collect(),
         },
         status: None,
