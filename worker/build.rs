@@ -20,6 +20,10 @@
 //! `src/collectives.rs`) and, when the wheel has CUDA, the NCCL library the bridge opens for
 //! groups on CUDA devices (`csrc/c10d_nccl.cpp`, `libtoucan_c10d_nccl.so` in the build's out
 //! directory; images put it next to libtorch).
+//!
+//! Also with `torch`, compiles the Open Inference Protocol's gRPC service
+//! (`proto/grpc_predict_v2.proto`, for `toucan-worker serve`) into Rust with protox, a protobuf
+//! compiler in Rust, so no `protoc` binary is needed, and tonic-prost-build.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -27,6 +31,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
         return;
+    }
+    if let Err(e) = compile_inference_protocol() {
+        eprintln!("error: compiling the inference protocol: {e}");
+        std::process::exit(1);
     }
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
         println!("cargo:warning=torch-sys did not export DEP_TCH_LIBTORCH_LIB; no rpath set");
@@ -60,6 +68,25 @@ fn main() {
         eprintln!("error: building the c10d bridge: {e}");
         std::process::exit(1);
     }
+}
+
+/// Generates the messages, client and server of `inference.GRPCInferenceService` into OUT_DIR
+/// (`inference.rs`, included by `src/serve/grpc.rs`).
+#[cfg(feature = "torch")]
+fn compile_inference_protocol() -> Result<(), String> {
+    const PROTO: &str = "proto/grpc_predict_v2.proto";
+    println!("cargo:rerun-if-changed={PROTO}");
+    let descriptors = protox::compile([PROTO], ["proto"]).map_err(|e| e.to_string())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)
+        .map_err(|e| format!("{PROTO}: {e}"))
+}
+
+#[cfg(not(feature = "torch"))]
+fn compile_inference_protocol() -> Result<(), String> {
+    Ok(())
 }
 
 /// Compiles the c10d bridge against the headers of the libtorch in `lib` and Debian's Gloo

@@ -16,6 +16,10 @@ pub enum Principal {
     Step { run_id: String, node: String },
     /// An authenticated user or service: it may read what [`Authenticator::may_read`] allows.
     Reader { name: String, groups: Vec<String> },
+    /// A model server pod of one endpoint: it may ship payload samples for that endpoint only.
+    Server { namespace: String, endpoint: String },
+    /// The router pod of one endpoint: it may read that endpoint's router configuration only.
+    Router { namespace: String, endpoint: String },
 }
 
 impl Principal {
@@ -24,7 +28,32 @@ impl Principal {
         match self {
             Principal::Anyone => true,
             Principal::Step { run_id: r, node: n } => r == run_id && n == node,
-            Principal::Reader { .. } => false,
+            Principal::Reader { .. } | Principal::Server { .. } | Principal::Router { .. } => false,
+        }
+    }
+
+    /// Is this the router of the endpoint `name` in `namespace` (or any caller, locally)?
+    pub fn routes_for(&self, namespace: &str, name: &str) -> bool {
+        match self {
+            Principal::Anyone => true,
+            Principal::Router {
+                namespace: ns,
+                endpoint,
+            } => ns == namespace && endpoint == name,
+            _ => false,
+        }
+    }
+
+    /// The store key (`NAMESPACE/NAME` in a cluster, the name locally) under which this caller
+    /// may write payload samples for the endpoint `name`, if it may.
+    pub fn sample_key(&self, name: &str) -> Option<String> {
+        match self {
+            Principal::Anyone => Some(name.to_string()),
+            Principal::Server {
+                namespace,
+                endpoint,
+            } if endpoint == name => Some(format!("{namespace}/{name}")),
+            _ => None,
         }
     }
 }

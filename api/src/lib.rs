@@ -15,6 +15,7 @@
 
 mod auth;
 mod checkpoints;
+mod samples;
 
 pub use auth::{Anyone, AuthError, Authenticator, Principal};
 
@@ -95,6 +96,7 @@ fn routes() -> OpenApiRouter<ApiState> {
             checkpoints::put_checkpoint,
             checkpoints::get_checkpoint
         ))
+        .routes(routes!(samples::post_samples, samples::list_samples))
 }
 
 /// The parts of the document no handler describes.
@@ -103,8 +105,8 @@ fn routes() -> OpenApiRouter<ApiState> {
     info(
         title = "toucan control-plane API",
         version = "v1",
-        description = "Launcher reports, metric pushes, checkpoint pointers, run and study \
-            reads. In a cluster every call carries a Kubernetes service-account token as a \
+        description = "Launcher reports, metric pushes, checkpoint pointers, payload samples \
+            from model servers, run and study reads. In a cluster every call carries a Kubernetes service-account token as a \
             bearer token; a step pod may write only for its own run and step.",
     ),
     security(("bearer" = [])),

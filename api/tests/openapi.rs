@@ -21,6 +21,7 @@ use toucan_core::records::{
     ArtifactKind, ArtifactRef, AttemptRecord, Phase, RunRecord, StepOutputs, StepRecord,
     StudyRecord, TrialRecord,
 };
+use toucan_core::serving::{InputStats, PayloadSample, SampleBatch, SampledInstance};
 use toucan_core::tuning::{MetricPoint, ParamValue, RungResult, Trial, TrialState};
 use toucan_store::metadata::{MetadataStore, SqliteStore};
 
@@ -49,6 +50,7 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 
 fn concrete(path: &str) -> String {
     path.replace("{study}", STUDY)
+        .replace("{endpoint}", "fashion")
         .replace("{run}", RUN)
         .replace("{node}", NODE)
         .replace("{attempt}", &ATTEMPT.to_string())
@@ -201,6 +203,33 @@ fn request_sample(schema_name: &str) -> Value {
             attempt: Some(ATTEMPT),
             incarnation: Some(1),
             updated_at: None,
+        })
+        .unwrap(),
+        "SampleBatch" => serde_json::to_value(SampleBatch {
+            samples: vec![PayloadSample {
+                request_id: "req-1".to_string(),
+                model: "fashion".to_string(),
+                version: "v1".to_string(),
+                received_at: "2026-12-05T18:00:00Z".to_string(),
+                protocol: "v2".to_string(),
+                latency_ms: 2.0,
+                instances: vec![SampledInstance {
+                    stats: InputStats {
+                        width: 28,
+                        height: 28,
+                        channels: 1,
+                        brightness: 0.3,
+                        contrast: 0.2,
+                        channel_means: vec![0.3],
+                        sharpness: 0.01,
+                    },
+                    input: None,
+                    label: 1,
+                    class: "Trouser".to_string(),
+                    probabilities: vec![0.1, 0.9],
+                }],
+                attributes: BTreeMap::new(),
+            }],
         })
         .unwrap(),
         other => panic!("no sample body for request schema {other}: add one"),
@@ -432,8 +461,8 @@ fn every_request_sample_matches_its_schema() {
         seen += 1;
     }
     assert_eq!(
-        seen, 3,
-        "the report, metrics and checkpoint PUTs have request bodies"
+        seen, 4,
+        "the report, metrics and checkpoint PUTs and the samples POST have request bodies"
     );
 }
 
@@ -449,8 +478,8 @@ async fn every_documented_operation_is_served_as_documented() {
     let doc = document();
     let mut ops = operations(&doc);
     // Writes first, so the reads find what they wrote.
-    ops.sort_by_key(|(_, method, _)| method != "put");
-    assert_eq!(ops.len(), 11);
+    ops.sort_by_key(|(_, method, _)| !matches!(method.as_str(), "put" | "post"));
+    assert_eq!(ops.len(), 13);
     for (path, method, op) in ops {
         let body = sample_for(&op);
         let (status, value) =

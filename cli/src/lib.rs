@@ -36,6 +36,11 @@ struct Cli {
 enum Command {
     /// Run a Pipeline (or a PipelineRun referencing one) on this machine.
     Run(commands::run::RunArgs),
+    /// Serve an Endpoint on this machine: its versions' model servers and the router, until
+    /// Ctrl-C.
+    Serve(commands::serve::ServeArgs),
+    /// Send images to a served model and print what it predicts.
+    Predict(commands::predict::PredictArgs),
     /// Run a Pipeline on a Kubernetes cluster: store its `path:` inputs in the operator's
     /// artifact store from this machine, then create its PipelineRun.
     Submit(commands::submit::SubmitArgs),
@@ -116,6 +121,11 @@ enum GetWhat {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Endpoints served from this machine (`toucan serve`).
+    Endpoints {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// The trials of a study (by id, or the newest study of that name): state, objective,
     /// parameters and run.
     Trials {
@@ -130,6 +140,12 @@ enum GetWhat {
 
 #[derive(Debug, Subcommand)]
 enum DescribeWhat {
+    /// An endpoint served from this machine: versions, split, rollout, latency and errors.
+    Endpoint {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// A study: its phase, best trial, parameter importances, the objective by trial as a
     /// sparkline, and every trial.
     Study {
@@ -210,6 +226,14 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
+            Command::Serve(args) => commands::serve::serve(args).await,
+            Command::Predict(args) => commands::predict::predict(args).await,
+            Command::Get {
+                what: GetWhat::Endpoints { output },
+            } => commands::serve::get_endpoints(output).await,
+            Command::Describe {
+                what: DescribeWhat::Endpoint { name, output },
+            } => commands::serve::describe_endpoint(&name, output).await,
             Command::Submit(args) => commands::submit::submit(args).await,
             Command::Validate { files } => commands::validate::validate(&files),
             Command::Crds => commands::crds::print(),

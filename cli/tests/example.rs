@@ -2,9 +2,17 @@
 //! run is served entirely from the cache. Its steps run `toucan-worker` from PATH, which must
 //! be the libtorch build (`make test` puts its dev build first), and read Debian's
 //! `dataset-fashion-mnist` (installed by `scripts/setup`). One epoch of the CNN keeps it short.
+//! The model it exports is then served (`examples/serving/`) and queried through the router.
+
+// Helpers outside `#[test]` functions, which clippy's test exemptions miss.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::serving::{CLASSES, Served, eventually, get_json, predict, test_images};
 use common::{Sandbox, cached, step};
 
 /// The example trains for one epoch here; the accuracy it must reach in that epoch.
@@ -44,6 +52,9 @@ fn fashion_mnist_example_runs_then_comes_from_the_cache() {
         "accuracy clears the gate"
     );
     assert_eq!(step(&first, "summary")["phase"], "Succeeded");
+
+    the_serving_example_serves_the_exported_model(&sb);
+    an_endpoint_splits_its_traffic_and_records_samples(&sb);
 
     let (code, second, stderr) = sb.run_json(&manifest, &PARAMS);
     assert_eq!(code, 0, "{stderr}");
@@ -140,4 +151,112 @@ fn distributed_training_example_trains_with_two_replicas() {
         .parse()
         .unwrap();
     assert!(val_accuracy > 0.85, "validation accuracy {val_accuracy}");
+}
+
+/// `examples/serving/endpoint.yaml` serves the bundle the run exported: `toucan predict`
+/// classifies real test images through the router, `get endpoints` and `describe endpoint`
+/// report it while it serves, and Ctrl-C stops it.
+fn the_serving_example_serves_the_exported_model(sb: &Sandbox) {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/serving/endpoint.yaml")
+        .canonicalize()
+        .unwrap();
+    let images = test_images(sb, 8);
+    let mut served = Served::start(sb, &manifest);
+    let model = format!("{}/v1/models/fashion", served.url);
+    let mut args = vec!["predict", model.as_str(), "-o", "json"];
+    args.extend(images.iter().map(|(p, _)| p.to_str().unwrap()));
+    let out = sb.run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), images.len());
+    let right = rows
+        .iter()
+        .zip(&images)
+        .filter(|(row, (_, label))| row["class"] == CLASSES[*label])
+        .count();
+    assert!(right >= 6, "{right} of 8 right: {rows:#?}");
+    assert!(rows.iter().all(|r| r["version"] == "v1"), "{rows:#?}");
+
+    let listed = eventually(Duration::from_secs(10), "the endpoint to be Ready", || {
+        let out = sb.run(&["get", "endpoints", "-o", "json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (rows[0]["phase"] == "Ready").then_some(rows)
+    });
+    assert_eq!(listed[0]["name"], "fashion");
+    assert_eq!(listed[0]["url"], served.url.as_str());
+    assert_eq!(listed[0]["traffic"], "v1=100");
+    let out = sb.run(&["describe", "endpoint", "fashion", "-o", "json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(detail["serving"], true, "{detail:#}");
+    assert_eq!(
+        detail["stats"]["versions"]["v1"]["requests"], 1,
+        "{detail:#}"
+    );
+    assert_eq!(
+        detail["status"]["versions"][0]["readyReplicas"], 1,
+        "{detail:#}"
+    );
+
+    assert!(served.interrupt().success());
+    let out = sb.run(&["get", "endpoints", "-o", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["phase"], "Stopped");
+}
+
+/// Two versions of the same model at 50/50: both answer, each request's version comes back
+/// in `x-toucan-version`, and every request (sampling rate 1) is stored as a payload sample
+/// with its request id and the header named as a slice attribute.
+fn an_endpoint_splits_its_traffic_and_records_samples(sb: &Sandbox) {
+    let file = sb.write(
+        "split.yaml",
+        r#"
+apiVersion: toucan.dev/v1alpha1
+kind: Endpoint
+metadata: {name: split}
+spec:
+  versions:
+    - {name: a, model: {run: fashion-mnist, step: export, artifact: bundle}}
+    - {name: b, model: {run: fashion-mnist, step: export, artifact: bundle}}
+  traffic: [{version: a, weight: 50}, {version: b, weight: 50}]
+  sampling: {rate: 1, attributes: [x-source]}
+"#,
+    );
+    let images = test_images(sb, 1);
+    let served = Served::start(sb, &file);
+    let mut versions: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 0..40 {
+        let id = format!("req-{i}");
+        let (status, version, body) = predict(
+            &served.url,
+            "split",
+            &images[0].0,
+            &[("x-request-id", &id), ("x-source", "test")],
+        );
+        assert_eq!(status, 200, "{body}");
+        *versions.entry(version.unwrap()).or_default() += 1;
+    }
+    // Binomial(40, 0.5): fewer than 8 either way has probability under 1e-4.
+    assert!(versions["a"] >= 8 && versions["b"] >= 8, "{versions:?}");
+
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(sb.home().join("endpoints/split/endpoint.json")).unwrap(),
+    )
+    .unwrap();
+    let api = state["api"].as_str().unwrap().to_string();
+    let samples = eventually(Duration::from_secs(20), "40 payload samples", || {
+        let samples = get_json(&format!("{api}/api/v1/endpoints/split/samples?limit=100"));
+        (samples.as_array()?.len() == 40).then_some(samples)
+    });
+    for s in samples.as_array().unwrap() {
+        let sample = &s["sample"];
+        assert!(sample["requestId"].as_str().unwrap().starts_with("req-"));
+        assert_eq!(sample["attributes"]["x-source"], "test", "{sample:#}");
+        assert_eq!(sample["instances"][0]["stats"]["width"], 28, "{sample:#}");
+        assert_eq!(sample["instances"][0]["class"], CLASSES[images[0].1]);
+    }
 }

@@ -19,6 +19,7 @@ pub mod launch;
 pub mod manifest;
 pub mod records;
 pub mod schedule;
+pub mod serving;
 pub mod suggest;
 pub mod template;
 pub mod time;

@@ -268,6 +268,18 @@ pub struct StudyRecord {
     pub message: Option<String>,
 }
 
+/// A payload sample as the metadata store keeps it: whom it belongs to and when it arrived.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SampleRecord {
+    /// The endpoint (`NAMESPACE/NAME` in a cluster, as a run's pipeline is).
+    pub endpoint: String,
+    pub sample: crate::serving::PayloadSample,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub stored_at: Millis,
+}
+
 /// One trial of a study, as the engine's ledger holds it, and the run it became.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

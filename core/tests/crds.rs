@@ -103,6 +103,7 @@ fn names_columns_and_subresources() {
         ("PipelineRun", "pipelineruns", "plr"),
         ("TrainingJob", "trainingjobs", "tj"),
         ("TuningStudy", "tuningstudies", "ts"),
+        ("Endpoint", "endpoints", "ep"),
     ];
     assert_eq!(all.len(), expected.len());
     for (crd, (kind, plural, short)) in all.iter().zip(expected) {
@@ -165,4 +166,37 @@ fn names_columns_and_subresources() {
         values["x-kubernetes-preserve-unknown-fields"], true,
         "{values}"
     );
+    let endpoint = serde_json::to_value(&all[4]).unwrap();
+    let version = &endpoint["spec"]["versions"][0];
+    assert_eq!(
+        columns(version, "name"),
+        ["Ready", "Traffic", "Candidate", "URL", "Age"]
+    );
+    assert_eq!(
+        columns(version, "jsonPath"),
+        [
+            ".status.ready",
+            ".status.trafficSummary",
+            ".status.rollout.candidate",
+            ".status.url",
+            ".metadata.creationTimestamp"
+        ]
+    );
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    // A model is one object with optional fields (run, step, artifact | digest), not a
+    // union, and a gate's bound is a number or a string.
+    let model = &spec["versions"]["items"]["properties"]["model"];
+    assert_eq!(model["type"], "object", "{model}");
+    assert!(model.get("required").is_none(), "{model}");
+    let gate = &spec["rollout"]["properties"]["gates"]["items"]["properties"];
+    assert_eq!(
+        gate["max"]["x-kubernetes-preserve-unknown-fields"], true,
+        "{gate}"
+    );
+    assert_eq!(
+        gate["metric"]["enum"],
+        serde_json::json!(["error_rate", "latency_p50", "latency_p90", "latency_p99"])
+    );
+    let interval = &spec["rollout"]["properties"]["interval"];
+    assert!(interval["pattern"].is_string(), "{interval}");
 }

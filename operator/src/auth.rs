@@ -3,7 +3,11 @@
 //! A token is checked with the TokenReview API. A step pod's projected token is bound to the
 //! pod, so the review names the pod (`authentication.kubernetes.io/pod-name` and `pod-uid`);
 //! the pod's own annotations then say which run and node it executes, and that is all it may
-//! write for. Any other authenticated identity is a reader, allowed to read a run when a
+//! write for. A model server of an Endpoint (a pod labelled `toucan.dev/endpoint` and
+//! `toucan.dev/version`) is [`Principal::Server`] of that endpoint in the pod's namespace: it
+//! may ship payload samples for it alone; the endpoint's router pod (labelled
+//! `toucan.dev/component: router`) is [`Principal::Router`], which may read the endpoint's
+//! router configuration alone. Any other authenticated identity is a reader, allowed to read a run when a
 //! SubjectAccessReview says it may `get` PipelineRuns in the run's namespace. Results are kept
 //! for a short while under the token's SHA-256, so a burst of reports costs one review.
 
@@ -22,6 +26,10 @@ use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 use toucan_api::{AuthError, Authenticator, Principal};
 
+use crate::endpoint::{
+    COMPONENT_LABEL, ENDPOINT_ANNOTATION, ENDPOINT_LABEL, ROUTER_COMPONENT, SERVER_COMPONENT,
+    VERSION_LABEL,
+};
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATION, RUN_ID_ANNOTATION};
 
 /// How long a reviewed token is trusted without asking again.
@@ -103,13 +111,25 @@ impl ClusterAuth {
                 "pod {namespace}/{pod_name} was replaced"
             )));
         }
-        let managed = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(MANAGED_BY_LABEL))
+        let labels = pod.metadata.labels.unwrap_or_default();
+        let managed = labels
+            .get(MANAGED_BY_LABEL)
             .is_some_and(|v| v == MANAGED_BY);
         let annotations = pod.metadata.annotations.unwrap_or_default();
+        if let Some((endpoint, component)) = endpoint_pod(&labels, &annotations) {
+            let namespace = namespace.to_string();
+            return Ok(if component == ROUTER_COMPONENT {
+                Principal::Router {
+                    namespace,
+                    endpoint,
+                }
+            } else {
+                Principal::Server {
+                    namespace,
+                    endpoint,
+                }
+            });
+        }
         match (
             managed,
             annotations.get(RUN_ID_ANNOTATION),
@@ -124,6 +144,28 @@ impl ClusterAuth {
             ))),
         }
     }
+}
+
+/// The Endpoint a pod of an Endpoint serves (its exact name from the annotation its template
+/// carries, else the label: the same when the name fits a label value) and the pod's part:
+/// a model server (labelled with its version) or the router.
+fn endpoint_pod(
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<(String, String)> {
+    let label = labels.get(ENDPOINT_LABEL)?;
+    let component = match labels.get(COMPONENT_LABEL).map(String::as_str) {
+        Some(ROUTER_COMPONENT) => ROUTER_COMPONENT,
+        _ => {
+            labels.get(VERSION_LABEL)?;
+            SERVER_COMPONENT
+        }
+    };
+    let name = annotations
+        .get(ENDPOINT_ANNOTATION)
+        .unwrap_or(label)
+        .clone();
+    Some((name, component.to_string()))
 }
 
 #[async_trait]

@@ -4,7 +4,8 @@
 //! rows as `toucan run` (a distributed step as a gang of pods, [`run::gang`]); [`pipeline`]
 //! starts PipelineRuns on a Pipeline's schedule; [`job`] runs a TrainingJob as a PipelineRun of
 //! one distributed step and reports its status; [`study`] runs a TuningStudy's trials as
-//! PipelineRuns, as the tuning engine decides. The
+//! PipelineRuns, as the tuning engine decides; [`endpoint`] serves an Endpoint's model versions
+//! as Deployments behind toucan's router, with rollouts and autoscaling decided by core. The
 //! control-plane API (`toucan_core::http`) is served with [`auth::ClusterAuth`]; [`admin`]
 //! serves metrics and health; [`leader`] makes sure only one replica reconciles. [`serve`]
 //! wires it all together.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod conditions;
 pub mod config;
 pub mod context;
+pub mod endpoint;
 pub mod error;
 pub mod job;
 pub mod leader;

@@ -13,7 +13,7 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, CustomResourceExt};
 use tokio::sync::mpsc;
 use toucan_api::{ApiState, ReportAccepted};
-use toucan_core::api::{Pipeline, PipelineRun, TrainingJob, TuningStudy};
+use toucan_core::api::{Endpoint, Pipeline, PipelineRun, TrainingJob, TuningStudy};
 use toucan_store::artifacts::ArtifactStore;
 
 use crate::admin::{self, Readiness};
@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::queue::{self, Class, Queue, QueueMetrics};
 use crate::run::pods::{MANAGED_BY, MANAGED_BY_LABEL, PodDefaults};
 use crate::triggers::PodChanges;
-use crate::{job, leader, pipeline, run, study, triggers};
+use crate::{endpoint, job, leader, pipeline, run, study, triggers};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .await
         .map_err(|e| ServeError::Config(format!("--api-listen {}: {e}", config.api_listen)))?;
     tracing::info!(addr = %config.api_listen, "control-plane API listening");
-    let api_server = axum::serve(api_listener, toucan_api::router(api_state));
+    // Every replica serves the routers' configuration, from caches of its own.
+    let endpoint_watches =
+        endpoint::watches::Watches::start(&client, config.watch_namespace.as_deref());
+    let routers_auth = api_state.auth.clone();
+    let api_app = toucan_api::router(api_state).merge(endpoint::router_config::routes(
+        endpoint_watches.clone(),
+        routers_auth,
+    ));
+    let api_server = axum::serve(api_listener, api_app);
     tokio::spawn(async move {
         if let Err(e) = api_server.await {
             tracing::error!("control-plane API server: {e}");
@@ -269,6 +277,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         None => Api::all(client.clone()),
     };
     let studies_task = study::controller(studies_api, ctx.clone(), shutdown_signal());
+    let endpoints_task = endpoint::controller(endpoint_watches, ctx.clone(), shutdown_signal());
 
     let lost = async move {
         match leading {
@@ -277,7 +286,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
     tokio::select! {
-        _ = futures::future::join4(runs_task, pipelines_task, jobs_task, studies_task) => Ok(()),
+        _ = futures::future::join5(
+            runs_task,
+            pipelines_task,
+            jobs_task,
+            studies_task,
+            endpoints_task,
+        ) => Ok(()),
         _ = lost => Err(ServeError::LostLeadership),
     }
 }
@@ -306,6 +321,7 @@ async fn check_crds(client: &Client) -> Result<(), ServeError> {
         Pipeline::crd_name(),
         TrainingJob::crd_name(),
         TuningStudy::crd_name(),
+        Endpoint::crd_name(),
     ] {
         match crds.get_opt(name).await {
             Ok(Some(_)) => {}

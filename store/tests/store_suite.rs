@@ -29,6 +29,7 @@ use toucan_core::records::{
     ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, DocumentKind, Phase,
     RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord, StudyRecord, TrialRecord,
 };
+use toucan_core::serving::{InputStats, PayloadSample, SampledInstance};
 use toucan_core::tuning::{MetricPoint, ParamValue, Trial, TrialState};
 use toucan_store::metadata::{self as store, MetadataStore, SqliteStore, StoreError};
 use toucan_test_harness::postgres::{Database, admin_url, database_url};
@@ -80,6 +81,7 @@ store_suite!(
     concurrent_claimers_only_one_wins,
     studies_round_trip_list_by_name_and_change_phase,
     trials_upsert_by_index_all_or_nothing,
+    samples_are_stored_once_per_request_and_listed_by_time,
 );
 
 // === records ===
@@ -826,7 +828,16 @@ async fn sqlite_open_creates_the_file_and_reopening_keeps_the_data() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(migrations, [(1, true), (2, true), (3, true)]);
+    let expected: Vec<(i64, bool)> = (1..=migration_files("sqlite")).map(|v| (v, true)).collect();
+    assert_eq!(migrations, expected);
+}
+
+/// How many migrations the store ships for `backend`: every one must be applied.
+fn migration_files(backend: &str) -> i64 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(backend);
+    std::fs::read_dir(dir).unwrap().count() as i64
 }
 
 async fn raw_sqlite(path: &Path) -> sqlx::SqliteConnection {
@@ -904,7 +915,7 @@ async fn sqlite_handles_opening_a_new_file_at_once_all_succeed() {
             .await
             .unwrap();
         // Every migration applied exactly once, whoever got there first.
-        assert_eq!(applied, 3);
+        assert_eq!(applied, migration_files("sqlite"));
     }
 }
 
@@ -961,7 +972,7 @@ async fn postgres_open_reconnect_and_concurrent_connects() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 3);
+    assert_eq!(applied, migration_files("postgres"));
     drop(conn);
     db.drop_database().unwrap();
 }
@@ -1002,4 +1013,83 @@ async fn connect(db: &Database) -> store::PostgresStore {
 async fn raw(db: &Database) -> sqlx::PgConnection {
     use sqlx::Connection;
     sqlx::PgConnection::connect(&db.url).await.unwrap()
+}
+
+fn sample(request_id: &str, version: &str, label: i64) -> PayloadSample {
+    PayloadSample {
+        request_id: request_id.to_string(),
+        model: "fashion".into(),
+        version: version.to_string(),
+        received_at: "2026-12-05T18:00:00Z".into(),
+        protocol: "v1".into(),
+        latency_ms: 1.5,
+        instances: vec![SampledInstance {
+            stats: InputStats {
+                width: 28,
+                height: 28,
+                channels: 1,
+                brightness: 0.25,
+                contrast: 0.5,
+                channel_means: vec![0.25],
+                sharpness: 0.01,
+            },
+            input: None,
+            label,
+            class: format!("class-{label}"),
+            probabilities: vec![0.1, 0.9],
+        }],
+        attributes: BTreeMap::from([("x-source".to_string(), "app".to_string())]),
+    }
+}
+
+async fn samples_are_stored_once_per_request_and_listed_by_time(store: Arc<dyn MetadataStore>) {
+    let first = [sample("r1", "v1", 1), sample("r2", "v2", 0)];
+    assert_eq!(
+        store.put_samples("ns/fashion", &first, T0).await.unwrap(),
+        2
+    );
+    // The same batch again (a retried shipment), and one new sample: only the new one counts,
+    // and the stored copies are not replaced.
+    let mut changed = sample("r1", "v1", 7);
+    changed.latency_ms = 99.0;
+    let again = [changed, sample("r3", "v1", 1)];
+    assert_eq!(
+        store
+            .put_samples("ns/fashion", &again, T0 + 10)
+            .await
+            .unwrap(),
+        1
+    );
+    // Another endpoint's request ids are its own.
+    assert_eq!(
+        store
+            .put_samples("ns/other", &first[..1], T0)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.put_samples("ns/fashion", &[], T0).await.unwrap(), 0);
+
+    let all = store.list_samples("ns/fashion", 0, 100).await.unwrap();
+    let seen: Vec<(&str, i64)> = all
+        .iter()
+        .map(|r| (r.sample.request_id.as_str(), r.stored_at))
+        .collect();
+    assert_eq!(seen, [("r1", T0), ("r2", T0), ("r3", T0 + 10)]);
+    assert_eq!(all[0].sample, first[0]);
+    assert_eq!(all[0].endpoint, "ns/fashion");
+    let later = store.list_samples("ns/fashion", T0 + 1, 100).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].sample.request_id, "r3");
+    assert_eq!(
+        store.list_samples("ns/fashion", 0, 1).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .list_samples("ns/none", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -1,8 +1,9 @@
 //! The ML runtime of `toucan-worker`, as a library so that tests and benchmarks reach it:
 //! datasets ([`dataset`]), ingest ([`ingest`]) and, with the `torch` feature, training on
-//! libtorch ([`ml`]) and collectives across data-parallel replicas on libtorch's c10d
-//! ([`collectives`]). The launcher's subcommands (`exec`, `stage`, `install-launcher`) come
-//! from the `toucan-launcher` crate; the value parsers of the flags are [`args`].
+//! libtorch ([`ml`]), collectives across data-parallel replicas on libtorch's c10d
+//! ([`collectives`]) and the model server of `serve` ([`serve`]). The launcher's subcommands
+//! (`exec`, `stage`, `install-launcher`) come from the `toucan-launcher` crate; the value
+//! parsers of the flags are [`args`].
 
 pub mod args;
 #[cfg(feature = "torch")]
@@ -12,6 +13,8 @@ pub mod ingest;
 pub mod metrics;
 #[cfg(feature = "torch")]
 pub mod ml;
+#[cfg(feature = "torch")]
+pub mod serve;
 pub mod staged;
 
 /// The exit code for invalid arguments, configuration or input data: a usage error that gives

@@ -4,7 +4,8 @@
 //! `toucan_core::launch` and the `toucan-launcher` crate, whose own small binary step pods
 //! run). `ingest` turns source files into a toucan dataset
 //! (`toucan_worker::dataset`). Built with the `torch` feature, `train` and `device` run on
-//! libtorch through tch (`toucan_worker::ml`).
+//! libtorch through tch (`toucan_worker::ml`), and `serve` serves an exported model
+//! (`toucan_worker::serve`).
 //!
 //! Exit codes: 0 success; `EXIT_INVALID` (2) for invalid arguments, configuration or input,
 //! clap's usage errors included, which a retry cannot fix; `EXIT_FAILURE` (1) for any other
@@ -114,6 +115,11 @@ enum Command {
     #[cfg(feature = "torch")]
     #[command(flatten)]
     Ml(ml::MlCommand),
+    /// Serve an exported model over TF Serving's REST API and the Open Inference Protocol
+    /// (REST and gRPC), with dynamic batching, Prometheus metrics and payload samples. Prints
+    /// one JSON line with the bound addresses once it is ready; SIGTERM drains and exits 0.
+    #[cfg(feature = "torch")]
+    Serve(Box<toucan_worker::serve::ServeArgs>),
 }
 
 /// Every flag takes a value that looks like a negative number as its value, so that
@@ -223,5 +229,7 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "torch")]
         Command::Ml(command) => ml::main(command),
+        #[cfg(feature = "torch")]
+        Command::Serve(args) => toucan_worker::serve::main(&args),
     }
 }

@@ -53,6 +53,12 @@ fn default_parallelism() -> usize {
 pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let home = Home::locate();
     let parallelism = args.parallelism.max(1);
+    // An Endpoint is served until Ctrl-C.
+    if let (None, Some(file)) = (&args.resume, &args.file)
+        && let Some(outcome) = super::serve::run_file(file).await?
+    {
+        return Ok(outcome);
+    }
     // A study runs its trials as runs; its own id resumes it.
     let study = match (&args.resume, &args.file) {
         (Some(id), _) => super::study::resume(id, parallelism, args.output).await?,
@@ -175,6 +181,8 @@ pub fn missing_local_inputs(doc: &LoadedDocument) -> Vec<Diagnostic> {
             s.spec.trial.pipeline_spec.as_ref(),
             "spec.trial.pipelineSpec",
         ),
+        // An Endpoint reads no local files.
+        Document::Endpoint(_) => (None, "spec"),
     };
     let Some(spec) = spec else { return Vec::new() };
     let is_job = matches!(doc.document, Document::TrainingJob(_));
@@ -274,22 +282,5 @@ async fn resume(
 
 /// `toucan-worker`: next to this executable, else on PATH.
 pub(crate) fn worker_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("TOUCAN_WORKER") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().context("locating the toucan executable")?;
-    if let Some(dir) = exe.parent() {
-        let candidate = dir.join("toucan-worker");
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-        // `cargo test` puts test binaries one level down, in deps/.
-        if let Some(up) = dir.parent() {
-            let candidate = up.join("toucan-worker");
-            if candidate.exists() {
-                return Ok(candidate);
-            }
-        }
-    }
-    Ok(PathBuf::from("toucan-worker"))
+    crate::local::sibling_binary("toucan-worker", "TOUCAN_WORKER")
 }

@@ -9,6 +9,7 @@
 //! Nothing here decides anything about the run: that is the engine's job, shared with the
 //! operator.
 
+pub mod endpoint;
 pub mod executor;
 mod gang;
 pub mod progress;
@@ -133,6 +134,28 @@ async fn carry_out(
         }
     }
     Ok(wake)
+}
+
+/// The program `name`: the path in the environment variable `env` when set, else next to
+/// this executable (or one folder up, where `cargo test` puts test binaries), else `name`
+/// itself, found on PATH.
+pub(crate) fn sibling_binary(name: &str, env: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().context("locating the toucan executable")?;
+    for dir in exe
+        .parent()
+        .into_iter()
+        .chain(exe.parent().and_then(|d| d.parent()))
+    {
+        let candidate = dir.join(name);
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Ok(name.into())
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM.

@@ -5,6 +5,7 @@
 //! stay structural: no untagged or flattened enums, and free-form values are marked
 //! `x-kubernetes-preserve-unknown-fields`.
 
+mod endpoint;
 mod pipeline;
 mod pipeline_run;
 pub(crate) mod schema;
@@ -13,6 +14,7 @@ mod tuning_study;
 
 pub mod labels;
 
+pub use endpoint::*;
 pub use pipeline::*;
 pub use pipeline_run::*;
 pub use training_job::*;
@@ -35,6 +37,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         PipelineRun::crd(),
         TrainingJob::crd(),
         TuningStudy::crd(),
+        Endpoint::crd(),
     ]
 }
 

@@ -11,13 +11,20 @@ use super::params::{check_run_value_names, check_run_values};
 use super::schema_check::{self, Finding, describe};
 use super::{DOCUMENT_PATH, Diagnostic, Document, Source, validate_spec};
 use crate::api::{
-    API_VERSION, Pipeline, PipelineRun, PipelineSpec, TrainingJob, TrainingJobSpec, TuningStudy,
+    API_VERSION, Endpoint, Pipeline, PipelineRun, PipelineSpec, TrainingJob, TrainingJobSpec,
+    TuningStudy,
 };
 use crate::echo::{cut, quote};
 use crate::suggest;
 
 /// The kinds toucan reads.
-const KINDS: &[&str] = &["Pipeline", "PipelineRun", "TrainingJob", "TuningStudy"];
+const KINDS: &[&str] = &[
+    "Pipeline",
+    "PipelineRun",
+    "TrainingJob",
+    "TuningStudy",
+    "Endpoint",
+];
 /// Top-level fields the API server handles itself; the CRD schema does not describe them.
 const ENVELOPE: &[&str] = &["apiVersion", "kind", "metadata"];
 /// The fields of `metadata` (Kubernetes `ObjectMeta`).
@@ -45,6 +52,7 @@ pub(super) struct Schemas {
     pipeline_run: JSONSchemaProps,
     training_job: JSONSchemaProps,
     tuning_study: JSONSchemaProps,
+    endpoint: JSONSchemaProps,
 }
 
 impl Schemas {
@@ -63,6 +71,7 @@ impl Schemas {
             pipeline_run: schema(PipelineRun::crd()),
             training_job: schema(TrainingJob::crd()),
             tuning_study: schema(TuningStudy::crd()),
+            endpoint: schema(Endpoint::crd()),
         }
     }
 }
@@ -80,6 +89,11 @@ pub(super) fn read(
     let mut durations = Vec::new();
     let document = check(&mut value, schemas, &mut found, &mut durations);
     let structurally_valid = found.is_empty();
+    // An invalid duration is taken out of the document so that the rest is still checked;
+    // a required one then reads as missing, which is the problem already reported.
+    found.retain(|(path, message)| {
+        message != "missing required field" || !durations.iter().any(|(taken, _)| taken == path)
+    });
     out.extend(
         found
             .into_iter()
@@ -96,6 +110,7 @@ pub(super) fn read(
         Kind::PipelineRun => typed(value, &mut found).map(Document::PipelineRun),
         Kind::TrainingJob => typed(value, &mut found).map(|j| Document::TrainingJob(Box::new(j))),
         Kind::TuningStudy => typed(value, &mut found).map(|s| Document::TuningStudy(Box::new(s))),
+        Kind::Endpoint => typed(value, &mut found).map(|e| Document::Endpoint(Box::new(e))),
     };
     out.extend(
         found
@@ -107,6 +122,7 @@ pub(super) fn read(
         Some(Document::PipelineRun(r)) => out.extend(check_run(r, source)),
         Some(Document::TrainingJob(j)) => out.extend(check_job(&j.spec, source)),
         Some(Document::TuningStudy(s)) => out.extend(super::study::check_study(&s.spec, source)),
+        Some(Document::Endpoint(e)) => out.extend(super::check_endpoint(&e.spec, source)),
         None => {}
     }
     document
@@ -118,6 +134,7 @@ enum Kind {
     PipelineRun,
     TrainingJob,
     TuningStudy,
+    Endpoint,
 }
 
 /// The structural checks; the kind when it is known. Invalid durations go to `durations` and
@@ -151,6 +168,7 @@ fn check(
         Kind::PipelineRun => &schemas.pipeline_run,
         Kind::TrainingJob => &schemas.training_job,
         Kind::TuningStudy => &schemas.tuning_study,
+        Kind::Endpoint => &schemas.endpoint,
     };
     schema_check::take_invalid_durations(mapping, schema, "", durations);
     schema_check::check_document(mapping, schema, ENVELOPE, found);
@@ -182,6 +200,7 @@ fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
         Some(Value::String(k)) if k == "PipelineRun" => return Some(Kind::PipelineRun),
         Some(Value::String(k)) if k == "TrainingJob" => return Some(Kind::TrainingJob),
         Some(Value::String(k)) if k == "TuningStudy" => return Some(Kind::TuningStudy),
+        Some(Value::String(k)) if k == "Endpoint" => return Some(Kind::Endpoint),
         Some(Value::String(k)) => {
             let hint = suggest::did_you_mean_clause(k, KINDS.iter().copied());
             let message = format!("unknown kind {} (expected {}{hint})", quote(k), kinds());
@@ -195,7 +214,7 @@ fn check_kind(mapping: &Mapping, found: &mut Vec<Finding>) -> Option<Kind> {
     None
 }
 
-/// `Pipeline, PipelineRun, TrainingJob or TuningStudy`.
+/// `Pipeline, PipelineRun, TrainingJob, TuningStudy or Endpoint`.
 fn kinds() -> String {
     match KINDS.split_last() {
         Some((last, [])) => last.to_string(),

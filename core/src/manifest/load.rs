@@ -168,6 +168,7 @@ fn check_across(docs: &[LoadedDocument], out: &mut Vec<Diagnostic>) {
             Document::TuningStudy(s) => {
                 (s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
             }
+            Document::Endpoint(e) => (e.metadata.namespace.as_deref(), e.metadata.name.as_deref()),
         };
         let Some(name) = name else { continue };
         let key = (doc.document.kind(), namespace.unwrap_or_default(), name);

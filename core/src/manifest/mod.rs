@@ -19,6 +19,7 @@
 //! the field path.
 
 mod document;
+mod endpoint;
 mod load;
 mod names;
 mod params;
@@ -33,6 +34,8 @@ mod yaml;
 #[cfg(test)]
 mod bad_input_tests;
 #[cfg(test)]
+mod endpoint_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
@@ -40,9 +43,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::api::{Pipeline, PipelineRun, TrainingJob, TuningStudy};
+use crate::api::{Endpoint, Pipeline, PipelineRun, TrainingJob, TuningStudy};
 
 pub use document::{JOB_STEP, check_job};
+pub use endpoint::check_endpoint;
 pub use load::load;
 pub use params::{resolve_params, resolve_run_params};
 pub use quantity::parse_quantity;
@@ -129,6 +133,8 @@ pub enum Document {
     TrainingJob(Box<TrainingJob>),
     /// A `kind: TuningStudy` document.
     TuningStudy(Box<TuningStudy>),
+    /// A `kind: Endpoint` document.
+    Endpoint(Box<Endpoint>),
 }
 
 impl Document {
@@ -139,6 +145,7 @@ impl Document {
             Document::PipelineRun(_) => "PipelineRun",
             Document::TrainingJob(_) => "TrainingJob",
             Document::TuningStudy(_) => "TuningStudy",
+            Document::Endpoint(_) => "Endpoint",
         }
     }
 
@@ -149,6 +156,7 @@ impl Document {
             Document::PipelineRun(r) => r.metadata.name.as_deref(),
             Document::TrainingJob(j) => j.metadata.name.as_deref(),
             Document::TuningStudy(s) => s.metadata.name.as_deref(),
+            Document::Endpoint(e) => e.metadata.name.as_deref(),
         }
     }
 }

@@ -64,6 +64,30 @@ pub(super) fn check_env_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The longest DNS-1123 label (an Endpoint's version name).
+pub(super) const MAX_LABEL: usize = 63;
+
+/// A DNS-1123 label (an Endpoint's version name, which names its Deployment and Service):
+/// lowercase letters, digits and `-`, starting and ending with a letter or digit, at most 63
+/// characters.
+pub(super) fn check_label(what: &str, name: &str) -> Result<(), String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !name.is_empty()
+        && name.len() <= MAX_LABEL
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+        && name.chars().all(|c| alnum(c) || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name {}: use at most {MAX_LABEL} lowercase letters, digits and \
+             \"-\", starting and ending with a letter or digit",
+            quote(name)
+        ))
+    }
+}
+
 /// A `metadata.name` (an RFC 1123 subdomain): lowercase letters, digits, `-` and `.`,
 /// starting and ending with a letter or digit, at most 253 characters.
 pub(super) fn check_object_name(name: &str) -> Result<(), String> {
@@ -116,6 +140,17 @@ mod tests {
         }
         for bad in ["", "1X", "A B", "A=B"] {
             assert!(check_env_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        for ok in ["v1", "a", "canary-2", "0"] {
+            assert!(check_label("version", ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "V1", "v.1", "v_1", "-v", "v-", long.as_str()] {
+            assert!(check_label("version", bad).is_err(), "{bad}");
         }
     }
 

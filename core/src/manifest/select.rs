@@ -99,7 +99,7 @@ pub fn select_study(docs: &[LoadedDocument]) -> Option<Result<StudyTarget, Vec<D
 
 /// Picks what to run: the one PipelineRun (with its Pipeline from the same set, or its
 /// inline spec), or else the one Pipeline. Several candidates, none, or a PipelineRun whose
-/// Pipeline is not in the set are diagnostics.
+/// Pipeline is not in the set are diagnostics; an Endpoint alone is one too (it is served, not run).
 pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
     if let Some(study) = docs
         .iter()
@@ -124,6 +124,16 @@ pub fn select(docs: &[LoadedDocument]) -> Result<RunTarget, Vec<Diagnostic>> {
         ([(doc, run)], _) => from_run(docs, doc, run),
         ([], [only]) => Ok(only.clone()),
         ([], []) => {
+            if let Some(endpoint) = docs
+                .iter()
+                .find(|d| matches!(d.document, Document::Endpoint(_)))
+            {
+                return Err(vec![Diagnostic::new(
+                    &endpoint.source,
+                    DOCUMENT_PATH,
+                    "an Endpoint is served, not run as a pipeline: use `toucan serve FILE`",
+                )]);
+            }
             let source = Source {
                 file: PathBuf::new(),
                 index: 0,
@@ -169,7 +179,7 @@ fn template(doc: &LoadedDocument) -> Option<RunTarget> {
                 ..PipelineSpec::default()
             },
         ),
-        Document::PipelineRun(_) | Document::TuningStudy(_) => return None,
+        Document::PipelineRun(_) | Document::TuningStudy(_) | Document::Endpoint(_) => return None,
     };
     Some(RunTarget {
         pipeline_name: name.unwrap_or_default(),

@@ -278,8 +278,8 @@ fn several_independent_errors_are_all_reported() {
         "[0] spec.schedule: invalid cron schedule \"every day\": expected 5 fields (minute hour \
          day-of-month month day-of-week), got 2",
         "[1] apiVersion: unknown apiVersion \"toucan.dev/v1\" (expected \"toucan.dev/v1alpha1\")",
-        "[1] kind: unknown kind \"Pipline\" (expected Pipeline, PipelineRun, TrainingJob or TuningStudy; did you mean \
-         \"Pipeline\"?)",
+        "[1] kind: unknown kind \"Pipline\" (expected Pipeline, PipelineRun, TrainingJob, TuningStudy or \
+         Endpoint; did you mean \"Pipeline\"?)",
         "[2] spec.params[2].name: duplicate parameter \"epochs\" (also spec.params[0])",
         "[3] metadata.labels.attempt: expected a string, got the number 1",
         "[3] spec.concurrency: unknown value \"Sometimes\" (expected one of: Allow, Forbid, \

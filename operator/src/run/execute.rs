@@ -321,7 +321,7 @@ fn forget_service_account(ctx: &Context, namespace: &str) {
 
 /// The step service account exists in `namespace` (created when missing). Remembered per
 /// namespace; forgotten when a pod is refused for the lack of it.
-async fn ensure_service_account(ctx: &Context, namespace: &str) -> Result<()> {
+pub(crate) async fn ensure_service_account(ctx: &Context, namespace: &str) -> Result<()> {
     if ctx
         .service_accounts
         .lock()

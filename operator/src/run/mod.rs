@@ -22,7 +22,7 @@
 mod admission;
 mod document;
 mod events;
-mod execute;
+pub(crate) mod execute;
 pub mod gang;
 mod observe;
 pub mod pods;

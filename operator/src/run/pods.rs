@@ -112,7 +112,7 @@ fn labels(
     labels
 }
 
-fn resources(r: Option<&Resources>) -> Option<ResourceRequirements> {
+pub(crate) fn resources(r: Option<&Resources>) -> Option<ResourceRequirements> {
     let r = r?;
     let mut requests = BTreeMap::new();
     let mut limits = BTreeMap::new();
@@ -152,7 +152,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn empty_dir(name: &str) -> Volume {
+pub(crate) fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -160,7 +160,7 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
-fn restricted() -> SecurityContext {
+pub(crate) fn restricted() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),

@@ -23,9 +23,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use toucan_core::records::{
-    AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunChanges, RunRecord, StepRecord,
-    StudyRecord, TrialRecord,
+    AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunChanges, RunRecord, SampleRecord,
+    StepRecord, StudyRecord, TrialRecord,
 };
+use toucan_core::serving::PayloadSample;
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +160,22 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn put_trials(&self, trials: &[TrialRecord]) -> Result<()>;
     /// A study's trials, by index.
     async fn list_trials(&self, study_id: &str) -> Result<Vec<TrialRecord>>;
+
+    /// Stores payload samples of `endpoint`, all of them or none; a sample whose request id is
+    /// already stored for that endpoint is left as it is. Returns how many were new.
+    async fn put_samples(
+        &self,
+        endpoint: &str,
+        samples: &[PayloadSample],
+        now: Millis,
+    ) -> Result<u64>;
+    /// An endpoint's samples stored at or after `since`, oldest first, at most `limit`.
+    async fn list_samples(
+        &self,
+        endpoint: &str,
+        since: Millis,
+        limit: u32,
+    ) -> Result<Vec<SampleRecord>>;
 }
 
 /// Opens the store a URL names: `postgres://` or `postgresql://` for PostgreSQL; `sqlite:PATH`

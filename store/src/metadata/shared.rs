@@ -50,8 +50,10 @@ macro_rules! impl_metadata_store {
             use sqlx::types::Json;
             use toucan_core::records::{
                 ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis,
-                Phase, RunChanges, RunPhase, RunRecord, StepRecord, StudyRecord, TrialRecord,
+                Phase, RunChanges, RunPhase, RunRecord, SampleRecord, StepRecord, StudyRecord,
+                TrialRecord,
             };
+            use toucan_core::serving::PayloadSample;
 
             use super::{$begin_write, $referenced_digests, $store};
             use $crate::metadata::{MetadataStore, Result, StoreError};
@@ -456,6 +458,63 @@ macro_rules! impl_metadata_store {
                         .map(trial_from_row)
                         .collect()
                 }
+
+                async fn put_samples(
+                    &self,
+                    endpoint: &str,
+                    samples: &[PayloadSample],
+                    now: Millis,
+                ) -> Result<u64> {
+                    if samples.is_empty() {
+                        return Ok(0);
+                    }
+                    const OP: &str = "recording payload samples";
+                    let mut tx = $begin_write(&self.pool).await.map_err(query_err(OP))?;
+                    let mut added = 0;
+                    for sample in samples {
+                        added += sqlx::query(
+                            "INSERT INTO prediction_samples
+                                 (endpoint, request_id, version, body, stored_at)
+                             VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (endpoint, request_id) DO NOTHING",
+                        )
+                        .bind(endpoint)
+                        .bind(&sample.request_id)
+                        .bind(&sample.version)
+                        .bind(Json(sample))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err(OP))?
+                        .rows_affected();
+                    }
+                    tx.commit().await.map_err(query_err(OP))?;
+                    Ok(added)
+                }
+
+                async fn list_samples(
+                    &self,
+                    endpoint: &str,
+                    since: Millis,
+                    limit: u32,
+                ) -> Result<Vec<SampleRecord>> {
+                    sqlx::query(concat!(
+                        "SELECT * FROM prediction_samples
+                         WHERE endpoint = $1 AND stored_at >= $2
+                         ORDER BY stored_at, request_id COLLATE ",
+                        $byte_order,
+                        " LIMIT $3",
+                    ))
+                    .bind(endpoint)
+                    .bind(since)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing payload samples"))?
+                    .iter()
+                    .map(sample_from_row)
+                    .collect()
+                }
             }
 
             // === writes shared by single operations and `record` ===
@@ -713,6 +772,14 @@ macro_rules! impl_metadata_store {
                     trial: column::<Json<_>>(row, "body")?.0,
                     run_id: column(row, "run_id")?,
                     updated_at: column(row, "updated_at")?,
+                })
+            }
+
+            fn sample_from_row(row: &$row_type) -> Result<SampleRecord> {
+                Ok(SampleRecord {
+                    endpoint: column(row, "endpoint")?,
+                    sample: column::<Json<_>>(row, "body")?.0,
+                    stored_at: column(row, "stored_at")?,
                 })
             }
 

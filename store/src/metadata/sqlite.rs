@@ -150,6 +150,13 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/sqlite/0003_studies.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            "samples".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0004_samples.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -18,7 +18,7 @@ use super::MlError;
 use super::data::{self, BatchPlan, Loader};
 use super::model::{self, Network};
 use super::train::{CARD_FILE, CARD_FORMAT, ModelCard};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, ImageShape};
 
 /// The metadata key of the model card in an exported file.
 pub const CARD_KEY: &str = "toucan.model";
@@ -119,21 +119,12 @@ impl LoadedModel {
     /// (grayscale or RGB), the same size (resized with a triangle filter), u8 HWC.
     pub fn load_image(&self, path: &Path) -> Result<Tensor, MlError> {
         let img = image::open(path).map_err(|e| bad(path, format!("cannot decode: {e}")))?;
-        let (h, w) = (self.card.image.height, self.card.image.width);
-        let img = if img.width() != w || img.height() != h {
-            img.resize_exact(w, h, image::imageops::FilterType::Triangle)
-        } else {
-            img
-        };
-        let bytes = match self.card.image.channels {
-            1 => img.to_luma8().into_raw(),
-            3 => img.to_rgb8().into_raw(),
-            c => return Err(bad(path, format!("the model expects {c} channels"))),
-        };
+        let shape = self.card.image;
+        let bytes = conform_image(&img, shape).map_err(|e| bad(path, e))?;
         Ok(Tensor::from_slice(&bytes).view([
-            i64::from(h),
-            i64::from(w),
-            i64::from(self.card.image.channels),
+            i64::from(shape.height),
+            i64::from(shape.width),
+            i64::from(shape.channels),
         ]))
     }
 
@@ -178,6 +169,26 @@ impl LoadedModel {
             return Err(bad(&dataset.dir, format!("the {split} split is empty")));
         }
         Ok((Tensor::cat(&probs, 0), Tensor::cat(&labels, 0)))
+    }
+}
+
+/// A decoded image as a model of input `shape` takes it: converted to its channels (1 =
+/// grayscale, Rec. 709 luma; 3 = RGB), resized to its height and width with a triangle filter
+/// when the size differs, as u8 HWC bytes. `predict` on files and `serve` on request bodies
+/// both go through here, so the two cannot prepare an image differently.
+pub fn conform_image(img: &image::DynamicImage, shape: ImageShape) -> Result<Vec<u8>, String> {
+    let (h, w) = (shape.height, shape.width);
+    let resized;
+    let img = if img.width() != w || img.height() != h {
+        resized = img.resize_exact(w, h, image::imageops::FilterType::Triangle);
+        &resized
+    } else {
+        img
+    };
+    match shape.channels {
+        1 => Ok(img.to_luma8().into_raw()),
+        3 => Ok(img.to_rgb8().into_raw()),
+        c => Err(format!("the model expects {c} channels")),
     }
 }
 

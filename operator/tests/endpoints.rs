@@ -1,0 +1,571 @@
+//! Endpoints applied to the real test cluster, served by real `toucan-worker serve` pods
+//! (process mode) behind a real `toucan-router`, with a tiny linear model trained and exported
+//! here and stored in the artifact store by digest:
+//!
+//! - two versions at 90/10 (plus a third whose model is broken, so its pods are never ready)
+//!   answer N requests through the router's pod IP in a split within binomial tolerance, and
+//!   the never-ready version answers none; the router's configuration lists no replica of
+//!   it; the servers' payload samples, shipped with their pod tokens, are stored under
+//!   `NAMESPACE/NAME`; deleting the Endpoint collects its Deployments, Service and pods;
+//! - a rollout of a good candidate (steps 50 then 100, a 2 s interval, 5 requests per step)
+//!   reaches `Promoted`, with the candidate at 100 in `status.traffic`, its events, and the
+//!   router sending it every request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{Harness, Operator, bin_dir};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+use toucan_core::api::{Endpoint, EndpointStatus};
+use toucan_store::artifacts::ArtifactStore;
+
+/// The model's input: a 12x12 grey image, as a flat list of pixels.
+const SIDE: usize = 12;
+
+/// The exported model's bytes, made once for every test of this file.
+fn model_bytes() -> &'static [u8] {
+    static MODEL: OnceLock<Vec<u8>> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("toucan-ep-model-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(&source).unwrap();
+        // Three classes, a bright bar in the top, middle or bottom third.
+        let n = 30u32;
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let label = i % 3;
+            labels.push(label as u8);
+            for y in 0..SIDE as u32 {
+                for x in 0..SIDE as u32 {
+                    let noise = ((i * 31 + y * 7 + x * 13) % 60) as u8;
+                    images.push(if y / 4 == label { 150 + noise } else { noise });
+                }
+            }
+        }
+        let idx = |dims: &[u32], values: &[u8]| {
+            let mut out = vec![0, 0, 0x08, dims.len() as u8];
+            for d in dims {
+                out.extend_from_slice(&d.to_be_bytes());
+            }
+            out.extend_from_slice(values);
+            out
+        };
+        std::fs::write(
+            source.join("train-images-idx3-ubyte"),
+            idx(&[n, SIDE as u32, SIDE as u32], &images),
+        )
+        .unwrap();
+        std::fs::write(source.join("train-labels-idx1-ubyte"), idx(&[n], &labels)).unwrap();
+        let data = dir.path().join("dataset");
+        let trained = dir.path().join("trained");
+        let model = dir.path().join("model.safetensors");
+        let steps: [Vec<&std::ffi::OsStr>; 3] = [
+            vec![
+                "ingest".as_ref(),
+                "--source".as_ref(),
+                source.as_os_str(),
+                "--out".as_ref(),
+                data.as_os_str(),
+                "--class-names".as_ref(),
+                "top,middle,bottom".as_ref(),
+            ],
+            vec![
+                "train".as_ref(),
+                "--data".as_ref(),
+                data.as_os_str(),
+                "--out".as_ref(),
+                trained.as_os_str(),
+                "--model".as_ref(),
+                "linear".as_ref(),
+                "--epochs".as_ref(),
+                "1".as_ref(),
+                "--device".as_ref(),
+                "cpu".as_ref(),
+                "--threads".as_ref(),
+                "1".as_ref(),
+            ],
+            vec![
+                "export".as_ref(),
+                "--model".as_ref(),
+                trained.as_os_str(),
+                "--out".as_ref(),
+                model.as_os_str(),
+            ],
+        ];
+        for args in steps {
+            let out = Command::new(bin_dir().join("toucan-worker"))
+                .args(&args)
+                .env_remove("LD_LIBRARY_PATH")
+                .env_remove("TOUCAN_API")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "toucan-worker {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::read(&model).unwrap()
+    })
+}
+
+/// The good model's digest and a broken one's (bytes that are no model), in the harness's
+/// artifact store.
+async fn store_models(h: &Harness) -> (String, String) {
+    let bytes = model_bytes().to_vec();
+    let store = ArtifactStore::open(&h.artifacts()).unwrap();
+    let good = store.put_bytes(bytes.into()).await.unwrap();
+    let broken = store
+        .put_bytes(b"not a model at all".to_vec().into())
+        .await
+        .unwrap();
+    (good.to_string(), broken.to_string())
+}
+
+/// A cluster, an operator and a namespace with the artifact store's Secret.
+async fn setup(name: &str, ns: &str) -> Option<(Harness, Operator)> {
+    let h = Harness::start(name).await?;
+    h.apply_crds();
+    h.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/endpoints.toucan.dev",
+    ]);
+    let op = h.operator("a", &["--leader-elect=false"]);
+    op.ready().await;
+    h.kubectl_ok(&["create", "namespace", ns]);
+    h.artifacts_secret(ns);
+    Some((h, op))
+}
+
+fn endpoint(name: &str, spec: Value) -> Endpoint {
+    serde_json::from_value(json!({
+        "apiVersion": "toucan.dev/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn wait_status(
+    h: &Harness,
+    op: &Operator,
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&EndpointStatus) -> bool,
+) -> Endpoint {
+    let api: Api<Endpoint> = Api::namespaced(h.client(), ns);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ep = api.get(name).await.unwrap();
+        if f(ep.status.as_ref().unwrap_or(&EndpointStatus::default())) {
+            return ep;
+        }
+        if Instant::now() > deadline {
+            let pods = h.kubectl(&["get", "pods", "-n", ns, "-o", "wide"]);
+            let log = op.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            panic!(
+                "endpoint {ns}/{name}: {what}: never happened; status {:#?}\npods:\n{}\noperator (last 30 lines):\n{}",
+                ep.status,
+                String::from_utf8_lossy(&pods.stdout),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ready_replicas(status: &EndpointStatus, version: &str) -> u32 {
+    status
+        .versions
+        .iter()
+        .find(|v| v.name == version)
+        .map_or(0, |v| v.ready_replicas)
+}
+
+/// The router pod's address, once it is ready.
+async fn router_address(h: &Harness, ns: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(h.client(), ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels("toucan.dev/component=router"))
+            .await
+            .unwrap();
+        let ready = list.items.iter().find_map(|p| {
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let ip = status.pod_ip.as_deref().filter(|_| ready)?;
+            Some(format!("{ip}:8080"))
+        });
+        if let Some(address) = ready {
+            return address;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router pod never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// One prediction through the router; the version that answered.
+fn predict(agent: &ureq::Agent, router: &str, model: &str) -> String {
+    let url = format!("http://{router}/v1/models/{model}:predict");
+    let pixels: Vec<u8> = (0..SIDE * SIDE).map(|i| (i % 200) as u8).collect();
+    let response = agent
+        .post(&url)
+        .send_json(json!({ "instances": [pixels] }))
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    response
+        .headers()
+        .get("x-toucan-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> Value {
+    agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+/// Waits until the router itself has seen a ready replica of each of `versions`.
+async fn router_sees(agent: &ureq::Agent, router: &str, versions: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = get_json(agent, &format!("http://{router}/router/v1/stats"));
+        if versions
+            .iter()
+            .all(|v| stats["versions"][v]["readyReplicas"].as_u64().unwrap_or(0) > 0)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "router stats: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn events_of(h: &Harness, ns: &str, name: &str) -> Vec<String> {
+    let out = h.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        &format!("involvedObject.name={name},involvedObject.kind=Endpoint"),
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+    ]);
+    out.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_requests_among_ready_versions_and_deletion_collects_the_children() {
+    let ns = "split";
+    let Some((h, op)) = setup("ep_split", ns).await else {
+        return;
+    };
+    let (good, broken) = store_models(&h).await;
+    let api: Api<Endpoint> = Api::namespaced(h.client(), ns);
+    // v1 and v2 take 72 and 8 (90/10 of what the ready versions take); v3's model is
+    // broken, so its 20 go to the others.
+    let spec = json!({
+        "versions": [
+            {"name": "v1", "model": {"digest": good}},
+            {"name": "v2", "model": {"digest": good}},
+            {"name": "v3", "model": {"digest": broken}},
+        ],
+        "traffic": [
+            {"version": "v1", "weight": 72},
+            {"version": "v2", "weight": 8},
+            {"version": "v3", "weight": 20},
+        ],
+        "sampling": {"rate": 0.2},
+    });
+    api.create(&PostParams::default(), &endpoint("fashion", spec))
+        .await
+        .unwrap();
+    let ep = wait_status(
+        &h,
+        &op,
+        ns,
+        "fashion",
+        "v1 and v2 ready",
+        Duration::from_secs(90),
+        |s| ready_replicas(s, "v1") == 1 && ready_replicas(s, "v2") == 1,
+    )
+    .await;
+    let status = ep.status.unwrap();
+    assert_eq!(status.traffic_summary.as_deref(), Some("v1=72,v2=8,v3=20"));
+    assert_eq!(status.url.as_deref(), Some("http://fashion.split.svc"));
+    assert_eq!(
+        status.versions[0].model_digest.as_deref(),
+        Some(good.as_str())
+    );
+    assert_eq!(status.versions[2].ready_replicas, 0);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.message.as_str()),
+        ("False", "no ready replica of v3")
+    );
+
+    let router = router_address(&h, ns).await;
+    let agent = agent();
+    router_sees(&agent, &router, &["v1", "v2"]).await;
+    // The router reads its configuration with its pod's token (it serves, so that worked);
+    // without a token nobody does, and a cluster admin does.
+    let config_url = format!(
+        "http://127.0.0.1:{}/api/v1/namespaces/{ns}/endpoints/fashion/router-config",
+        op.api_port
+    );
+    let anonymous = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .get(&config_url)
+        .call()
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let admin_token = h.kubectl_ok(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "-o",
+        "jsonpath={.users[0].user.token}",
+    ]);
+    let config: Value = agent
+        .get(&config_url)
+        .header("Authorization", format!("Bearer {}", admin_token.trim()))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {config_url}: {e}"))
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(config["versions"][2]["name"], "v3");
+    assert_eq!(config["versions"][2]["replicas"], json!([]), "{config}");
+    assert_eq!(
+        config["versions"][0]["replicas"].as_array().unwrap().len(),
+        1
+    );
+
+    let n = 300;
+    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..n {
+        *answered
+            .entry(predict(&agent, &router, "fashion"))
+            .or_default() += 1;
+    }
+    let v2 = answered.get("v2").copied().unwrap_or(0);
+    assert_eq!(
+        answered.get("v1").copied().unwrap_or(0) + v2,
+        n,
+        "only v1 and v2 answer: {answered:?}"
+    );
+    // Binomial(300, 0.1): mean 30, sd 5.2; 4.5 sd either side.
+    assert!(
+        (7..=53).contains(&v2),
+        "v2 answered {v2} of {n}: {answered:?}"
+    );
+
+    // The servers shipped their samples with their pod tokens, which the API took as the
+    // endpoint's servers: they are stored under NAMESPACE/NAME.
+    let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let samples = store.list_samples("split/fashion", 0, 1000).await.unwrap();
+        // Binomial(300, 0.2): mean 60, sd 6.9.
+        if samples.len() >= 30 {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} samples stored\n{}",
+            samples.len(),
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(samples.len() <= 90, "{} samples", samples.len());
+    assert!(
+        samples
+            .iter()
+            .all(|s| matches!(s.sample.version.as_str(), "v1" | "v2"))
+    );
+
+    api.delete("fashion", &Default::default()).await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(h.client(), ns);
+    let services: Api<Service> = Api::namespaced(h.client(), ns);
+    let pods: Api<Pod> = Api::namespaced(h.client(), ns);
+    let selector = ListParams::default().labels("toucan.dev/endpoint=fashion");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = (
+            deployments
+                .list_metadata(&selector)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            services.list_metadata(&selector).await.unwrap().items.len(),
+            pods.list_metadata(&selector).await.unwrap().items.len(),
+        );
+        if left == (0, 0, 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deployments, services and pods left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
+    let ns = "rollout";
+    let Some((h, op)) = setup("ep_rollout", ns).await else {
+        return;
+    };
+    let (good, _) = store_models(&h).await;
+    let api: Api<Endpoint> = Api::namespaced(h.client(), ns);
+    let spec = json!({
+        "versions": [
+            {"name": "stable", "model": {"digest": good}},
+            {"name": "canary", "model": {"digest": good}},
+        ],
+        "traffic": [{"version": "stable", "weight": 100}],
+        "rollout": {
+            "candidate": "canary",
+            "steps": [50, 100],
+            "interval": "2s",
+            "minRequests": 5,
+            "gates": [{"metric": "error_rate", "max": "5%"}],
+        },
+    });
+    api.create(&PostParams::default(), &endpoint("digits", spec))
+        .await
+        .unwrap();
+    let ep = wait_status(
+        &h,
+        &op,
+        ns,
+        "digits",
+        "the rollout starts at 50",
+        Duration::from_secs(60),
+        |s| s.rollout.as_ref().is_some_and(|r| r.weight == 50),
+    )
+    .await;
+    assert_eq!(
+        ep.status.unwrap().traffic_summary.as_deref(),
+        Some("stable=50,canary=50")
+    );
+    let router = router_address(&h, ns).await;
+    let agent = agent();
+    router_sees(&agent, &router, &["stable", "canary"]).await;
+
+    // Traffic while the rollout moves: both versions answer at 50, then the canary alone.
+    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let promoted = loop {
+        for _ in 0..10 {
+            *answered
+                .entry(predict(&agent, &router, "digits"))
+                .or_default() += 1;
+        }
+        let ep = api.get("digits").await.unwrap();
+        let status = ep.status.unwrap_or_default();
+        if status
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.phase.as_str() == "Promoted")
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never promoted: {:#?}\n{answered:?}",
+            status.rollout
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        answered.get("stable").copied().unwrap_or(0) > 0,
+        "{answered:?}"
+    );
+    assert!(
+        answered.get("canary").copied().unwrap_or(0) > 0,
+        "{answered:?}"
+    );
+    let traffic: Vec<(String, u32)> = promoted
+        .traffic
+        .iter()
+        .map(|t| (t.version.clone(), t.weight))
+        .collect();
+    assert_eq!(
+        traffic,
+        [("stable".to_string(), 0), ("canary".to_string(), 100)]
+    );
+    let rollout = promoted.rollout.unwrap();
+    assert_eq!((rollout.weight, rollout.step), (100, 1));
+
+    // The router follows within its polling second.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        if predict(&agent, &router, "digits") == "canary" {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stable version still answers"
+        );
+    }
+    let events = events_of(&h, ns, "digits").await;
+    for reason in ["RolloutStarted", "RolloutPromoted"] {
+        assert!(
+            events.iter().any(|e| e == reason),
+            "{reason} not in {events:?}"
+        );
+    }
+}
