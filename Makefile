@@ -51,7 +51,7 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 BENCH_N ?= 400 1000
 
-.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning clean
+.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning bench-serving clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -109,6 +109,12 @@ bench-tuning: target-dir ## toucan's TPE and GP samplers vs Optuna's: regret on 
 	scripts/setup --torch --tuning
 	$(CARGO) build --release -p toucan-core --example tuning_bench
 	bench/tuning/run
+
+# KServe (and the Pillow it decodes images with) goes into the venv beside PyTorch; the script
+# installs wrk from apt when it is missing.
+bench-serving: build ## toucan's model server, alone and behind the router, vs KServe's Python ModelServer under wrk; writes bench/results/serving.md
+	scripts/setup --torch --serving
+	bench/serving/run
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
 	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)

@@ -729,7 +729,10 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
             source,
         })?;
     }
-    if !args.keep_checkpoints {
+    // Only the replica that writes the checkpoints removes them: another one, done first,
+    // would pull the directory from under rank 0's last checkpoint.
+    let writes_checkpoints = session.replicas.as_ref().is_none_or(|r| r.rank() == 0);
+    if !args.keep_checkpoints && writes_checkpoints {
         session.checkpoints.remove();
     }
     println!("{}", serde_json::to_string(&result).unwrap_or_default());
