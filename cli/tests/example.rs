@@ -55,6 +55,7 @@ fn fashion_mnist_example_runs_then_comes_from_the_cache() {
 
     the_serving_example_serves_the_exported_model(&sb);
     an_endpoint_splits_its_traffic_and_records_samples(&sb);
+    a_rollout_promotes_a_good_candidate_and_rolls_back_a_slow_one(&sb);
 
     let (code, second, stderr) = sb.run_json(&manifest, &PARAMS);
     assert_eq!(code, 0, "{stderr}");
@@ -258,5 +259,64 @@ spec:
         assert_eq!(sample["attributes"]["x-source"], "test", "{sample:#}");
         assert_eq!(sample["instances"][0]["stats"]["width"], 28, "{sample:#}");
         assert_eq!(sample["instances"][0]["class"], CLASSES[images[0].1]);
+    }
+}
+
+/// Rollouts on the local runtime: a candidate whose gates hold moves through its steps to
+/// Promoted and then takes every request; one that breaks its latency gate is rolled back at
+/// its first step, and every request is answered all along.
+fn a_rollout_promotes_a_good_candidate_and_rolls_back_a_slow_one(sb: &Sandbox) {
+    let images = test_images(sb, 1);
+    for (name, gate, outcome) in [
+        ("good", "{metric: error_rate, max: 0.1}", "Promoted"),
+        // The servers batch with a 5 ms window: no answer comes within 1 ms.
+        ("slow", "{metric: latency_p99, max: 1ms}", "RolledBack"),
+    ] {
+        let file = sb.write(
+            &format!("{name}.yaml"),
+            &format!(
+                r#"
+apiVersion: toucan.dev/v1alpha1
+kind: Endpoint
+metadata: {{name: {name}}}
+spec:
+  versions:
+    - {{name: stable, model: {{run: fashion-mnist, step: export, artifact: bundle}}}}
+    - {{name: canary, model: {{run: fashion-mnist, step: export, artifact: bundle}}}}
+  traffic: [{{version: stable, weight: 100}}]
+  rollout:
+    candidate: canary
+    steps: [50, 100]
+    interval: 1s
+    minRequests: 5
+    gates: [{gate}]
+"#
+            ),
+        );
+        let served = Served::start(sb, &file);
+        let rollout = eventually(Duration::from_secs(60), outcome, || {
+            for _ in 0..5 {
+                let (status, _, body) = predict(&served.url, name, &images[0].0, &[]);
+                assert_eq!(status, 200, "{name}: {body}");
+            }
+            let out = sb.run(&["describe", "endpoint", name, "-o", "json"]);
+            let detail: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let rollout = detail["status"]["rollout"].clone();
+            (rollout["phase"] == outcome).then_some(rollout)
+        });
+        let (expected, weight) = match outcome {
+            "Promoted" => ("canary", 100),
+            _ => ("stable", 0),
+        };
+        assert_eq!(rollout["weight"], weight, "{name}: {rollout:#}");
+        // The router re-reads its configuration within half a second of the decision.
+        eventually(Duration::from_secs(5), "the router to follow", || {
+            let stats = get_json(&format!("{}/router/v1/stats", served.url));
+            (stats["versions"]["canary"]["weight"] == weight).then_some(())
+        });
+        for _ in 0..10 {
+            let (_, version, _) = predict(&served.url, name, &images[0].0, &[]);
+            assert_eq!(version.as_deref(), Some(expected), "{name}");
+        }
     }
 }
