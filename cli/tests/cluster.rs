@@ -134,6 +134,27 @@ impl Drop for Operator {
     }
 }
 
+/// Waits until the CRDs are Established. Right after `apply`, a CRD may have no conditions
+/// yet, which `kubectl wait` reports as an error rather than waiting: it is asked again.
+fn wait_established(cluster: &TestCluster, crds: &[&str]) {
+    let mut args = vec!["wait", "--for=condition=Established", "--timeout=30s"];
+    args.extend_from_slice(crds);
+    for _ in 0..20 {
+        let ok = Command::new(cluster.kubectl())
+            .args(&args)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if ok {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    kubectl(cluster, &args, None);
+}
+
 fn kubectl(cluster: &TestCluster, args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write;
     let mut child = Command::new(cluster.kubectl())
@@ -246,15 +267,9 @@ async fn inspects_a_pipeline_run_in_the_cluster() {
     let home = dir.path().join("home");
     let crds = repo().join("charts/toucan/crds");
     kubectl(&cluster, &["apply", "-f", crds.to_str().unwrap()], None);
-    kubectl(
+    wait_established(
         &cluster,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/pipelines.toucan.dev",
-            "crd/pipelineruns.toucan.dev",
-        ],
-        None,
+        &["crd/pipelines.toucan.dev", "crd/pipelineruns.toucan.dev"],
     );
     let operator = Operator::start(&cluster, &db_url, dir.path());
     operator.ready().await;
@@ -609,15 +624,12 @@ async fn a_study_runs_the_same_trials_in_the_cluster_as_locally() {
 
     let crds = repo().join("charts/toucan/crds");
     kubectl(&cluster, &["apply", "-f", crds.to_str().unwrap()], None);
-    kubectl(
+    wait_established(
         &cluster,
         &[
-            "wait",
-            "--for=condition=Established",
             "crd/tuningstudies.toucan.dev",
             "crd/pipelineruns.toucan.dev",
         ],
-        None,
     );
     let operator = Operator::start(&cluster, &db_url, dir.path());
     operator.ready().await;

@@ -160,15 +160,27 @@ async fn inspects_a_training_job_and_its_gang_in_the_cluster() {
 
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/toucan/crds");
     kubectl(&cluster, &["apply", "-f", crds.to_str().unwrap()]);
-    kubectl(
-        &cluster,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/trainingjobs.toucan.dev",
-            "crd/pipelineruns.toucan.dev",
-        ],
-    );
+    // Right after `apply` a CRD may have no conditions yet, which `kubectl wait` reports as
+    // an error rather than waiting: it is asked again.
+    let wait = [
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/trainingjobs.toucan.dev",
+        "crd/pipelineruns.toucan.dev",
+    ];
+    for _ in 0..20 {
+        let waited = std::process::Command::new(cluster.kubectl())
+            .args(wait)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .output()
+            .unwrap();
+        if waited.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    kubectl(&cluster, &wait);
     let client = cluster.client();
     let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), NS);
     jobs.create(

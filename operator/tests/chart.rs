@@ -74,19 +74,22 @@ async fn install_chart(cluster: &TestCluster) -> Result<()> {
         b"",
     )
     .await?;
-    run(
-        &kubectl,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/pipelines.toucan.dev",
-            "crd/pipelineruns.toucan.dev",
-        ],
-        &kubeconfig,
-        b"",
-    )
-    .await?;
+    // Right after `apply` a CRD may have no conditions yet, which `kubectl wait` reports as
+    // an error rather than waiting: it is asked again.
+    let wait = [
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/pipelines.toucan.dev",
+        "crd/pipelineruns.toucan.dev",
+    ];
+    for attempt in 1.. {
+        match run(&kubectl, &wait, &kubeconfig, b"").await {
+            Ok(_) => break,
+            Err(_) if attempt < 20 => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => return Err(e),
+        }
+    }
     let manifests = run(
         &repo().join("tests/helm/bin/helm"),
         &[

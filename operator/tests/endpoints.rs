@@ -139,11 +139,6 @@ async fn store_models(h: &Harness) -> (String, String) {
 async fn setup(name: &str, ns: &str) -> Option<(Harness, Operator)> {
     let h = Harness::start(name).await?;
     h.apply_crds();
-    h.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/endpoints.toucan.dev",
-    ]);
     let op = h.operator("a", &["--leader-elect=false"]);
     op.ready().await;
     h.kubectl_ok(&["create", "namespace", ns]);

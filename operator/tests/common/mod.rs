@@ -172,14 +172,25 @@ impl Harness {
     pub fn apply_crds(&self) {
         let crds = repo().join("charts/toucan/crds/toucan.dev.yaml");
         self.kubectl_ok(&["apply", "-f", crds.to_str().unwrap()]);
-        self.kubectl_ok(&[
+        // Right after `apply` a CRD may have no conditions yet, which `kubectl wait` reports
+        // as an error rather than waiting: it is asked again.
+        let wait = [
             "wait",
             "--for=condition=Established",
+            "--timeout=30s",
             "crd/pipelines.toucan.dev",
             "crd/pipelineruns.toucan.dev",
             "crd/trainingjobs.toucan.dev",
             "crd/tuningstudies.toucan.dev",
-        ]);
+            "crd/endpoints.toucan.dev",
+        ];
+        for _ in 0..20 {
+            if self.kubectl(&wait).status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        self.kubectl_ok(&wait);
     }
 
     /// Starts an operator; `extra` are more flags.
