@@ -122,13 +122,7 @@ fn job_of(run: &PipelineRun) -> Option<ObjectRef<TrainingJob>> {
 
 fn error_policy(_job: Arc<TrainingJob>, error: &Error, ctx: Arc<Context>) {
     tracing::warn!(error = %error, "trainingjob reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            reason: error.reason(),
-        })
-        .inc();
+    ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
 }
 
 async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action> {

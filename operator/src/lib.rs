@@ -20,6 +20,7 @@ pub mod error;
 pub mod job;
 pub mod leader;
 pub mod metrics;
+pub mod notes;
 pub mod pipeline;
 pub mod queue;
 pub mod run;

@@ -72,6 +72,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a failed reconcile of `controller`, by the error's stable reason.
+    pub fn reconcile_failed(&self, controller: &'static str, reason: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { controller, reason })
+            .inc();
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("toucan");
         let reconciles = Family::<ControllerLabels, Counter>::default();

@@ -111,13 +111,7 @@ pub async fn controller(
 /// Counts and logs a failed reconcile; the queue schedules the retry.
 fn error_policy(_pl: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) {
     tracing::warn!(error = %error, "pipeline reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            reason: error.reason(),
-        })
-        .inc();
+    ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
 }
 
 async fn reconcile(pl: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {

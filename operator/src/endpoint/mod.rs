@@ -40,7 +40,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -51,6 +50,7 @@ use toucan_core::time::now_ms;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::notes::{Note, publish};
 use crate::queue::{self, Action, Class, Queue, QueueMetrics};
 use children::{Owner, ServingDefaults, VersionPlan};
 use scaling::{Autoscalers, Scaling};
@@ -81,8 +81,6 @@ pub const RESYNC: Duration = Duration::from_secs(60);
 const REAPPLY: Duration = Duration::from_secs(60);
 /// An endpoint waiting for a model is looked at again after this long.
 const MODEL_RETRY: Duration = Duration::from_secs(3);
-/// The longest note an Event carries.
-const MAX_NOTE_CHARS: usize = 1000;
 /// A version of this name would take the router's Deployment name.
 const RESERVED_VERSION: &str = "router";
 
@@ -185,22 +183,10 @@ fn error_policy(_endpoint: Arc<Endpoint>, error: &Error, shared: Arc<Shared>) {
     shared
         .ctx
         .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            reason: error.reason(),
-        })
-        .inc();
+        .reconcile_failed(CONTROLLER, error.reason());
 }
 
 /// A user-visible happening, published as an Event on the endpoint.
-#[derive(Clone, Debug)]
-struct Note {
-    warning: bool,
-    reason: &'static str,
-    text: String,
-}
-
 async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Action> {
     let ctx = &shared.ctx;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
@@ -328,15 +314,14 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
                         .autoscalers
                         .decide(&uid, v, target, stats.as_ref(), running, now);
                 if let Some(from) = scaled.changed_from {
-                    notes.push(Note {
-                        warning: false,
-                        reason: if scaled.desired > from {
+                    notes.push(Note::normal(
+                        if scaled.desired > from {
                             "ScaledUp"
                         } else {
                             "ScaledDown"
                         },
-                        text: format!("{}: {}", v.name, scaled.reason),
-                    });
+                        format!("{}: {}", v.name, scaled.reason),
+                    ));
                 }
                 (Some(scaled.desired), None)
             }
@@ -398,7 +383,7 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
     }
     crate::status::apply::<Endpoint, _>(&ctx.client, &namespace, &name, Some(&previous), &next)
         .await?;
-    publish(ctx, &endpoint, &notes).await;
+    publish(ctx, endpoint.as_ref(), &notes).await;
     Ok(Action::requeue(if poll { POLL } else { RESYNC }))
 }
 
@@ -449,16 +434,8 @@ fn ready_transition(previous: &EndpointStatus, next: &EndpointStatus) -> Option<
     let (was, _) = ready(previous).unwrap_or((false, String::new()));
     let (is, message) = ready(next)?;
     match (was, is) {
-        (false, true) => Some(Note {
-            warning: false,
-            reason: "Ready",
-            text: message,
-        }),
-        (true, false) => Some(Note {
-            warning: true,
-            reason: "NotReady",
-            text: message,
-        }),
+        (false, true) => Some(Note::normal("Ready", message)),
+        (true, false) => Some(Note::warning("NotReady", message)),
         _ => None,
     }
 }
@@ -476,32 +453,8 @@ async fn write_blocked(
     if next.message != previous.message
         && let Blocked::Invalid(why) = blocked
     {
-        let note = Note {
-            warning: true,
-            reason: "InvalidSpec",
-            text: why.clone(),
-        };
+        let note = Note::warning("InvalidSpec", why.clone());
         publish(ctx, endpoint, &[note]).await;
     }
     crate::status::apply::<Endpoint, _>(&ctx.client, &namespace, &name, Some(previous), &next).await
-}
-
-async fn publish(ctx: &Context, endpoint: &Endpoint, notes: &[Note]) {
-    let reference = endpoint.object_ref(&());
-    for note in notes {
-        let event = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: note.reason.into(),
-            note: Some(note.text.chars().take(MAX_NOTE_CHARS).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(reason = note.reason, "publishing an event: {err}");
-        }
-    }
 }

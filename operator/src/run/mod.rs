@@ -83,13 +83,7 @@ pub async fn reconcile(plr: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
 /// Counts and logs a failed reconcile; the queue schedules the retry (`crate::queue`).
 pub fn error_policy(_plr: Arc<PipelineRun>, error: &Error, ctx: Arc<Context>) {
     tracing::warn!(error = %error, "reconcile failed");
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            reason: error.reason(),
-        })
-        .inc();
+    ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
 }
 
 fn run_ref(plr: &PipelineRun) -> Result<RunRef> {

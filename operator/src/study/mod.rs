@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
@@ -43,6 +42,7 @@ use toucan_core::tuning::{
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::notes::{Note, publish};
 use crate::queue::{self, Action, Class, Queue, QueueMetrics};
 use status::Timing;
 use trials::Template;
@@ -57,8 +57,6 @@ pub const TRIAL_LABEL: &str = "toucan.dev/trial";
 const POLL: Duration = Duration::from_secs(3);
 /// A study whose Pipeline does not exist yet is looked at again after this long.
 const MISSING_PIPELINE_RETRY: Duration = Duration::from_secs(3);
-/// The longest note an Event carries.
-const MAX_NOTE_CHARS: usize = 1000;
 
 /// The controller's own state beside the shared context.
 #[derive(Debug)]
@@ -147,40 +145,10 @@ fn error_policy(_study: Arc<TuningStudy>, error: &Error, shared: Arc<Shared>) {
     shared
         .ctx
         .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: CONTROLLER,
-            reason: error.reason(),
-        })
-        .inc();
+        .reconcile_failed(CONTROLLER, error.reason());
 }
 
 /// A user-visible happening, published as an Event on the study.
-#[derive(Clone, Debug)]
-struct Note {
-    warning: bool,
-    reason: &'static str,
-    text: String,
-}
-
-impl Note {
-    fn warning(reason: &'static str, text: String) -> Self {
-        Note {
-            warning: true,
-            reason,
-            text,
-        }
-    }
-
-    fn normal(reason: &'static str, text: String) -> Self {
-        Note {
-            warning: false,
-            reason,
-            text,
-        }
-    }
-}
-
 /// What validation found.
 enum Checked {
     /// Runnable; with the Pipeline a `pipelineRef` names, and the trials' pipeline.
@@ -422,7 +390,7 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
         &status,
     )
     .await?;
-    publish(ctx, &study, &notes).await;
+    publish(ctx, study.as_ref(), &notes).await;
 
     if end.is_some() {
         return Ok(Action::await_change());
@@ -525,24 +493,4 @@ async fn invalid(
     crate::status::apply::<TuningStudy, _>(&ctx.client, &namespace, &name, Some(previous), &status)
         .await?;
     Ok(Action::await_change())
-}
-
-async fn publish(ctx: &Context, study: &TuningStudy, notes: &[Note]) {
-    let reference = study.object_ref(&());
-    for note in notes {
-        let event = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: note.reason.into(),
-            note: Some(note.text.chars().take(MAX_NOTE_CHARS).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(reason = note.reason, "publishing an event: {err}");
-        }
-    }
 }
