@@ -108,9 +108,8 @@ pub async fn serve(
         });
     }
 
-    let mut rollout_state: Option<RolloutState> = None;
     let decision = rollout::decide(spec, None, &[], now_ms());
-    rollout_state = decision.state.or(rollout_state);
+    let mut rollout_state = decision.state;
     let mut traffic = decision.traffic;
     let config_path = request.dir.join("router.json");
     write_router_config(&config_path, &name, spec, &versions, &traffic)?;
@@ -138,7 +137,6 @@ pub async fn serve(
     );
 
     let started_at = now_ms();
-    let mut step_started = started_at;
     let mut last_status = None;
     let mut ticker = tokio::time::interval(TICK);
     loop {
@@ -223,7 +221,6 @@ pub async fn serve(
         let decision = rollout::decide(spec, rollout_state.as_ref(), &observed, now);
         if let Some(t) = decision.transition {
             eprintln!("endpoint {name}: {}: {}", t.as_str(), decision.reason);
-            step_started = now;
         }
         rollout_state = decision.state;
         traffic = decision.traffic;
@@ -271,7 +268,6 @@ pub async fn serve(
             )?;
             last_status = Some(status);
         }
-        let _ = step_started;
     }
     eprintln!("endpoint {name}: stopping");
     for version in versions {
