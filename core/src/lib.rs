@@ -17,6 +17,7 @@ pub mod expr;
 pub mod graph;
 pub mod launch;
 pub mod manifest;
+pub mod monitoring;
 pub mod records;
 pub mod schedule;
 pub mod serving;

@@ -1,0 +1,1 @@
+//! Continuous evaluation: labels joined to payload samples, and windowed quality metrics.

@@ -1,0 +1,9 @@
+//! Monitoring, pure: what toucan measures of a served model once it is live.
+//!
+//! [`evaluation`] joins labels to payload samples and computes windowed quality metrics with
+//! their confidence intervals; [`drift`] compares the inputs and predictions a model sees now
+//! with a reference and says, column by column, whether they moved. The shells feed them rows
+//! they read from the metadata store and act on what they return.
+
+pub mod drift;
+pub mod evaluation;
