@@ -51,7 +51,7 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 BENCH_N ?= 400 1000
 
-.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning bench-serving clean
+.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning bench-serving bench-drift clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -115,6 +115,13 @@ bench-tuning: target-dir ## toucan's TPE and GP samplers vs Optuna's: regret on 
 bench-serving: build ## toucan's model server, alone and behind the router, vs KServe's Python ModelServer under wrk; writes bench/results/serving.md
 	scripts/setup --torch --serving
 	bench/serving/run
+
+# Evidently (with the pandas and pyarrow it reads the Parquet tables with) goes into the venv;
+# only the toucan binary is built, in release like what ships.
+bench-drift: target-dir ## toucan drift vs Evidently's DataDriftPreset on 1M x 50 and 10k x 50: time, peak memory, every score; writes bench/results/drift.md
+	scripts/setup --monitoring
+	PATH="$(VENV_PATH)" $(CARGO) build --release $(TOUCAN_CARGO_SELECTION) --bin toucan
+	TOUCAN="$(RELEASE_BIN)/toucan" bench/drift/run
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
 	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)

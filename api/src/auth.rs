@@ -78,6 +78,15 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     /// May `principal` read the run whose pipeline is recorded as `pipeline`? Cluster runs
     /// record `NAMESPACE/PIPELINE`, so a cluster authenticator can check the namespace.
     async fn may_read(&self, principal: &Principal, pipeline: &str) -> Result<bool, AuthError>;
+
+    /// May `principal`, a user or service (not a pod of toucan's own), write labels for the
+    /// endpoint stored as `endpoint` (`NAMESPACE/NAME` in a cluster): is it a writer of that
+    /// namespace? A pipeline step of the namespace is let in by the API itself. By default
+    /// only the local runtime's [`Principal::Anyone`] may.
+    async fn may_label(&self, principal: &Principal, endpoint: &str) -> Result<bool, AuthError> {
+        let _ = endpoint;
+        Ok(matches!(principal, Principal::Anyone))
+    }
 }
 
 /// Lets every caller in: for the local runtime, whose API listens on loopback only.

@@ -15,6 +15,7 @@
 
 mod auth;
 mod checkpoints;
+mod labels;
 mod samples;
 
 pub use auth::{Anyone, AuthError, Authenticator, Principal};
@@ -97,6 +98,8 @@ fn routes() -> OpenApiRouter<ApiState> {
             checkpoints::get_checkpoint
         ))
         .routes(routes!(samples::post_samples, samples::list_samples))
+        .routes(routes!(labels::post_labels))
+        .routes(routes!(labels::get_evaluation))
 }
 
 /// The parts of the document no handler describes.
@@ -106,7 +109,8 @@ fn routes() -> OpenApiRouter<ApiState> {
         title = "toucan control-plane API",
         version = "v1",
         description = "Launcher reports, metric pushes, checkpoint pointers, payload samples \
-            from model servers, run and study reads. In a cluster every call carries a Kubernetes service-account token as a \
+            from model servers, label feedback and the continuous evaluation it feeds, run and \
+            study reads. In a cluster every call carries a Kubernetes service-account token as a \
             bearer token; a step pod may write only for its own run and step.",
     ),
     security(("bearer" = [])),

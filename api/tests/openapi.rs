@@ -232,6 +232,10 @@ fn request_sample(schema_name: &str) -> Value {
             }],
         })
         .unwrap(),
+        "LabelBatch" => json!({
+            "labels": [{"requestId": "req-1", "label": "Trouser",
+                        "labelledAt": "2026-12-05T19:00:00Z"}],
+        }),
         other => panic!("no sample body for request schema {other}: add one"),
     }
 }
@@ -461,8 +465,9 @@ fn every_request_sample_matches_its_schema() {
         seen += 1;
     }
     assert_eq!(
-        seen, 4,
-        "the report, metrics and checkpoint PUTs and the samples POST have request bodies"
+        seen, 5,
+        "the report, metrics and checkpoint PUTs and the samples and labels POSTs have request \
+         bodies"
     );
 }
 
@@ -479,7 +484,7 @@ async fn every_documented_operation_is_served_as_documented() {
     let mut ops = operations(&doc);
     // Writes first, so the reads find what they wrote.
     ops.sort_by_key(|(_, method, _)| !matches!(method.as_str(), "put" | "post"));
-    assert_eq!(ops.len(), 13);
+    assert_eq!(ops.len(), 15);
     for (path, method, op) in ops {
         let body = sample_for(&op);
         let (status, value) =

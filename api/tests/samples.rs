@@ -4,16 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use common::{app, send};
 
-use toucan_api::{Anyone, ApiState, AuthError, Authenticator, Principal, router};
-use toucan_store::metadata::{MetadataStore, SqliteStore};
+use async_trait::async_trait;
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use toucan_api::{Anyone, AuthError, Authenticator, Principal};
 
 /// `server:NS:ENDPOINT` is a model server pod of that endpoint, `reader` may read namespace
 /// `prod`, `stranger` nothing, `step` is a pipeline step pod.
@@ -47,49 +48,6 @@ impl Authenticator for Tokens {
                 && key.starts_with("prod/"),
         )
     }
-}
-
-async fn app(
-    dir: &std::path::Path,
-    auth: Arc<dyn Authenticator>,
-) -> (axum::Router, Arc<dyn MetadataStore>) {
-    let store: Arc<dyn MetadataStore> =
-        Arc::new(SqliteStore::open(&dir.join("toucan.db")).await.unwrap());
-    let app = router(ApiState {
-        store: store.clone(),
-        auth,
-        reports: None,
-    });
-    (app, store)
-}
-
-async fn send(
-    app: &axum::Router,
-    method: Method,
-    uri: &str,
-    token: &str,
-    body: Option<String>,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"));
-    if body.is_some() {
-        request = request.header(header::CONTENT_TYPE, "application/json");
-    }
-    let body = body.map_or_else(Body::empty, Body::from);
-    let response = app
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, value)
 }
 
 fn sample(request_id: &str, version: &str) -> Value {

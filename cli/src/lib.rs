@@ -41,6 +41,11 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Send images to a served model and print what it predicts.
     Predict(commands::predict::PredictArgs),
+    /// Send the right answers for served requests (a CSV of request_id,label) for continuous
+    /// evaluation.
+    Label(commands::label::LabelArgs),
+    /// Compare two tables (CSV or Parquet) column by column for data drift.
+    Drift(commands::drift::DriftArgs),
     /// Run a Pipeline on a Kubernetes cluster: store its `path:` inputs in the operator's
     /// artifact store from this machine, then create its PipelineRun.
     Submit(commands::submit::SubmitArgs),
@@ -121,10 +126,17 @@ enum GetWhat {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Endpoints served from this machine (`toucan serve`).
+    /// Endpoints served from this machine (`toucan serve`): phase, ready versions, the split
+    /// in force, the candidate being rolled out and the URL. With --cluster, the cluster's
+    /// Endpoints, newest first.
     Endpoints {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        /// With --cluster: the Endpoints of every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// The trials of a study (by id, or the newest study of that name): state, objective,
     /// parameters and run.
@@ -141,10 +153,14 @@ enum GetWhat {
 #[derive(Debug, Subcommand)]
 enum DescribeWhat {
     /// An endpoint served from this machine: versions, split, rollout, latency and errors.
+    /// With --cluster, an Endpoint of the cluster, with its conditions, its events and the
+    /// router's figures (from the operator's API).
     Endpoint {
         name: String,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// A study: its phase, best trial, parameter importances, the objective by trial as a
     /// sparkline, and every trial.
@@ -228,12 +244,32 @@ pub fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Serve(args) => commands::serve::serve(args).await,
             Command::Predict(args) => commands::predict::predict(args).await,
+            Command::Label(args) => commands::label::label(args).await,
+            Command::Drift(args) => commands::drift::drift(args),
             Command::Get {
-                what: GetWhat::Endpoints { output },
-            } => commands::serve::get_endpoints(output).await,
+                what:
+                    GetWhat::Endpoints {
+                        output,
+                        all_namespaces,
+                        cluster,
+                    },
+            } => match cluster.selected(all_namespaces) {
+                Ok(true) => cluster::get_endpoints(&cluster, all_namespaces, output).await,
+                Ok(false) => commands::serve::get_endpoints(output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Describe {
-                what: DescribeWhat::Endpoint { name, output },
-            } => commands::serve::describe_endpoint(&name, output).await,
+                what:
+                    DescribeWhat::Endpoint {
+                        name,
+                        output,
+                        cluster,
+                    },
+            } => match cluster.selected(false) {
+                Ok(true) => cluster::describe_endpoint(&cluster, &name, output).await,
+                Ok(false) => commands::serve::describe_endpoint(&name, output).await,
+                Err(e) => invalid(&e),
+            },
             Command::Submit(args) => commands::submit::submit(args).await,
             Command::Validate { files } => commands::validate::validate(&files),
             Command::Crds => commands::crds::print(),

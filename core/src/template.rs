@@ -109,25 +109,12 @@ pub enum TemplateError {
 impl Template {
     /// Parses a string. `{{ name }}` tolerates spaces inside the braces.
     pub fn parse(s: &str) -> Result<Template, TemplateError> {
-        let mut parts = Vec::new();
-        let mut rest = s;
-        let mut offset = 0;
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Literal(rest[..start].to_string()));
-            }
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else {
-                return Err(TemplateError::Unclosed { at: offset + start });
-            };
-            parts.push(Part::Ref(parse_reference(after[..end].trim())?));
-            let consumed = start + 2 + end + 2;
-            offset += consumed;
-            rest = &rest[consumed..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Literal(rest.to_string()));
-        }
+        let parts = pieces(s)
+            .map(|piece| match piece? {
+                Piece::Text(text) => Ok(Part::Literal(text.to_string())),
+                Piece::Placeholder(inner) => parse_reference(inner).map(Part::Ref),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Template { parts })
     }
 
@@ -162,6 +149,53 @@ impl Template {
         }
         out
     }
+}
+
+/// A piece of a string with placeholders: literal text, or what a `{{...}}` holds (trimmed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Splits a string into literal text and placeholders, in order, without reading what the
+/// placeholders say; an unclosed `{{` ends it with an error. The one scanner behind
+/// [`Template::parse`] and the other places placeholders are written with their own
+/// vocabulary (an Endpoint's retraining parameters name an alert's variables).
+pub fn pieces(s: &str) -> impl Iterator<Item = Result<Piece<'_>, TemplateError>> {
+    let mut rest = s;
+    let mut offset = 0;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || rest.is_empty() {
+            return None;
+        }
+        match rest.find("{{") {
+            None => {
+                let text = rest;
+                rest = "";
+                Some(Ok(Piece::Text(text)))
+            }
+            Some(start) if start > 0 => {
+                let text = &rest[..start];
+                offset += start;
+                rest = &rest[start..];
+                Some(Ok(Piece::Text(text)))
+            }
+            Some(_) => {
+                let after = &rest[2..];
+                let Some(end) = after.find("}}") else {
+                    failed = true;
+                    return Some(Err(TemplateError::Unclosed { at: offset }));
+                };
+                let inner = after[..end].trim();
+                let consumed = 2 + end + 2;
+                offset += consumed;
+                rest = &rest[consumed..];
+                Some(Ok(Piece::Placeholder(inner)))
+            }
+        }
+    })
 }
 
 fn parse_reference(text: &str) -> Result<Reference, TemplateError> {

@@ -7,8 +7,9 @@
 //! `toucan.dev/version`) is [`Principal::Server`] of that endpoint in the pod's namespace: it
 //! may ship payload samples for it alone; the endpoint's router pod (labelled
 //! `toucan.dev/component: router`) is [`Principal::Router`], which may read the endpoint's
-//! router configuration alone. Any other authenticated identity is a reader, allowed to read a run when a
-//! SubjectAccessReview says it may `get` PipelineRuns in the run's namespace. Results are kept
+//! router configuration alone. Any other authenticated identity is a reader, allowed to read a
+//! run when a SubjectAccessReview says it may `get` PipelineRuns in the run's namespace, and to
+//! send labels for an Endpoint when one says it may `update` Endpoints there. Results are kept
 //! for a short while under the token's SHA-256, so a burst of reports costs one review.
 
 use std::collections::HashMap;
@@ -188,19 +189,43 @@ impl Authenticator for ClusterAuth {
     }
 
     async fn may_read(&self, principal: &Principal, pipeline: &str) -> Result<bool, AuthError> {
+        let namespace = pipeline.split_once('/').map(|(ns, _)| ns);
+        self.may(principal, "get", "pipelineruns", namespace).await
+    }
+
+    /// Labels are feedback on an endpoint's answers: whoever may update the Endpoint (its
+    /// namespace's writers) may send them.
+    async fn may_label(&self, principal: &Principal, endpoint: &str) -> Result<bool, AuthError> {
+        let Some((namespace, _)) = endpoint.split_once('/') else {
+            return Ok(false);
+        };
+        self.may(principal, "update", "endpoints", Some(namespace))
+            .await
+    }
+}
+
+impl ClusterAuth {
+    /// Whether a reader `principal` may `verb` toucan's `resource` in `namespace` (every
+    /// namespace when `None`), by a SubjectAccessReview.
+    async fn may(
+        &self,
+        principal: &Principal,
+        verb: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<bool, AuthError> {
         let Principal::Reader { name, groups } = principal else {
             return Ok(matches!(principal, Principal::Anyone));
         };
-        let namespace = pipeline.split_once('/').map(|(ns, _)| ns.to_string());
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(name.clone()),
                 groups: Some(groups.clone()),
                 resource_attributes: Some(ResourceAttributes {
-                    namespace,
-                    verb: Some("get".into()),
+                    namespace: namespace.map(str::to_string),
+                    verb: Some(verb.into()),
                     group: Some(toucan_core::api::GROUP.into()),
-                    resource: Some("pipelineruns".into()),
+                    resource: Some(resource.into()),
                     ..ResourceAttributes::default()
                 }),
                 ..SubjectAccessReviewSpec::default()
@@ -215,9 +240,7 @@ impl Authenticator for ClusterAuth {
             .status;
         Ok(status.is_some_and(|s| s.allowed))
     }
-}
 
-impl ClusterAuth {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Principal, Instant)>> {
         self.reviewed.lock().unwrap_or_else(|p| p.into_inner())
     }

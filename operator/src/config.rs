@@ -42,6 +42,14 @@ pub struct Config {
     #[arg(long, env = "TOUCAN_LAUNCHER_IMAGE", default_value = concat!("toucan/step-base:", env!("CARGO_PKG_VERSION")))]
     pub launcher_image: String,
 
+    /// The image an Endpoint's model servers run (`toucan-worker serve`): the worker's.
+    #[arg(long, env = "TOUCAN_SERVING_IMAGE", default_value = concat!("toucan/worker:", env!("CARGO_PKG_VERSION"), "-cpu"))]
+    pub serving_image: String,
+
+    /// The image an Endpoint's router runs (`toucan-router`): the operator's own holds it.
+    #[arg(long, env = "TOUCAN_ROUTER_IMAGE", default_value = concat!("toucan/operator:", env!("CARGO_PKG_VERSION")))]
+    pub router_image: String,
+
     /// The service account step pods run as (created in a run's namespace when missing); it
     /// needs no permissions: its token only identifies the pod to the API.
     #[arg(

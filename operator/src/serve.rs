@@ -135,6 +135,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let pod_defaults = PodDefaults {
         launcher_image: config.launcher_image.clone(),
+        serving_image: config.serving_image.clone(),
+        router_image: config.router_image.clone(),
         service_account: config.step_service_account.clone(),
         api_url: config.api_url.clone(),
         artifacts: artifacts_location.clone(),

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::json;
+use toucan_core::monitoring::evaluation::{Label, LabelCounts};
 use toucan_core::records::{
     ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, DocumentKind, Phase,
     RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord, StudyRecord, TrialRecord,
@@ -82,6 +83,8 @@ store_suite!(
     studies_round_trip_list_by_name_and_change_phase,
     trials_upsert_by_index_all_or_nothing,
     samples_are_stored_once_per_request_and_listed_by_time,
+    labels_are_stored_once_corrected_and_joined_to_their_samples,
+    the_last_label_of_a_request_in_a_batch_wins,
 );
 
 // === records ===
@@ -1092,4 +1095,142 @@ async fn samples_are_stored_once_per_request_and_listed_by_time(store: Arc<dyn M
             .unwrap()
             .is_empty()
     );
+}
+
+fn label(request_id: &str, value: &str, labelled_at: i64) -> Label {
+    Label {
+        request_id: request_id.to_string(),
+        label: value.to_string(),
+        labelled_at,
+    }
+}
+
+async fn labels_are_stored_once_corrected_and_joined_to_their_samples(
+    store: Arc<dyn MetadataStore>,
+) {
+    let samples = [
+        sample("r1", "v1", 1),
+        sample("r2", "v1", 0),
+        sample("r3", "v2", 1),
+    ];
+    store.put_samples("ns/fashion", &samples, T0).await.unwrap();
+    store
+        .put_samples("ns/other", &[sample("r9", "v1", 0)], T0)
+        .await
+        .unwrap();
+
+    let first = [
+        label("r1", "class-1", T0 + 5),
+        label("r2", "class-1", T0 + 6),
+        // No such sample here (r9 is another endpoint's): not stored.
+        label("r9", "class-0", T0 + 7),
+        label("nope", "class-0", T0 + 7),
+    ];
+    assert_eq!(
+        store
+            .put_labels("ns/fashion", &first, T0 + 100)
+            .await
+            .unwrap(),
+        LabelCounts {
+            added: 2,
+            updated: 0,
+            unchanged: 0,
+            unknown: 2,
+        }
+    );
+    // Sent again: unchanged. r2 corrected: updated. r3 new: added.
+    let again = [
+        label("r1", "class-1", T0 + 50),
+        label("r2", "class-0", T0 + 60),
+        label("r3", "class-1", T0 + 70),
+    ];
+    assert_eq!(
+        store
+            .put_labels("ns/fashion", &again, T0 + 200)
+            .await
+            .unwrap(),
+        LabelCounts {
+            added: 1,
+            updated: 1,
+            unchanged: 1,
+            unknown: 0,
+        }
+    );
+    assert_eq!(
+        store.put_labels("ns/fashion", &[], T0).await.unwrap(),
+        LabelCounts::default()
+    );
+
+    let joined = store
+        .list_labelled_samples("ns/fashion", 0, 100)
+        .await
+        .unwrap();
+    type Seen<'a> = (&'a str, Option<(&'a str, i64, i64)>);
+    let seen: Vec<Seen<'_>> = joined
+        .iter()
+        .map(|s| {
+            (
+                s.sample.sample.request_id.as_str(),
+                s.label
+                    .as_ref()
+                    .map(|l| (l.label.as_str(), l.labelled_at, l.received_at)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            // Unchanged: the first copy's times are kept.
+            ("r1", Some(("class-1", T0 + 5, T0 + 100))),
+            ("r2", Some(("class-0", T0 + 60, T0 + 200))),
+            ("r3", Some(("class-1", T0 + 70, T0 + 200))),
+        ]
+    );
+    assert_eq!(joined[0].sample.sample, samples[0]);
+    assert_eq!(joined[0].label.as_ref().unwrap().endpoint, "ns/fashion");
+    // The other endpoint's sample has no label: labels are per endpoint.
+    let other = store
+        .list_labelled_samples("ns/other", 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].label, None);
+    // Since and limit as for samples.
+    assert!(
+        store
+            .list_labelled_samples("ns/fashion", T0 + 1, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .list_labelled_samples("ns/fashion", 0, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn the_last_label_of_a_request_in_a_batch_wins(store: Arc<dyn MetadataStore>) {
+    store
+        .put_samples("ns/fashion", &[sample("r1", "v1", 1)], T0)
+        .await
+        .unwrap();
+    // The same request id twice in one batch: the second is a correction of the first.
+    let counts = store
+        .put_labels(
+            "ns/fashion",
+            &[label("r1", "class-0", T0), label("r1", "class-1", T0 + 1)],
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!((counts.added, counts.updated), (1, 1));
+    let joined = store
+        .list_labelled_samples("ns/fashion", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(joined[0].label.as_ref().unwrap().label, "class-1");
 }

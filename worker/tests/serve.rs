@@ -1018,6 +1018,17 @@ fn sampled_requests_reach_the_sink_with_their_ids_stats_and_attributes() {
     assert!(server.terminate().success());
 }
 
+/// Resident memory of the process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
 #[test]
 fn an_unreachable_sink_drops_samples_and_requests_still_succeed() {
     let f = fixture();
@@ -1047,6 +1058,64 @@ fn an_unreachable_sink_drops_samples_and_requests_still_succeed() {
         0.0
     );
     assert!(server.log.lock().unwrap().contains("dropped"));
+}
+
+/// A sink that takes connections and never answers: the worst a slow sink can do. Every
+/// request is sampled with its input, the queue fills and stays full, and the server's memory
+/// stays where it was while the drops are counted.
+#[test]
+fn a_sink_that_never_answers_leaves_memory_flat_and_counts_the_drops() {
+    let f = fixture();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let server = Server::start(&[
+        "--sample-rate",
+        "1",
+        "--sample-inputs",
+        "--sample-sink",
+        &sink,
+        "--sample-queue",
+        "64",
+    ]);
+    let url = server.url(&format!("/v1/models/{NAME}:predict"));
+    // 32 instances a request, each sampled with its input: about 100 KB a sample.
+    let body = json!({ "instances": vec![nested(&f.pixels[0]); 32] }).to_string();
+    let send = |from: usize, to: usize| {
+        for i in from..to {
+            let id = format!("slow-{i}");
+            let (status, _, _) = post(&url, &[("x-request-id", id.as_str())], body.as_bytes());
+            assert_eq!(status, 200);
+        }
+    };
+    // Warm up: the queue fills, the allocator settles.
+    send(0, 200);
+    let before = rss(server.child.id());
+    send(200, 1200);
+    let after = rss(server.child.id());
+    // 1,000 samples with their inputs kept would take about 100 MiB; a bounded queue, none.
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 16 << 20,
+        "resident memory grew by {grown} bytes over 1,000 requests ({before} -> {after})"
+    );
+    // Most are dropped and counted: the others wait in the queue (64) or in the batch in
+    // hand, or were given up at the sink's timeout (counted once it passes).
+    let m = server.metrics();
+    let dropped = metric(
+        &m,
+        r#"toucan_serve_sample_drops_total{reason="queue_full"}"#,
+    ) + metric(
+        &m,
+        r#"toucan_serve_sample_drops_total{reason="sink_error"}"#,
+    );
+    assert!(dropped >= 800.0, "dropped {dropped}\n{m}");
+    assert_eq!(metric(&m, "toucan_serve_samples_shipped_total"), 0.0);
 }
 
 #[test]

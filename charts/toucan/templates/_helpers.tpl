@@ -72,6 +72,10 @@ app.kubernetes.io/component: postgresql
 {{- printf "%s:%s" .Values.image.launcher.repository (default .Chart.AppVersion .Values.image.launcher.tag) }}
 {{- end }}
 
+{{- define "toucan.servingImage" -}}
+{{- printf "%s:%s" .Values.image.serving.repository (default (printf "%s-cpu" .Chart.AppVersion) .Values.image.serving.tag) }}
+{{- end }}
+
 {{- define "toucan.apiUrl" -}}
 {{- default (printf "http://%s.%s.svc:%v" (include "toucan.fullname" .) .Release.Namespace .Values.api.port) .Values.api.url }}
 {{- end }}

@@ -125,6 +125,20 @@ impl OperatorApi {
         self.get("/api/v1/studies", study_id).await
     }
 
+    /// An Endpoint's router figures over the last minute, asked of its router by the operator.
+    pub async fn endpoint_stats(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<toucan_router::admin::EndpointStats, ApiError> {
+        let dir = format!(
+            "/api/v1/namespaces/{}/endpoints/{}",
+            path_segment(namespace),
+            path_segment(name)
+        );
+        self.get(&dir, "stats").await
+    }
+
     /// The metric series a step pushed.
     pub async fn metrics(&self, run_id: &str, node: &str) -> Result<MetricSeries, ApiError> {
         let dir = format!(

@@ -2,8 +2,10 @@
 
 pub mod cache;
 pub mod crds;
+pub mod drift;
 pub mod inspect;
 pub mod jobs;
+pub mod label;
 pub mod predict;
 pub mod replica;
 pub mod run;

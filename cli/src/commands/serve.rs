@@ -216,46 +216,71 @@ async fn output_step(
 
 // === get endpoints, describe endpoint ===
 
+/// One line of `get endpoints`, local or from a cluster.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EndpointRow<'a> {
-    name: &'a str,
-    phase: String,
-    url: Option<&'a str>,
-    traffic: Option<&'a str>,
-    ready: Option<&'a str>,
+pub struct EndpointRow<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub phase: String,
+    pub url: Option<&'a str>,
+    pub traffic: Option<&'a str>,
+    pub ready: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<&'a str>,
 }
 
 pub async fn get_endpoints(format: Format) -> anyhow::Result<Outcome> {
     let home = Home::locate();
     let endpoints = endpoint::read_all(&home.root)?;
     let rows: Vec<EndpointRow> = endpoints.iter().map(row).collect();
+    print_endpoints(&rows, false, format)?;
+    Ok(Outcome::Success)
+}
+
+/// Prints `get endpoints` rows as a table (with a namespace column for `--all-namespaces`)
+/// or as data.
+pub fn print_endpoints(
+    rows: &[EndpointRow],
+    all_namespaces: bool,
+    format: Format,
+) -> anyhow::Result<()> {
     match format {
-        Format::Table => println!(
-            "{}",
-            output::table(
-                &["NAME", "PHASE", "READY", "TRAFFIC", "URL"],
-                rows.iter()
-                    .map(|r| {
-                        vec![
-                            r.name.to_string(),
-                            r.phase.clone(),
-                            r.ready.unwrap_or("-").to_string(),
-                            r.traffic.unwrap_or("-").to_string(),
-                            r.url.unwrap_or("-").to_string(),
-                        ]
-                    })
-                    .collect(),
-            )
-        ),
+        Format::Table => {
+            let mut header = vec!["NAME", "PHASE", "READY", "TRAFFIC", "CANDIDATE", "URL"];
+            if all_namespaces {
+                header.insert(0, "NAMESPACE");
+            }
+            let dash = |s: Option<&str>| s.unwrap_or("-").to_string();
+            let lines = rows
+                .iter()
+                .map(|r| {
+                    let mut line = vec![
+                        r.name.to_string(),
+                        r.phase.clone(),
+                        dash(r.ready),
+                        dash(r.traffic),
+                        dash(r.candidate),
+                        dash(r.url),
+                    ];
+                    if all_namespaces {
+                        line.insert(0, dash(r.namespace));
+                    }
+                    line
+                })
+                .collect();
+            println!("{}", output::table(&header, lines));
+        }
         format => output::print_structured(format, &rows)?,
     }
-    Ok(Outcome::Success)
+    Ok(())
 }
 
 fn row(e: &LocalEndpoint) -> EndpointRow<'_> {
     let serving = e.serving();
     EndpointRow {
+        namespace: None,
         name: &e.name,
         phase: if serving {
             e.status.phase.clone().unwrap_or_default()
@@ -265,6 +290,7 @@ fn row(e: &LocalEndpoint) -> EndpointRow<'_> {
         url: e.status.url.as_deref().filter(|_| serving),
         traffic: e.status.traffic_summary.as_deref(),
         ready: e.status.ready.as_deref(),
+        candidate: e.status.rollout.as_ref().map(|r| r.candidate.as_str()),
     }
 }
 
@@ -298,26 +324,50 @@ pub async fn describe_endpoint(name: &str, format: Format) -> anyhow::Result<Out
         stats,
     };
     match format {
-        Format::Table => print!("{}", describe_text(&detail)),
+        Format::Table => print!(
+            "{}",
+            describe_text(&EndpointView {
+                name: &e.name,
+                phase: if serving {
+                    e.status.phase.as_deref().unwrap_or("-")
+                } else {
+                    "Stopped"
+                },
+                status: &e.status,
+                started_at: Some(e.started_at),
+                restarts: &e.restarts,
+                stats: detail.stats.as_ref(),
+                events: &[],
+            })
+        ),
         format => output::print_structured(format, &detail)?,
     }
     Ok(Outcome::Success)
 }
 
-fn describe_text(d: &EndpointDetail) -> String {
-    let e = d.endpoint;
-    let s = &e.status;
+/// What `describe endpoint` shows, wherever the endpoint runs.
+pub struct EndpointView<'a> {
+    pub name: &'a str,
+    pub phase: &'a str,
+    pub status: &'a toucan_core::api::EndpointStatus,
+    pub started_at: Option<toucan_core::records::Millis>,
+    /// Replicas of each version that exited and were started again.
+    pub restarts: &'a BTreeMap<String, u32>,
+    /// The router's figures, when it could be asked.
+    pub stats: Option<&'a toucan_router::admin::EndpointStats>,
+    /// Recent events (`REASON: message`), newest last.
+    pub events: &'a [String],
+}
+
+pub fn describe_text(d: &EndpointView) -> String {
+    let s = d.status;
     let mut out = format!(
         "Name:     {}\nPhase:    {}\nURL:      {}\nTraffic:  {}\nStarted:  {}\n",
-        e.name,
-        if d.serving {
-            s.phase.as_deref().unwrap_or("-")
-        } else {
-            "Stopped"
-        },
+        d.name,
+        d.phase,
         s.url.as_deref().unwrap_or("-"),
         s.traffic_summary.as_deref().unwrap_or("-"),
-        output::timestamp(e.started_at),
+        d.started_at.map_or("-".into(), output::timestamp),
     );
     if let Some(r) = &s.rollout {
         out.push_str(&format!(
@@ -331,7 +381,10 @@ fn describe_text(d: &EndpointDetail) -> String {
                 .unwrap_or_default()
         ));
     }
-    let figures = |name: &str| d.stats.as_ref().and_then(|s| s.versions.get(name));
+    if let Some(m) = &s.message {
+        out.push_str(&format!("Message:  {m}\n"));
+    }
+    let figures = |name: &str| d.stats.and_then(|s| s.versions.get(name));
     let rows = s
         .versions
         .iter()
@@ -352,7 +405,7 @@ fn describe_text(d: &EndpointDetail) -> String {
                 }),
                 ms(f.and_then(|f| f.latency_ms.p50)),
                 ms(f.and_then(|f| f.latency_ms.p99)),
-                e.restarts.get(&v.name).copied().unwrap_or(0).to_string(),
+                d.restarts.get(&v.name).copied().unwrap_or(0).to_string(),
                 v.model_digest.clone().unwrap_or_default(),
             ]
         })
@@ -364,5 +417,17 @@ fn describe_text(d: &EndpointDetail) -> String {
         rows,
     ));
     out.push('\n');
+    if !s.conditions.is_empty() {
+        out.push_str("Conditions:\n");
+        for c in &s.conditions {
+            out.push_str(&format!("  {} {}: {}\n", c.type_, c.status, c.message));
+        }
+    }
+    if !d.events.is_empty() {
+        out.push_str("Events:\n");
+        for e in d.events {
+            out.push_str(&format!("  {e}\n"));
+        }
+    }
     out
 }

@@ -8,6 +8,8 @@
 //! force ([`crate::serving::traffic`]), each version's replica count
 //! ([`crate::serving::autoscale`]) and the rollout's next step
 //! ([`crate::serving::rollout`]); the manifest checks are [`crate::manifest::check_endpoint`].
+//! `spec.monitoring` (evaluation, drift, their alerts and retraining) is read by
+//! [`crate::monitoring::spec`], and its Prometheus rules are [`crate::monitoring::rules`]'s.
 //!
 //! The status is bounded: one entry per version (at most [`MAX_VERSIONS`]), the traffic in
 //! force, the rollout's current step and a few conditions. Per-request detail (samples,
@@ -18,7 +20,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Resources, schema};
+use super::{ParamValue, PipelineRef, Resources, schema};
 use crate::duration::Duration;
 
 /// The most versions an Endpoint may declare: a router splitting among more is not a rollout
@@ -70,6 +72,10 @@ pub struct EndpointSpec {
     /// The router's per-endpoint settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSpec>,
+    /// Continuous evaluation, drift detection, the alerts they raise and the retraining
+    /// those alerts start. Needs `sampling`: it watches the sampled requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
 }
 
 /// One version of the model.
@@ -170,6 +176,11 @@ pub struct AutoscalingSpec {
 pub struct ConcurrencyTarget {
     /// In-flight requests per replica to aim at; at least 1.
     pub concurrency: u32,
+    /// The stable window the average load is taken over, 6s to 1h (Knative's
+    /// `autoscaling.knative.dev/window`); `60s` when omitted. The panic window is a tenth of
+    /// it, and a version scales down at the earliest one window after its load fell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
 }
 
 /// A HorizontalPodAutoscaler's target.
@@ -280,6 +291,274 @@ pub struct RouterSpec {
     /// 0 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+}
+
+// === monitoring ===
+
+/// What toucan watches once the endpoint serves, and what it does about it. Every threshold
+/// here is also a rule of the endpoint's generated Prometheus alerts
+/// (`toucan_core::monitoring::rules`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MonitoringSpec {
+    /// Groups of requests evaluated and compared on their own as well as together, each named
+    /// by a request header or a sample attribute (at most 8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slices: Vec<SliceSpec>,
+    /// Whether the inputs and predictions the model sees now moved away from a reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftMonitoring>,
+    /// Quality metrics over labelled samples, with floors that alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<EvaluationMonitoring>,
+    /// The pipeline an alert runs to train a new model, and how that model is rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain: Option<RetrainSpec>,
+}
+
+/// A slice: the requests that share one value of a header or attribute.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SliceSpec {
+    /// The slice's name, unique in the endpoint (a lowercase identifier, `source`): the
+    /// metrics' `slice` label is `NAME=VALUE`.
+    pub name: String,
+    /// Where each request's value comes from: `header.NAME` (a request header, recorded with
+    /// the sample) or `attribute.NAME` (an attribute the caller attached to the sample).
+    pub from: String,
+}
+
+/// Drift detection: each feature of the current window against the reference, with an alert
+/// only where the sample is large enough, the effect is large enough and the finding survives
+/// the false discovery rate control across features and slices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftMonitoring {
+    /// What the current window is compared with.
+    pub reference: DriftReference,
+    /// The sliding window of production samples compared with the reference; `1h` when
+    /// omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// The fewest samples in the window before a feature can drift; at least 1, 500 when
+    /// omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u32>,
+    /// The smallest effect (the test's distance, or for a p-value test its statistic) that
+    /// counts as drift, however small the p-value; greater than 0, `0.1` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_size: Option<f64>,
+    /// The false discovery rate Benjamini-Hochberg holds across every feature and slice, a
+    /// fraction in (0, 1); `0.05` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdr: Option<f64>,
+    /// The features compared, by name: `width`, `height`, `channels`, `brightness`,
+    /// `contrast`, `channel_means`, `sharpness` (the input statistics the server records) and
+    /// `prediction` (the predicted class distribution). Every one when omitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// How long drift must hold before its alert fires, and how long the alert keeps firing
+    /// after it stops; `15m` when omitted.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Duration>,
+}
+
+/// The reference of drift detection: a dataset a pipeline step produced (its statistics, as
+/// the ingest step's dataset card records them) or a window of past production samples,
+/// exactly one. One structural object rather than an enum, so that the CRD schema stays
+/// structural; the one form is checked when the manifest is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftReference {
+    /// The output artifact of a pipeline step, typically the training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<ArtifactSource>,
+    /// A period of the endpoint's own sampled requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<TimeRange>,
+}
+
+/// The output artifact of one step of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArtifactSource {
+    /// The run (a PipelineRun's name, or locally a run id or a pipeline's name for its newest
+    /// run).
+    pub run: String,
+    /// The step of that run.
+    pub step: String,
+    /// The step's output artifact.
+    pub artifact: String,
+}
+
+/// A period of time, `start` before `end`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeRange {
+    /// RFC 3339 (`2025-01-31T00:00:00Z`), included.
+    pub start: String,
+    /// RFC 3339, excluded.
+    pub end: String,
+}
+
+/// Continuous evaluation: predictions joined to the labels that come back, scored per
+/// version and slice over tumbling windows, each figure with a confidence interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvaluationMonitoring {
+    /// The tumbling window the metrics are computed over; `1h` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// How late a label may arrive: a window is scored this long after it closes; `10m`
+    /// when omitted, `0s` scores it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maturity: Option<Duration>,
+    /// Bounds a live metric must keep; each one's breach is an alert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floors: Vec<MetricFloor>,
+    /// How long a breach (of a floor, or a regression against the previous version) must
+    /// hold before its alert fires, and how long the alert keeps firing after it ends; `15m`
+    /// when omitted.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Duration>,
+}
+
+/// A bound on one live metric: `min` for a metric where higher is better, `max` for one where
+/// lower is better.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricFloor {
+    /// The metric bounded.
+    pub metric: EvaluationMetric,
+    /// The lowest acceptable value (`accuracy`, `macro_f1`, `macro_precision`,
+    /// `macro_recall`), a fraction from 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The highest acceptable value (`log_loss`, at least 0; `ece`, a fraction from 0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// A quality metric of continuous evaluation, as the metrics' `metric` label names it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EvaluationMetric {
+    /// Correct predictions over labelled ones; higher is better.
+    Accuracy,
+    /// The unweighted mean of the classes' F1 scores; higher is better.
+    MacroF1,
+    /// The unweighted mean of the classes' precisions; higher is better.
+    MacroPrecision,
+    /// The unweighted mean of the classes' recalls; higher is better.
+    MacroRecall,
+    /// The mean negative log-probability of the true class; lower is better.
+    LogLoss,
+    /// Expected calibration error; lower is better.
+    Ece,
+}
+
+impl EvaluationMetric {
+    /// Every metric, in the order messages list them.
+    pub const ALL: [EvaluationMetric; 6] = [
+        EvaluationMetric::Accuracy,
+        EvaluationMetric::MacroF1,
+        EvaluationMetric::MacroPrecision,
+        EvaluationMetric::MacroRecall,
+        EvaluationMetric::LogLoss,
+        EvaluationMetric::Ece,
+    ];
+
+    /// The name as written in manifests and in the metrics' `metric` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvaluationMetric::Accuracy => "accuracy",
+            EvaluationMetric::MacroF1 => "macro_f1",
+            EvaluationMetric::MacroPrecision => "macro_precision",
+            EvaluationMetric::MacroRecall => "macro_recall",
+            EvaluationMetric::LogLoss => "log_loss",
+            EvaluationMetric::Ece => "ece",
+        }
+    }
+
+    /// Whether a larger value is a better model.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, EvaluationMetric::LogLoss | EvaluationMetric::Ece)
+    }
+
+    /// Whether the value is a fraction from 0 to 1 (every metric but the log loss).
+    pub fn is_fraction(self) -> bool {
+        self != EvaluationMetric::LogLoss
+    }
+}
+
+/// Retraining: on a drift or evaluation alert, a run of a pipeline, whose exported model is
+/// then rolled out as a candidate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrainSpec {
+    /// The Pipeline run, in the endpoint's namespace (locally, a pipeline's name).
+    pub pipeline_ref: PipelineRef,
+    /// Parameter values of the run. A string may use the alert's variables:
+    /// `{{alert.window.samples}}` (the labelled production samples of the alerting window, as
+    /// a dataset), `{{alert.window.start}}`, `{{alert.window.end}}` (RFC 3339) and
+    /// `{{alert.reason}}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ParamValue>,
+    /// The least time between two retraining runs; `6h` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Duration>,
+    /// The most retraining runs started in any 24 hours; at least 1, 2 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_day: Option<u32>,
+    /// How the retrained model is rolled out; a guarded rollout with the default steps and
+    /// no gates but the evaluation's floors when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<PromoteSpec>,
+}
+
+/// How a retrained model becomes the served one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromoteSpec {
+    /// A stepwise rollout of the new model as the candidate against the version serving now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<PromoteRollout>,
+}
+
+/// The rollout of a retrained model: `spec.rollout`'s steps, held for `interval` each, and
+/// gates on live evaluation metrics against the incumbent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromoteRollout {
+    /// The candidate's successive weights, strictly increasing, ending at 100;
+    /// `[10, 25, 50, 100]` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
+    /// How long each step is held; the evaluation's window plus its maturity when omitted,
+    /// so that each step is judged on one matured window of labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Conditions on the candidate's live metrics against the incumbent's; every one must
+    /// hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<EvaluationGate>,
+    /// What a failing gate does; `Rollback` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+}
+
+/// A candidate's live metric against the incumbent's over the same step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvaluationGate {
+    /// The metric compared.
+    pub metric: EvaluationMetric,
+    /// The least improvement over the incumbent that passes, in the metric's unit and in its
+    /// better direction (for `log_loss` and `ece`, how much lower): `0.0` passes a candidate
+    /// as good as the incumbent, `-0.01` one at most 0.01 worse.
+    pub min_delta: f64,
 }
 
 // === status ===

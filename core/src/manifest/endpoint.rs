@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use super::monitoring::check_monitoring;
 use super::names::{check_identifier, check_label, check_object_name, check_step_name};
 use super::quantity::parse_quantity;
 use super::schema_check::{Finding, join};
@@ -17,6 +18,9 @@ use crate::echo::quote;
 use crate::serving::spec::{MAX_BATCH_DELAY_MS, MAX_ROUTER_RETRIES, ModelSource};
 use crate::serving::traffic::declared_traffic;
 use crate::suggest;
+
+/// A version of this name would take the router's Deployment name in a cluster.
+pub const RESERVED_VERSION: &str = "router";
 
 /// Every problem with an Endpoint's spec, at its field path.
 pub fn check_endpoint(spec: &EndpointSpec, source: &Source) -> Vec<Diagnostic> {
@@ -117,6 +121,19 @@ pub fn check_endpoint(spec: &EndpointSpec, source: &Source) -> Vec<Diagnostic> {
                 "must be at least 1 in-flight request per replica".into(),
             ));
         }
+        if let Some(window) = autoscaling.target.as_ref().and_then(|t| t.window.as_ref()) {
+            let ms = window.get().as_millis();
+            let (low, high) = (
+                crate::serving::autoscale::MIN_STABLE_WINDOW_MS as u128,
+                crate::serving::autoscale::MAX_STABLE_WINDOW_MS as u128,
+            );
+            if !(low..=high).contains(&ms) {
+                out.push((
+                    "spec.autoscaling.target.window".into(),
+                    format!("{window} is not between 6s and 1h"),
+                ));
+            }
+        }
         if let Some(hpa) = &autoscaling.hpa
             && !(1..=100).contains(&hpa.cpu_utilization)
         {
@@ -178,6 +195,9 @@ pub fn check_endpoint(spec: &EndpointSpec, source: &Source) -> Vec<Diagnostic> {
             ));
         }
     }
+    if let Some(monitoring) = &spec.monitoring {
+        check_monitoring(spec, monitoring, &mut out);
+    }
     out.into_iter()
         .map(|(path, message)| Diagnostic::new(source, path, message))
         .collect()
@@ -208,6 +228,14 @@ fn check_versions<'a>(
         let path = format!("spec.versions[{i}]");
         match check_label("version", &version.name) {
             Err(message) => out.push((join(&path, "name"), message)),
+            Ok(()) if version.name == RESERVED_VERSION => out.push((
+                join(&path, "name"),
+                format!(
+                    "{} is the router's name (its Deployment is NAME-router): name the version \
+                     otherwise",
+                    quote(&version.name)
+                ),
+            )),
             Ok(()) => {
                 if let Some(first) = names.insert(version.name.as_str(), i) {
                     out.push((
@@ -306,34 +334,7 @@ fn check_rollout(
         ));
     }
     if let Some(steps) = &rollout.steps {
-        if steps.is_empty() {
-            out.push((
-                "spec.rollout.steps".into(),
-                "give at least one step, the last 100 (or omit steps for 10, 25, 50, 100)".into(),
-            ));
-        }
-        for (i, weight) in steps.iter().enumerate() {
-            let path = format!("spec.rollout.steps[{i}]");
-            if !(1..=100).contains(weight) {
-                out.push((path, format!("{weight} is not a percentage from 1 to 100")));
-            } else if i > 0 && steps[i - 1] >= *weight {
-                out.push((
-                    path,
-                    format!(
-                        "{weight} does not follow {}: steps must increase",
-                        steps[i - 1]
-                    ),
-                ));
-            }
-        }
-        if let Some(last) = steps.last()
-            && *last != 100
-        {
-            out.push((
-                "spec.rollout.steps".into(),
-                format!("the last step is {last}: end at 100, where the candidate is promoted"),
-            ));
-        }
+        check_steps("spec.rollout.steps", steps, out);
     }
     if rollout.interval.get().is_zero() {
         out.push((
@@ -365,6 +366,39 @@ fn check_rollout(
     }
 }
 
+/// A rollout's steps (at `path`): at least one, each a percentage above the one before,
+/// the last 100.
+pub(super) fn check_steps(path: &str, steps: &[u32], out: &mut Vec<Finding>) {
+    if steps.is_empty() {
+        out.push((
+            path.to_string(),
+            "give at least one step, the last 100 (or omit steps for 10, 25, 50, 100)".into(),
+        ));
+    }
+    for (i, weight) in steps.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        if !(1..=100).contains(weight) {
+            out.push((at, format!("{weight} is not a percentage from 1 to 100")));
+        } else if i > 0 && steps[i - 1] >= *weight {
+            out.push((
+                at,
+                format!(
+                    "{weight} does not follow {}: steps must increase",
+                    steps[i - 1]
+                ),
+            ));
+        }
+    }
+    if let Some(last) = steps.last()
+        && *last != 100
+    {
+        out.push((
+            path.to_string(),
+            format!("the last step is {last}: end at 100, where the candidate is promoted"),
+        ));
+    }
+}
+
 /// The message for a weight or percentage above 100.
 fn percent_message(value: u32) -> String {
     format!("{value} is not a percentage from 0 to 100")
@@ -379,7 +413,7 @@ fn unknown_version(name: &str, names: &BTreeMap<&str, usize>) -> String {
 }
 
 /// An HTTP header name (an RFC 9110 token).
-fn check_header(name: &str) -> Result<(), String> {
+pub(super) fn check_header(name: &str) -> Result<(), String> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if !name.is_empty() && name.chars().all(token) {
         Ok(())

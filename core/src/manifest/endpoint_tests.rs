@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::*;
-use crate::api::{GateMetric, OnFailure};
+use crate::api::{EvaluationMetric, GateMetric, OnFailure};
+use crate::monitoring::spec::{FloorBound, SliceSource};
 use crate::serving::spec::{AutoscalingPolicy, GateThreshold, ModelSource};
 use crate::serving::traffic::effective_traffic;
 
@@ -32,6 +33,35 @@ spec:
     onFailure: Rollback
   sampling: {rate: 0.05, inputs: false, attributes: [x-source]}
   router: {stickyHeader: x-user, retries: 2}
+  monitoring:
+    slices: [{name: source, from: header.x-source}, {name: region, from: attribute.region}]
+    drift:
+      reference: {dataset: {run: fashion-abc12, step: ingest, artifact: dataset}}
+      window: 1h
+      minSamples: 500
+      effectSize: 0.1
+      fdr: 0.05
+      features: [brightness, contrast, prediction]
+      for: 10m
+    evaluation:
+      window: 1h
+      maturity: 10m
+      floors: [{metric: accuracy, min: 0.85}, {metric: log_loss, max: 0.6}]
+      for: 5m
+    retrain:
+      pipelineRef: {name: fashion-mnist}
+      params:
+        - {name: extra_data, value: "{{alert.window.samples}}"}
+        - {name: note, value: "retrained on {{ alert.reason }} ({{alert.window.start}} to {{alert.window.end}})"}
+        - {name: epochs, value: 3}
+      cooldown: 6h
+      maxPerDay: 2
+      promote:
+        rollout:
+          steps: [10, 50, 100]
+          interval: 2h
+          gates: [{metric: accuracy, minDelta: 0.0}, {metric: ece, minDelta: -0.01}]
+          onFailure: Rollback
 "#;
 
 /// Writes `text` to `endpoint.yaml` in a new directory and loads it; diagnostics are
@@ -105,6 +135,21 @@ fn an_endpoint_with_every_field_loads() {
         effective_traffic(spec, None),
         [("v1".to_string(), 90), ("v2".to_string(), 10)]
     );
+    let monitoring = spec.monitoring.as_ref().unwrap();
+    assert_eq!(
+        monitoring.slices[0].source(),
+        Ok(SliceSource::Header("x-source".into()))
+    );
+    let drift = monitoring.drift.as_ref().unwrap();
+    assert_eq!(drift.features(), ["brightness", "contrast", "prediction"]);
+    assert_eq!(drift.hold_ms(), 600_000);
+    let evaluation = monitoring.evaluation.as_ref().unwrap();
+    assert_eq!(evaluation.floors[1].bound(), Ok(FloorBound::Max(0.6)));
+    let retrain = monitoring.retrain.as_ref().unwrap();
+    assert_eq!(retrain.cooldown_ms(), 6 * 3_600_000);
+    let promote = retrain.promote.as_ref().unwrap().rollout.as_ref().unwrap();
+    assert_eq!(promote.steps(), [10, 50, 100]);
+    assert_eq!(promote.gates[1].metric, EvaluationMetric::Ece);
     // It is no pipeline to run, and `select` says so.
     let refused = select(&docs).unwrap_err();
     assert_eq!(
@@ -172,6 +217,7 @@ fn versions_are_named_once_and_name_one_model() {
     - {name: v2, model: {digest: "sha256:abc"}}
     - {name: v3, model: {}}
     - {name: v4, model: {run: Fashion, step: "export step", artifact: "1bundle"}}
+    - {name: router, model: {digest: "sha256:abc"}}
 "#;
     assert_eq!(
         errors(spec),
@@ -193,6 +239,10 @@ fn versions_are_named_once_and_name_one_model() {
              lowercase letters, digits, \"-\" and \"_\", starting with a letter or digit",
             "spec.versions[4].model.artifact: invalid artifact name \"1bundle\": use letters, \
              digits, \"-\" and \"_\", starting with a letter or \"_\"",
+            "spec.versions[5].name: \"router\" is the router's name (its Deployment is \
+             NAME-router): name the version otherwise",
+            "spec.versions[5].model.digest: invalid digest \"sha256:abc\": write sha256: and 64 \
+             lowercase hexadecimal digits",
         ])
     );
     assert_eq!(
@@ -213,7 +263,7 @@ fn numbers_are_within_their_ranges() {
       resources: {{cpu: lots}}
   shadow: {{version: v1, percent: 101}}
   batching: {{maxBatchSize: 0, maxDelay: 2s}}
-  autoscaling: {{target: {{concurrency: 0}}, hpa: {{cpuUtilization: 150}}}}
+  autoscaling: {{target: {{concurrency: 0, window: 2s}}, hpa: {{cpuUtilization: 150}}}}
   sampling: {{rate: 1.5, attributes: [x-source, "bad header", X-Source]}}
   router: {{stickyHeader: "x user", retries: 11}}
 "#
@@ -236,6 +286,7 @@ fn numbers_are_within_their_ranges() {
             "spec.autoscaling: gives both target and hpa: give one",
             "spec.autoscaling.target.concurrency: must be at least 1 in-flight request per \
              replica",
+            "spec.autoscaling.target.window: 2s is not between 6s and 1h",
             "spec.autoscaling.hpa.cpuUtilization: 150 is not a percentage from 1 to 100",
             "spec.sampling.rate: 1.5 is not a fraction from 0 to 1 (0.05 records one request in \
              twenty)",
@@ -364,5 +415,212 @@ fn two_endpoints_of_one_name_are_refused() {
         [
             "endpoint.yaml[1] metadata.name: duplicate Endpoint \"fashion\" (also in endpoint.yaml[0])"
         ]
+    );
+}
+
+/// An endpoint with one version, sampled, and `monitoring` (YAML, indented under it).
+fn monitored(monitoring: &str) -> String {
+    format!(
+        "spec:\n  versions: [{{name: v1, model: {{digest: \"{DIGEST}\"}}}}]\n  sampling: {{rate: \
+         0.1}}\n  monitoring:\n{monitoring}"
+    )
+}
+
+#[test]
+fn monitoring_thresholds_are_within_their_ranges() {
+    let spec = monitored(
+        r#"    slices:
+      - {name: source, from: header.x-source}
+      - {name: source, from: "header.x source"}
+      - {name: Region, from: attribute.1st}
+      - {name: device, from: cookie.device}
+    drift:
+      reference: {dataset: {run: fashion-abc12, step: ingest, artifact: dataset}}
+      window: 0s
+      minSamples: 0
+      effectSize: 0
+      fdr: 1.5
+      features: [brightness, brightnes, brightness]
+    evaluation:
+      window: 0s
+      floors:
+        - {metric: accuracy, min: 1.5}
+        - {metric: log_loss, min: 0.5}
+        - {metric: accuracy, min: 0.8}
+        - {metric: macro_f1, min: 0.5, max: 0.9}
+        - {metric: ece, max: 0.1}
+"#,
+    );
+    assert_eq!(
+        errors(&spec),
+        at(&[
+            "spec.monitoring.slices[1].name: duplicate slice name \"source\" (also slices[0])",
+            "spec.monitoring.slices[1].from: invalid header name \"x source\": use letters, \
+             digits and -, e.g. x-user",
+            "spec.monitoring.slices[2].from: invalid attribute name \"1st\": use letters, \
+             digits, \"-\" and \"_\", starting with a letter or \"_\"",
+            "spec.monitoring.slices[3].from: \"cookie.device\" names no source: write \
+             header.NAME (a request header) or attribute.NAME (a sample attribute)",
+            "spec.monitoring.drift.window: must be positive: the current samples are taken over \
+             this window",
+            "spec.monitoring.drift.minSamples: must be at least 1: a feature cannot drift on no \
+             samples",
+            "spec.monitoring.drift.effectSize: 0 is not above 0: the smallest effect that counts \
+             as drift",
+            "spec.monitoring.drift.fdr: 1.5 is not a fraction in (0, 1)",
+            "spec.monitoring.drift.features[1]: unknown feature \"brightnes\" (did you mean \
+             \"brightness\"?)",
+            "spec.monitoring.drift.features[2]: \"brightness\" is listed twice (also \
+             features[0])",
+            "spec.monitoring.evaluation.window: must be positive: metrics are computed over \
+             windows this long",
+            "spec.monitoring.evaluation.floors[0].min: 1.5 is not a fraction from 0 to 1",
+            "spec.monitoring.evaluation.floors[1].min: log_loss is better when lower, so a floor \
+             on it is a max: write max: 0.5",
+            "spec.monitoring.evaluation.floors[2].metric: a second accuracy floor (also \
+             floors[0]): give each metric one bound",
+            "spec.monitoring.evaluation.floors[3]: gives both min and max: bound macro_f1 on \
+             one side",
+        ])
+    );
+}
+
+#[test]
+fn a_drift_reference_gives_a_dataset_or_a_window() {
+    let reference = |reference: &str| {
+        errors(&monitored(&format!(
+            "    drift: {{reference: {reference}}}\n"
+        )))
+    };
+    assert_eq!(
+        reference("{}"),
+        at(&[
+            "spec.monitoring.drift.reference: gives neither dataset ({run, step, artifact}) nor \
+             window ({start, end}): give one"
+        ])
+    );
+    assert_eq!(
+        reference(
+            "{dataset: {run: r, step: ingest, artifact: dataset}, window: {start: \
+             \"2025-01-01T00:00:00Z\", end: \"2025-01-02T00:00:00Z\"}}"
+        ),
+        at(&[
+            "spec.monitoring.drift.reference: gives both dataset and window: compare with a \
+             dataset or with a window of production samples, not both"
+        ])
+    );
+    assert_eq!(
+        reference("{window: {start: \"2025-01-02T00:00:00Z\", end: \"2025-01-01T00:00:00Z\"}}"),
+        at(&[
+            "spec.monitoring.drift.reference.window.end: \"2025-01-01T00:00:00Z\" is not after \
+             start (\"2025-01-02T00:00:00Z\")"
+        ])
+    );
+    let unreadable = reference("{window: {start: yesterday, end: \"2025-01-01T00:00:00Z\"}}");
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert!(
+        unreadable[0].starts_with(
+            "endpoint.yaml[0] spec.monitoring.drift.reference.window.start: \"yesterday\" is \
+             not an RFC 3339 timestamp"
+        ),
+        "{unreadable:?}"
+    );
+    assert_eq!(
+        reference("{dataset: {run: Fashion, step: ingest, artifact: 1data}}"),
+        at(&[
+            "spec.monitoring.drift.reference.dataset.run: invalid name \"Fashion\": use at most \
+             253 lowercase letters, digits, \"-\" and \".\", starting and ending with a letter or \
+             digit",
+            "spec.monitoring.drift.reference.dataset.artifact: invalid artifact name \"1data\": \
+             use letters, digits, \"-\" and \"_\", starting with a letter or \"_\"",
+        ])
+    );
+}
+
+#[test]
+fn retraining_uses_the_alerts_variables_and_climbs_to_100() {
+    let spec = monitored(
+        r#"    evaluation: {floors: [{metric: accuracy, min: 0.85}]}
+    retrain:
+      pipelineRef: {name: fashion-mnist}
+      params:
+        - {name: extra_data, value: "{{alert.window.sample}}"}
+        - {name: since, value: "{{params.start}}"}
+        - {name: extra_data, value: "{{alert.reason"}
+      cooldown: 0s
+      maxPerDay: 0
+      promote:
+        rollout:
+          steps: [50, 10, 90]
+          interval: 0s
+          gates:
+            - {metric: accuracy, minDelta: 2}
+            - {metric: accuracy, minDelta: 0}
+            - {metric: log_loss, minDelta: 2}
+"#,
+    );
+    assert_eq!(
+        errors(&spec),
+        at(&[
+            "spec.monitoring.retrain.params[0].value: unknown variable \
+             \"{{alert.window.sample}}\" (expected one of: alert.window.samples, \
+             alert.window.start, alert.window.end, alert.reason; did you mean \
+             \"alert.window.samples\"?)",
+            "spec.monitoring.retrain.params[1].value: unknown variable \"{{params.start}}\" \
+             (expected one of: alert.window.samples, alert.window.start, alert.window.end, \
+             alert.reason)",
+            "spec.monitoring.retrain.params[2].name: \"extra_data\" is given twice (also \
+             params[0])",
+            "spec.monitoring.retrain.params[2].value: unclosed placeholder starting at byte 0",
+            "spec.monitoring.retrain.cooldown: must be positive: without it one long alert would \
+             start a run at every evaluation",
+            "spec.monitoring.retrain.maxPerDay: must be at least 1 (omit retrain to never \
+             retrain)",
+            "spec.monitoring.retrain.promote.rollout.steps[1]: 10 does not follow 50: steps must \
+             increase",
+            "spec.monitoring.retrain.promote.rollout.steps: the last step is 90: end at 100, \
+             where the candidate is promoted",
+            "spec.monitoring.retrain.promote.rollout.interval: must be positive: each step is \
+             observed for this long",
+            "spec.monitoring.retrain.promote.rollout.gates[0].minDelta: 2 is not a difference of \
+             accuracy (from -1 to 1)",
+            "spec.monitoring.retrain.promote.rollout.gates[1].metric: a second accuracy gate \
+             (also gates[0]): give each metric one bound",
+        ])
+    );
+    // Retraining with nothing to raise an alert, and monitoring without sampling.
+    let spec = format!(
+        "spec:\n  versions: [{{name: v1, model: {{digest: \"{DIGEST}\"}}}}]\n  monitoring:\n    \
+         retrain: {{pipelineRef: {{name: fashion-mnist}}}}\n"
+    );
+    assert_eq!(
+        errors(&spec),
+        at(&[
+            "spec.monitoring: monitoring watches sampled requests: set spec.sampling.rate above 0",
+            "spec.monitoring.retrain: nothing raises an alert to retrain on: add drift, or \
+             evaluation floors",
+        ])
+    );
+}
+
+#[test]
+fn monitoring_mistakes_in_structure_name_their_field() {
+    let spec = monitored(
+        r#"    evaluation:
+      floors: [{metric: acuracy, min: 0.85}]
+      maturity: -5m
+    drift: {reference: {dataset: {run: r, step: s, artifact: a}}, minSample: 5}
+"#,
+    );
+    assert_eq!(
+        errors(&spec),
+        at(&[
+            "spec.monitoring.evaluation.floors[0].metric: unknown value \"acuracy\" (expected \
+             one of: accuracy, macro_f1, macro_precision, macro_recall, log_loss, ece; did you \
+             mean \"accuracy\"?)",
+            "spec.monitoring.drift.minSample: unknown field (did you mean \"minSamples\"?)",
+            "spec.monitoring.evaluation.maturity: invalid duration \"-5m\": a duration cannot be \
+             negative",
+        ])
     );
 }

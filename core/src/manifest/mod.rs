@@ -21,6 +21,7 @@
 mod document;
 mod endpoint;
 mod load;
+mod monitoring;
 mod names;
 mod params;
 mod quantity;

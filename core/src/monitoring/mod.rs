@@ -3,7 +3,11 @@
 //! [`evaluation`] joins labels to payload samples and computes windowed quality metrics with
 //! their confidence intervals; [`drift`] compares the inputs and predictions a model sees now
 //! with a reference and says, column by column, whether they moved. The shells feed them rows
-//! they read from the metadata store and act on what they return.
+//! they read from the metadata store and act on what they return. [`spec`] reads an
+//! Endpoint's `spec.monitoring` with its defaults; [`rules`] names the gauges toucan exports
+//! and generates the Prometheus alerting rules over them.
 
 pub mod drift;
 pub mod evaluation;
+pub mod rules;
+pub mod spec;

@@ -6,9 +6,10 @@
 //! the state to carry to the next call and the reason in words. The rules, with Knative's
 //! defaults:
 //!
-//! - The **stable** desire is the average concurrency over the last [`STABLE_WINDOW_MS`]
-//!   divided by the target per replica, rounded up; the **panic** desire the same over the
-//!   last [`PANIC_WINDOW_MS`], which sees a burst ten times sooner.
+//! - The **stable** desire is the average concurrency over the last stable window (the
+//!   spec's `window`, [`STABLE_WINDOW_MS`] by default) divided by the target per replica,
+//!   rounded up; the **panic** desire the same over the last tenth of it (Knative's
+//!   `panic-window-percentage`), which sees a burst ten times sooner.
 //! - One decision grows the count at most [`MAX_SCALE_UP_RATE`] times and shrinks it at most
 //!   [`MAX_SCALE_DOWN_RATE`] times (halves it), measured on the ready replicas.
 //! - When the panic desire reaches [`PANIC_THRESHOLD`] times the ready replicas, the
@@ -25,10 +26,13 @@
 
 use crate::records::Millis;
 
-/// Knative's `stable-window`: the average the autoscaler follows in calm times.
+/// Knative's default `stable-window`: the average the autoscaler follows in calm times.
 pub const STABLE_WINDOW_MS: Millis = 60_000;
-/// Knative's `panic-window-percentage` (10%) of the stable window.
-pub const PANIC_WINDOW_MS: Millis = 6_000;
+/// The shortest and longest stable windows a spec may ask for (Knative's bounds).
+pub const MIN_STABLE_WINDOW_MS: Millis = 6_000;
+pub const MAX_STABLE_WINDOW_MS: Millis = 3_600_000;
+/// Knative's `panic-window-percentage`: the panic window is this share of the stable one.
+pub const PANIC_WINDOW_SHARE: f64 = 0.1;
 /// Knative's `panic-threshold-percentage` (200%): panic when the panic window wants at least
 /// twice the ready replicas.
 pub const PANIC_THRESHOLD: f64 = 2.0;
@@ -55,6 +59,8 @@ pub struct ScaleInput<'a> {
     pub samples: &'a [ConcurrencySample],
     /// In-flight requests per replica to aim at (`autoscaling.target.concurrency`).
     pub target: f64,
+    /// The stable window (`autoscaling.target.window`, [`STABLE_WINDOW_MS`] by default).
+    pub stable_window: Millis,
     /// The replica count asked for now.
     pub current: u32,
     /// The version's `replicas.min` (at least 1) and `replicas.max`.
@@ -100,21 +106,28 @@ pub fn decide(input: &ScaleInput<'_>, state: &AutoscalerState) -> ScaleDecision 
             .filter(move |s| s.at > input.now.saturating_sub(window) && s.at <= input.now)
             .filter(|s| s.in_flight.is_finite() && s.in_flight >= 0.0)
     };
-    let stable: Vec<&ConcurrencySample> = recent(STABLE_WINDOW_MS).collect();
+    let stable_window = input
+        .stable_window
+        .clamp(MIN_STABLE_WINDOW_MS, MAX_STABLE_WINDOW_MS);
+    let panic_window = (stable_window as f64 * PANIC_WINDOW_SHARE) as Millis;
+    let stable: Vec<&ConcurrencySample> = recent(stable_window).collect();
     let Some(latest) = stable.iter().max_by_key(|s| s.at) else {
         let desired = input.current.clamp(min, max);
         return ScaleDecision {
             desired,
             state: *state,
             panicking: state.last_panic.is_some(),
-            reason: format!("no load reported in the last 60s: keeping {desired}"),
+            reason: format!(
+                "no load reported in the last {}: keeping {desired}",
+                seconds(stable_window)
+            ),
         };
     };
     let average = |samples: &[&ConcurrencySample]| {
         samples.iter().map(|s| s.in_flight).sum::<f64>() / samples.len() as f64
     };
     let stable_load = average(&stable);
-    let panic_samples: Vec<&ConcurrencySample> = recent(PANIC_WINDOW_MS).collect();
+    let panic_samples: Vec<&ConcurrencySample> = recent(panic_window).collect();
     let panic_load = if panic_samples.is_empty() {
         stable_load
     } else {
@@ -138,7 +151,7 @@ pub fn decide(input: &ScaleInput<'_>, state: &AutoscalerState) -> ScaleDecision 
     if over_threshold {
         next.last_panic = Some(input.now);
     } else if let Some(last) = next.last_panic
-        && last.saturating_add(STABLE_WINDOW_MS) <= input.now
+        && last.saturating_add(stable_window) <= input.now
     {
         next = AutoscalerState::default();
     }
@@ -175,14 +188,25 @@ pub fn decide(input: &ScaleInput<'_>, state: &AutoscalerState) -> ScaleDecision 
         format!("{} -> {desired}", input.current)
     };
     let reason = format!(
-        "{mode}: {stable_load:.1} in flight over 60s, {panic_load:.1} over 6s, target \
-         {target} per replica: {action}{note}"
+        "{mode}: {stable_load:.1} in flight over {}, {panic_load:.1} over {}, target \
+         {target} per replica: {action}{note}",
+        seconds(stable_window),
+        seconds(panic_window),
     );
     ScaleDecision {
         desired,
         state: next,
         panicking,
         reason,
+    }
+}
+
+/// A window in whole seconds, or milliseconds below one: `60s`, `6s`, `600ms`.
+fn seconds(ms: Millis) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 

@@ -187,6 +187,18 @@ impl EndpointSpec {
             .unwrap_or(AutoscalingPolicy::Concurrency(DEFAULT_TARGET_CONCURRENCY))
     }
 
+    /// The concurrency autoscaler's stable window: `autoscaling.target.window`, or
+    /// [`STABLE_WINDOW_MS`](super::autoscale::STABLE_WINDOW_MS) when not given.
+    pub fn stable_window_ms(&self) -> crate::records::Millis {
+        self.autoscaling
+            .as_ref()
+            .and_then(|a| a.target.as_ref())
+            .and_then(|t| t.window.as_ref())
+            .map_or(super::autoscale::STABLE_WINDOW_MS, |w| {
+                crate::records::Millis::try_from(w.get().as_millis()).unwrap_or(i64::MAX)
+            })
+    }
+
     /// The `toucan-worker serve` flags every replica of the endpoint shares: batching, and
     /// sampling when there is a sink to ship samples to (the control-plane API's URL, and the
     /// file of the bearer token the server presents there, if it needs one).

@@ -161,6 +161,7 @@ mod tests {
             }),
             sampling: None,
             router: None,
+            monitoring: None,
         }
     }
 

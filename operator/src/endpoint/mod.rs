@@ -22,9 +22,9 @@
 //! repeated every [`POLL`] while a rollout progresses or a version scales on concurrency, and
 //! otherwise when the endpoint or its pods change (and every [`RESYNC`] at the latest).
 //!
-//! The images come from `TOUCAN_SERVING_IMAGE` (the worker's, default
-//! `toucan/worker:VERSION-cpu`) and `TOUCAN_ROUTER_IMAGE` (the operator's, which holds
-//! `toucan-router`, default `toucan/operator:VERSION`).
+//! The images are the operator's `--serving-image` (the worker's, default
+//! `toucan/worker:VERSION-cpu`) and `--router-image` (the operator's own, which holds
+//! `toucan-router`, default `toucan/operator:VERSION`); the chart sets both.
 
 pub mod apply;
 pub mod children;
@@ -81,11 +81,6 @@ pub const RESYNC: Duration = Duration::from_secs(60);
 const REAPPLY: Duration = Duration::from_secs(60);
 /// An endpoint waiting for a model is looked at again after this long.
 const MODEL_RETRY: Duration = Duration::from_secs(3);
-/// A version of this name would take the router's Deployment name.
-const RESERVED_VERSION: &str = "router";
-
-pub const SERVING_IMAGE_ENV: &str = "TOUCAN_SERVING_IMAGE";
-pub const ROUTER_IMAGE_ENV: &str = "TOUCAN_ROUTER_IMAGE";
 
 /// The controller's own state beside the shared context.
 struct Shared {
@@ -101,16 +96,9 @@ struct Shared {
 
 /// The settings every endpoint's children share.
 pub fn serving_defaults(ctx: &Context) -> ServingDefaults {
-    let version = env!("CARGO_PKG_VERSION");
-    let from_env = |name: &str, default: String| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or(default)
-    };
     ServingDefaults {
-        serving_image: from_env(SERVING_IMAGE_ENV, format!("toucan/worker:{version}-cpu")),
-        router_image: from_env(ROUTER_IMAGE_ENV, format!("toucan/operator:{version}")),
+        serving_image: ctx.pod_defaults.serving_image.clone(),
+        router_image: ctx.pod_defaults.router_image.clone(),
         service_account: ctx.pod_defaults.service_account.clone(),
         api_url: ctx.pod_defaults.api_url.clone(),
         artifacts: ctx.pod_defaults.artifacts.clone(),
@@ -217,18 +205,10 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
         file: format!("endpoints/{namespace}/{name}").into(),
         index: 0,
     };
-    let mut problems: Vec<String> = check_endpoint(spec, &source)
+    let problems: Vec<String> = check_endpoint(spec, &source)
         .iter()
         .map(|d| format!("{}: {}", d.path, d.message))
         .collect();
-    for (i, v) in spec.versions.iter().enumerate() {
-        if v.name == RESERVED_VERSION {
-            problems.push(format!(
-                "spec.versions[{i}].name: {RESERVED_VERSION:?} is the router's name in the \
-                 cluster: name the version otherwise"
-            ));
-        }
-    }
     if !problems.is_empty() {
         let blocked = Blocked::Invalid(problems.join("; "));
         write_blocked(ctx, &endpoint, &previous, &blocked).await?;
@@ -309,6 +289,10 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
             Scaling::Cpu(target) => (None, Some(target)),
             Scaling::Concurrency(target) => {
                 poll = true;
+                let target = scaling::Target {
+                    concurrency: target,
+                    window: spec.stable_window_ms(),
+                };
                 let scaled =
                     shared
                         .autoscalers

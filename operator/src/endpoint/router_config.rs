@@ -1,5 +1,7 @@
 //! `GET /api/v1/namespaces/{ns}/endpoints/{name}/router-config`: what an Endpoint's router
-//! applies, served by every operator replica (the router polls it every second).
+//! applies, served by every operator replica (the router polls it every second); and
+//! `GET .../stats?window=SECONDS`: the router's own figures (requests, errors, latency by
+//! version), asked of the router pod at the time, for `toucan describe endpoint --cluster`.
 //!
 //! The document is derived, never stored: each version's ready replicas from the pod cache
 //! ([`super::observe::endpoint_pods`]), the split in force from the spec and the rollout's
@@ -15,7 +17,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,6 +35,8 @@ use super::watches::Watches;
 
 /// The route's path, in axum's syntax.
 pub const PATH: &str = "/api/v1/namespaces/{namespace}/endpoints/{name}/router-config";
+/// The router's figures.
+pub const STATS_PATH: &str = "/api/v1/namespaces/{namespace}/endpoints/{name}/stats";
 
 /// What the route needs: the caches, and who the caller is.
 #[derive(Clone, Debug)]
@@ -45,6 +49,7 @@ struct RouteState {
 pub fn routes(watches: Watches, auth: Arc<dyn Authenticator>) -> axum::Router {
     axum::Router::new()
         .route(PATH, get(router_config_handler))
+        .route(STATS_PATH, get(stats_handler))
         .with_state(RouteState { watches, auth })
 }
 
@@ -120,6 +125,55 @@ async fn router_config_handler(
     };
     let pods = watches.pods_of(uid);
     Json(router_config(&endpoint, &pods)).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StatsQuery {
+    window: Option<u64>,
+}
+
+async fn stats_handler(
+    State(RouteState { watches, auth }): State<RouteState>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<StatsQuery>,
+) -> Response {
+    if let Err(refused) = admitted(auth.as_ref(), &headers, &namespace, &name).await {
+        return refused;
+    }
+    let window = query
+        .window
+        .unwrap_or(super::observe::MAX_STATS_WINDOW_SECONDS);
+    if !(1..=super::observe::MAX_STATS_WINDOW_SECONDS).contains(&window) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "window: {window} is not in [1, {}] seconds",
+                super::observe::MAX_STATS_WINDOW_SECONDS
+            ),
+        );
+    }
+    let key = ObjectRef::<Endpoint>::new(&name).within(&namespace);
+    let uid = watches
+        .endpoints
+        .get(&key)
+        .and_then(|e| e.metadata.uid.clone());
+    let Some(uid) = uid else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no Endpoint {name:?} in namespace {namespace:?}"),
+        );
+    };
+    let Some(router) = watches.pods_of(&uid).router else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Endpoint {namespace}/{name} has no ready router pod"),
+        );
+    };
+    match super::observe::router_stats(&router, window).await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
 }
 
 fn error(status: StatusCode, message: String) -> Response {

@@ -11,9 +11,7 @@ use std::sync::Mutex;
 
 use toucan_core::api::ModelVersion;
 use toucan_core::records::Millis;
-use toucan_core::serving::autoscale::{
-    self, AutoscalerState, ConcurrencySample, STABLE_WINDOW_MS, ScaleInput,
-};
+use toucan_core::serving::autoscale::{self, AutoscalerState, ConcurrencySample, ScaleInput};
 use toucan_core::serving::spec::AutoscalingPolicy;
 use toucan_router::admin::EndpointStats;
 
@@ -36,6 +34,15 @@ pub fn scaling(policy: AutoscalingPolicy, version: &ModelVersion) -> Scaling {
         _ if max <= min => Scaling::Fixed(min),
         AutoscalingPolicy::Concurrency(target) => Scaling::Concurrency(target),
     }
+}
+
+/// What the concurrency autoscaler aims at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// In-flight requests per replica.
+    pub concurrency: u32,
+    /// The stable window (`autoscaling.target.window`).
+    pub window: Millis,
 }
 
 /// One version's autoscaler memory.
@@ -68,7 +75,7 @@ impl Autoscalers {
         &self,
         uid: &str,
         version: &ModelVersion,
-        target: u32,
+        target: Target,
         stats: Option<&EndpointStats>,
         running: u32,
         now: Millis,
@@ -88,11 +95,12 @@ impl Autoscalers {
         }
         memory
             .samples
-            .retain(|s| s.at > now.saturating_sub(STABLE_WINDOW_MS));
+            .retain(|s| s.at > now.saturating_sub(target.window));
         let decision = autoscale::decide(
             &ScaleInput {
                 samples: &memory.samples,
-                target: f64::from(target),
+                target: f64::from(target.concurrency),
+                stable_window: target.window,
                 current,
                 min,
                 max,
@@ -164,16 +172,20 @@ mod tests {
     fn a_burst_scales_up_and_the_change_is_reported_once() {
         let scalers = Autoscalers::default();
         let v = version(1, 3);
-        let first = scalers.decide("u", &v, 1, Some(&stats(0, 1)), 1, 1_000);
+        let one = Target {
+            concurrency: 1,
+            window: toucan_core::serving::autoscale::STABLE_WINDOW_MS,
+        };
+        let first = scalers.decide("u", &v, one, Some(&stats(0, 1)), 1, 1_000);
         assert_eq!((first.desired, first.changed_from), (1, None));
-        let burst = scalers.decide("u", &v, 1, Some(&stats(6, 1)), 1, 3_000);
+        let burst = scalers.decide("u", &v, one, Some(&stats(6, 1)), 1, 3_000);
         assert_eq!(
             (burst.desired, burst.changed_from),
             (3, Some(1)),
             "{}",
             burst.reason
         );
-        let again = scalers.decide("u", &v, 1, Some(&stats(6, 3)), 3, 5_000);
+        let again = scalers.decide("u", &v, one, Some(&stats(6, 3)), 3, 5_000);
         assert_eq!((again.desired, again.changed_from), (3, None));
         scalers.retain(&BTreeMap::new());
         assert!(scalers.memory.lock().unwrap().is_empty());

@@ -45,6 +45,9 @@ const STEP_UID: i64 = 65532;
 #[derive(Clone, Debug)]
 pub struct PodDefaults {
     pub launcher_image: String,
+    /// The images of an Endpoint's model servers and router.
+    pub serving_image: String,
+    pub router_image: String,
     pub service_account: String,
     pub api_url: Option<String>,
     pub artifacts: String,

@@ -1,5 +1,5 @@
-//! The metadata store: runs, steps, attempts, artifacts, cache entries, run documents, and
-//! tuning studies with their trials.
+//! The metadata store: runs, steps, attempts, artifacts, cache entries, run documents,
+//! tuning studies with their trials, and payload samples with their labels.
 //!
 //! One trait, [`MetadataStore`], with two stores over sqlx: SQLite for the local runtime (one
 //! file, WAL mode) and PostgreSQL for the cluster. Both run the migrations under
@@ -22,6 +22,7 @@ pub use sqlite::SqliteStore;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use toucan_core::monitoring::evaluation::{Label, LabelCounts, LabelledSample};
 use toucan_core::records::{
     AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunChanges, RunRecord, SampleRecord,
     StepRecord, StudyRecord, TrialRecord,
@@ -176,6 +177,25 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         since: Millis,
         limit: u32,
     ) -> Result<Vec<SampleRecord>>;
+
+    /// Stores labels of `endpoint`'s samples, all of them or none, received at `now`. A label
+    /// already stored with the same value is left as it is; a different value replaces it (a
+    /// correction, counted as updated); a label whose request id has no sample of the
+    /// endpoint is not stored and is counted as unknown.
+    async fn put_labels(
+        &self,
+        endpoint: &str,
+        labels: &[Label],
+        now: Millis,
+    ) -> Result<LabelCounts>;
+    /// An endpoint's samples stored at or after `since`, each with its label if one is
+    /// stored, oldest first, at most `limit`.
+    async fn list_labelled_samples(
+        &self,
+        endpoint: &str,
+        since: Millis,
+        limit: u32,
+    ) -> Result<Vec<LabelledSample>>;
 }
 
 /// Opens the store a URL names: `postgres://` or `postgresql://` for PostgreSQL; `sqlite:PATH`

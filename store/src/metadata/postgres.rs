@@ -92,6 +92,13 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/postgres/0004_samples.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            "labels".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/postgres/0005_labels.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -53,6 +53,9 @@ macro_rules! impl_metadata_store {
                 Phase, RunChanges, RunPhase, RunRecord, SampleRecord, StepRecord, StudyRecord,
                 TrialRecord,
             };
+            use toucan_core::monitoring::evaluation::{
+                Label, LabelCounts, LabelRecord, LabelledSample,
+            };
             use toucan_core::serving::PayloadSample;
 
             use super::{$begin_write, $referenced_digests, $store};
@@ -515,6 +518,99 @@ macro_rules! impl_metadata_store {
                     .map(sample_from_row)
                     .collect()
                 }
+
+                async fn put_labels(
+                    &self,
+                    endpoint: &str,
+                    labels: &[Label],
+                    now: Millis,
+                ) -> Result<LabelCounts> {
+                    let mut counts = LabelCounts::default();
+                    if labels.is_empty() {
+                        return Ok(counts);
+                    }
+                    const OP: &str = "recording labels";
+                    let mut tx = $begin_write(&self.pool).await.map_err(query_err(OP))?;
+                    for label in labels {
+                        let sampled: Option<i64> = sqlx::query_scalar(
+                            "SELECT stored_at FROM prediction_samples
+                             WHERE endpoint = $1 AND request_id = $2",
+                        )
+                        .bind(endpoint)
+                        .bind(&label.request_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query_err(OP))?;
+                        if sampled.is_none() {
+                            counts.unknown += 1;
+                            continue;
+                        }
+                        let stored: Option<String> = sqlx::query_scalar(
+                            "SELECT label FROM prediction_labels
+                             WHERE endpoint = $1 AND request_id = $2",
+                        )
+                        .bind(endpoint)
+                        .bind(&label.request_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query_err(OP))?;
+                        match stored {
+                            Some(value) if value == label.label => {
+                                counts.unchanged += 1;
+                                continue;
+                            }
+                            Some(_) => counts.updated += 1,
+                            None => counts.added += 1,
+                        }
+                        sqlx::query(
+                            "INSERT INTO prediction_labels
+                                 (endpoint, request_id, label, labelled_at, received_at)
+                             VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (endpoint, request_id) DO UPDATE SET
+                                 label = excluded.label,
+                                 labelled_at = excluded.labelled_at,
+                                 received_at = excluded.received_at",
+                        )
+                        .bind(endpoint)
+                        .bind(&label.request_id)
+                        .bind(&label.label)
+                        .bind(label.labelled_at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err(OP))?;
+                    }
+                    tx.commit().await.map_err(query_err(OP))?;
+                    Ok(counts)
+                }
+
+                async fn list_labelled_samples(
+                    &self,
+                    endpoint: &str,
+                    since: Millis,
+                    limit: u32,
+                ) -> Result<Vec<LabelledSample>> {
+                    sqlx::query(concat!(
+                        "SELECT s.endpoint, s.body, s.stored_at, l.label,
+                                l.labelled_at, l.received_at AS label_received_at
+                         FROM prediction_samples s
+                         LEFT JOIN prediction_labels l
+                             ON l.endpoint = s.endpoint AND l.request_id = s.request_id
+                         WHERE s.endpoint = $1 AND s.stored_at >= $2
+                         ORDER BY s.stored_at, s.request_id COLLATE ",
+                        $byte_order,
+                        " LIMIT $3",
+                    ))
+                    .bind(endpoint)
+                    .bind(since)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing labelled samples"))?
+                    .iter()
+                    .map(labelled_sample_from_row)
+                    .collect()
+                }
             }
 
             // === writes shared by single operations and `record` ===
@@ -781,6 +877,21 @@ macro_rules! impl_metadata_store {
                     sample: column::<Json<_>>(row, "body")?.0,
                     stored_at: column(row, "stored_at")?,
                 })
+            }
+
+            fn labelled_sample_from_row(row: &$row_type) -> Result<LabelledSample> {
+                let sample = sample_from_row(row)?;
+                let label = match column::<Option<String>>(row, "label")? {
+                    None => None,
+                    Some(label) => Some(LabelRecord {
+                        endpoint: sample.endpoint.clone(),
+                        request_id: sample.sample.request_id.clone(),
+                        label,
+                        labelled_at: column(row, "labelled_at")?,
+                        received_at: column(row, "label_received_at")?,
+                    }),
+                };
+                Ok(LabelledSample { sample, label })
             }
 
             fn column<'r, T>(row: &'r $row_type, name: &str) -> Result<T>

@@ -10,7 +10,9 @@
 //! The definitions, and how each one treats ties and undefined cases, are in the modules:
 //! [`classification`] (argmax, confusion matrix, accuracy, precision, recall, F1 and their
 //! averages), [`ranking`] (one-vs-rest ROC AUC and average precision, top-k accuracy) and
-//! [`loss`] (log loss). In short:
+//! [`loss`] (log loss). `classification` and `loss` are core's
+//! (`toucan_core::monitoring::evaluation`), shared with the continuous evaluation of served
+//! models, so an offline report and a live window compute each figure the same way. In short:
 //!
 //! - the predicted class is the argmax with ties to the **lowest** index, but top-k ranks ties
 //!   with the **highest** index first, as scikit-learn does for each;
@@ -19,9 +21,7 @@
 //!   scikit-learn would give NaN or 0 with a warning;
 //! - the log loss is `null` when the scores are not probabilities.
 
-pub mod classification;
 pub mod error;
-pub mod loss;
 pub mod plot;
 pub mod ranking;
 pub mod report;
@@ -34,6 +34,7 @@ pub use report::{
     AverageMetrics, ClassMetrics, Metrics, REPORT_FORMAT, Report, SliceColumn, SliceValue,
     TopKAccuracy,
 };
+pub use toucan_core::monitoring::evaluation::{classification, loss};
 
 pub const REPORT_FILE: &str = "report.json";
 pub const CONFUSION_MATRIX_FILE: &str = "confusion_matrix.png";

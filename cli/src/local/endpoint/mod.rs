@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use toucan_core::api::{Endpoint, EndpointStatus, RolloutPhase, VersionStatus};
-use toucan_core::records::Millis;
 use toucan_core::serving::autoscale::{self, AutoscalerState, ConcurrencySample, ScaleInput};
 use toucan_core::serving::rollout::{self, RolloutState, VersionObservation};
 use toucan_core::serving::spec::AutoscalingPolicy;
@@ -40,8 +39,6 @@ use processes::{Replica, RouterProcess, ServerSettings};
 const TICK: Duration = Duration::from_secs(1);
 /// How long the router may take to see the first ready replicas.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much concurrency history the autoscaler is given (its stable window).
-const HISTORY_MS: Millis = 60_000;
 
 /// What `toucan serve` was asked to run.
 #[derive(Debug)]
@@ -170,11 +167,14 @@ pub async fn serve(
                             ready: s.ready_replicas as u32,
                         });
                     }
-                    version.history.retain(|s| s.at > now - HISTORY_MS);
+                    version
+                        .history
+                        .retain(|s| s.at > now - spec.stable_window_ms());
                     let decision = autoscale::decide(
                         &ScaleInput {
                             samples: &version.history,
                             target: f64::from(target),
+                            stable_window: spec.stable_window_ms(),
                             current: version.desired,
                             min,
                             max,

@@ -28,6 +28,7 @@ fn input(
     ScaleInput {
         samples,
         target: 8.0,
+        stable_window: STABLE_WINDOW_MS,
         current,
         min,
         max,
@@ -186,4 +187,32 @@ proptest! {
         }
         prop_assert_eq!(d.panicking, d.state.last_panic.is_some());
     }
+}
+
+#[test]
+fn a_shorter_window_forgets_a_burst_sooner() {
+    // Busy (8 per replica, 3 replicas) until 10 s ago, idle since.
+    let samples = minute(NOW, 3, |age| if age >= 10 { 24.0 } else { 0.0 });
+    let long = decide(&input(&samples, 3, 1, 3, NOW), &AutoscalerState::default());
+    assert_eq!(long.desired, 3, "{}", long.reason);
+    let short = ScaleInput {
+        stable_window: 6 * SECOND,
+        ..input(&samples, 3, 1, 3, NOW)
+    };
+    let d = decide(&short, &AutoscalerState::default());
+    assert_eq!(d.desired, 1, "{}", d.reason);
+    assert!(
+        d.reason.contains("over 6s") && d.reason.contains("over 600ms"),
+        "{}",
+        d.reason
+    );
+    // A window below Knative's 6 s is taken as 6 s.
+    let shorter = ScaleInput {
+        stable_window: SECOND,
+        ..input(&samples, 3, 1, 3, NOW)
+    };
+    assert_eq!(
+        decide(&shorter, &AutoscalerState::default()).reason,
+        d.reason
+    );
 }

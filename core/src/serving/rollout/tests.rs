@@ -55,6 +55,7 @@ fn endpoint(on_failure: OnFailure) -> EndpointSpec {
         }),
         sampling: None,
         router: None,
+        monitoring: None,
     }
 }
 

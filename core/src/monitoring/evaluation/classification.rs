@@ -13,7 +13,7 @@
 //!   average**: the mean weighted by support, so only classes in the truth count.
 
 /// The index of the first maximum of `row`.
-pub(crate) fn argmax(row: &[f64]) -> usize {
+pub fn argmax(row: &[f64]) -> usize {
     let mut best = 0;
     for (j, &score) in row.iter().enumerate().skip(1) {
         if score > row[best] {
@@ -24,11 +24,7 @@ pub(crate) fn argmax(row: &[f64]) -> usize {
 }
 
 /// `matrix[true][predicted]` over `classes` classes.
-pub(crate) fn confusion_matrix(
-    labels: &[usize],
-    predicted: &[usize],
-    classes: usize,
-) -> Vec<Vec<u64>> {
+pub fn confusion_matrix(labels: &[usize], predicted: &[usize], classes: usize) -> Vec<Vec<u64>> {
     let mut matrix = vec![vec![0u64; classes]; classes];
     for (&t, &p) in labels.iter().zip(predicted) {
         matrix[t][p] += 1;
@@ -38,7 +34,7 @@ pub(crate) fn confusion_matrix(
 
 /// Precision, recall and F1 of one class, or an average of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct PrecisionRecall {
+pub struct PrecisionRecall {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
@@ -46,7 +42,7 @@ pub(crate) struct PrecisionRecall {
 
 /// What the confusion matrix says about one class.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct ClassCounts {
+pub struct ClassCounts {
     pub true_positives: u64,
     /// Records of this class (row sum).
     pub support: u64,
@@ -76,14 +72,14 @@ impl ClassCounts {
 }
 
 /// The trace of the matrix over its sum.
-pub(crate) fn accuracy(matrix: &[Vec<u64>]) -> f64 {
+pub fn accuracy(matrix: &[Vec<u64>]) -> f64 {
     let correct: u64 = (0..matrix.len()).map(|c| matrix[c][c]).sum();
     let total: u64 = matrix.iter().flatten().sum();
     ratio_or_zero(correct, total)
 }
 
 /// The macro average over the classes that occur in the truth or the predictions.
-pub(crate) fn macro_average(counts: &[ClassCounts]) -> PrecisionRecall {
+pub fn macro_average(counts: &[ClassCounts]) -> PrecisionRecall {
     let occurring: Vec<PrecisionRecall> = counts
         .iter()
         .filter(|c| c.support > 0 || c.predicted > 0)
@@ -105,7 +101,7 @@ pub(crate) fn macro_average(counts: &[ClassCounts]) -> PrecisionRecall {
 }
 
 /// The average weighted by support.
-pub(crate) fn weighted_average(counts: &[ClassCounts]) -> PrecisionRecall {
+pub fn weighted_average(counts: &[ClassCounts]) -> PrecisionRecall {
     let total: u64 = counts.iter().map(|c| c.support).sum();
     let mean = |f: fn(&PrecisionRecall) -> f64| {
         if total == 0 {

@@ -15,22 +15,27 @@ pub const ROW_SUM_TOLERANCE: f64 = 1e-8 + 1.490_116_119_384_765_6e-8;
 
 /// The log loss of `scores` (`labels.len()` rows of `classes`), `None` when they are not
 /// probabilities.
-pub(crate) fn log_loss(labels: &[usize], scores: &[f64], classes: usize) -> Option<f64> {
+pub fn log_loss(labels: &[usize], scores: &[f64], classes: usize) -> Option<f64> {
     if labels.is_empty() || !are_probabilities(scores, classes) {
         return None;
     }
     let total: f64 = labels
         .iter()
         .enumerate()
-        .map(|(i, &label)| {
-            let p = scores[i * classes + label].clamp(f64::EPSILON, 1.0 - f64::EPSILON);
-            -p.ln()
-        })
+        .map(|(i, &label)| record_loss(scores[i * classes + label]))
         .sum();
     Some(total / labels.len() as f64)
 }
 
-fn are_probabilities(scores: &[f64], classes: usize) -> bool {
+/// The loss of one record whose true class was given probability `p`: `-ln(p)`, `p` clipped
+/// to `[eps, 1 - eps]`.
+pub fn record_loss(p: f64) -> f64 {
+    -p.clamp(f64::EPSILON, 1.0 - f64::EPSILON).ln()
+}
+
+/// Whether every score is in `[0, 1]` and every row of `classes` scores sums to 1 within
+/// [`ROW_SUM_TOLERANCE`]: the scores have a log loss.
+pub fn are_probabilities(scores: &[f64], classes: usize) -> bool {
     scores.iter().all(|&s| (0.0..=1.0).contains(&s))
         && scores
             .chunks(classes)
