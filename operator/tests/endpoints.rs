@@ -15,7 +15,9 @@
 //! - a rollout of a good candidate (steps 50 then 100, a 2 s interval, 5 requests per step)
 //!   reaches `Promoted`, with the candidate at 100 in `status.traffic`, its events, and the
 //!   router sending it every request; the next candidate, slower than its latency gate, is
-//!   rolled back at its first step (never more than 25%), and every request is answered.
+//!   rolled back at its first step (never more than 25%), and every request is answered; the
+//!   Gateway API HTTPRoute (its CRD from the `sigs.k8s.io/gateway-api` Go module) carries
+//!   the same weights over the versions' Services at every step, and goes with the gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -282,6 +284,75 @@ async fn router_sees(agent: &ureq::Agent, router: &str, versions: &[&str]) {
         }
         assert!(Instant::now() < deadline, "router stats: {stats}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Gateway API's HTTPRoute CRD, from its Go module (`sigs.k8s.io/gateway-api`, through the
+/// module cache), installed in the test cluster.
+fn install_http_route_crd(h: &Harness) {
+    let out = Command::new("go")
+        .args(["mod", "download", "-json", "sigs.k8s.io/gateway-api@v1.6.3"])
+        .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "go mod download: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let module: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let crd = std::path::Path::new(module["Dir"].as_str().unwrap())
+        .join("config/crd/standard/gateway.networking.k8s.io_httproutes.yaml");
+    h.kubectl_ok(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
+    let wait = [
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/httproutes.gateway.networking.k8s.io",
+    ];
+    for _ in 0..20 {
+        if h.kubectl(&wait).status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    h.kubectl_ok(&wait);
+}
+
+/// The weights of the endpoint's HTTPRoute, by backend Service.
+fn route_weights(h: &Harness, ns: &str, name: &str) -> BTreeMap<String, u64> {
+    let route: Value =
+        serde_json::from_str(&h.kubectl_ok(&["get", "httproute", name, "-n", ns, "-o", "json"]))
+            .unwrap();
+    route["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the route's weights are `expected`.
+async fn route_follows(h: &Harness, ns: &str, name: &str, expected: &[(&str, u64)]) {
+    let expected: BTreeMap<String, u64> =
+        expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let weights = route_weights(h, ns, name);
+        if weights == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "route weights {weights:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -631,13 +702,16 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
         return;
     };
     let (good, _) = store_models(&h).await;
+    install_http_route_crd(&h);
     let api: Api<Endpoint> = Api::namespaced(h.client(), ns);
+    let gateway = json!({"parentRefs": [{"name": "public"}], "hostnames": ["digits.example.com"]});
     let spec = json!({
         "versions": [
             {"name": "stable", "model": {"digest": good}},
             {"name": "canary", "model": {"digest": good}},
         ],
         "traffic": [{"version": "stable", "weight": 100}],
+        "router": {"gateway": gateway},
         "rollout": {
             "candidate": "canary",
             "steps": [50, 100],
@@ -666,6 +740,20 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
     let router = router_address(&h, ns).await;
     let agent = agent();
     router_sees(&agent, &router, &["stable", "canary"]).await;
+    // The gateway's route carries the same split, over the versions' own Services.
+    route_follows(
+        &h,
+        ns,
+        "digits",
+        &[("digits-stable", 50), ("digits-canary", 50)],
+    )
+    .await;
+    let services: Api<Service> = Api::namespaced(h.client(), ns);
+    let canary = services.get("digits-canary").await.unwrap();
+    assert_eq!(
+        canary.spec.unwrap().selector.unwrap()["toucan.dev/version"],
+        "canary"
+    );
 
     // Traffic while the rollout moves: both versions answer at 50, then the canary alone.
     let mut answered: BTreeMap<String, u32> = BTreeMap::new();
@@ -711,6 +799,13 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
     );
     let rollout = promoted.rollout.unwrap();
     assert_eq!((rollout.weight, rollout.step), (100, 1));
+    route_follows(
+        &h,
+        ns,
+        "digits",
+        &[("digits-stable", 0), ("digits-canary", 100)],
+    )
+    .await;
 
     // The router follows within its polling second.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -744,6 +839,7 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
             {"name": "slow", "model": {"digest": good}},
         ],
         "traffic": [{"version": "canary", "weight": 100}],
+        "router": {"gateway": gateway},
         "rollout": {
             "candidate": "slow",
             "steps": [25, 100],
@@ -814,4 +910,40 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
         events.iter().any(|e| e == "RolloutRolledBack"),
         "RolloutRolledBack not in {events:?}"
     );
+    route_follows(
+        &h,
+        ns,
+        "digits",
+        &[
+            ("digits-stable", 0),
+            ("digits-canary", 100),
+            ("digits-slow", 0),
+        ],
+    )
+    .await;
+
+    // Without a gateway the route and the versions' Services go.
+    let mut ep = api.get("digits").await.unwrap();
+    ep.spec.router = None;
+    api.replace("digits", &PostParams::default(), &ep)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let route = h.kubectl(&["get", "httproute", "digits", "-n", ns]);
+        let left = services
+            .list_metadata(&ListParams::default().labels("toucan.dev/endpoint=digits"))
+            .await
+            .unwrap()
+            .items
+            .len();
+        if !route.status.success() && left == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the route or the versions' Services stayed ({left} Services)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -148,9 +148,14 @@ name no database or more than one.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete", "patch"]
-# A gang's headless Service: its replicas' stable names; an Endpoint's Service (applied).
+# A gang's headless Service: its replicas' stable names; an Endpoint's Services (applied; the
+# versions' ones, behind a Gateway API route, are listed to delete those of removed versions).
 - apiGroups: [""]
   resources: ["services"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+# An Endpoint's Gateway API route, where Gateway API is installed.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
   verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]

@@ -291,6 +291,37 @@ pub struct RouterSpec {
     /// 0 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// Where Gateway API is installed: an `HTTPRoute` (named as the endpoint) that splits
+    /// the gateway's traffic between the versions' Services (`NAME-VERSION`) with the weights
+    /// in force, and mirrors the shadow's share. The router still serves the Service `NAME`
+    /// inside the cluster; a rollout's gates judge the requests that went through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+}
+
+/// The Gateway API route of an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    /// The Gateways (or their listeners) the route attaches to.
+    pub parent_refs: Vec<GatewayParentRef>,
+    /// The host names the route answers for; every host of the listeners when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway the route attaches to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayParentRef {
+    /// The Gateway's name.
+    pub name: String,
+    /// Its namespace; the endpoint's when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway; all of them when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
 }
 
 // === monitoring ===

@@ -19,6 +19,49 @@ use crate::serving::spec::{MAX_BATCH_DELAY_MS, MAX_ROUTER_RETRIES, ModelSource};
 use crate::serving::traffic::declared_traffic;
 use crate::suggest;
 
+/// The Gateway API route: at least one parent, DNS names throughout.
+fn check_gateway(gateway: &crate::api::GatewaySpec, out: &mut Vec<Finding>) {
+    if gateway.parent_refs.is_empty() {
+        out.push((
+            "spec.router.gateway.parentRefs".into(),
+            "names no Gateway: give at least one {name: GATEWAY}".into(),
+        ));
+    }
+    for (i, parent) in gateway.parent_refs.iter().enumerate() {
+        let path = format!("spec.router.gateway.parentRefs[{i}]");
+        if let Err(message) = check_object_name(&parent.name) {
+            out.push((join(&path, "name"), message));
+        }
+        if let Some(Err(message)) = parent
+            .namespace
+            .as_deref()
+            .map(|n| check_label("namespace", n))
+        {
+            out.push((join(&path, "namespace"), message));
+        }
+        if let Some(Err(message)) = parent
+            .section_name
+            .as_deref()
+            .map(|n| check_label("listener", n))
+        {
+            out.push((join(&path, "sectionName"), message));
+        }
+    }
+    for (i, host) in gateway.hostnames.iter().enumerate() {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if check_object_name(bare).is_err() || !bare.contains('.') {
+            out.push((
+                format!("spec.router.gateway.hostnames[{i}]"),
+                format!(
+                    "invalid host name {}: write a DNS name such as models.example.com, or \
+                     *.example.com",
+                    quote(host)
+                ),
+            ));
+        }
+    }
+}
+
 /// A version of this name would take the router's Deployment name in a cluster.
 pub const RESERVED_VERSION: &str = "router";
 
@@ -193,6 +236,9 @@ pub fn check_endpoint(spec: &EndpointSpec, source: &Source) -> Vec<Diagnostic> {
                 "spec.router.retries".into(),
                 format!("{retries} retries: give 0 to {MAX_ROUTER_RETRIES}"),
             ));
+        }
+        if let Some(gateway) = &router.gateway {
+            check_gateway(gateway, &mut out);
         }
     }
     if let Some(monitoring) = &spec.monitoring {

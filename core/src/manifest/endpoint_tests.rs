@@ -32,7 +32,12 @@ spec:
     gates: [{metric: error_rate, max: 0.01}, {metric: latency_p99, max: 50ms}]
     onFailure: Rollback
   sampling: {rate: 0.05, inputs: false, attributes: [x-source]}
-  router: {stickyHeader: x-user, retries: 2}
+  router:
+    stickyHeader: x-user
+    retries: 2
+    gateway:
+      parentRefs: [{name: public, namespace: gateways, sectionName: https}]
+      hostnames: [models.example.com]
   monitoring:
     slices: [{name: source, from: header.x-source}, {name: region, from: attribute.region}]
     drift:
@@ -621,6 +626,42 @@ fn monitoring_mistakes_in_structure_name_their_field() {
             "spec.monitoring.drift.minSample: unknown field (did you mean \"minSamples\"?)",
             "spec.monitoring.evaluation.maturity: invalid duration \"-5m\": a duration cannot be \
              negative",
+        ])
+    );
+}
+
+#[test]
+fn a_gateway_route_names_its_gateways_and_hosts() {
+    let spec = format!(
+        r#"spec:
+  versions:
+    - {{name: v1, model: {{digest: "{DIGEST}"}}}}
+  router:
+    gateway:
+      parentRefs: [{{name: Public, namespace: "gate ways"}}]
+      hostnames: [models.example.com, "*.example.com", localhost, "bad host.com"]
+"#
+    );
+    let found = errors(&spec);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    for expected in [
+        "spec.router.gateway.parentRefs[0].name:",
+        "spec.router.gateway.parentRefs[0].namespace:",
+        "spec.router.gateway.hostnames[2]: invalid host name \"localhost\"",
+        "spec.router.gateway.hostnames[3]: invalid host name \"bad host.com\"",
+    ] {
+        assert!(
+            found.iter().any(|e| e.contains(expected)),
+            "{expected} not in {found:#?}"
+        );
+    }
+    let none = format!(
+        "spec:\n  versions:\n    - {{name: v1, model: {{digest: \"{DIGEST}\"}}}}\n  router: {{gateway: {{parentRefs: []}}}}\n"
+    );
+    assert_eq!(
+        errors(&none),
+        at(&[
+            "spec.router.gateway.parentRefs: names no Gateway: give at least one {name: GATEWAY}"
         ])
     );
 }

@@ -1,6 +1,7 @@
 //! The objects an Endpoint owns, built without a client: per version a Deployment of
 //! `toucan-worker serve` (and a HorizontalPodAutoscaler when the endpoint scales on CPU), the
-//! router's Deployment and the Service in front of the router.
+//! router's Deployment and the Service in front of the router; with `router.gateway`, also a
+//! Service per version and the Gateway API `HTTPRoute` that splits between them.
 //!
 //! Every child carries the Endpoint as its controlling owner, so deleting the Endpoint lets
 //! the garbage collector remove them; names are derived from the endpoint and the version, so
@@ -23,7 +24,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use toucan_core::api::{EndpointSpec, ModelVersion};
+use serde_json::json;
+use toucan_core::api::{EndpointSpec, GatewaySpec, ModelVersion};
 
 use super::{
     COMPONENT_LABEL, ENDPOINT_ANNOTATION, ENDPOINT_LABEL, ENDPOINT_UID_LABEL, ROUTER_COMPONENT,
@@ -92,7 +94,16 @@ pub struct Children {
     pub deployments: Vec<Deployment>,
     pub autoscalers: Vec<HorizontalPodAutoscaler>,
     pub service: Option<Service>,
+    /// With `router.gateway`: one Service per version (`NAME-VERSION`), the route's backends.
+    pub version_services: Vec<Service>,
+    /// With `router.gateway`: the `HTTPRoute` (`gateway.networking.k8s.io/v1`), as JSON.
+    pub route: Option<serde_json::Value>,
 }
+
+/// The Gateway API's route kind.
+pub const ROUTE_GROUP: &str = "gateway.networking.k8s.io";
+pub const ROUTE_VERSION: &str = "v1";
+pub const ROUTE_KIND: &str = "HTTPRoute";
 
 /// The Deployment of one version: `NAME-VERSION`.
 pub fn server_name(endpoint: &str, version: &str) -> String {
@@ -118,11 +129,16 @@ pub fn router_config_url(api_url: &str, namespace: &str, endpoint: &str) -> Stri
 }
 
 /// Every child of the endpoint, for the versions planned.
+///
+/// `weights` is each version's share of the gateway's traffic: the split in force, with no
+/// share for a version that has no ready replica (a route's weights are relative, so the
+/// others take its share in proportion, as the router does).
 pub fn children(
     owner: &Owner,
     defaults: &ServingDefaults,
     spec: &EndpointSpec,
     versions: &[VersionPlan<'_>],
+    weights: &BTreeMap<String, u32>,
 ) -> Children {
     let mut deployments: Vec<Deployment> = versions
         .iter()
@@ -138,11 +154,100 @@ pub fn children(
             Some(autoscaler(owner, plan.version, target))
         })
         .collect();
+    let gateway = spec.router.as_ref().and_then(|r| r.gateway.as_ref());
+    let version_services = match gateway {
+        Some(_) => versions
+            .iter()
+            .map(|plan| version_service(owner, &plan.version.name))
+            .collect(),
+        None => Vec::new(),
+    };
     Children {
         deployments,
         autoscalers,
         service: Some(service(owner)),
+        version_services,
+        route: gateway.map(|g| http_route(owner, spec, g, weights)),
     }
+}
+
+/// A Service in front of one version's servers: a backend of the route.
+fn version_service(owner: &Owner, version: &str) -> Service {
+    let selector = server_selector(owner, version);
+    Service {
+        metadata: metadata(owner, server_name(&owner.name, version), &selector),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some(PORT_NAME.into()),
+                port: SERVICE_PORT,
+                target_port: Some(IntOrString::String(PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The `HTTPRoute` `NAME`: one rule whose backends are the versions' Services with their
+/// weights, and a `RequestMirror` filter for the shadow's share.
+fn http_route(
+    owner: &Owner,
+    spec: &EndpointSpec,
+    gateway: &GatewaySpec,
+    weights: &BTreeMap<String, u32>,
+) -> serde_json::Value {
+    let backends: Vec<serde_json::Value> = spec
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "name": server_name(&owner.name, &v.name),
+                "port": SERVICE_PORT,
+                "weight": weights.get(&v.name).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    let mut rule = json!({ "backendRefs": backends });
+    if let Some(shadow) = spec.shadow.as_ref().filter(|s| s.percent > 0) {
+        rule["filters"] = json!([{
+            "type": "RequestMirror",
+            "requestMirror": {
+                "backendRef": {
+                    "name": server_name(&owner.name, &shadow.version),
+                    "port": SERVICE_PORT,
+                },
+                "percent": shadow.percent,
+            },
+        }]);
+    }
+    let parents: Vec<serde_json::Value> = gateway
+        .parent_refs
+        .iter()
+        .map(|p| {
+            let mut parent = json!({ "name": p.name });
+            if let Some(ns) = &p.namespace {
+                parent["namespace"] = json!(ns);
+            }
+            if let Some(section) = &p.section_name {
+                parent["sectionName"] = json!(section);
+            }
+            parent
+        })
+        .collect();
+    let mut route_spec = json!({ "parentRefs": parents, "rules": [rule] });
+    if !gateway.hostnames.is_empty() {
+        route_spec["hostnames"] = json!(gateway.hostnames);
+    }
+    let labels = router_selector(owner);
+    json!({
+        "apiVersion": format!("{ROUTE_GROUP}/{ROUTE_VERSION}"),
+        "kind": ROUTE_KIND,
+        "metadata": metadata(owner, service_name(&owner.name), &labels),
+        "spec": route_spec,
+    })
 }
 
 /// The labels that select one version's pods.
@@ -501,6 +606,79 @@ spec:
   sampling: {rate: 0.25, inputs: true, attributes: [x-tenant, x-region]}
 "#;
 
+    #[test]
+    fn a_gateway_gets_a_route_over_the_versions_services_with_the_weights_in_force() {
+        let mut ep = endpoint(FIXTURE);
+        let plain = children(&owner(), &defaults(None), &ep.spec, &[], &BTreeMap::new());
+        assert!(plain.route.is_none() && plain.version_services.is_empty());
+        ep.spec.shadow = Some(toucan_core::api::ShadowSpec {
+            version: "v2".into(),
+            percent: 30,
+        });
+        ep.spec.router = Some(toucan_core::api::RouterSpec {
+            gateway: Some(GatewaySpec {
+                parent_refs: vec![toucan_core::api::GatewayParentRef {
+                    name: "public".into(),
+                    namespace: Some("gateways".into()),
+                    section_name: None,
+                }],
+                hostnames: vec!["models.example.com".into()],
+            }),
+            ..Default::default()
+        });
+        let plans: Vec<VersionPlan> = ep
+            .spec
+            .versions
+            .iter()
+            .map(|v| VersionPlan {
+                version: v,
+                digest: DIGEST.into(),
+                replicas: Some(1),
+                cpu_utilization: None,
+            })
+            .collect();
+        let weights = BTreeMap::from([("v1".to_string(), 0), ("v2".to_string(), 100)]);
+        let c = children(&owner(), &defaults(None), &ep.spec, &plans, &weights);
+        let services: Vec<_> = c
+            .version_services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(services, ["fashion-v1", "fashion-v2"]);
+        let selector = c.version_services[1]
+            .spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .clone();
+        assert_eq!(
+            selector.unwrap().get(VERSION_LABEL).map(String::as_str),
+            Some("v2")
+        );
+        let route = c.route.unwrap();
+        assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(route["kind"], "HTTPRoute");
+        assert_eq!(route["metadata"]["name"], "fashion");
+        assert_eq!(route["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(
+            route["spec"]["parentRefs"],
+            json!([{"name": "public", "namespace": "gateways"}])
+        );
+        assert_eq!(route["spec"]["hostnames"], json!(["models.example.com"]));
+        assert_eq!(
+            route["spec"]["rules"][0]["backendRefs"],
+            json!([
+                {"name": "fashion-v1", "port": 80, "weight": 0},
+                {"name": "fashion-v2", "port": 80, "weight": 100},
+            ])
+        );
+        assert_eq!(
+            route["spec"]["rules"][0]["filters"],
+            json!([{"type": "RequestMirror", "requestMirror": {
+                "backendRef": {"name": "fashion-v2", "port": 80}, "percent": 30}}])
+        );
+    }
+
     fn server_args(d: &Deployment) -> Vec<String> {
         let c = &d
             .spec
@@ -536,6 +714,7 @@ spec:
             &defaults(Some("http://api:8080/")),
             &ep.spec,
             &plans,
+            &BTreeMap::new(),
         );
         let names: Vec<_> = c
             .deployments
@@ -677,7 +856,13 @@ spec:
             replicas: Some(2),
             cpu_utilization: None,
         }];
-        let c = children(&owner(), &defaults(None), &ep.spec, &plans);
+        let c = children(
+            &owner(),
+            &defaults(None),
+            &ep.spec,
+            &plans,
+            &BTreeMap::new(),
+        );
         assert_eq!(c.deployments.len(), 1);
         assert!(!server_args(&c.deployments[0]).contains(&"--sample-rate".to_string()));
     }
@@ -691,7 +876,13 @@ spec:
             replicas: None,
             cpu_utilization: Some(70),
         }];
-        let c = children(&owner(), &defaults(Some("http://api")), &ep.spec, &plans);
+        let c = children(
+            &owner(),
+            &defaults(Some("http://api")),
+            &ep.spec,
+            &plans,
+            &BTreeMap::new(),
+        );
         assert_eq!(c.deployments[0].spec.as_ref().unwrap().replicas, None);
         let hpa = c.autoscalers[0].spec.as_ref().unwrap();
         assert_eq!(hpa.scale_target_ref.name, "fashion-v1");

@@ -330,8 +330,22 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
         uid: uid.clone(),
         reference,
     };
-    let built = children::children(&owner, &shared.defaults, spec, &plans);
-    apply_children(&shared, &namespace, &uid, &built).await?;
+    // The gateway's weights: the split in force, none for a version without a ready replica.
+    let weights: BTreeMap<String, u32> = decision
+        .traffic
+        .iter()
+        .map(|(version, weight)| {
+            let ready = pods
+                .versions
+                .get(version)
+                .is_some_and(|p| !p.ready.is_empty());
+            (version.clone(), if ready { *weight } else { 0 })
+        })
+        .collect();
+    let built = children::children(&owner, &shared.defaults, spec, &plans, &weights);
+    if let Some(why) = apply_children(&shared, &namespace, &uid, &built).await? {
+        notes.push(Note::warning("GatewayAPIMissing", why));
+    }
     let swept = shared
         .swept
         .lock()
@@ -371,17 +385,24 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
     Ok(Action::requeue(if poll { POLL } else { RESYNC }))
 }
 
-/// Applies the children unless the same ones were applied a moment ago.
+/// Applies the children unless the same ones were applied a moment ago; why the route could
+/// not be applied, when it could not.
 async fn apply_children(
     shared: &Shared,
     namespace: &str,
     uid: &str,
     built: &children::Children,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&(&built.deployments, &built.autoscalers, &built.service))
-        .unwrap_or_default()
-        .hash(&mut hasher);
+    serde_json::to_string(&(
+        &built.deployments,
+        &built.autoscalers,
+        &built.service,
+        &built.version_services,
+        &built.route,
+    ))
+    .unwrap_or_default()
+    .hash(&mut hasher);
     let fingerprint = hasher.finish();
     let fresh = shared
         .applied
@@ -390,15 +411,15 @@ async fn apply_children(
         .get(uid)
         .is_some_and(|(hash, at)| *hash == fingerprint && at.elapsed() < REAPPLY);
     if fresh {
-        return Ok(());
+        return Ok(None);
     }
     crate::run::execute::ensure_service_account(&shared.ctx, namespace).await?;
     let applied = apply::apply(&shared.ctx, namespace, built).await;
     let mut record = shared.applied.lock().unwrap_or_else(|p| p.into_inner());
     match applied {
-        Ok(()) => {
+        Ok(applied) => {
             record.insert(uid.to_string(), (fingerprint, Instant::now()));
-            Ok(())
+            Ok(applied.route_refused)
         }
         Err(e) => {
             record.remove(uid);
