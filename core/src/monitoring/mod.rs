@@ -5,9 +5,11 @@
 //! with a reference and says, column by column, whether they moved. The shells feed them rows
 //! they read from the metadata store and act on what they return. [`spec`] reads an
 //! Endpoint's `spec.monitoring` with its defaults; [`rules`] names the gauges toucan exports
-//! and generates the Prometheus alerting rules over them.
+//! and generates the Prometheus alerting rules over them; [`retrain`] decides whether an alert
+//! starts a retraining run.
 
 pub mod drift;
 pub mod evaluation;
+pub mod retrain;
 pub mod rules;
 pub mod spec;
