@@ -262,6 +262,25 @@ fn predict(agent: &ureq::Agent, router: &str, model: &str) -> String {
         .to_string()
 }
 
+/// Waits (15 s at most) until `version` answers 20 requests in a row: the router follows a
+/// decision within its polling second.
+fn only_answers(agent: &ureq::Agent, router: &str, model: &str, version: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        let answered = predict(agent, router, model);
+        if answered == version {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{answered} still answers, not only {version}"
+        );
+    }
+}
+
 fn get_json(agent: &ureq::Agent, url: &str) -> Value {
     let mut response = agent
         .get(url)
@@ -305,19 +324,7 @@ fn install_http_route_crd(h: &Harness) {
     let crd = std::path::Path::new(module["Dir"].as_str().unwrap())
         .join("config/crd/standard/gateway.networking.k8s.io_httproutes.yaml");
     h.kubectl_ok(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
-    let wait = [
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/httproutes.gateway.networking.k8s.io",
-    ];
-    for _ in 0..20 {
-        if h.kubectl(&wait).status.success() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    h.kubectl_ok(&wait);
+    h.wait_established(&["httproutes.gateway.networking.k8s.io"]);
 }
 
 /// The weights of the endpoint's HTTPRoute, by backend Service.
@@ -808,19 +815,7 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
     .await;
 
     // The router follows within its polling second.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut in_a_row = 0;
-    while in_a_row < 20 {
-        if predict(&agent, &router, "digits") == "canary" {
-            in_a_row += 1;
-        } else {
-            in_a_row = 0;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stable version still answers"
-        );
-    }
+    only_answers(&agent, &router, "digits", "canary");
     let events = events_of(&h, ns, "digits").await;
     for reason in ["RolloutStarted", "RolloutPromoted"] {
         assert!(
@@ -895,16 +890,7 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
         "{answered:?}"
     );
     // The router follows: the incumbent takes every request again.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut in_a_row = 0;
-    while in_a_row < 20 {
-        if predict(&agent, &router, "digits") == "canary" {
-            in_a_row += 1;
-        } else {
-            in_a_row = 0;
-        }
-        assert!(Instant::now() < deadline, "the slow version still answers");
-    }
+    only_answers(&agent, &router, "digits", "canary");
     let events = events_of(&h, ns, "digits").await;
     assert!(
         events.iter().any(|e| e == "RolloutRolledBack"),

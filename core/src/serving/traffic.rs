@@ -123,6 +123,22 @@ pub fn traffic_targets(split: &[(String, u32)]) -> Vec<TrafficTarget> {
         .collect()
 }
 
+/// The weights a Gateway API route gives the versions: the split in force, none for a version
+/// `ready` says has no ready replica. A route's weights are relative, so the others take that
+/// share in proportion, as the router does.
+pub fn ready_weights(
+    split: &[(String, u32)],
+    ready: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, u32> {
+    split
+        .iter()
+        .map(|(version, weight)| {
+            let weight = if ready(version) { *weight } else { 0 };
+            (version.clone(), weight)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +323,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_version_without_a_ready_replica_gets_no_route_weight() {
+        let split = vec![
+            ("v1".to_string(), 72),
+            ("v2".to_string(), 8),
+            ("v3".to_string(), 20),
+        ];
+        let weights = ready_weights(&split, |v| v != "v3");
+        assert_eq!(
+            weights.into_iter().collect::<Vec<_>>(),
+            [
+                ("v1".to_string(), 72),
+                ("v2".to_string(), 8),
+                ("v3".to_string(), 0)
+            ]
+        );
     }
 }

@@ -46,6 +46,7 @@ use tokio::sync::broadcast::error::RecvError;
 use toucan_core::api::{Endpoint, EndpointStatus, RolloutPhase};
 use toucan_core::manifest::{Source, check_endpoint};
 use toucan_core::serving::rollout::{self, RolloutState, RolloutTransition};
+use toucan_core::serving::traffic::ready_weights;
 use toucan_core::time::now_ms;
 
 use crate::context::Context;
@@ -330,18 +331,11 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
         uid: uid.clone(),
         reference,
     };
-    // The gateway's weights: the split in force, none for a version without a ready replica.
-    let weights: BTreeMap<String, u32> = decision
-        .traffic
-        .iter()
-        .map(|(version, weight)| {
-            let ready = pods
-                .versions
-                .get(version)
-                .is_some_and(|p| !p.ready.is_empty());
-            (version.clone(), if ready { *weight } else { 0 })
-        })
-        .collect();
+    let weights = ready_weights(&decision.traffic, |version| {
+        pods.versions
+            .get(version)
+            .is_some_and(|p| !p.ready.is_empty())
+    });
     let built = children::children(&owner, &shared.defaults, spec, &plans, &weights);
     if let Some(why) = apply_children(&shared, &namespace, &uid, &built).await? {
         notes.push(Note::warning("GatewayAPIMissing", why));

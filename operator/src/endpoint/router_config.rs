@@ -104,27 +104,40 @@ async fn router_config_handler(
     if let Err(refused) = admitted(auth.as_ref(), &headers, &namespace, &name).await {
         return refused;
     }
+    match cached(&watches, &namespace, &name) {
+        Ok((endpoint, uid)) => {
+            Json(router_config(&endpoint, &watches.pods_of(&uid))).into_response()
+        }
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// The endpoint `namespace/name` from the cache, with its UID; the refusal's status and message otherwise.
+fn cached(
+    watches: &Watches,
+    namespace: &str,
+    name: &str,
+) -> Result<(Arc<Endpoint>, String), (StatusCode, String)> {
     if !watches.synced() {
-        return error(
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "the operator has not listed endpoints and pods yet".into(),
-        );
+        ));
     }
-    let key = ObjectRef::<Endpoint>::new(&name).within(&namespace);
+    let key = ObjectRef::<Endpoint>::new(name).within(namespace);
     let Some(endpoint) = watches.endpoints.get(&key) else {
-        return error(
+        return Err((
             StatusCode::NOT_FOUND,
             format!("no Endpoint {name:?} in namespace {namespace:?}"),
-        );
+        ));
     };
-    let Some(uid) = endpoint.metadata.uid.as_deref() else {
-        return error(
+    let Some(uid) = endpoint.metadata.uid.clone() else {
+        return Err((
             StatusCode::NOT_FOUND,
             format!("Endpoint {name:?} has no uid"),
-        );
+        ));
     };
-    let pods = watches.pods_of(uid);
-    Json(router_config(&endpoint, &pods)).into_response()
+    Ok((endpoint, uid))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -153,16 +166,9 @@ async fn stats_handler(
             ),
         );
     }
-    let key = ObjectRef::<Endpoint>::new(&name).within(&namespace);
-    let uid = watches
-        .endpoints
-        .get(&key)
-        .and_then(|e| e.metadata.uid.clone());
-    let Some(uid) = uid else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no Endpoint {name:?} in namespace {namespace:?}"),
-        );
+    let uid = match cached(&watches, &namespace, &name) {
+        Ok((_, uid)) => uid,
+        Err((status, message)) => return error(status, message),
     };
     let Some(router) = watches.pods_of(&uid).router else {
         return error(

@@ -172,18 +172,26 @@ impl Harness {
     pub fn apply_crds(&self) {
         let crds = repo().join("charts/toucan/crds/toucan.dev.yaml");
         self.kubectl_ok(&["apply", "-f", crds.to_str().unwrap()]);
-        // Right after `apply` a CRD may have no conditions yet, which `kubectl wait` reports
-        // as an error rather than waiting: it is asked again.
-        let wait = [
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/pipelines.toucan.dev",
-            "crd/pipelineruns.toucan.dev",
-            "crd/trainingjobs.toucan.dev",
-            "crd/tuningstudies.toucan.dev",
-            "crd/endpoints.toucan.dev",
+        self.wait_established(&[
+            "pipelines.toucan.dev",
+            "pipelineruns.toucan.dev",
+            "trainingjobs.toucan.dev",
+            "tuningstudies.toucan.dev",
+            "endpoints.toucan.dev",
+        ]);
+    }
+
+    /// Waits until the CRDs `names` are established. Right after `apply` a CRD may have no
+    /// conditions yet, which `kubectl wait` reports as an error rather than waiting: it is
+    /// asked again.
+    pub fn wait_established(&self, names: &[&str]) {
+        let mut wait = vec![
+            "wait".to_string(),
+            "--for=condition=Established".into(),
+            "--timeout=30s".into(),
         ];
+        wait.extend(names.iter().map(|n| format!("crd/{n}")));
+        let wait: Vec<&str> = wait.iter().map(String::as_str).collect();
         for _ in 0..20 {
             if self.kubectl(&wait).status.success() {
                 return;
