@@ -87,6 +87,13 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
         let _ = endpoint;
         Ok(matches!(principal, Principal::Anyone))
     }
+
+    /// May `principal` report alerts of the endpoint stored as `endpoint` (`NAMESPACE/NAME` in
+    /// a cluster), as Alertmanager's webhook does? By default whoever may write its labels
+    /// ([`Authenticator::may_label`]): the namespace's writers.
+    async fn may_alert(&self, principal: &Principal, endpoint: &str) -> Result<bool, AuthError> {
+        self.may_label(principal, endpoint).await
+    }
 }
 
 /// Lets every caller in: for the local runtime, whose API listens on loopback only.

@@ -10,15 +10,23 @@
 //! Every request is authenticated by the [`Authenticator`] the shell supplies; writes are
 //! accepted only for the caller's own run and node.
 //!
+//! Served models feed it too: model servers ship payload samples (`samples`), whoever learns
+//! the right answers posts labels (`labels`), Alertmanager posts its notifications of the
+//! endpoints' alerts (`alerts`), and `/metrics` exports the endpoints' monitoring gauges the
+//! shell's monitoring loop sets on its [`GaugeBoard`] (`gauges`).
+//!
 //! The OpenAPI document served at `/api/v1/openapi.json` is generated from the same list of
 //! annotated handlers the router is built from (see [`openapi`]), so the two cannot drift.
 
+mod alerts;
 mod auth;
 mod checkpoints;
+mod gauges;
 mod labels;
 mod samples;
 
 pub use auth::{Anyone, AuthError, Authenticator, Principal};
+pub use gauges::GaugeBoard;
 
 use std::sync::Arc;
 
@@ -61,6 +69,9 @@ pub struct ApiState {
     pub auth: Arc<dyn Authenticator>,
     /// Where accepted reports are announced (the operator requeues the run).
     pub reports: Option<mpsc::UnboundedSender<ReportAccepted>>,
+    /// The endpoints' monitoring gauges `GET /metrics` exports; `None` where this server
+    /// exports none (`/metrics` answers 404).
+    pub gauges: Option<Arc<GaugeBoard>>,
 }
 
 /// The document key of an attempt's report.
@@ -100,6 +111,9 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(samples::post_samples, samples::list_samples))
         .routes(routes!(labels::post_labels))
         .routes(routes!(labels::get_evaluation))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::post_alertmanager))
+        .routes(routes!(gauges::metrics))
 }
 
 /// The parts of the document no handler describes.
@@ -109,9 +123,11 @@ fn routes() -> OpenApiRouter<ApiState> {
         title = "toucan control-plane API",
         version = "v1",
         description = "Launcher reports, metric pushes, checkpoint pointers, payload samples \
-            from model servers, label feedback and the continuous evaluation it feeds, run and \
-            study reads. In a cluster every call carries a Kubernetes service-account token as a \
-            bearer token; a step pod may write only for its own run and step.",
+            from model servers, label feedback and the continuous evaluation it feeds, \
+            endpoints' alerts (Alertmanager's webhook receiver) and monitoring gauges, run and \
+            study reads. In a cluster every call but the document and `/metrics` carries a \
+            Kubernetes service-account token as a bearer token; a step pod may write only for \
+            its own run and step.",
     ),
     security(("bearer" = [])),
     modifiers(&BearerToken),

@@ -73,6 +73,7 @@ async fn app(dir: &std::path::Path) -> (axum::Router, Arc<dyn MetadataStore>) {
         store: store.clone(),
         auth: Arc::new(Tokens),
         reports: None,
+        gauges: None,
     });
     (app, store)
 }

@@ -14,9 +14,11 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use toucan_api::{
-    ApiState, AuthError, Authenticator, MetricSeries, Principal, ReportAccepted, router,
+    ApiState, AuthError, Authenticator, GaugeBoard, MetricSeries, Principal, ReportAccepted, router,
 };
 use toucan_core::launch::{CheckpointName, CheckpointPointer, LaunchReport};
+use toucan_core::monitoring::assess::Series;
+use toucan_core::monitoring::rules;
 use toucan_core::records::{
     ArtifactKind, ArtifactRef, AttemptRecord, Phase, RunRecord, StepOutputs, StepRecord,
     StudyRecord, TrialRecord,
@@ -236,6 +238,27 @@ fn request_sample(schema_name: &str) -> Value {
             "labels": [{"requestId": "req-1", "label": "Trouser",
                         "labelledAt": "2026-12-05T19:00:00Z"}],
         }),
+        "AlertmanagerNotification" => json!({
+            "version": "4",
+            "groupKey": "{}:{alertname=\"ToucanEndpointDrift\"}",
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "toucan",
+            "groupLabels": {"alertname": "ToucanEndpointDrift"},
+            "commonLabels": {"alertname": "ToucanEndpointDrift"},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093",
+            "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": "ToucanEndpointDrift", "toucan_endpoint": "fashion",
+                           "namespace": "default", "toucan_alert": "drift"},
+                "annotations": {"summary": "fashion drifted"},
+                "startsAt": "2026-12-05T18:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph",
+                "fingerprint": "c6eadffa33fcdf37",
+            }],
+        }),
         other => panic!("no sample body for request schema {other}: add one"),
     }
 }
@@ -339,10 +362,22 @@ async fn seeded_store(dir: &std::path::Path) -> Arc<dyn MetadataStore> {
 
 fn state(store: Arc<dyn MetadataStore>, auth: Arc<dyn Authenticator>) -> ApiState {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel::<ReportAccepted>();
+    let gauges = GaugeBoard::default();
+    gauges.set(
+        "fashion",
+        vec![Series {
+            gauge: rules::EVALUATION,
+            labels: ["default", "fashion", "v1", "all", "accuracy"]
+                .map(String::from)
+                .to_vec(),
+            value: 0.93,
+        }],
+    );
     ApiState {
         store,
         auth,
         reports: Some(tx),
+        gauges: Some(Arc::new(gauges)),
     }
 }
 
@@ -385,6 +420,13 @@ fn sample_for(op: &Value) -> Option<Value> {
         .as_str()
         .unwrap();
     Some(request_sample(reference.rsplit('/').next().unwrap()))
+}
+
+/// Whether `op`'s response with `status` is documented as text.
+fn documented_text(op: &Value, status: StatusCode) -> bool {
+    op["responses"][status.as_str()]["content"]
+        .as_object()
+        .is_some_and(|content| content.keys().any(|t| t.starts_with("text/plain")))
 }
 
 /// The documented JSON schema of `op`'s response with `status`, if it has a JSON body.
@@ -465,9 +507,9 @@ fn every_request_sample_matches_its_schema() {
         seen += 1;
     }
     assert_eq!(
-        seen, 5,
-        "the report, metrics and checkpoint PUTs and the samples and labels POSTs have request \
-         bodies"
+        seen, 6,
+        "the report, metrics and checkpoint PUTs and the samples, labels and Alertmanager POSTs \
+         have request bodies"
     );
 }
 
@@ -484,7 +526,7 @@ async fn every_documented_operation_is_served_as_documented() {
     let mut ops = operations(&doc);
     // Writes first, so the reads find what they wrote.
     ops.sort_by_key(|(_, method, _)| !matches!(method.as_str(), "put" | "post"));
-    assert_eq!(ops.len(), 15);
+    assert_eq!(ops.len(), 18);
     for (path, method, op) in ops {
         let body = sample_for(&op);
         let (status, value) =
@@ -506,6 +548,9 @@ async fn every_documented_operation_is_served_as_documented() {
                 )
             }
             None if path.ends_with("openapi.json") => assert_eq!(value, doc),
+            None if documented_text(&op, status) => {
+                assert!(value.is_string(), "{method} {path}: {value} is not text")
+            }
             None => assert_eq!(value, Value::Null, "{method} {path}: undocumented body"),
         }
     }

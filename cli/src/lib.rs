@@ -138,6 +138,20 @@ enum GetWhat {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Alerts of the endpoints served from this machine, newest first: drift, metrics below
+    /// their floors and regressions, when they fired, and what the endpoint did (the
+    /// retraining run it started, or why it held).
+    Alerts {
+        /// Only this endpoint's.
+        endpoint: Option<String>,
+        /// Also breaches that cleared before they fired.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = commands::alerts::DEFAULT_LIMIT)]
+        limit: u32,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// The trials of a study (by id, or the newest study of that name): state, objective,
     /// parameters and run.
     Trials {
@@ -258,6 +272,15 @@ pub fn main() -> ExitCode {
                 Ok(false) => commands::serve::get_endpoints(output).await,
                 Err(e) => invalid(&e),
             },
+            Command::Get {
+                what:
+                    GetWhat::Alerts {
+                        endpoint,
+                        all,
+                        limit,
+                        output,
+                    },
+            } => commands::alerts::get_alerts(endpoint.as_deref(), all, limit, output).await,
             Command::Describe {
                 what:
                     DescribeWhat::Endpoint {

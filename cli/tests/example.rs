@@ -12,7 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::serving::{CLASSES, Served, eventually, get_json, predict, test_images};
+use common::serving::{
+    CLASSES, Served, brightened, eventually, get_json, post_json, predict, test_images,
+};
 use common::{Sandbox, cached, step};
 
 /// The example trains for one epoch here; the accuracy it must reach in that epoch.
@@ -56,6 +58,7 @@ fn fashion_mnist_example_runs_then_comes_from_the_cache() {
     the_serving_example_serves_the_exported_model(&sb);
     an_endpoint_splits_its_traffic_and_records_samples(&sb);
     a_rollout_promotes_a_good_candidate_and_rolls_back_a_slow_one(&sb);
+    the_monitoring_example_retrains_on_drift_and_rolls_the_new_model_out(&sb);
 
     let (code, second, stderr) = sb.run_json(&manifest, &PARAMS);
     assert_eq!(code, 0, "{stderr}");
@@ -318,5 +321,295 @@ spec:
             let (_, version, _) = predict(&served.url, name, &images[0].0, &[]);
             assert_eq!(version.as_deref(), Some(expected), "{name}");
         }
+    }
+}
+
+/// Sends each image as a request of `source` to endpoint `name`, waits until its payload
+/// samples are stored, then labels them; every request must be answered. Returns how many
+/// answers each version gave.
+struct Traffic<'a> {
+    served: &'a Served,
+    name: &'a str,
+    api: String,
+    sent: usize,
+}
+
+impl Traffic<'_> {
+    fn send(
+        &mut self,
+        images: &[(std::path::PathBuf, usize)],
+        source: &str,
+    ) -> BTreeMap<String, u32> {
+        let mut versions = BTreeMap::new();
+        let mut labels = Vec::new();
+        for (path, label) in images {
+            let id = format!("{}-{}", self.name, self.sent);
+            self.sent += 1;
+            let (status, version, body) = predict(
+                &self.served.url,
+                self.name,
+                path,
+                &[("x-request-id", &id), ("x-source", source)],
+            );
+            assert_eq!(status, 200, "{body}\n{}", self.served.stderr());
+            *versions.entry(version.unwrap_or_default()).or_default() += 1;
+            labels.push(serde_json::json!({"requestId": id, "label": CLASSES[*label]}));
+        }
+        // Labels of requests whose samples are not stored yet would be counted unknown.
+        let sent = self.sent;
+        eventually(Duration::from_secs(20), "the samples to be stored", || {
+            let url = format!(
+                "{}/api/v1/endpoints/{}/samples?limit=10000",
+                self.api, self.name
+            );
+            (get_json(&url).as_array()?.len() >= sent).then_some(())
+        });
+        let stored = post_json(
+            &format!("{}/api/v1/endpoints/{}/labels", self.api, self.name),
+            &serde_json::json!({ "labels": labels }),
+        );
+        assert_eq!(stored["unknown"], 0, "{stored}");
+        versions
+    }
+
+    fn alerts(&self, sb: &Sandbox) -> Vec<serde_json::Value> {
+        let out = sb.run(&["get", "alerts", self.name, "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// `examples/monitoring/`: the loop on the local runtime. Requests like the training data
+/// raise no alert; brightened ones raise a drift alert, which starts a retraining run (the
+/// fashion pipeline again, as a linear model); its model is rolled out against the serving
+/// one behind an accuracy gate on live labels and promoted, and every request is answered all
+/// along. The same loop with a gate asking for an improvement no retrained model shows rolls
+/// the candidate back.
+fn the_monitoring_example_retrains_on_drift_and_rolls_the_new_model_out(sb: &Sandbox) {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/monitoring/endpoint.yaml")
+        .canonicalize()
+        .unwrap();
+    let text = std::fs::read_to_string(&example).unwrap();
+    let strict = sb.write(
+        "strict.yaml",
+        &text
+            .replace("name: fashion-monitored", "name: fashion-strict")
+            .replace("minDelta: -0.1", "minDelta: 0.2"),
+    );
+    let normal = test_images(sb, 200);
+    let bright = brightened(sb, &normal[..80]);
+    for (file, name, outcome) in [
+        (example.as_path(), "fashion-monitored", "promoted"),
+        (strict.as_path(), "fashion-strict", "rolled back"),
+    ] {
+        let served = Served::start(sb, file);
+        // The status is written on the loop's first pass after the URL is printed.
+        let state: serde_json::Value =
+            eventually(Duration::from_secs(10), "the endpoint's status", || {
+                let path = sb.home().join(format!("endpoints/{name}/endpoint.json"));
+                serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+            });
+        let mut traffic = Traffic {
+            served: &served,
+            name,
+            api: state["api"].as_str().unwrap().to_string(),
+            sent: 0,
+        };
+
+        // Like the training data: gauges, no alert.
+        traffic.send(&normal[..60], "web");
+        let metrics = eventually(Duration::from_secs(20), "the evaluation gauges", || {
+            let text = ureq::get(format!("{}/metrics", traffic.api))
+                .call()
+                .ok()?
+                .body_mut()
+                .read_to_string()
+                .ok()?;
+            text.contains(&format!(
+                "toucan_endpoint_evaluation_samples{{namespace=\"default\",endpoint=\"{name}\",version=\"v1\",slice=\"all\"}}"
+            ))
+            .then_some(text)
+        });
+        let brightness = format!(
+            "toucan_endpoint_drift_detected{{namespace=\"default\",endpoint=\"{name}\",slice=\"all\",feature=\"brightness\",test=\"ks\"}} 0"
+        );
+        assert!(metrics.contains(&brightness), "{metrics}");
+        assert!(traffic.alerts(sb).is_empty(), "{:#?}", traffic.alerts(sb));
+
+        // Prometheus scrapes the local API and evaluates the endpoint's rule file; its
+        // alerts reach the local API through Alertmanager's webhook.
+        let wired = (name == "fashion-monitored")
+            .then(|| Prometheus::wire(sb, name, &traffic.api))
+            .flatten();
+
+        // Brightened: a drift alert, and a retraining run.
+        traffic.send(&bright, "mobile");
+        let alert = eventually(
+            Duration::from_secs(30),
+            "a drift alert to start a run",
+            || {
+                traffic
+                    .alerts(sb)
+                    .into_iter()
+                    .find(|a| a["key"] == "drift/all" && a["run"].is_string())
+            },
+        );
+        assert_eq!(alert["kind"], "drift", "{alert:#}");
+        assert!(
+            alert["summary"].as_str().unwrap().contains("brightness"),
+            "{alert:#}"
+        );
+        let run = alert["run"].as_str().unwrap().to_string();
+
+        // The run's model is rolled out under live labels until the rollout ends.
+        let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+        let mut round = 0;
+        let done = eventually(
+            Duration::from_secs(300),
+            "the retrained model's rollout to end",
+            || {
+                let start = (round * 20) % 180;
+                round += 1;
+                for (version, n) in traffic.send(&normal[start..start + 20], "web") {
+                    *answered.entry(version).or_default() += n;
+                }
+                traffic
+                    .alerts(sb)
+                    .into_iter()
+                    .find(|a| a["run"] == run.as_str())
+                    .filter(|a| {
+                        a["action"]
+                            .as_str()
+                            .is_some_and(|t| t.contains("promoted") || t.contains("rolled back"))
+                    })
+            },
+        );
+        let action = done["action"].as_str().unwrap();
+        assert!(
+            action.contains(outcome),
+            "{name}: {action}\n{}",
+            served.stderr()
+        );
+        let out = sb.run(&["get", "runs", "-o", "json"]);
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let retrain = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["run"] == run.as_str())
+            .unwrap_or_else(|| panic!("no run {run} in {runs:#}"));
+        assert_eq!(retrain["phase"], "Succeeded", "{retrain:#}");
+        let candidate: Vec<&String> = answered.keys().filter(|v| *v != "v1").collect();
+        assert_eq!(candidate.len(), 1, "{answered:?}");
+        let out = sb.run(&["describe", "endpoint", name, "-o", "json"]);
+        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let versions: Vec<&str> = detail["status"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        let kept = if outcome == "promoted" {
+            candidate[0].as_str()
+        } else {
+            "v1"
+        };
+        assert_eq!(versions, [kept], "{name}: {detail:#}");
+        if wired.is_some() {
+            // Alertmanager's notification is an alert of its own, a retraining trigger that
+            // the endpoint's own alert has already acted on.
+            let external = eventually(
+                Duration::from_secs(60),
+                "Alertmanager's drift alert",
+                || {
+                    traffic.alerts(sb).into_iter().find(|a| {
+                        a["key"]
+                            .as_str()
+                            .is_some_and(|k| k.starts_with("alertmanager/"))
+                            && a["kind"] == "drift"
+                            && a["action"].is_string()
+                    })
+                },
+            );
+            let action = external["action"].as_str().unwrap();
+            assert!(action.starts_with("held ("), "{external:#}");
+        }
+        drop(wired);
+        let text = sb.run(&["describe", "endpoint", name]);
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("Alerts:") && text.contains(outcome), "{text}");
+        drop(served);
+    }
+}
+
+/// The endpoint wired to the test's Prometheus and Alertmanager (`tests/alerting/up`): a
+/// scrape target for the local API, the endpoint's rule file with each alert sent to the local
+/// API's webhook receiver. Unwired when dropped.
+struct Prometheus {
+    files: Vec<std::path::PathBuf>,
+    url: String,
+}
+
+impl Prometheus {
+    fn wire(sb: &Sandbox, name: &str, api: &str) -> Option<Prometheus> {
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let (Some(url), Some(targets), Some(rules)) = (
+            env("TOUCAN_TEST_PROMETHEUS_URL"),
+            env("TOUCAN_TEST_PROMETHEUS_TARGETS_DIR"),
+            env("TOUCAN_TEST_PROMETHEUS_RULES_DIR"),
+        ) else {
+            assert!(
+                env("TOUCAN_REQUIRE_ALERTING").is_none_or(|v| v != "1"),
+                "TOUCAN_REQUIRE_ALERTING=1 but no Prometheus (tests/alerting/up DIR, then its env)"
+            );
+            eprintln!("no Prometheus (tests/alerting/up): the alerting path is not checked");
+            return None;
+        };
+        let address = api.trim_start_matches("http://");
+        let target = std::path::Path::new(&targets).join(format!("{name}.json"));
+        std::fs::write(
+            &target,
+            serde_json::json!([{"targets": [address], "labels": {"test": name}}]).to_string(),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(sb.home().join(format!("endpoints/{name}/rules.yaml")))
+            .unwrap();
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let webhook = format!("{api}/api/v1/alertmanager");
+        for group in doc["groups"].as_sequence_mut().unwrap() {
+            for rule in group["rules"].as_sequence_mut().unwrap() {
+                rule["labels"]["toucan_webhook_url"] = webhook.clone().into();
+            }
+        }
+        let rule_file = std::path::Path::new(&rules).join(format!("{name}.yaml"));
+        std::fs::write(&rule_file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        let wired = Prometheus {
+            files: vec![target, rule_file],
+            url,
+        };
+        wired.reload();
+        Some(wired)
+    }
+
+    fn reload(&self) {
+        let status = ureq::post(format!("{}/-/reload", self.url))
+            .send_empty()
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200);
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+        let _ = ureq::post(format!("{}/-/reload", self.url)).send_empty();
     }
 }

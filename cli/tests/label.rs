@@ -175,6 +175,7 @@ async fn labels_go_to_the_api_named() {
         store: store.clone(),
         auth: Arc::new(toucan_api::Anyone),
         reports: None,
+        gauges: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());

@@ -291,3 +291,55 @@ pub struct TrialRecord {
     #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub updated_at: Millis,
 }
+
+/// An alert of an endpoint as the metadata store keeps it: one row per episode (from the
+/// first breach to the resolution), updated as it moves on. See
+/// [`crate::monitoring::alerts`] for how an episode moves.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRecord {
+    /// The endpoint (`NAMESPACE/NAME` in a cluster).
+    pub endpoint: String,
+    /// What the alert is about, stable across episodes: `drift/all`,
+    /// `floor/accuracy/v1/source=web`, `regression/accuracy/v2/all`, or an Alertmanager
+    /// fingerprint.
+    pub key: String,
+    pub kind: crate::monitoring::alerts::AlertKind,
+    pub phase: crate::monitoring::alerts::AlertPhase,
+    /// One line: what breached, by how much.
+    pub summary: String,
+    /// The window of samples the breach was judged on (the newest one seen).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub window_start: Millis,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub window_end: Millis,
+    /// The figure that breached (an effect size, a metric or an interval's bound) and its
+    /// bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// When the breach was first seen: with `key`, what identifies the episode.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub active_since: Millis,
+    /// When it had held for `for` and fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub firing_since: Option<Millis>,
+    /// The last time the breach was seen.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub last_breach: Millis,
+    /// When it resolved (or cleared before firing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub ended_at: Option<Millis>,
+    /// What the endpoint did about it: the retraining run it started, or why it held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The retraining run it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub updated_at: Millis,
+}

@@ -79,6 +79,7 @@ impl Api {
             store: store.clone(),
             auth: Arc::new(StepPods),
             reports: None,
+            gauges: None,
         });
         runtime.spawn(async move { axum::serve(listener, app).await });
         Api {

@@ -77,6 +77,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         store: store.clone(),
         auth: Arc::new(ClusterAuth::new(client.clone())),
         reports: Some(reports_tx),
+        gauges: None,
     };
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await

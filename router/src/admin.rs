@@ -68,6 +68,7 @@ impl EndpointStats {
                     p90: v.latency_ms.p90,
                     p99: v.latency_ms.p99,
                 },
+                quality: None,
             })
             .collect()
     }

@@ -25,10 +25,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::json;
+use toucan_core::monitoring::alerts::{AlertKind, AlertPhase};
 use toucan_core::monitoring::evaluation::{Label, LabelCounts};
 use toucan_core::records::{
-    ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry, DocumentKind, Phase,
-    RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord, StudyRecord, TrialRecord,
+    AlertRecord, ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry,
+    DocumentKind, Phase, RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord, StudyRecord,
+    TrialRecord,
 };
 use toucan_core::serving::{InputStats, PayloadSample, SampledInstance};
 use toucan_core::tuning::{MetricPoint, ParamValue, Trial, TrialState};
@@ -85,6 +87,8 @@ store_suite!(
     samples_are_stored_once_per_request_and_listed_by_time,
     labels_are_stored_once_corrected_and_joined_to_their_samples,
     the_last_label_of_a_request_in_a_batch_wins,
+    alert_episodes_upsert_and_keep_what_was_done,
+    alerts_list_newest_first_by_endpoint_and_openness,
 );
 
 // === records ===
@@ -945,7 +949,57 @@ async fn open_dispatches_on_the_url() {
     }
 }
 
+#[tokio::test]
+async fn sqlite_an_alert_row_of_unknown_kind_or_phase_is_an_error_naming_its_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut conn = raw_sqlite(&path).await;
+    for (column, kind, phase) in CORRUPT_ALERT_ROWS {
+        sqlx::query("DELETE FROM endpoint_alerts")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(RAW_ALERT_ROW)
+            .bind(kind)
+            .bind(phase)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let err = store.list_alerts(None, false, 10).await.unwrap_err();
+        assert_unknown_column(&err, column);
+    }
+}
+
 // === PostgreSQL only ===
+
+#[tokio::test]
+async fn postgres_an_alert_row_of_unknown_kind_or_phase_is_an_error_naming_its_column() {
+    let Some(db) = test_database(
+        "postgres_an_alert_row_of_unknown_kind_or_phase_is_an_error_naming_its_column",
+    ) else {
+        return;
+    };
+    let store = connect(&db).await;
+    let mut conn = raw(&db).await;
+    for (column, kind, phase) in CORRUPT_ALERT_ROWS {
+        sqlx::query("DELETE FROM endpoint_alerts")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(RAW_ALERT_ROW)
+            .bind(kind)
+            .bind(phase)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let err = store.list_alerts(None, false, 10).await.unwrap_err();
+        assert_unknown_column(&err, column);
+    }
+    drop(conn);
+    store.close().await;
+    db.drop_database().unwrap();
+}
 
 #[tokio::test]
 async fn postgres_open_reconnect_and_concurrent_connects() {
@@ -1233,4 +1287,194 @@ async fn the_last_label_of_a_request_in_a_batch_wins(store: Arc<dyn MetadataStor
         .await
         .unwrap();
     assert_eq!(joined[0].label.as_ref().unwrap().label, "class-1");
+}
+
+fn alert(endpoint: &str, key: &str, active_since: i64, phase: AlertPhase) -> AlertRecord {
+    AlertRecord {
+        endpoint: endpoint.to_string(),
+        key: key.to_string(),
+        kind: AlertKind::Drift,
+        phase,
+        summary: format!("{key} breached"),
+        window_start: active_since - 60_000,
+        window_end: active_since,
+        value: Some(0.42),
+        threshold: Some(0.1),
+        active_since,
+        firing_since: (phase == AlertPhase::Firing).then_some(active_since),
+        last_breach: active_since,
+        ended_at: None,
+        action: None,
+        run: None,
+        updated_at: active_since,
+    }
+}
+
+async fn alert_episodes_upsert_and_keep_what_was_done(store: Arc<dyn MetadataStore>) {
+    let pending = alert("ns/fashion", "drift/all", T0, AlertPhase::Pending);
+    store
+        .put_alerts(std::slice::from_ref(&pending))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_alerts(None, false, 10).await.unwrap(),
+        std::slice::from_ref(&pending)
+    );
+
+    // The loop fires it and starts a retraining run.
+    let acted = AlertRecord {
+        phase: AlertPhase::Firing,
+        firing_since: Some(T0 + 10),
+        last_breach: T0 + 10,
+        action: Some("started run r1".into()),
+        run: Some("r1".into()),
+        updated_at: T0 + 10,
+        ..pending.clone()
+    };
+    store
+        .put_alerts(std::slice::from_ref(&acted))
+        .await
+        .unwrap();
+    // A report of the same episode that knows nothing of that (a re-sent webhook) moves the
+    // episode on and keeps the action and the run.
+    let resolved = AlertRecord {
+        phase: AlertPhase::Resolved,
+        ended_at: Some(T0 + 20),
+        value: None,
+        action: None,
+        run: None,
+        updated_at: T0 + 20,
+        ..acted.clone()
+    };
+    store
+        .put_alerts(std::slice::from_ref(&resolved))
+        .await
+        .unwrap();
+    let stored = store.list_alerts(None, false, 10).await.unwrap();
+    assert_eq!(
+        stored,
+        [AlertRecord {
+            action: acted.action.clone(),
+            run: acted.run.clone(),
+            ..resolved.clone()
+        }]
+    );
+    // A new action replaces the old one.
+    let held = AlertRecord {
+        action: Some("held: cooldown".into()),
+        ..resolved.clone()
+    };
+    store.put_alerts(&[held]).await.unwrap();
+    let stored = store.list_alerts(None, false, 10).await.unwrap();
+    assert_eq!(stored[0].action.as_deref(), Some("held: cooldown"));
+    assert_eq!(stored[0].run.as_deref(), Some("r1"));
+
+    // The same key breaching again is a new episode; the same episode of another endpoint is
+    // its own row. One call stores them all.
+    let again = alert("ns/fashion", "drift/all", T0 + 100, AlertPhase::Pending);
+    let other = alert("ns/other", "drift/all", T0, AlertPhase::Pending);
+    store.put_alerts(&[again.clone(), other]).await.unwrap();
+    store.put_alerts(&[]).await.unwrap();
+    let fashion = store
+        .list_alerts(Some("ns/fashion"), false, 10)
+        .await
+        .unwrap();
+    let episodes: Vec<(i64, AlertPhase)> =
+        fashion.iter().map(|a| (a.active_since, a.phase)).collect();
+    assert_eq!(
+        episodes,
+        [(T0 + 100, AlertPhase::Pending), (T0, AlertPhase::Resolved)]
+    );
+    assert_eq!(fashion[0], again);
+}
+
+async fn alerts_list_newest_first_by_endpoint_and_openness(store: Arc<dyn MetadataStore>) {
+    let at = |endpoint: &str, key: &str, phase: AlertPhase, updated_at: i64| AlertRecord {
+        updated_at,
+        ..alert(endpoint, key, T0, phase)
+    };
+    store
+        .put_alerts(&[
+            at("ns/a", "floor/accuracy/v1/all", AlertPhase::Firing, T0 + 3),
+            at("ns/a", "drift/all", AlertPhase::Resolved, T0 + 5),
+            // Ties on the update time list by key, in byte order.
+            at("ns/b", "drift/source=web", AlertPhase::Pending, T0 + 4),
+            at("ns/b", "Drift/all", AlertPhase::Cleared, T0 + 4),
+            at(
+                "ns/a",
+                "regression/accuracy/v2/all",
+                AlertPhase::Cleared,
+                T0 + 1,
+            ),
+        ])
+        .await
+        .unwrap();
+    let keys = |alerts: Vec<AlertRecord>| -> Vec<String> {
+        alerts
+            .into_iter()
+            .map(|a| format!("{} {}", a.endpoint, a.key))
+            .collect()
+    };
+
+    assert_eq!(
+        keys(store.list_alerts(None, false, 10).await.unwrap()),
+        [
+            "ns/a drift/all",
+            "ns/b Drift/all",
+            "ns/b drift/source=web",
+            "ns/a floor/accuracy/v1/all",
+            "ns/a regression/accuracy/v2/all",
+        ]
+    );
+    // Open: pending and firing only.
+    assert_eq!(
+        keys(store.list_alerts(None, true, 10).await.unwrap()),
+        ["ns/b drift/source=web", "ns/a floor/accuracy/v1/all"]
+    );
+    assert_eq!(
+        keys(store.list_alerts(Some("ns/a"), false, 10).await.unwrap()),
+        [
+            "ns/a drift/all",
+            "ns/a floor/accuracy/v1/all",
+            "ns/a regression/accuracy/v2/all",
+        ]
+    );
+    assert_eq!(
+        keys(store.list_alerts(Some("ns/a"), true, 10).await.unwrap()),
+        ["ns/a floor/accuracy/v1/all"]
+    );
+    // The limit keeps the newest.
+    assert_eq!(
+        keys(store.list_alerts(None, false, 2).await.unwrap()),
+        ["ns/a drift/all", "ns/b Drift/all"]
+    );
+    assert!(
+        store
+            .list_alerts(Some("ns/none"), false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Stores an alert row of the kind and phase bound to `$1` and `$2`, whatever they are.
+const RAW_ALERT_ROW: &str = "INSERT INTO endpoint_alerts
+         (endpoint, key, active_since, kind, phase, summary, window_start, window_end,
+          last_breach, updated_at)
+     VALUES ('ns/a', 'drift/all', 1, $1, $2, 's', 0, 1, 1, 1)";
+
+/// An alert row's kind and phase where no version of toucan writes them, each with the column
+/// it spoils.
+const CORRUPT_ALERT_ROWS: [(&str, &str, &str); 2] = [
+    ("kind", "tremor", "Firing"),
+    ("phase", "drift", "Smouldering"),
+];
+
+fn assert_unknown_column(err: &StoreError, column: &str) {
+    assert_eq!(err.reason(), "StoreCorrupt", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("column {column}:")),
+        "{column}: {message}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The ML runtime of `toucan-worker`, as a library so that tests and benchmarks reach it:
-//! datasets ([`dataset`]), ingest ([`ingest`]) and, with the `torch` feature, training on
-//! libtorch ([`ml`]), collectives across data-parallel replicas on libtorch's c10d
-//! ([`collectives`]) and the model server of `serve` ([`serve`]). The launcher's subcommands
+//! datasets ([`dataset`]), ingest ([`ingest`]), the image statistics of drift detection
+//! ([`stats`]) and, with the `torch` feature, training on libtorch ([`ml`]), collectives across
+//! data-parallel replicas on libtorch's c10d ([`collectives`]) and the model server of `serve`
+//! ([`serve`]). The launcher's subcommands
 //! (`exec`, `stage`, `install-launcher`) come from the `toucan-launcher` crate; the value
 //! parsers of the flags are [`args`].
 
@@ -16,6 +17,7 @@ pub mod ml;
 #[cfg(feature = "torch")]
 pub mod serve;
 pub mod staged;
+pub mod stats;
 
 /// The exit code for invalid arguments, configuration or input data: a usage error that gives
 /// the same result every time, so never worth retrying. clap's own usage errors (an unknown

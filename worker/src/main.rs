@@ -40,8 +40,8 @@ enum Command {
     #[command(flatten)]
     Launcher(launcher::LauncherCommand),
     /// Turn source files (IDX files, image folders or a CSV pixel table) into a toucan
-    /// dataset: seeded train/valid/test split, record shards, index and dataset card. Writes
-    /// nothing unless it succeeds.
+    /// dataset: seeded train/valid/test split, record shards, index, dataset card and drift
+    /// reference. Writes nothing unless it succeeds.
     Ingest {
         /// The source: a directory of IDX files (e.g. /usr/share/datasets/fashion-mnist), a
         /// directory of images (one sub-folder per class, or any layout with --labels), or a

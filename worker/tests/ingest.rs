@@ -6,11 +6,23 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use toucan_worker::dataset::{Dataset, SPLITS};
+use toucan_worker::dataset::{Dataset, SPLITS, SplitData};
+use toucan_worker::stats::pixel_stats;
 
 mod common;
 
 use common::{H, W, fixture, idx_bytes, ingest, listing};
+
+/// The statistics of record `i` of a split, as a server would measure the same image.
+fn record_stats(ds: &Dataset, data: &SplitData, i: usize) -> toucan_core::serving::InputStats {
+    let per_image = ds.index.image.pixels();
+    let unit: Vec<f32> = data.pixels[i * per_image..(i + 1) * per_image]
+        .iter()
+        .map(|&p| f32::from(p) / 255.0)
+        .collect();
+    let shape = ds.index.image;
+    pixel_stats(&unit, shape.width, shape.height, shape.channels)
+}
 
 #[test]
 fn writes_a_complete_dataset_with_every_record_in_one_split() {
@@ -64,6 +76,24 @@ fn writes_a_complete_dataset_with_every_record_in_one_split() {
         assert_eq!(stats.class_counts, counts);
     }
     assert_eq!(seen.len(), 50);
+
+    // The drift reference: every train record (fewer than 2,000), in split order, measured
+    // as ingested and named by its class.
+    let train = ds.read_split("train").unwrap();
+    let rows = ds
+        .reference()
+        .unwrap()
+        .expect("ingest writes reference.json");
+    assert_eq!(rows.len(), 40);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.class, ds.index.classes[train.labels[i] as usize]);
+        assert_eq!(row.stats, record_stats(&ds, &train, i));
+        let id = train.pixels[i * (H * W) as usize];
+        assert_eq!((row.stats.width, row.stats.height), (W, H));
+        assert!((row.stats.brightness - f64::from(id) / 255.0).abs() < 1e-6);
+        assert_eq!(row.stats.contrast, 0.0, "record {id} is flat");
+        assert!(row.attributes.is_empty());
+    }
     let e = ds
         .metadata_column("test", "camera")
         .unwrap_err()
@@ -86,6 +116,73 @@ fn the_same_source_and_seed_give_the_same_bytes() {
     };
     assert_eq!(read("a", "1"), read("b", "1"));
     assert_ne!(read("c", "1"), read("d", "2"));
+}
+
+#[test]
+fn a_train_split_over_2000_records_gives_2000_evenly_spaced_reference_rows() {
+    // 2,500 records of 4x4 whose pixel values add up to the record's number, so that every
+    // record has its own brightness and a row tells which record it measured.
+    const N: usize = 2_500;
+    const SIDE: u32 = 4;
+    let images: Vec<u8> = (0..N)
+        .flat_map(|r| {
+            (0..(SIDE * SIDE) as usize).map(move |k| r.saturating_sub(255 * k).min(255) as u8)
+        })
+        .collect();
+    let labels: Vec<u8> = (0..N).map(|r| (r % 3) as u8).collect();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(
+        source.path().join("train-images-idx3-ubyte"),
+        idx_bytes(&[N as u32, SIDE, SIDE], &images),
+    )
+    .unwrap();
+    std::fs::write(
+        source.path().join("train-labels-idx1-ubyte"),
+        idx_bytes(&[N as u32], &labels),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("ds");
+    let run = ingest(
+        source.path(),
+        &out,
+        &["--split", "1:0:0", "--class-names", "x,y,z"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let ds = Dataset::open(&out).unwrap();
+    let train = ds.read_split("train").unwrap();
+    assert_eq!(train.labels.len(), N);
+    let rows = ds.reference().unwrap().unwrap();
+    assert_eq!(rows.len(), 2_000);
+    let all: Vec<_> = (0..N).map(|i| record_stats(&ds, &train, i)).collect();
+    let measured: Vec<usize> = rows
+        .iter()
+        .map(|row| all.iter().position(|s| *s == row.stats).unwrap())
+        .collect();
+    assert_eq!(measured[0], 0, "the first row is the split's first record");
+    // Every 1.25th record: strides of 1 and 2, reaching the end of the split.
+    for (j, &i) in measured.iter().enumerate() {
+        assert_eq!(i, j * N / 2_000, "row {j}");
+        assert_eq!(rows[j].class, ds.index.classes[train.labels[i] as usize]);
+    }
+    assert_eq!(*measured.last().unwrap(), N - 2);
+}
+
+#[test]
+fn a_dataset_without_a_reference_still_opens() {
+    let source = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("ds");
+    assert!(ingest(source.path(), &out, &[]).status.success());
+    std::fs::remove_file(out.join("reference.json")).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.reference().unwrap(), None);
+    assert_eq!(ds.read_split("train").unwrap().labels.len(), 40);
 }
 
 /// Breaks the fixture with `damage`, then expects exit code 2, an error naming `names`, and no

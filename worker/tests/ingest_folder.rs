@@ -210,6 +210,36 @@ fn resize_brings_every_image_to_one_size() {
 }
 
 #[test]
+fn the_reference_measures_the_images_as_ingested() {
+    let source = tempfile::tempdir().unwrap();
+    let d = source.path();
+    for (class, level) in [("black", 0), ("white", 255)] {
+        for file in ["1.png", "2.png"] {
+            write_image(&d.join(class).join(file), 12, 9, &[level]);
+        }
+    }
+    let (_work, ds) = ingest_ok(
+        d,
+        &["--resize", "6x4", "--channels", "3", "--split", "1:0:0"],
+    );
+    let rows = ds.reference().unwrap().unwrap();
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        // After --resize and --channels, not as the files were.
+        let s = &row.stats;
+        assert_eq!((s.height, s.width, s.channels), (6, 4, 3));
+        let level = match row.class.as_str() {
+            "white" => 1.0,
+            "black" => 0.0,
+            other => panic!("class {other:?}"),
+        };
+        assert_eq!(s.brightness, level);
+        assert_eq!(s.channel_means, vec![level; 3]);
+        assert_eq!((s.contrast, s.sharpness), (0.0, 0.0));
+    }
+}
+
+#[test]
 fn images_of_different_sizes_need_resize() {
     let source = gray_classes();
     write_image(&source.path().join("dog/d3.png"), 7, 5, &[gray(2)]);

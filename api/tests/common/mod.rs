@@ -9,7 +9,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use toucan_api::{ApiState, Authenticator, router};
+use toucan_api::{ApiState, Authenticator, GaugeBoard, router};
 use toucan_store::metadata::{MetadataStore, SqliteStore};
 
 /// The API over a new SQLite store in `dir`, with `auth`; the store too.
@@ -17,12 +17,22 @@ pub async fn app(
     dir: &std::path::Path,
     auth: Arc<dyn Authenticator>,
 ) -> (axum::Router, Arc<dyn MetadataStore>) {
+    app_with_gauges(dir, auth, None).await
+}
+
+/// [`app`], exporting the gauges of `gauges` on `/metrics`.
+pub async fn app_with_gauges(
+    dir: &std::path::Path,
+    auth: Arc<dyn Authenticator>,
+    gauges: Option<Arc<GaugeBoard>>,
+) -> (axum::Router, Arc<dyn MetadataStore>) {
     let store: Arc<dyn MetadataStore> =
         Arc::new(SqliteStore::open(&dir.join("toucan.db")).await.unwrap());
     let app = router(ApiState {
         store: store.clone(),
         auth,
         reports: None,
+        gauges,
     });
     (app, store)
 }

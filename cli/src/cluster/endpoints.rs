@@ -130,6 +130,7 @@ pub async fn describe_endpoint(
                         started_at: summary.created_ms,
                         restarts: &BTreeMap::new(),
                         stats: detail.stats.as_ref(),
+                        alerts: &[],
                         events: &detail.events,
                     })
                 ),

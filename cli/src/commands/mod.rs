@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod alerts;
 pub mod cache;
 pub mod crds;
 pub mod drift;

@@ -26,6 +26,8 @@ use crate::output::{self, Format};
 
 /// Where the router listens unless `--listen` says otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// How many of an endpoint's newest alerts `describe endpoint` shows.
+const ALERTS_SHOWN: u32 = 20;
 /// How many of the newest runs are searched for a pipeline's model.
 const RUNS_SEARCHED: u32 = 200;
 const DEFAULT_ADDR: SocketAddr =
@@ -127,6 +129,7 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
             model_names,
             listen,
             dir,
+            home,
         },
         store,
         Binaries::locate()?,
@@ -137,7 +140,7 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
 
 /// The model file of one version, copied into the endpoint's directory, and its digest.
 /// The error says what is missing, in the user's words.
-async fn resolve_model(
+pub(crate) async fn resolve_model(
     store: &dyn MetadataStore,
     artifacts: &ArtifactStore,
     source: &Result<ModelSource, String>,
@@ -188,7 +191,7 @@ async fn resolve_model(
 
 /// The step `step` of the local run `run`; or, when no run has that id, of the newest run of
 /// the pipeline named `run` in which that step succeeded with the output `artifact`.
-async fn output_step(
+pub(crate) async fn output_step(
     store: &dyn MetadataStore,
     run: &str,
     step: &str,
@@ -210,7 +213,8 @@ async fn output_step(
         }
     }
     Err(format!(
-        "no local run {run:?}, and no run of a pipeline {run:?} whose step {step:?} produced          {artifact:?} (run the pipeline first)"
+        "no local run {run:?}, and no run of a pipeline {run:?} whose step {step:?} produced \
+         {artifact:?} (run the pipeline first)"
     ))
 }
 
@@ -302,6 +306,8 @@ struct EndpointDetail<'a> {
     endpoint: &'a LocalEndpoint,
     serving: bool,
     stats: Option<toucan_router::admin::EndpointStats>,
+    /// The endpoint's alerts, newest first.
+    alerts: &'a [toucan_core::records::AlertRecord],
 }
 
 pub async fn describe_endpoint(name: &str, format: Format) -> anyhow::Result<Outcome> {
@@ -318,10 +324,18 @@ pub async fn describe_endpoint(name: &str, format: Format) -> anyhow::Result<Out
         (Some(url), true) => endpoint::router_stats(url).await.ok(),
         _ => None,
     };
+    let store = home.open_store().await?;
+    let alerts: Vec<toucan_core::records::AlertRecord> = store
+        .list_alerts(Some(name), false, ALERTS_SHOWN)
+        .await?
+        .into_iter()
+        .filter(|a| a.phase != toucan_core::monitoring::alerts::AlertPhase::Cleared)
+        .collect();
     let detail = EndpointDetail {
         endpoint: &e,
         serving,
         stats,
+        alerts: &alerts,
     };
     match format {
         Format::Table => print!(
@@ -338,6 +352,7 @@ pub async fn describe_endpoint(name: &str, format: Format) -> anyhow::Result<Out
                 restarts: &e.restarts,
                 stats: detail.stats.as_ref(),
                 events: &[],
+                alerts: &alerts,
             })
         ),
         format => output::print_structured(format, &detail)?,
@@ -357,6 +372,8 @@ pub struct EndpointView<'a> {
     pub stats: Option<&'a toucan_router::admin::EndpointStats>,
     /// Recent events (`REASON: message`), newest last.
     pub events: &'a [String],
+    /// The endpoint's alerts, newest first: the monitoring loop's history.
+    pub alerts: &'a [toucan_core::records::AlertRecord],
 }
 
 pub fn describe_text(d: &EndpointView) -> String {
@@ -421,6 +438,22 @@ pub fn describe_text(d: &EndpointView) -> String {
         out.push_str("Conditions:\n");
         for c in &s.conditions {
             out.push_str(&format!("  {} {}: {}\n", c.type_, c.status, c.message));
+        }
+    }
+    if !d.alerts.is_empty() {
+        out.push_str("Alerts:\n");
+        for a in d.alerts {
+            out.push_str(&format!(
+                "  {} {} {} ({})",
+                output::timestamp(a.firing_since.unwrap_or(a.active_since)),
+                a.key,
+                a.phase.as_str(),
+                a.summary
+            ));
+            if let Some(action) = &a.action {
+                out.push_str(&format!("\n    -> {action}"));
+            }
+            out.push('\n');
         }
     }
     if !d.events.is_empty() {

@@ -46,11 +46,41 @@ pub fn test_images(sb: &Sandbox, n: usize) -> Vec<(PathBuf, usize)> {
         .collect()
 }
 
+/// The same images made brighter and flatter (each pixel `p` becomes `255 - 0.3 (255 - p)`),
+/// as a camera overexposing would: a shift of the inputs drift detection must see.
+pub fn brightened(sb: &Sandbox, images: &[(PathBuf, usize)]) -> Vec<(PathBuf, usize)> {
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, (path, label))| {
+            let mut image = image::open(path).unwrap().to_luma8();
+            for p in image.pixels_mut() {
+                p.0[0] = 255 - ((255 - u32::from(p.0[0])) * 3 / 10) as u8;
+            }
+            let out = sb.path(&format!("images/bright-{i}.png"));
+            image.save(&out).unwrap();
+            (out, *label)
+        })
+        .collect()
+}
+
+/// POST `body` to `url` as JSON; the response's JSON.
+pub fn post_json(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    ureq::post(url)
+        .send_json(body)
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
 /// A running `toucan serve`; interrupted (Ctrl-C) when dropped.
 pub struct Served {
     pub child: Child,
     /// The router's base URL, as `toucan serve` printed it.
     pub url: String,
+    /// What it wrote to stderr so far (read as it comes, so the pipe never fills).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Served {
@@ -63,6 +93,16 @@ impl Served {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let errors = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(errors).lines().map_while(Result::ok) {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -70,19 +110,20 @@ impl Served {
             for _ in lines {}
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Some(Ok(url))) => Served { child, url },
+            Ok(Some(Ok(url))) => Served { child, url, stderr },
             other => {
                 let _ = child.kill();
-                let mut stderr = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                panic!("toucan serve printed no URL ({other:?}):\n{stderr}");
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                let text = stderr.lock().unwrap().clone();
+                panic!("toucan serve printed no URL ({other:?}):\n{text}");
             }
         }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Ctrl-C, and the exit status.

@@ -213,6 +213,16 @@ pub struct RolloutSpec {
     /// The fewest candidate requests in a step before its gates are judged; 20 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u32>,
+    /// Conditions on the candidate's live evaluation metrics (over its labelled samples since
+    /// the step began) against the incumbent's over the same time; every one must hold. A
+    /// gate fails once the candidate's confidence interval lies wholly on the worse side of
+    /// the incumbent's figure moved by `minDelta`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluation_gates: Vec<EvaluationGate>,
+    /// The fewest labelled samples, of the candidate and of the incumbent each, in a step
+    /// before its evaluation gates are judged; 100 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_labels: Option<u32>,
 }
 
 /// A bound on one metric of the candidate's requests during a rollout step.
@@ -578,6 +588,10 @@ pub struct PromoteRollout {
     /// What a failing gate does; `Rollback` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<OnFailure>,
+    /// The fewest labelled samples, of the candidate and of the incumbent each, in a step
+    /// before its gates are judged; 100 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_labels: Option<u32>,
 }
 
 /// A candidate's live metric against the incumbent's over the same step.

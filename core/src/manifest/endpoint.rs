@@ -410,6 +410,19 @@ fn check_rollout(
             out.push((join(&path, "max"), message));
         }
     }
+    super::monitoring::check_evaluation_gates(
+        "spec.rollout.evaluationGates",
+        &rollout.evaluation_gates,
+        out,
+    );
+    if rollout.min_labels == Some(0) {
+        out.push((
+            "spec.rollout.minLabels".into(),
+            "must be at least 1: an evaluation gate judged on no labels would pass on no \
+             evidence"
+                .into(),
+        ));
+    }
 }
 
 /// A rollout's steps (at `path`): at least one, each a percentage above the one before,

@@ -11,7 +11,8 @@ use super::endpoint::{check_header, check_steps};
 use super::names::{check_identifier, check_object_name, check_step_name};
 use super::schema_check::{Finding, join};
 use crate::api::{
-    DriftMonitoring, EndpointSpec, EvaluationMonitoring, MonitoringSpec, RetrainSpec, TimeRange,
+    DriftMonitoring, EndpointSpec, EvaluationGate, EvaluationMonitoring, MonitoringSpec,
+    RetrainSpec, TimeRange,
 };
 use crate::echo::quote;
 use crate::monitoring::spec::{
@@ -267,9 +268,21 @@ fn check_retrain(retrain: &RetrainSpec, out: &mut Vec<Finding>) {
             "must be positive: each step is observed for this long".into(),
         ));
     }
+    check_evaluation_gates(&join(&at, "gates"), &rollout.gates, out);
+    if rollout.min_labels == Some(0) {
+        out.push((
+            join(&at, "minLabels"),
+            "must be at least 1: a gate judged on no labels would pass on no evidence".into(),
+        ));
+    }
+}
+
+/// Evaluation gates (at `path`): one per metric, each `minDelta` a difference the metric can
+/// have.
+pub(super) fn check_evaluation_gates(path: &str, gates: &[EvaluationGate], out: &mut Vec<Finding>) {
     let mut seen = BTreeMap::new();
-    for (i, gate) in rollout.gates.iter().enumerate() {
-        let gate_path = format!("{at}.gates[{i}]");
+    for (i, gate) in gates.iter().enumerate() {
+        let gate_path = format!("{path}[{i}]");
         if let Some(first) = seen.insert(gate.metric, i) {
             out.push((
                 join(&gate_path, "metric"),

@@ -5,9 +5,13 @@
 //! with a reference and says, column by column, whether they moved. The shells feed them rows
 //! they read from the metadata store and act on what they return. [`spec`] reads an
 //! Endpoint's `spec.monitoring` with its defaults; [`rules`] names the gauges toucan exports
-//! and generates the Prometheus alerting rules over them; [`retrain`] decides whether an alert
-//! starts a retraining run.
+//! and generates the Prometheus alerting rules over them; [`assess`] is one pass of an
+//! endpoint's monitoring (the figures exported and the breaches seen), [`alerts`] turns
+//! breaches into alerts that fire and resolve with hysteresis, and [`retrain`] decides whether
+//! an alert starts a retraining run.
 
+pub mod alerts;
+pub mod assess;
 pub mod drift;
 pub mod evaluation;
 pub mod retrain;

@@ -25,8 +25,10 @@
 use super::spec::GateThreshold;
 use super::traffic::{declared_traffic, effective_traffic};
 use crate::api::{
-    EndpointSpec, GateMetric, GateSpec, OnFailure, RolloutPhase, RolloutSpec, RolloutStatus,
+    EndpointSpec, EvaluationGate, EvaluationMetric, GateMetric, GateSpec, OnFailure, RolloutPhase,
+    RolloutSpec, RolloutStatus,
 };
+use crate::monitoring::evaluation::Estimate;
 use crate::records::Millis;
 use crate::time::{parse_rfc3339, rfc3339};
 
@@ -95,6 +97,27 @@ pub struct VersionObservation {
     pub errors: u64,
     /// Latency percentiles over the window, in milliseconds, where known.
     pub latency_ms: LatencyPercentiles,
+    /// The version's labelled samples since the step began, scored, where the shell
+    /// evaluates them (for `evaluationGates`).
+    pub quality: Option<QualityObservation>,
+}
+
+/// A version's live evaluation over the current step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QualityObservation {
+    /// Labelled (matured) samples the figures are computed over.
+    pub labelled: u64,
+    /// Each metric the samples give, with its confidence interval.
+    pub metrics: Vec<(EvaluationMetric, Estimate)>,
+}
+
+impl QualityObservation {
+    fn metric(&self, metric: EvaluationMetric) -> Option<Estimate> {
+        self.metrics
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map(|(_, e)| *e)
+    }
 }
 
 /// Latency percentiles in milliseconds; `None` where the window has no estimate.
@@ -198,7 +221,14 @@ pub fn decide(
         .find(|o| o.version == current.candidate)
         .cloned()
         .unwrap_or_default();
-    let verdict = judge(&rollout.gates, &candidate, rollout.min_requests());
+    let incumbent = incumbent(spec, &current.candidate)
+        .and_then(|name| observed.iter().find(|o| o.version == name));
+    let verdict = judge(&rollout.gates, &candidate, rollout.min_requests()).and(judge_quality(
+        &rollout.evaluation_gates,
+        &candidate,
+        incumbent,
+        rollout.min_labels(),
+    ));
     if let Verdict::Fail(why) = verdict {
         let mut next = current.clone();
         next.since = now;
@@ -302,6 +332,96 @@ enum Verdict {
     Wait(String),
     /// The first gate that failed, in words.
     Fail(String),
+}
+
+impl Verdict {
+    /// Both verdicts together: a failure of either fails, then a wait of either waits.
+    fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Fail(why), _) | (_, Verdict::Fail(why)) => Verdict::Fail(why),
+            (Verdict::Wait(why), _) | (_, Verdict::Wait(why)) => Verdict::Wait(why),
+            (Verdict::Pass, Verdict::Pass) => Verdict::Pass,
+        }
+    }
+}
+
+/// The version the candidate is measured against: the other version with the largest
+/// declared weight (the first listed among equals).
+fn incumbent<'a>(spec: &'a EndpointSpec, candidate: &str) -> Option<&'a str> {
+    let declared = declared_traffic(spec);
+    let mut best: Option<(&'a str, u32)> = None;
+    for v in spec.versions.iter().filter(|v| v.name != candidate) {
+        let weight = declared
+            .iter()
+            .find(|(name, _)| *name == v.name)
+            .map_or(0, |(_, w)| *w);
+        if best.is_none_or(|(_, w)| weight > w) {
+            best = Some((v.name.as_str(), weight));
+        }
+    }
+    best.map(|(name, _)| name)
+}
+
+/// What the evaluation gates say: each compares the candidate's interval with the
+/// incumbent's figure moved by `minDelta`, once both sides have `min_labels` labels.
+fn judge_quality(
+    gates: &[EvaluationGate],
+    candidate: &VersionObservation,
+    incumbent: Option<&VersionObservation>,
+    min_labels: u64,
+) -> Verdict {
+    if gates.is_empty() {
+        return Verdict::Pass;
+    }
+    let min_labels = min_labels.max(1);
+    let labelled = |o: Option<&VersionObservation>| {
+        o.and_then(|o| o.quality.as_ref()).map_or(0, |q| q.labelled)
+    };
+    let (mine, theirs) = (labelled(Some(candidate)), labelled(incumbent));
+    if mine < min_labels || theirs < min_labels {
+        return Verdict::Wait(format!(
+            "waiting for labels: the candidate has {mine} and the incumbent {theirs} of the \
+             {min_labels} each the evaluation gates need"
+        ));
+    }
+    let (Some(mine), Some(theirs)) = (
+        candidate.quality.as_ref(),
+        incumbent.and_then(|o| o.quality.as_ref()),
+    ) else {
+        return Verdict::Wait("waiting for an evaluation".to_string());
+    };
+    for gate in gates {
+        let name = gate.metric.as_str();
+        let (Some(c), Some(i)) = (mine.metric(gate.metric), theirs.metric(gate.metric)) else {
+            return Verdict::Wait(format!("waiting for a {name} estimate"));
+        };
+        let higher = gate.metric.higher_is_better();
+        let bar = if higher {
+            i.value + gate.min_delta
+        } else {
+            i.value - gate.min_delta
+        };
+        let worse = if higher { c.upper < bar } else { c.lower > bar };
+        if worse {
+            return Verdict::Fail(format!(
+                "evaluation gate {name} failed: the candidate's {:.4} [{:.4}, {:.4}] over {} \
+                 labels is worse than the incumbent's {:.4} (over {} labels) {} {}",
+                c.value,
+                c.lower,
+                c.upper,
+                mine.labelled,
+                i.value,
+                theirs.labelled,
+                if gate.min_delta >= 0.0 {
+                    "plus"
+                } else {
+                    "minus"
+                },
+                gate.min_delta.abs()
+            ));
+        }
+    }
+    Verdict::Pass
 }
 
 fn judge(gates: &[GateSpec], observed: &VersionObservation, min_requests: u64) -> Verdict {

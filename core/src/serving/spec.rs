@@ -22,6 +22,9 @@ pub const DEFAULT_ROLLOUT_STEPS: [u32; 4] = [10, 25, 50, 100];
 /// is omitted: with fewer, an error rate of 1% cannot be told from 0%, and one slow request
 /// is the p99.
 pub const DEFAULT_MIN_REQUESTS: u32 = 20;
+/// The fewest labelled samples of each side before a step's evaluation gates are judged,
+/// when `minLabels` is omitted: enough for an accuracy interval about ±0.1 wide at worst.
+pub const DEFAULT_MIN_LABELS: u32 = 100;
 /// In-flight requests per replica when `autoscaling` is omitted: Knative's
 /// `container-concurrency-target-default`.
 pub const DEFAULT_TARGET_CONCURRENCY: u32 = 100;
@@ -255,6 +258,12 @@ impl RolloutSpec {
     /// The fewest candidate requests in a step before its gates are judged.
     pub fn min_requests(&self) -> u64 {
         u64::from(self.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS))
+    }
+
+    /// The fewest labelled samples of the candidate and of the incumbent in a step before its
+    /// evaluation gates are judged.
+    pub fn min_labels(&self) -> u64 {
+        u64::from(self.min_labels.unwrap_or(DEFAULT_MIN_LABELS))
     }
 }
 

@@ -174,6 +174,8 @@ mod tests {
                 gates: Vec::new(),
                 on_failure: None,
                 min_requests: None,
+                evaluation_gates: Vec::new(),
+                min_labels: None,
             }),
             sampling: None,
             router: None,

@@ -1,5 +1,6 @@
 //! The metadata store: runs, steps, attempts, artifacts, cache entries, run documents,
-//! tuning studies with their trials, and payload samples with their labels.
+//! tuning studies with their trials, payload samples with their labels, and endpoints'
+//! alerts.
 //!
 //! One trait, [`MetadataStore`], with two stores over sqlx: SQLite for the local runtime (one
 //! file, WAL mode) and PostgreSQL for the cluster. Both run the migrations under
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use toucan_core::monitoring::evaluation::{Label, LabelCounts, LabelledSample};
 use toucan_core::records::{
-    AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunChanges, RunRecord, SampleRecord,
-    StepRecord, StudyRecord, TrialRecord,
+    AlertRecord, AttemptRecord, CacheEntry, DocumentKind, Millis, Phase, RunChanges, RunRecord,
+    SampleRecord, StepRecord, StudyRecord, TrialRecord,
 };
 use toucan_core::serving::PayloadSample;
 
@@ -196,6 +197,20 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         since: Millis,
         limit: u32,
     ) -> Result<Vec<LabelledSample>>;
+
+    /// Stores alert episodes, all of them or none: a new (endpoint, key, active_since) is
+    /// inserted, a stored one updated. An update whose `action` or `run` is `None` keeps the
+    /// stored value, so a report of the same episode sent again (a webhook re-sent after the
+    /// endpoint acted on it) never erases what was done about it.
+    async fn put_alerts(&self, alerts: &[AlertRecord]) -> Result<()>;
+    /// Alert episodes of `endpoint`, or of every endpoint, most recently updated first (ties
+    /// by key), at most `limit`; with `open_only`, only those still pending or firing.
+    async fn list_alerts(
+        &self,
+        endpoint: Option<&str>,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<AlertRecord>>;
 }
 
 /// Opens the store a URL names: `postgres://` or `postgresql://` for PostgreSQL; `sqlite:PATH`

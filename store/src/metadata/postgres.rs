@@ -99,6 +99,13 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/postgres/0005_labels.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            6,
+            "alerts".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/postgres/0006_alerts.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

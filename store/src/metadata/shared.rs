@@ -49,10 +49,11 @@ macro_rules! impl_metadata_store {
             use sqlx::Row;
             use sqlx::types::Json;
             use toucan_core::records::{
-                ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry, DocumentKind, Millis,
-                Phase, RunChanges, RunPhase, RunRecord, SampleRecord, StepRecord, StudyRecord,
-                TrialRecord,
+                AlertRecord, ArtifactKind, ArtifactRecord, AttemptRecord, CacheEntry,
+                DocumentKind, Millis, Phase, RunChanges, RunPhase, RunRecord, SampleRecord,
+                StepRecord, StudyRecord, TrialRecord,
             };
+            use toucan_core::monitoring::alerts::{AlertKind, AlertPhase};
             use toucan_core::monitoring::evaluation::{
                 Label, LabelCounts, LabelRecord, LabelledSample,
             };
@@ -611,6 +612,88 @@ macro_rules! impl_metadata_store {
                     .map(labelled_sample_from_row)
                     .collect()
                 }
+
+                async fn put_alerts(&self, alerts: &[AlertRecord]) -> Result<()> {
+                    if alerts.is_empty() {
+                        return Ok(());
+                    }
+                    const OP: &str = "recording alerts";
+                    let mut tx = $begin_write(&self.pool).await.map_err(query_err(OP))?;
+                    for alert in alerts {
+                        sqlx::query(
+                            "INSERT INTO endpoint_alerts
+                                 (endpoint, key, active_since, kind, phase, summary,
+                                  window_start, window_end, value, threshold, firing_since,
+                                  last_breach, ended_at, action, run, updated_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                     $14, $15, $16)
+                             ON CONFLICT (endpoint, key, active_since) DO UPDATE SET
+                                 kind = excluded.kind,
+                                 phase = excluded.phase,
+                                 summary = excluded.summary,
+                                 window_start = excluded.window_start,
+                                 window_end = excluded.window_end,
+                                 value = excluded.value,
+                                 threshold = excluded.threshold,
+                                 firing_since = excluded.firing_since,
+                                 last_breach = excluded.last_breach,
+                                 ended_at = excluded.ended_at,
+                                 action = COALESCE(excluded.action, endpoint_alerts.action),
+                                 run = COALESCE(excluded.run, endpoint_alerts.run),
+                                 updated_at = excluded.updated_at",
+                        )
+                        .bind(&alert.endpoint)
+                        .bind(&alert.key)
+                        .bind(alert.active_since)
+                        .bind(alert.kind.as_str())
+                        .bind(alert.phase.as_str())
+                        .bind(&alert.summary)
+                        .bind(alert.window_start)
+                        .bind(alert.window_end)
+                        .bind(alert.value)
+                        .bind(alert.threshold)
+                        .bind(alert.firing_since)
+                        .bind(alert.last_breach)
+                        .bind(alert.ended_at)
+                        .bind(&alert.action)
+                        .bind(&alert.run)
+                        .bind(alert.updated_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err(OP))?;
+                    }
+                    tx.commit().await.map_err(query_err(OP))
+                }
+
+                async fn list_alerts(
+                    &self,
+                    endpoint: Option<&str>,
+                    open_only: bool,
+                    limit: u32,
+                ) -> Result<Vec<AlertRecord>> {
+                    // The open phases are the ones `AlertPhase::is_open` names.
+                    sqlx::query(concat!(
+                        "SELECT * FROM endpoint_alerts
+                         WHERE (CAST($1 AS TEXT) IS NULL OR endpoint = $1)
+                           AND (NOT CAST($2 AS BOOLEAN) OR phase IN ($3, $4))
+                         ORDER BY updated_at DESC, key COLLATE ",
+                        $byte_order,
+                        ", endpoint COLLATE ",
+                        $byte_order,
+                        ", active_since DESC LIMIT $5",
+                    ))
+                    .bind(endpoint)
+                    .bind(open_only)
+                    .bind(AlertPhase::Pending.as_str())
+                    .bind(AlertPhase::Firing.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("listing alerts"))?
+                    .iter()
+                    .map(alert_from_row)
+                    .collect()
+                }
             }
 
             // === writes shared by single operations and `record` ===
@@ -894,6 +977,27 @@ macro_rules! impl_metadata_store {
                 Ok(LabelledSample { sample, label })
             }
 
+            fn alert_from_row(row: &$row_type) -> Result<AlertRecord> {
+                Ok(AlertRecord {
+                    endpoint: column(row, "endpoint")?,
+                    key: column(row, "key")?,
+                    kind: alert_kind_column(row, "kind")?,
+                    phase: alert_phase_column(row, "phase")?,
+                    summary: column(row, "summary")?,
+                    window_start: column(row, "window_start")?,
+                    window_end: column(row, "window_end")?,
+                    value: column(row, "value")?,
+                    threshold: column(row, "threshold")?,
+                    active_since: column(row, "active_since")?,
+                    firing_since: column(row, "firing_since")?,
+                    last_breach: column(row, "last_breach")?,
+                    ended_at: column(row, "ended_at")?,
+                    action: column(row, "action")?,
+                    run: column(row, "run")?,
+                    updated_at: column(row, "updated_at")?,
+                })
+            }
+
             fn column<'r, T>(row: &'r $row_type, name: &str) -> Result<T>
             where
                 T: sqlx::Decode<'r, $database> + sqlx::Type<$database>,
@@ -909,6 +1013,28 @@ macro_rules! impl_metadata_store {
                 Phase::parse(&text).ok_or_else(|| StoreError::Corrupt {
                     what: "phase",
                     detail: format!("column {name}: unknown phase {text:?}"),
+                })
+            }
+
+            fn alert_kind_column(row: &$row_type, name: &str) -> Result<AlertKind> {
+                let text: String = column(row, name)?;
+                // `from_label` reads any unknown label as External: only a name it gives back
+                // unchanged is one of ours.
+                let kind = AlertKind::from_label(&text);
+                if kind.as_str() != text {
+                    return Err(StoreError::Corrupt {
+                        what: "alert kind",
+                        detail: format!("column {name}: unknown alert kind {text:?}"),
+                    });
+                }
+                Ok(kind)
+            }
+
+            fn alert_phase_column(row: &$row_type, name: &str) -> Result<AlertPhase> {
+                let text: String = column(row, name)?;
+                AlertPhase::parse(&text).ok_or_else(|| StoreError::Corrupt {
+                    what: "alert phase",
+                    detail: format!("column {name}: unknown alert phase {text:?}"),
                 })
             }
 

@@ -164,6 +164,13 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/sqlite/0005_labels.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            6,
+            "alerts".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0006_alerts.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

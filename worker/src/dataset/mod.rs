@@ -7,6 +7,8 @@
 //! index.json              format, image shape, class names, split seed and ratios, the source
 //!                         files' SHA-256, and per split the shards with their SHA-256
 //! card.json               per split: class counts, per-channel mean/std, pixel histograms
+//! reference.json          drift reference: input statistics and class of up to 2,000 train
+//!                         records (see [`reference`]); absent in datasets of older ingests
 //! shards/train-00000.rec  record shards (see [`shard`]), at most `--shard-records` each
 //! shards/valid-00000.rec
 //! shards/test-00000.rec
@@ -23,11 +25,13 @@
 pub mod card;
 pub mod error;
 pub mod images;
+pub mod reference;
 pub mod shard;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use toucan_core::monitoring::assess::ReferenceRow;
 
 pub use card::{DatasetCard, SplitStats};
 pub use error::DatasetError;
@@ -37,6 +41,8 @@ pub use shard::{ImageShape, Shard};
 pub const FORMAT: &str = "toucan.dataset/v1";
 pub const INDEX_FILE: &str = "index.json";
 pub const CARD_FILE: &str = "card.json";
+/// The drift reference ([`reference`]); datasets of older ingests have none.
+pub const REFERENCE_FILE: &str = "reference.json";
 pub const SHARDS_DIR: &str = "shards";
 /// Per-record metadata columns of each split (`metadata/<split>.json`), when ingest had any.
 pub const METADATA_DIR: &str = "metadata";
@@ -129,6 +135,16 @@ impl Dataset {
             index,
             card,
         })
+    }
+
+    /// The drift reference's rows ([`reference`]), or `None` for a dataset ingested before
+    /// ingest wrote one.
+    pub fn reference(&self) -> Result<Option<Vec<ReferenceRow>>, DatasetError> {
+        let path = self.dir.join(REFERENCE_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
     }
 
     /// Reads every shard of a split, checking each one's SHA-256 against the index. The shards

@@ -3,9 +3,15 @@
 //! Flow: decide the reader ([`mod@format`]); find and validate the source files (every error
 //! names the file, and the line and column for CSVs); pool their records in path order; bring
 //! every image to one shape ([`convert`]: `--channels`, `--resize`); split the records with the
-//! seeded shuffle ([`split`]); write shards, index and card into a [`StagedDir`], which appears
-//! at `--out` only when everything was written: a failure at any point leaves `--out` as it
-//! was.
+//! seeded shuffle ([`split`]); write shards, index, card and drift reference into a
+//! [`StagedDir`], which appears at `--out` only when everything was written: a failure at any
+//! point leaves `--out` as it was.
+//!
+//! The drift reference (`reference.json`, [`crate::dataset::reference`]) holds the input
+//! statistics of up to 2,000 train records, evenly spaced over the split. They are computed on
+//! the images as ingested, after `--resize` and `--channels`, whereas a model server computes
+//! them on the image as the client sent it: feed an endpoint images at the dataset's size for
+//! their width and height to compare with the reference's.
 //!
 //! Sources, each a reader producing the same [`Records`] and class names:
 //!
@@ -29,8 +35,8 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{
     CARD_FILE, DatasetCard, DatasetError, DatasetIndex, FORMAT, INDEX_FILE, ImageShape,
-    METADATA_DIR, SHARDS_DIR, SPLITS, Shard, ShardEntry, SourceFile, SplitIndex, SplitMetadata,
-    SplitPolicy, SplitStats, sha256_hex,
+    METADATA_DIR, REFERENCE_FILE, SHARDS_DIR, SPLITS, Shard, ShardEntry, SourceFile, SplitIndex,
+    SplitMetadata, SplitPolicy, SplitStats, reference, sha256_hex,
 };
 use crate::staged::StagedDir;
 
@@ -303,7 +309,7 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Writes shards, index and card into `dir` (a fresh, empty directory).
+/// Writes shards, index, card and drift reference into `dir` (a fresh, empty directory).
 fn write_dataset(
     dir: &Path,
     records: &Records,
@@ -316,6 +322,7 @@ fn write_dataset(
     let assignment = split::split_indices(records.labels.len(), opts.ratios, opts.seed);
     let mut splits = Vec::new();
     let mut stats = Vec::new();
+    let mut reference_rows = Vec::new();
     let mut summary = IngestSummary {
         records: [0; 3],
         classes: classes.len(),
@@ -360,6 +367,9 @@ fn write_dataset(
                 &SplitMetadata { columns },
             )?;
         }
+        if *name == "train" {
+            reference_rows = reference::rows(records.shape, &classes, &labels, &pixels);
+        }
         summary.records[s] = labels.len() as u64;
         summary.shards += shards.len();
         stats.push(SplitStats::compute(
@@ -393,6 +403,7 @@ fn write_dataset(
     };
     write_json(&dir.join(INDEX_FILE), &index)?;
     write_json(&dir.join(CARD_FILE), &card)?;
+    write_json(&dir.join(REFERENCE_FILE), &reference_rows)?;
     Ok(summary)
 }
 

@@ -34,7 +34,7 @@ pub mod rest;
 pub mod rest_v1;
 pub mod rest_v2;
 pub mod samples;
-pub mod stats;
+pub use crate::stats;
 pub mod tensors;
 
 use std::future::IntoFuture;

@@ -8,9 +8,15 @@
 //! [`toucan_core::serving::rollout::decide`] which split is in force. It carries that out
 //! (starts or stops replicas, rewrites the router's configuration file, which the router
 //! re-reads) and writes the endpoint's status where `toucan get endpoints` and
-//! `toucan describe endpoint` find it. Ctrl-C stops every process.
+//! `toucan describe endpoint` find it. With `spec.monitoring`, the loop also runs the
+//! endpoint's monitoring ([`monitor`]): gauges on the local API's `/metrics`, alerts in the
+//! store, and retraining runs whose models it rolls out as candidates, promoted or rolled
+//! back by the rollout's gates. Ctrl-C stops every process.
 
+mod monitor;
 mod processes;
+mod reference;
+mod samples_csv;
 mod state;
 
 pub use processes::{Binaries, router_stats};
@@ -23,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use toucan_core::api::{Endpoint, EndpointStatus, RolloutPhase, VersionStatus};
+use toucan_core::api::{Endpoint, EndpointSpec, EndpointStatus, RolloutPhase, VersionStatus};
 use toucan_core::serving::autoscale::{self, AutoscalerState, ConcurrencySample, ScaleInput};
 use toucan_core::serving::rollout::{self, RolloutState, VersionObservation};
 use toucan_core::serving::spec::AutoscalingPolicy;
@@ -35,8 +41,15 @@ use toucan_store::metadata::MetadataStore;
 
 use processes::{Replica, RouterProcess, ServerSettings};
 
+/// The Prometheus rule file of an endpoint, in its directory.
+pub const RULES_FILE: &str = "rules.yaml";
+/// The namespace label of a local endpoint's gauges and alerts.
+pub const LOCAL_NAMESPACE: &str = "default";
 /// How often the loop observes and decides.
 const TICK: Duration = Duration::from_secs(1);
+/// How long after its configuration changed the router surely serves by the new one (it
+/// re-reads the file every half second).
+const ROUTER_REREAD: Duration = Duration::from_secs(2);
 /// How long the router may take to see the first ready replicas.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,6 +65,8 @@ pub struct ServeRequest {
     pub listen: SocketAddr,
     /// The endpoint's directory under the home: logs, the router's config, the status.
     pub dir: PathBuf,
+    /// Where retraining runs and their models live.
+    pub home: crate::home::Home,
 }
 
 /// One version's replicas and autoscaler memory.
@@ -70,7 +85,9 @@ pub async fn serve(
     store: Arc<dyn MetadataStore>,
     binaries: Binaries,
 ) -> anyhow::Result<()> {
-    let spec = &request.endpoint.spec;
+    let mut spec = request.endpoint.spec.clone();
+    let mut models = request.models.clone();
+    let mut model_names = request.model_names.clone();
     let name = request
         .endpoint
         .metadata
@@ -79,14 +96,31 @@ pub async fn serve(
         .context("the Endpoint has no metadata.name")?;
     std::fs::create_dir_all(request.dir.join("logs"))
         .with_context(|| format!("creating {}", request.dir.display()))?;
-    let api = start_api(store).await?;
-    let settings = ServerSettings::of(&name, spec, &format!("http://{api}"));
+    write_rules(&request.dir, &name, &spec)?;
+    let gauges = Arc::new(toucan_api::GaugeBoard::default());
+    let api = start_api(store.clone(), gauges.clone()).await?;
+    let settings = ServerSettings::of(&name, &spec, &format!("http://{api}"));
+    let mut monitor = monitor::Monitor::new(
+        &name,
+        store,
+        gauges,
+        request.home.clone(),
+        request.dir.clone(),
+    );
+    // The retrained model being rolled out, and the alert that started it.
+    let mut retrained: Option<(String, monitor::AlertKey)> = None;
+    // Its rollout, once its first replica is ready.
+    let mut waiting_rollout: Option<toucan_core::api::RolloutSpec> = None;
+    // Replicas of versions a rollout's end removed, stopped once the router has re-read its
+    // configuration without them.
+    let mut retiring: Vec<(Replica, Duration)> = Vec::new();
+    let clock = tokio::time::Instant::now();
 
     let mut signals = crate::local::Signals::new()?;
     let mut versions = Vec::new();
     for v in &spec.versions {
         let (min, _) = v.replica_bounds();
-        let model = &request.models[&v.name];
+        let model = &models[&v.name];
         let mut replicas = Vec::new();
         for index in 0..min {
             let replica = tokio::select! {
@@ -105,11 +139,11 @@ pub async fn serve(
         });
     }
 
-    let decision = rollout::decide(spec, None, &[], now_ms());
+    let decision = rollout::decide(&spec, None, &[], now_ms());
     let mut rollout_state = decision.state;
     let mut traffic = decision.traffic;
     let config_path = request.dir.join("router.json");
-    write_router_config(&config_path, &name, spec, &versions, &traffic)?;
+    write_router_config(&config_path, &name, &spec, &versions, &traffic)?;
     let mut router =
         RouterProcess::start(&binaries, &config_path, request.listen, &request.dir).await?;
     let url = format!("http://{}", router.addr);
@@ -191,7 +225,7 @@ pub async fn serve(
             version.desired = desired.clamp(min, max.max(min));
         }
         for version in &mut versions {
-            let model = &request.models[&version.name];
+            let model = &models[&version.name];
             while (version.replicas.len() as u32) < version.desired {
                 let index = next_index(&version.replicas);
                 let replica = Replica::start(
@@ -214,17 +248,107 @@ pub async fn serve(
         // The rollout: the candidate's requests since its step began.
         // The router's window is the last minute: a failing gate is seen within it, and a
         // step's promotion is judged on the requests of its last minute.
-        let observed: Vec<VersionObservation> = stats
+        let mut observed: Vec<VersionObservation> = stats
             .as_ref()
             .map(EndpointStats::observations)
             .unwrap_or_default();
-        let decision = rollout::decide(spec, rollout_state.as_ref(), &observed, now);
+        with_quality(&mut observed, &monitor.quality);
+        let decision = rollout::decide(&spec, rollout_state.as_ref(), &observed, now);
         if let Some(t) = decision.transition {
             eprintln!("endpoint {name}: {}: {}", t.as_str(), decision.reason);
         }
         rollout_state = decision.state;
         traffic = decision.traffic;
-        write_router_config(&config_path, &name, spec, &versions, &traffic)?;
+
+        // Monitoring: a pass when due; a retrained model becomes a version at no traffic,
+        // rolled out once the router sees it ready.
+        let step_since = rollout_state
+            .as_ref()
+            .filter(|s| s.phase == RolloutPhase::Progressing)
+            .map(|s| s.since);
+        let new_models = match monitor.tick(&spec, step_since).await {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("endpoint {name}: monitoring: {e:#}");
+                Vec::new()
+            }
+        };
+        for model in new_models {
+            if retrained.is_some() || spec.rollout.is_some() {
+                monitor
+                    .note(
+                        &model.alert,
+                        format!(
+                            "model {} not rolled out: a rollout is already going",
+                            model.digest
+                        ),
+                    )
+                    .await?;
+                continue;
+            }
+            let (min, _) = model.version.replica_bounds();
+            models.insert(model.version.name.clone(), model.path.clone());
+            model_names.insert(model.version.name.clone(), model.digest.clone());
+            versions.push(Version {
+                name: model.version.name.clone(),
+                replicas: Vec::new(),
+                desired: min.max(1),
+                autoscaler: AutoscalerState::default(),
+                history: Vec::new(),
+                restarts: 0,
+            });
+            retrained = Some((model.version.name.clone(), model.alert.clone()));
+            spec.versions.push(model.version);
+            waiting_rollout = Some(model.rollout);
+        }
+        if let Some((candidate, _)) = &retrained
+            && waiting_rollout.is_some()
+            && stats
+                .as_ref()
+                .and_then(|s| s.versions.get(candidate))
+                .is_some_and(|v| v.ready_replicas > 0)
+        {
+            spec.rollout = waiting_rollout.take();
+        }
+        if let Some((candidate, alert)) = retrained.clone()
+            && let Some(state) = rollout_state.clone()
+            && state.candidate == candidate
+            && matches!(
+                state.phase,
+                RolloutPhase::Promoted | RolloutPhase::RolledBack
+            )
+        {
+            let promoted = state.phase == RolloutPhase::Promoted;
+            let reason = state.reason.clone().unwrap_or_default();
+            let gone: Vec<String> = spec
+                .versions
+                .iter()
+                .map(|v| v.name.clone())
+                .filter(|v| (*v == candidate) != promoted)
+                .collect();
+            finish_rollout(&mut spec, &gone, promoted);
+            for version in versions.iter_mut().filter(|v| gone.contains(&v.name)) {
+                let at = clock.elapsed() + ROUTER_REREAD;
+                retiring.extend(version.replicas.drain(..).map(|r| (r, at)));
+            }
+            versions.retain(|v| !gone.contains(&v.name));
+            let outcome = if promoted { "promoted" } else { "rolled back" };
+            eprintln!("endpoint {name}: retrained version {candidate} {outcome}: {reason}");
+            monitor
+                .note(&alert, format!("version {candidate} {outcome}: {reason}"))
+                .await?;
+            retrained = None;
+            rollout_state = None;
+            traffic = rollout::decide(&spec, None, &[], now).traffic;
+        }
+        write_router_config(&config_path, &name, &spec, &versions, &traffic)?;
+        let (due, later): (Vec<_>, Vec<_>) = retiring
+            .into_iter()
+            .partition(|(_, at)| *at <= clock.elapsed());
+        retiring = later;
+        for (replica, _) in due {
+            replica.stop().await;
+        }
 
         let status = EndpointStatus {
             phase: Some(phase(&versions, rollout_state.as_ref()).to_string()),
@@ -241,7 +365,7 @@ pub async fn serve(
                         .map_or(0, |s| s.ready_replicas as u32),
                     replicas: v.replicas.len() as u32,
                     desired_replicas: v.desired,
-                    model_digest: request.model_names.get(&v.name).cloned(),
+                    model_digest: model_names.get(&v.name).cloned(),
                 })
                 .collect(),
             rollout: rollout_state.as_ref().map(RolloutState::to_status),
@@ -270,6 +394,10 @@ pub async fn serve(
         }
     }
     eprintln!("endpoint {name}: stopping");
+    monitor.stop();
+    for (replica, _) in retiring {
+        replica.stop().await;
+    }
     for version in versions {
         for replica in version.replicas {
             replica.stop().await;
@@ -369,9 +497,65 @@ fn write_router_config(
     Ok(())
 }
 
+/// The Prometheus alerting rules of the endpoint's monitoring, as a rule file beside its
+/// status (`rules.yaml`): what a Prometheus scraping the local API's `/metrics` evaluates to
+/// alert as the operator's `PrometheusRule` does in a cluster. Removed when the spec has
+/// nothing to alert on.
+fn write_rules(dir: &Path, name: &str, spec: &EndpointSpec) -> anyhow::Result<()> {
+    let path = dir.join(RULES_FILE);
+    match toucan_core::monitoring::rules::rule_file_yaml(LOCAL_NAMESPACE, name, spec) {
+        Some(text) => {
+            let text = text.context("writing the endpoint's alerting rules")?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+            tmp.persist(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each version's live evaluation, where the monitor has one, on its observation (a version
+/// the router has not counted yet gets one with no requests).
+fn with_quality(
+    observed: &mut Vec<VersionObservation>,
+    quality: &BTreeMap<String, rollout::QualityObservation>,
+) {
+    for (version, q) in quality {
+        match observed.iter_mut().find(|o| &o.version == version) {
+            Some(o) => o.quality = Some(q.clone()),
+            None => observed.push(VersionObservation {
+                version: version.clone(),
+                quality: Some(q.clone()),
+                ..VersionObservation::default()
+            }),
+        }
+    }
+}
+
+/// The spec once a retrained candidate's rollout ended: promoted, it is the only version
+/// and takes every request; rolled back, it is gone. `gone` names the versions removed.
+fn finish_rollout(spec: &mut EndpointSpec, gone: &[String], promoted: bool) {
+    spec.versions.retain(|v| !gone.contains(&v.name));
+    spec.traffic.retain(|t| !gone.contains(&t.version));
+    if promoted {
+        spec.traffic.clear();
+    }
+    spec.rollout = None;
+}
+
 /// The control-plane API on a loopback port, over the local store: where the servers ship
-/// their payload samples.
-async fn start_api(store: Arc<dyn MetadataStore>) -> anyhow::Result<SocketAddr> {
+/// their payload samples and labels arrive, with the monitoring gauges on `/metrics`.
+async fn start_api(
+    store: Arc<dyn MetadataStore>,
+    gauges: Arc<toucan_api::GaugeBoard>,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the local control-plane API")?;
@@ -380,6 +564,7 @@ async fn start_api(store: Arc<dyn MetadataStore>) -> anyhow::Result<SocketAddr> 
         store,
         auth: Arc::new(toucan_api::Anyone),
         reports: None,
+        gauges: Some(gauges),
     });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::api::{GateMetric, ModelRef, ModelVersion};
+use crate::api::{EvaluationGate, EvaluationMetric, GateMetric, ModelRef, ModelVersion};
 use crate::duration::Duration;
 
 const MINUTE: Millis = 60_000;
@@ -52,6 +52,8 @@ fn endpoint(on_failure: OnFailure) -> EndpointSpec {
             ],
             on_failure: Some(on_failure),
             min_requests: None,
+            evaluation_gates: Vec::new(),
+            min_labels: None,
         }),
         sampling: None,
         router: None,
@@ -69,6 +71,7 @@ fn seen(version: &str, requests: u64, errors: u64, p99: Option<f64>) -> Vec<Vers
             p90: p99.map(|p| p / 2.0),
             p99,
         },
+        quality: None,
     }]
 }
 
@@ -122,6 +125,89 @@ fn a_good_candidate_walks_every_step_to_promotion() {
     );
     assert_eq!((d.transition, d.wake_at), (None, None));
     assert_eq!(d.traffic, split(&[("v1", 0), ("v2", 100)]));
+}
+
+/// The candidate's and the incumbent's requests, each with `labelled` samples scored at
+/// `accuracy` (an interval of ±0.05).
+fn scored(candidate: f64, incumbent: f64, labelled: u64) -> Vec<VersionObservation> {
+    let quality = |accuracy: f64| {
+        Some(QualityObservation {
+            labelled,
+            metrics: vec![(
+                EvaluationMetric::Accuracy,
+                Estimate {
+                    value: accuracy,
+                    lower: accuracy - 0.05,
+                    upper: accuracy + 0.05,
+                },
+            )],
+        })
+    };
+    let mut observed = healthy();
+    observed[0].quality = quality(candidate);
+    observed.push(VersionObservation {
+        version: "v1".to_string(),
+        requests: 1000,
+        quality: quality(incumbent),
+        ..VersionObservation::default()
+    });
+    observed
+}
+
+#[test]
+fn evaluation_gates_compare_the_candidate_with_the_incumbent_once_both_have_labels() {
+    let mut spec = endpoint(OnFailure::Rollback);
+    if let Some(r) = spec.rollout.as_mut() {
+        r.gates.clear();
+        r.evaluation_gates = vec![EvaluationGate {
+            metric: EvaluationMetric::Accuracy,
+            min_delta: 0.0,
+        }];
+    }
+    let state = started(&spec);
+    let later = T0 + INTERVAL;
+    // Too few labels on either side: the step waits past its interval.
+    for (candidate, incumbent) in [(99, 100), (100, 99)] {
+        let mut observed = scored(0.9, 0.9, 100);
+        observed[0].quality.as_mut().unwrap().labelled = candidate;
+        observed[1].quality.as_mut().unwrap().labelled = incumbent;
+        let d = decide(&spec, Some(&state), &observed, later);
+        assert_eq!(d.transition, None, "{}", d.reason);
+        assert!(d.reason.contains("waiting for labels"), "{}", d.reason);
+    }
+    // As good within its interval: the step advances.
+    let d = decide(&spec, Some(&state), &scored(0.88, 0.9, 100), later);
+    assert_eq!(
+        d.transition,
+        Some(RolloutTransition::Advanced),
+        "{}",
+        d.reason
+    );
+    // Wholly worse than the incumbent: rolled back at once, before the interval is over.
+    let d = decide(&spec, Some(&state), &scored(0.1, 0.9, 100), T0 + MINUTE);
+    assert_eq!(
+        d.transition,
+        Some(RolloutTransition::RolledBack),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason.contains("evaluation gate accuracy failed"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.traffic, split(&[("v1", 100), ("v2", 0)]));
+    // A required improvement the candidate cannot show fails too.
+    if let Some(r) = spec.rollout.as_mut() {
+        r.evaluation_gates[0].min_delta = 0.1;
+    }
+    let d = decide(&spec, Some(&state), &scored(0.9, 0.9, 100), T0 + MINUTE);
+    assert_eq!(
+        d.transition,
+        Some(RolloutTransition::RolledBack),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]

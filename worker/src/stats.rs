@@ -1,6 +1,9 @@
-//! The summary statistics of one input image that a payload sample carries ([`InputStats`]):
-//! what drift detection compares with the training data's. Pure functions of the pixels,
-//! computed on the image as the client sent it, before it is resized for the model.
+//! The summary statistics of one image ([`InputStats`]): what drift detection compares
+//! between an endpoint's traffic and its training data. Pure functions of the pixels, shared
+//! by both sides: the model server (`serve`, with the `torch` feature) measures the
+//! image as the client sent it, before it is resized for the model, and a payload sample
+//! carries the result; ingest ([`crate::ingest`]) measures the training records as ingested
+//! for the dataset's drift reference ([`crate::dataset::reference`]).
 //!
 //! Pixels are in `[0, 1]`. Only colour channels count (an alpha channel is dropped): a grey
 //! image has one channel, a colour image three. The grey level of a colour pixel is its Rec.
