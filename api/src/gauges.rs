@@ -41,6 +41,11 @@ impl GaugeBoard {
         self.write().remove(endpoint);
     }
 
+    /// Keeps only the endpoints `keep` says yes to.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.write().retain(|endpoint, _| keep(endpoint));
+    }
+
     /// Every endpoint's figures in Prometheus's text format, each family's `# HELP` and
     /// `# TYPE` once.
     pub fn render(&self) -> String {

@@ -140,7 +140,8 @@ enum GetWhat {
     },
     /// Alerts of the endpoints served from this machine, newest first: drift, metrics below
     /// their floors and regressions, when they fired, and what the endpoint did (the
-    /// retraining run it started, or why it held).
+    /// retraining run it started, or why it held). With --cluster, those of the namespace's
+    /// Endpoints, from the operator's API.
     Alerts {
         /// Only this endpoint's.
         endpoint: Option<String>,
@@ -151,6 +152,8 @@ enum GetWhat {
         limit: u32,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// The trials of a study (by id, or the newest study of that name): state, objective,
     /// parameters and run.
@@ -279,8 +282,17 @@ pub fn main() -> ExitCode {
                         all,
                         limit,
                         output,
+                        cluster,
                     },
-            } => commands::alerts::get_alerts(endpoint.as_deref(), all, limit, output).await,
+            } => match cluster.selected(false) {
+                Ok(true) => {
+                    cluster::get_alerts(&cluster, endpoint.as_deref(), all, limit, output).await
+                }
+                Ok(false) => {
+                    commands::alerts::get_alerts(endpoint.as_deref(), all, limit, output).await
+                }
+                Err(e) => invalid(&e),
+            },
             Command::Describe {
                 what:
                     DescribeWhat::Endpoint {

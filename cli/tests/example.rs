@@ -403,10 +403,35 @@ fn the_monitoring_example_retrains_on_drift_and_rolls_the_new_model_out(sb: &San
     );
     let normal = test_images(sb, 200);
     let bright = brightened(sb, &normal[..80]);
-    for (file, name, outcome) in [
-        (example.as_path(), "fashion-monitored", "promoted"),
-        (strict.as_path(), "fashion-strict", "rolled back"),
-    ] {
+    // The two endpoints side by side: most of the time goes to waiting on passes.
+    std::thread::scope(|scope| {
+        let runs = [
+            (example.as_path(), "fashion-monitored", "promoted"),
+            (strict.as_path(), "fashion-strict", "rolled back"),
+        ]
+        .map(|(file, name, outcome)| {
+            let (normal, bright) = (&normal, &bright);
+            scope.spawn(move || monitoring_loop(sb, file, name, outcome, normal, bright))
+        });
+        for run in runs {
+            if let Err(panic) = run.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+}
+
+/// One endpoint of the monitoring example's test: normal requests, brightened ones, the
+/// retraining and the rollout's `outcome`.
+fn monitoring_loop(
+    sb: &Sandbox,
+    file: &std::path::Path,
+    name: &str,
+    outcome: &str,
+    normal: &[(std::path::PathBuf, usize)],
+    bright: &[(std::path::PathBuf, usize)],
+) {
+    {
         let served = Served::start(sb, file);
         // The status is written on the loop's first pass after the URL is printed.
         let state: serde_json::Value =
@@ -448,7 +473,7 @@ fn the_monitoring_example_retrains_on_drift_and_rolls_the_new_model_out(sb: &San
             .flatten();
 
         // Brightened: a drift alert, and a retraining run.
-        traffic.send(&bright, "mobile");
+        traffic.send(bright, "mobile");
         let alert = eventually(
             Duration::from_secs(30),
             "a drift alert to start a run",

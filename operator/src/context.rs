@@ -21,6 +21,8 @@ use crate::run::pods::{PodDefaults, RUN_UID_LABEL};
 pub struct Context {
     pub client: Client,
     pub store: Arc<dyn MetadataStore>,
+    /// The endpoints' monitoring gauges the control-plane API serves on `/metrics`.
+    pub gauges: Arc<toucan_api::GaugeBoard>,
     pub artifacts: ArtifactStore,
     pub config: Config,
     pub metrics: Arc<Metrics>,

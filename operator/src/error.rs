@@ -30,6 +30,8 @@ pub enum Error {
          deleted with its run"
     )]
     StrangerPod { pod: String, run: String },
+    #[error("monitoring: {0}")]
+    Monitoring(String),
 }
 
 impl Error {
@@ -46,6 +48,7 @@ impl Error {
             Error::MissingField(..) => "MissingField",
             Error::PodGone(_) => "PodGone",
             Error::StrangerPod { .. } => "StrangerPod",
+            Error::Monitoring(_) => "Monitoring",
         }
     }
 }

@@ -73,11 +73,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     // The API serves on every replica: reports land in the store whoever receives them.
     let (reports_tx, reports_rx) = mpsc::unbounded_channel::<ReportAccepted>();
+    let gauges = Arc::new(toucan_api::GaugeBoard::default());
     let api_state = ApiState {
         store: store.clone(),
         auth: Arc::new(ClusterAuth::new(client.clone())),
         reports: Some(reports_tx),
-        gauges: None,
+        gauges: Some(gauges.clone()),
     };
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
@@ -184,6 +185,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         store,
+        gauges,
         artifacts,
         config: config.clone(),
         metrics: metrics.clone(),

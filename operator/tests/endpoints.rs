@@ -25,10 +25,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::model::{SIDE, model_bytes};
 use common::{Harness, Operator, bin_dir};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -36,100 +37,6 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use toucan_core::api::{Endpoint, EndpointStatus};
 use toucan_store::artifacts::ArtifactStore;
-
-/// The model's input: a 12x12 grey image, as a flat list of pixels.
-const SIDE: usize = 12;
-
-/// The exported model's bytes, made once for every test of this file.
-fn model_bytes() -> &'static [u8] {
-    static MODEL: OnceLock<Vec<u8>> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("toucan-ep-model-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let source = dir.path().join("source");
-        std::fs::create_dir_all(&source).unwrap();
-        // Three classes, a bright bar in the top, middle or bottom third.
-        let n = 30u32;
-        let mut images = Vec::new();
-        let mut labels = Vec::new();
-        for i in 0..n {
-            let label = i % 3;
-            labels.push(label as u8);
-            for y in 0..SIDE as u32 {
-                for x in 0..SIDE as u32 {
-                    let noise = ((i * 31 + y * 7 + x * 13) % 60) as u8;
-                    images.push(if y / 4 == label { 150 + noise } else { noise });
-                }
-            }
-        }
-        let idx = |dims: &[u32], values: &[u8]| {
-            let mut out = vec![0, 0, 0x08, dims.len() as u8];
-            for d in dims {
-                out.extend_from_slice(&d.to_be_bytes());
-            }
-            out.extend_from_slice(values);
-            out
-        };
-        std::fs::write(
-            source.join("train-images-idx3-ubyte"),
-            idx(&[n, SIDE as u32, SIDE as u32], &images),
-        )
-        .unwrap();
-        std::fs::write(source.join("train-labels-idx1-ubyte"), idx(&[n], &labels)).unwrap();
-        let data = dir.path().join("dataset");
-        let trained = dir.path().join("trained");
-        let model = dir.path().join("model.safetensors");
-        let steps: [Vec<&std::ffi::OsStr>; 3] = [
-            vec![
-                "ingest".as_ref(),
-                "--source".as_ref(),
-                source.as_os_str(),
-                "--out".as_ref(),
-                data.as_os_str(),
-                "--class-names".as_ref(),
-                "top,middle,bottom".as_ref(),
-            ],
-            vec![
-                "train".as_ref(),
-                "--data".as_ref(),
-                data.as_os_str(),
-                "--out".as_ref(),
-                trained.as_os_str(),
-                "--model".as_ref(),
-                "linear".as_ref(),
-                "--epochs".as_ref(),
-                "1".as_ref(),
-                "--device".as_ref(),
-                "cpu".as_ref(),
-                "--threads".as_ref(),
-                "1".as_ref(),
-            ],
-            vec![
-                "export".as_ref(),
-                "--model".as_ref(),
-                trained.as_os_str(),
-                "--out".as_ref(),
-                model.as_os_str(),
-            ],
-        ];
-        for args in steps {
-            let out = Command::new(bin_dir().join("toucan-worker"))
-                .args(&args)
-                .env_remove("LD_LIBRARY_PATH")
-                .env_remove("TOUCAN_API")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "toucan-worker {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::fs::read(&model).unwrap()
-    })
-}
 
 /// The good model's digest and a broken one's (bytes that are no model), in the harness's
 /// artifact store.

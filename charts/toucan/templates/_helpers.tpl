@@ -127,10 +127,12 @@ name no database or more than one.
 - apiGroups: ["toucan.dev"]
   resources: ["tuningstudies"]
   verbs: ["get", "list", "watch"]
-# An Endpoint's versions run as Deployments it owns, behind a router Deployment and a Service.
+# An Endpoint's versions run as Deployments it owns, behind a router Deployment and a Service;
+# a model its monitoring retrained is added to it as a version, and removed or made the only
+# one when its rollout ends.
 - apiGroups: ["toucan.dev"]
   resources: ["endpoints"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["toucan.dev"]
   resources: ["pipelines/status", "pipelineruns/status", "trainingjobs/status", "tuningstudies/status", "endpoints/status"]
   verbs: ["get", "update", "patch"]
@@ -157,6 +159,10 @@ name no database or more than one.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "create", "patch", "delete"]
+# An Endpoint's alerting rules, where prometheus-operator is installed.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["prometheusrules"]
+  verbs: ["get", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

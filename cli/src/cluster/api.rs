@@ -158,6 +158,38 @@ impl OperatorApi {
         let request = kube::core::Request::new(format!("{}{dir}", self.prefix))
             .get(&path_segment(leaf), &GetParams::default())
             .map_err(|e| unreachable(kube::Error::BuildRequest(e)))?;
+        self.send(request).await
+    }
+
+    /// The alerts of `namespace`'s endpoints (of `endpoint` alone when given), newest first.
+    pub async fn alerts(
+        &self,
+        namespace: &str,
+        endpoint: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<toucan_core::records::AlertRecord>, ApiError> {
+        let mut query = format!("namespace={}&limit={limit}", path_segment(namespace));
+        if let Some(name) = endpoint {
+            query.push_str(&format!("&endpoint={}", path_segment(name)));
+        }
+        let request = http::Request::get(format!("{}/api/v1/alerts?{query}", self.prefix))
+            .body(Vec::new())
+            .map_err(|e| ApiError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source: kube::Error::HttpError(e),
+            })?;
+        self.send(request).await
+    }
+
+    /// Sends `request` and reads the JSON answer.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<T, ApiError> {
+        let unreachable = |source| ApiError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
         let response = self
             .client
             .send(request.map(Body::from))

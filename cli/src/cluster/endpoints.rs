@@ -13,10 +13,12 @@ use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use serde::Serialize;
 use toucan_core::api::{Endpoint, EndpointStatus};
+use toucan_core::monitoring::alerts::AlertPhase;
 use toucan_router::admin::EndpointStats;
 
 use super::{Cluster, ClusterArgs, finish, newest_first_by};
 use crate::Outcome;
+use crate::commands::alerts::alerts_table;
 use crate::commands::serve::{EndpointRow, EndpointView, describe_text, print_endpoints};
 use crate::output::{Format, print_structured};
 
@@ -94,6 +96,7 @@ struct Detail<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stats: Option<EndpointStats>,
     events: Vec<String>,
+    alerts: Vec<toucan_core::records::AlertRecord>,
 }
 
 /// `describe endpoint NAME --cluster`.
@@ -113,12 +116,14 @@ pub async fn describe_endpoint(
             let summary = summarize(&object);
             let events = events(&cluster, name).await;
             let stats = router_stats(&cluster, name).await;
+            let alerts = alerts_of(&cluster, name).await;
             let detail = Detail {
                 namespace: &namespace,
                 name,
                 status: &summary.status,
                 stats,
                 events,
+                alerts,
             };
             match format {
                 Format::Table => print!(
@@ -130,7 +135,7 @@ pub async fn describe_endpoint(
                         started_at: summary.created_ms,
                         restarts: &BTreeMap::new(),
                         stats: detail.stats.as_ref(),
-                        alerts: &[],
+                        alerts: &detail.alerts,
                         events: &detail.events,
                     })
                 ),
@@ -141,6 +146,66 @@ pub async fn describe_endpoint(
         .await,
     )
 }
+
+/// `get alerts [ENDPOINT] --cluster`: the alerts of the namespace's endpoints, from the
+/// operator's API.
+pub async fn get_alerts(
+    args: &ClusterArgs,
+    endpoint: Option<&str>,
+    all: bool,
+    limit: u32,
+    format: Format,
+) -> anyhow::Result<Outcome> {
+    finish(
+        async {
+            let cluster = Cluster::connect(args).await?;
+            let alerts: Vec<toucan_core::records::AlertRecord> = match cluster
+                .api
+                .alerts(cluster.namespace(), endpoint, limit.max(1))
+                .await
+            {
+                Ok(alerts) => alerts
+                    .into_iter()
+                    .filter(|a| all || a.phase != AlertPhase::Cleared)
+                    .collect(),
+                Err(e) => {
+                    eprintln!("error: {}", e.explain());
+                    return Ok(Outcome::ClusterUnavailable);
+                }
+            };
+            match format {
+                Format::Table => print!("{}", alerts_table(&alerts, endpoint.is_none())),
+                format => print_structured(format, &alerts)?,
+            }
+            Ok(Outcome::Success)
+        }
+        .await,
+    )
+}
+
+/// The Endpoint's alerts, newest first; none (with a note on stderr) when they cannot be had.
+async fn alerts_of(cluster: &Cluster, name: &str) -> Vec<toucan_core::records::AlertRecord> {
+    match cluster
+        .api
+        .alerts(cluster.namespace(), Some(name), ALERTS_SHOWN)
+        .await
+    {
+        Ok(alerts) => alerts
+            .into_iter()
+            .filter(|a| a.phase != AlertPhase::Cleared)
+            .collect(),
+        Err(e) => {
+            eprintln!(
+                "note: the endpoint's alerts are unavailable: {}",
+                e.explain()
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// How many of an endpoint's newest alerts `describe endpoint` shows.
+const ALERTS_SHOWN: u32 = 20;
 
 /// The Endpoint's events, oldest first, as `REASON: message`; none when they cannot be read.
 async fn events(cluster: &Cluster, name: &str) -> Vec<String> {

@@ -32,7 +32,7 @@ use kube::config::KubeConfigOptions;
 use kube::{Client, Config, Resource};
 use toucan_core::api::labels::{ATTEMPT_LABEL, NODE_ANNOTATION, RUN_UID_LABEL, STEP_CONTAINER};
 
-pub use endpoints::{describe_endpoint, get_endpoints};
+pub use endpoints::{describe_endpoint, get_alerts, get_endpoints};
 pub use jobs::{describe_job, get_jobs};
 pub use logs::logs;
 pub use runs::{describe_run, get_runs};

@@ -107,6 +107,60 @@ impl AlertPhase {
     }
 }
 
+/// A condition of the endpoint's status that its alerts say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionValue {
+    pub type_: &'static str,
+    /// `True` or `False`.
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The condition a firing drift alert sets.
+pub const DRIFTED: &str = "Drifted";
+/// The condition a firing floor or regression alert sets.
+pub const DEGRADED: &str = "Degraded";
+
+/// The monitoring conditions of an endpoint from its open alerts: `Drifted` (a drift alert
+/// fires) and `Degraded` (a floor or regression alert fires), each `False` with reason
+/// `NoAlert` when none does, and the summary of the oldest firing one as the message
+/// (with how many others fire).
+pub fn conditions(open: &[AlertRecord]) -> Vec<ConditionValue> {
+    let of = |type_: &'static str, kinds: &[AlertKind], reason: &'static str| {
+        let mut firing: Vec<&AlertRecord> = open
+            .iter()
+            .filter(|a| a.phase == AlertPhase::Firing && kinds.contains(&a.kind))
+            .collect();
+        firing.sort_by_key(|a| (a.firing_since.unwrap_or(a.active_since), a.key.clone()));
+        match firing.first() {
+            Some(first) => ConditionValue {
+                type_,
+                status: "True",
+                reason,
+                message: match firing.len() {
+                    1 => first.summary.clone(),
+                    n => format!("{} (and {} more alerts)", first.summary, n - 1),
+                },
+            },
+            None => ConditionValue {
+                type_,
+                status: "False",
+                reason: "NoAlert",
+                message: String::new(),
+            },
+        }
+    };
+    vec![
+        of(DRIFTED, &[AlertKind::Drift], "DriftDetected"),
+        of(
+            DEGRADED,
+            &[AlertKind::Floor, AlertKind::Regression],
+            "MetricBreached",
+        ),
+    ]
+}
+
 /// A condition that holds on this pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Breach {

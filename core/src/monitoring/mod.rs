@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod assess;
 pub mod drift;
 pub mod evaluation;
+pub mod export;
 pub mod retrain;
 pub mod rules;
 pub mod spec;

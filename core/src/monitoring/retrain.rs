@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ParamValue, RetrainSpec};
+use crate::api::{EndpointSpec, ParamValue, RetrainSpec, RolloutSpec};
 use crate::monitoring::spec::AlertVariable;
 use crate::template::{Piece, pieces};
 use crate::time::{Millis, rfc3339};
@@ -216,6 +216,51 @@ fn render(text: &str, alert: &Alert<'_>) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// The name of the version a retraining run's model is rolled out as: `r-` and the end of
+/// the run's name, made unique in the spec (`-2`, `-3`...).
+pub fn candidate_name(spec: &EndpointSpec, run: &str) -> String {
+    let tail: String = run
+        .rsplit('-')
+        .next()
+        .unwrap_or(run)
+        .chars()
+        .take(10)
+        .collect();
+    let base = format!("r-{tail}");
+    let mut name = base.clone();
+    let mut n = 2;
+    while spec.version(&name).is_some() {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The rollout of a retrained model as version `candidate`: `promote.rollout`'s steps,
+/// interval (one evaluation window plus its maturity by default), evaluation gates and
+/// bounds, with no request gates.
+pub fn candidate_rollout(spec: &EndpointSpec, candidate: &str) -> Result<RolloutSpec, String> {
+    let monitoring = spec.monitoring.as_ref();
+    let promote = monitoring
+        .and_then(|m| m.retrain.as_ref())
+        .and_then(|r| r.promote.as_ref())
+        .and_then(|p| p.rollout.clone())
+        .unwrap_or_default();
+    let interval_ms = promote.interval_ms(monitoring.and_then(|m| m.evaluation.as_ref()));
+    let interval = crate::duration::Duration::parse(&format!("{interval_ms}ms"))
+        .map_err(|e| format!("the rollout's interval: {e}"))?;
+    Ok(RolloutSpec {
+        candidate: candidate.to_string(),
+        steps: Some(promote.steps()),
+        interval,
+        gates: Vec::new(),
+        on_failure: promote.on_failure,
+        min_requests: None,
+        evaluation_gates: promote.gates.clone(),
+        min_labels: promote.min_labels,
+    })
 }
 
 #[cfg(test)]

@@ -102,6 +102,24 @@ pub struct VersionObservation {
     pub quality: Option<QualityObservation>,
 }
 
+/// Puts each version's live evaluation on its observation (a version the router has not
+/// counted yet gets one with no requests).
+pub fn with_quality(
+    observed: &mut Vec<VersionObservation>,
+    quality: &std::collections::BTreeMap<String, QualityObservation>,
+) {
+    for (version, q) in quality {
+        match observed.iter_mut().find(|o| &o.version == version) {
+            Some(o) => o.quality = Some(q.clone()),
+            None => observed.push(VersionObservation {
+                version: version.clone(),
+                quality: Some(q.clone()),
+                ..VersionObservation::default()
+            }),
+        }
+    }
+}
+
 /// A version's live evaluation over the current step.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QualityObservation {

@@ -29,6 +29,7 @@
 pub mod apply;
 pub mod children;
 pub mod models;
+pub mod monitor;
 pub mod observe;
 pub mod router_config;
 pub mod scaling;
@@ -89,6 +90,7 @@ struct Shared {
     watches: Watches,
     defaults: ServingDefaults,
     autoscalers: Autoscalers,
+    monitors: monitor::Monitors,
     /// By endpoint UID: a hash of the children last applied, and when.
     applied: Mutex<HashMap<String, (u64, Instant)>>,
     /// By endpoint UID: the generation whose stale children were last swept.
@@ -149,6 +151,7 @@ pub async fn controller(
         ctx: ctx.clone(),
         watches: watches.clone(),
         autoscalers: Autoscalers::default(),
+        monitors: monitor::Monitors::new(ctx.gauges.clone()),
         applied: Mutex::new(HashMap::new()),
         swept: Mutex::new(HashMap::new()),
     });
@@ -200,6 +203,14 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
         .filter_map(|e| e.uid().map(|u| (u, ())))
         .collect();
     shared.autoscalers.retain(&live);
+    let keys: BTreeMap<String, String> = shared
+        .watches
+        .endpoints
+        .state()
+        .iter()
+        .filter_map(|e| Some((e.uid()?, format!("{}/{}", e.namespace()?, e.name_any()))))
+        .collect();
+    shared.monitors.retain(&keys);
 
     // 1. Validate.
     let source = Source {
@@ -258,13 +269,34 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
         None => None,
     };
 
+    // 3b. Monitor: figures, alerts, retraining; a retrained model added to the spec ends
+    // this pass (the change wakes the next).
+    let step_since = kept
+        .as_ref()
+        .filter(|s| s.phase == RolloutPhase::Progressing)
+        .map(|s| s.since);
+    let target = monitor::Target {
+        namespace: &namespace,
+        name: &name,
+        uid: &uid,
+    };
+    let monitored = shared
+        .monitors
+        .pass(ctx, &endpoint, &target, step_since, now)
+        .await?;
+    if monitored.patched {
+        publish(ctx, endpoint.as_ref(), &monitored.notes).await;
+        return Ok(Action::requeue(POLL));
+    }
+
     // 4. Decide.
-    let observed = stats
+    let mut observed = stats
         .as_ref()
         .map(toucan_router::admin::EndpointStats::observations)
         .unwrap_or_default();
+    rollout::with_quality(&mut observed, &monitored.quality);
     let decision = rollout::decide(spec, kept.as_ref(), &observed, now);
-    let mut notes = Vec::new();
+    let mut notes = monitored.notes;
     if let Some(transition) = decision.transition {
         notes.push(Note {
             warning: matches!(
@@ -274,6 +306,26 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
             reason: transition.as_str(),
             text: decision.reason.clone(),
         });
+    }
+    // A retrained candidate's rollout that ended leaves the spec with one of the two.
+    if let Some(state) = &decision.state
+        && endpoint.annotations().get(monitor::CANDIDATE_ANNOTATION) == Some(&state.candidate)
+        && matches!(
+            state.phase,
+            RolloutPhase::Promoted | RolloutPhase::RolledBack
+        )
+    {
+        notes.push(
+            monitor::finish_rollout(
+                ctx,
+                &endpoint,
+                &namespace,
+                &state.candidate,
+                state.phase == RolloutPhase::Promoted,
+                state.reason.as_deref().unwrap_or_default(),
+            )
+            .await?,
+        );
     }
     let mut poll = decision
         .state
@@ -357,7 +409,7 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
 
     // 6. Status.
     let url = format!("http://{}.{namespace}.svc", children::service_name(&name));
-    let next = status::endpoint_status(
+    let mut next = status::endpoint_status(
         &previous,
         &Seen {
             spec,
@@ -373,10 +425,24 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
     if let Some(note) = ready_transition(&previous, &next) {
         notes.push(note);
     }
+    for c in monitored.conditions.iter().flatten() {
+        crate::conditions::set(
+            &mut next.conditions,
+            c.type_,
+            c.status,
+            c.reason,
+            &c.message,
+            generation,
+        );
+    }
     crate::status::apply::<Endpoint, _>(&ctx.client, &namespace, &name, Some(&previous), &next)
         .await?;
     publish(ctx, endpoint.as_ref(), &notes).await;
-    Ok(Action::requeue(if poll { POLL } else { RESYNC }))
+    let mut wait = if poll { POLL } else { RESYNC };
+    if let Some(ms) = monitored.next_in_ms {
+        wait = wait.min(Duration::from_millis(ms.max(1) as u64));
+    }
+    Ok(Action::requeue(wait))
 }
 
 /// Applies the children unless the same ones were applied a moment ago; why the route could

@@ -252,7 +252,7 @@ pub async fn serve(
             .as_ref()
             .map(EndpointStats::observations)
             .unwrap_or_default();
-        with_quality(&mut observed, &monitor.quality);
+        rollout::with_quality(&mut observed, &monitor.quality);
         let decision = rollout::decide(&spec, rollout_state.as_ref(), &observed, now);
         if let Some(t) = decision.transition {
             eprintln!("endpoint {name}: {}: {}", t.as_str(), decision.reason);
@@ -519,24 +519,6 @@ fn write_rules(dir: &Path, name: &str, spec: &EndpointSpec) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-/// Each version's live evaluation, where the monitor has one, on its observation (a version
-/// the router has not counted yet gets one with no requests).
-fn with_quality(
-    observed: &mut Vec<VersionObservation>,
-    quality: &BTreeMap<String, rollout::QualityObservation>,
-) {
-    for (version, q) in quality {
-        match observed.iter_mut().find(|o| &o.version == version) {
-            Some(o) => o.quality = Some(q.clone()),
-            None => observed.push(VersionObservation {
-                version: version.clone(),
-                quality: Some(q.clone()),
-                ..VersionObservation::default()
-            }),
-        }
-    }
 }
 
 /// The spec once a retrained candidate's rollout ended: promoted, it is the only version

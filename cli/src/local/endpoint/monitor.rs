@@ -528,30 +528,14 @@ impl Monitor {
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-        let retrain = spec
-            .monitoring
-            .as_ref()
-            .and_then(|m| m.retrain.as_ref())
-            .context("retraining is no longer in the spec")?;
-        let promote = retrain
-            .promote
-            .as_ref()
-            .and_then(|p| p.rollout.clone())
-            .unwrap_or_default();
-        let evaluation = spec.monitoring.as_ref().and_then(|m| m.evaluation.as_ref());
-        let interval_ms = promote.interval_ms(evaluation);
-        let name = candidate_name(spec, &ended.run);
-        let rollout = RolloutSpec {
-            candidate: name.clone(),
-            steps: Some(promote.steps()),
-            interval: toucan_core::duration::Duration::parse(&format!("{interval_ms}ms"))
-                .context("the rollout's interval")?,
-            gates: Vec::new(),
-            on_failure: promote.on_failure,
-            min_requests: None,
-            evaluation_gates: promote.gates.clone(),
-            min_labels: promote.min_labels,
-        };
+        anyhow::ensure!(
+            spec.monitoring
+                .as_ref()
+                .is_some_and(|m| m.retrain.is_some()),
+            "retraining is no longer in the spec"
+        );
+        let name = retrain::candidate_name(spec, &ended.run);
+        let rollout = retrain::candidate_rollout(spec, &name).map_err(|e| anyhow::anyhow!(e))?;
         Ok(Retrained {
             version: ModelVersion {
                 name,
@@ -589,23 +573,4 @@ impl Monitor {
         }
         self.gauges.remove(&self.name);
     }
-}
-
-/// The new version's name: `r-` and the end of the run's name, unique in the spec.
-fn candidate_name(spec: &EndpointSpec, run: &str) -> String {
-    let tail: String = run
-        .rsplit('-')
-        .next()
-        .unwrap_or(run)
-        .chars()
-        .take(10)
-        .collect();
-    let base = format!("r-{tail}");
-    let mut name = base.clone();
-    let mut n = 2;
-    while spec.version(&name).is_some() {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
 }

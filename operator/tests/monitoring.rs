@@ -1,0 +1,496 @@
+//! An Endpoint's monitoring loop on the real test cluster, served by real `toucan-worker
+//! serve` pods (process mode) behind a real `toucan-router`, for two endpoints at once whose
+//! retraining pipelines export a good model and one trained on shuffled labels:
+//!
+//! - requests like the reference raise nothing: the operator's API exports the endpoint's
+//!   drift and evaluation gauges on `/metrics`, and its `Drifted` condition is `False`;
+//! - brightened requests raise a drift alert (an event, the condition, a row in the store that
+//!   `GET /api/v1/alerts` and `toucan get alerts --cluster` list), which creates a retraining
+//!   PipelineRun named after the alert;
+//! - once that run succeeded, its model is added to the Endpoint as a new version and rolled out
+//!   against the serving one with a gate on live accuracy from the labels posted to the API:
+//!   the good model is promoted and left alone in the spec; the shuffled one is rolled back
+//!   at its first step (it never has more than 50%) and removed; every request is answered
+//!   all along;
+//! - the cluster has no prometheus-operator, which an event says.
+//!
+//! The "retraining" pipelines export models the test made with the real `toucan-worker`
+//! (training itself is covered by the worker's and the examples' tests); the reference is a
+//! window of the endpoint's own first requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::model::{CLASSES, bar, model_bytes, shuffled_model_bytes};
+use common::{Harness, Operator};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
+use toucan_core::api::{Endpoint, PipelineRun};
+use toucan_core::time::{now_ms, rfc3339};
+
+const NS: &str = "watched";
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Requests through the router, each with a request id; their labels once the servers'
+/// samples of them are stored.
+struct Traffic {
+    name: &'static str,
+    agent: ureq::Agent,
+    router: String,
+    api: String,
+    token: String,
+    sent: u32,
+}
+
+impl Traffic {
+    /// Sends `n` images (brightened or not), waits for their samples, labels them.
+    async fn send(&mut self, h: &Harness, n: u32, bright: bool) -> Vec<String> {
+        let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
+        let mut labels = Vec::new();
+        let mut versions = Vec::new();
+        for _ in 0..n {
+            let label = (self.sent % 3) as usize;
+            let mut pixels = bar(label, self.sent);
+            if bright {
+                for p in &mut pixels {
+                    *p = 255 - ((255 - u32::from(*p)) * 3 / 10) as u8;
+                }
+            }
+            let id = format!("{}-{}", self.name, self.sent);
+            self.sent += 1;
+            let url = format!("http://{}/v1/models/{}:predict", self.router, self.name);
+            let mut response = self
+                .agent
+                .post(&url)
+                .header("x-request-id", &id)
+                .send_json(json!({ "instances": [pixels] }))
+                .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            assert_eq!(response.status(), 200, "{body}");
+            versions.push(
+                response
+                    .headers()
+                    .get("x-toucan-version")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            labels.push(json!({"requestId": id, "label": CLASSES[label]}));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store
+            .list_samples(&format!("{NS}/{}", self.name), 0, 100_000)
+            .await
+            .unwrap()
+            .len()
+            < self.sent as usize
+        {
+            assert!(Instant::now() < deadline, "the samples were not stored");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let url = format!(
+            "{}/api/v1/endpoints/{}/labels?namespace={NS}",
+            self.api, self.name
+        );
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(json!({ "labels": labels }))
+            .unwrap();
+        let stored: Value = response.body_mut().read_json().unwrap();
+        assert_eq!(stored["unknown"], 0, "{stored}");
+        versions
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.agent
+            .get(format!("{}{path}", self.api))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        serde_json::from_str(&self.get(&format!(
+            "/api/v1/alerts?endpoint={}&namespace={NS}",
+            self.name
+        )))
+        .unwrap()
+    }
+}
+
+async fn router_address(h: &Harness, name: &str) -> String {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.client(), NS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels(&format!(
+                "toucan.dev/component=router,toucan.dev/endpoint={name}"
+            )))
+            .await
+            .unwrap();
+        let ready = list.items.iter().find_map(|p| {
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let ip = status.pod_ip.as_deref().filter(|_| ready)?;
+            Some(format!("{ip}:8080"))
+        });
+        if let Some(address) = ready {
+            return address;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router pod never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_endpoint(
+    h: &Harness,
+    op: &Operator,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut(&Endpoint) -> bool,
+) -> Endpoint {
+    let api: Api<Endpoint> = Api::namespaced(h.client(), NS);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ep = api.get(name).await.unwrap();
+        if f(&ep) {
+            return ep;
+        }
+        if Instant::now() > deadline {
+            let log = op.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            panic!(
+                "{name}: {what}: never happened; endpoint {:#?}\noperator (last 40 lines):\n{}",
+                ep,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn condition(ep: &Endpoint, type_: &str) -> Option<String> {
+    ep.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+fn events_of(h: &Harness, name: &str) -> Vec<String> {
+    let out = h.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        &format!("involvedObject.name={name},involvedObject.kind=Endpoint"),
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+    ]);
+    out.lines().map(str::to_string).collect()
+}
+
+/// A one-step pipeline that "retrains" by exporting the model file at `model`.
+fn pipeline(h: &Harness, name: &str, model: &std::path::Path) {
+    let pipeline = json!({
+        "apiVersion": "toucan.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"steps": [{
+            "name": "export",
+            "image": "busybox",
+            "command": ["sh", "-c", format!("cp {} {{{{outputs.artifacts.model}}}}", model.display())],
+            "outputs": {"artifacts": [{"name": "model"}]},
+        }]},
+    });
+    let file = h.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, pipeline.to_string()).unwrap();
+    h.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_retrains_and_the_new_model_is_promoted_or_rolled_back_on_live_accuracy() {
+    let Some(h) = Harness::start("monitoring").await else {
+        return;
+    };
+    h.apply_crds();
+    let op = h.operator("a", &["--leader-elect=false"]);
+    op.ready().await;
+    h.kubectl_ok(&["create", "namespace", NS]);
+    h.artifacts_secret(NS);
+
+    // The pipelines drift alerts run, and the first run, whose model v1 serves.
+    let good = h.dir.path().join("good.safetensors");
+    std::fs::write(&good, model_bytes()).unwrap();
+    let shuffled = h.dir.path().join("shuffled.safetensors");
+    std::fs::write(&shuffled, shuffled_model_bytes()).unwrap();
+    pipeline(&h, "bars", &good);
+    pipeline(&h, "bars-shuffled", &shuffled);
+    let runs: Api<PipelineRun> = Api::namespaced(h.client(), NS);
+    let first: PipelineRun = serde_json::from_value(json!({
+        "apiVersion": "toucan.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "bars-1"},
+        "spec": {"pipelineRef": {"name": "bars"}},
+    }))
+    .unwrap();
+    runs.create(&PostParams::default(), &first).await.unwrap();
+    let done = h
+        .wait_finished(NS, "bars-1", Duration::from_secs(120))
+        .await;
+    assert_eq!(done.status.unwrap().phase.as_deref(), Some("Succeeded"));
+
+    tokio::join!(
+        the_loop(&h, &op, "bars", "bars", true),
+        the_loop(&h, &op, "bars-bad", "bars-shuffled", false),
+    );
+}
+
+/// Endpoint `name`, retrained by `retrain`: normal requests, brightened ones, the retraining
+/// run, and its model's rollout to promotion or rollback.
+async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str, promoted: bool) {
+    // The reference: the endpoint's own first requests (the window is closed once they are
+    // in; meanwhile it compares the requests with themselves).
+    let start = now_ms();
+    let reference = json!({"window": {
+        "start": rfc3339(start).unwrap(),
+        "end": rfc3339(start + 3_600_000).unwrap(),
+    }});
+    let endpoint: Endpoint = serde_json::from_value(json!({
+        "apiVersion": "toucan.dev/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": name},
+        "spec": {
+            "versions": [{"name": "v1", "model": {"run": "bars-1", "step": "export", "artifact": "model"}}],
+            "sampling": {"rate": 1},
+            "monitoring": {
+                "drift": {"reference": reference, "window": "20s", "minSamples": 30,
+                          "effectSize": 0.3, "for": "0s"},
+                "evaluation": {"window": "10s", "maturity": "0s", "for": "0s"},
+                "retrain": {
+                    "pipelineRef": {"name": retrain},
+                    "cooldown": "1h",
+                    "promote": {"rollout": {"steps": [50, 100], "interval": "3s", "minLabels": 15,
+                                            "gates": [{"metric": "accuracy", "minDelta": -0.1}]}},
+                },
+            },
+        },
+    }))
+    .unwrap();
+    let endpoints: Api<Endpoint> = Api::namespaced(h.client(), NS);
+    endpoints
+        .create(&PostParams::default(), &endpoint)
+        .await
+        .unwrap();
+    let router = router_address(h, name).await;
+    let token = h.kubectl_ok(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "-o",
+        "jsonpath={.users[0].user.token}",
+    ]);
+    let mut traffic = Traffic {
+        name,
+        agent: agent(),
+        router,
+        api: format!("http://127.0.0.1:{}", op.api_port),
+        token: token.trim().to_string(),
+        sent: 0,
+    };
+
+    // Like the reference: gauges, no alert.
+    traffic.send(h, 45, false).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let detected = format!(
+        "toucan_endpoint_drift_detected{{namespace=\"{NS}\",endpoint=\"{name}\",slice=\"all\",feature=\"brightness\",test=\"ks\"}} 0"
+    );
+    let samples = format!(
+        "toucan_endpoint_evaluation_samples{{namespace=\"{NS}\",endpoint=\"{name}\",version=\"v1\""
+    );
+    loop {
+        let metrics = traffic.get("/metrics");
+        if metrics.contains(&detected) && metrics.contains(&samples) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no gauges yet:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ep = wait_endpoint(
+        h,
+        op,
+        name,
+        "Drifted is False",
+        Duration::from_secs(20),
+        |e| condition(e, "Drifted").as_deref() == Some("False"),
+    )
+    .await;
+    assert_eq!(ep.spec.versions.len(), 1);
+    assert!(traffic.alerts().is_empty(), "{:#?}", traffic.alerts());
+    let close = json!({"spec": {"monitoring": {"drift": {"reference": {"window": {
+        "start": rfc3339(start).unwrap(),
+        "end": rfc3339(now_ms()).unwrap(),
+    }}}}}});
+    endpoints
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&close),
+        )
+        .await
+        .unwrap();
+
+    // Brightened: the drift alert, its retraining run, the new version.
+    traffic.send(h, 40, true).await;
+    wait_endpoint(
+        h,
+        op,
+        name,
+        "Drifted is True",
+        Duration::from_secs(30),
+        |e| condition(e, "Drifted").as_deref() == Some("True"),
+    )
+    .await;
+    let alert = traffic
+        .alerts()
+        .into_iter()
+        .find(|a| a["key"] == "drift/all")
+        .unwrap_or_else(|| panic!("{:#?}", traffic.alerts()));
+    assert_eq!(alert["phase"], "Firing", "{alert:#}");
+    let ep = wait_endpoint(
+        h,
+        op,
+        name,
+        "the retrained version",
+        Duration::from_secs(90),
+        |e| e.spec.versions.len() == 2,
+    )
+    .await;
+    let candidate = ep.spec.versions[1].name.clone();
+    let run = ep.spec.versions[1].model.run.clone().unwrap();
+    let runs: Api<PipelineRun> = Api::namespaced(h.client(), NS);
+    let retrained = runs.get(&run).await.unwrap();
+    assert_eq!(
+        retrained.metadata.labels.unwrap()["toucan.dev/retrains"],
+        name
+    );
+    assert_eq!(
+        ep.spec.rollout.as_ref().map(|r| r.candidate.as_str()),
+        Some(candidate.as_str())
+    );
+
+    // Live labels until the rollout ends.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut answered = std::collections::BTreeMap::<String, u32>::new();
+    let mut most = 0;
+    loop {
+        for version in traffic.send(h, 10, false).await {
+            *answered.entry(version).or_default() += 1;
+        }
+        let ep = endpoints.get(name).await.unwrap();
+        if let Some(r) = ep.status.as_ref().and_then(|s| s.rollout.as_ref())
+            && r.candidate == candidate
+        {
+            most = most.max(r.weight);
+        }
+        if ep.spec.versions.len() == 1 {
+            assert!(ep.spec.rollout.is_none(), "{:#?}", ep.spec);
+            let kept = if promoted { candidate.as_str() } else { "v1" };
+            assert_eq!(ep.spec.versions[0].name, kept, "{name}: {:#?}", ep.spec);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the rollout did not end: {:#?}\n{}",
+            ep,
+            op.log_text()
+        );
+    }
+    assert!(answered.contains_key(&candidate), "{name}: {answered:?}");
+    if !promoted {
+        assert!(most <= 50, "{name}: the shuffled model had {most}%");
+    }
+    let outcome = if promoted { "promoted" } else { "rolled back" };
+    let alert = traffic
+        .alerts()
+        .into_iter()
+        .find(|a| a["run"] == run.as_str())
+        .unwrap();
+    let action = alert["action"].as_str().unwrap();
+    assert!(action.contains(outcome), "{name}: {alert:#}");
+
+    // The CLI shows the loop's history from the operator's API.
+    let out = std::process::Command::new(common::bin_dir().join("toucan"))
+        .args([
+            "get",
+            "alerts",
+            name,
+            "-o",
+            "json",
+            "--cluster",
+            "-n",
+            NS,
+            "--api",
+        ])
+        .arg(&traffic.api)
+        .env("KUBECONFIG", h.cluster.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed.iter().any(|a| a["run"] == run.as_str()),
+        "{listed:#?}"
+    );
+    let events = events_of(h, name);
+    let ended = if promoted {
+        "RetrainedVersionPromoted"
+    } else {
+        "RetrainedVersionRolledBack"
+    };
+    for reason in [
+        "AlertFiring",
+        "RetrainStarted",
+        "RetrainedVersionAdded",
+        ended,
+        "PrometheusRuleMissing",
+    ] {
+        assert!(
+            events.iter().any(|e| e == reason),
+            "{name}: {reason}: {events:?}"
+        );
+    }
+}
