@@ -468,9 +468,21 @@ fn monitoring_loop(
 
         // Prometheus scrapes the local API and evaluates the endpoint's rule file; its
         // alerts reach the local API through Alertmanager's webhook.
-        let wired = (name == "fashion-monitored")
-            .then(|| Prometheus::wire(sb, name, &traffic.api))
-            .flatten();
+        let wired = if name == "fashion-monitored" {
+            let rules =
+                std::fs::read_to_string(sb.home().join(format!("endpoints/{name}/rules.yaml")))
+                    .unwrap();
+            toucan_test_harness::alerting::Wired::wire(
+                name,
+                traffic.api.trim_start_matches("http://"),
+                &rules,
+                &format!("{}/api/v1/alertmanager", traffic.api),
+                None,
+            )
+            .unwrap()
+        } else {
+            None
+        };
 
         // Brightened: a drift alert, and a retraining run.
         traffic.send(bright, "mobile");
@@ -565,6 +577,9 @@ fn monitoring_loop(
             assert!(action.starts_with("held ("), "{external:#}");
         }
         drop(wired);
+        if name == "fashion-monitored" {
+            the_scheduled_evaluation_scores_through_the_endpoint(sb, &traffic);
+        }
         let text = sb.run(&["describe", "endpoint", name]);
         let text = String::from_utf8_lossy(&text.stdout);
         assert!(text.contains("Alerts:") && text.contains(outcome), "{text}");
@@ -572,69 +587,31 @@ fn monitoring_loop(
     }
 }
 
-/// The endpoint wired to the test's Prometheus and Alertmanager (`tests/alerting/up`): a
-/// scrape target for the local API, the endpoint's rule file with each alert sent to the local
-/// API's webhook receiver. Unwired when dropped.
-struct Prometheus {
-    files: Vec<std::path::PathBuf>,
-    url: String,
-}
-
-impl Prometheus {
-    fn wire(sb: &Sandbox, name: &str, api: &str) -> Option<Prometheus> {
-        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        let (Some(url), Some(targets), Some(rules)) = (
-            env("TOUCAN_TEST_PROMETHEUS_URL"),
-            env("TOUCAN_TEST_PROMETHEUS_TARGETS_DIR"),
-            env("TOUCAN_TEST_PROMETHEUS_RULES_DIR"),
-        ) else {
-            assert!(
-                env("TOUCAN_REQUIRE_ALERTING").is_none_or(|v| v != "1"),
-                "TOUCAN_REQUIRE_ALERTING=1 but no Prometheus (tests/alerting/up DIR, then its env)"
-            );
-            eprintln!("no Prometheus (tests/alerting/up): the alerting path is not checked");
-            return None;
-        };
-        let address = api.trim_start_matches("http://");
-        let target = std::path::Path::new(&targets).join(format!("{name}.json"));
-        std::fs::write(
-            &target,
-            serde_json::json!([{"targets": [address], "labels": {"test": name}}]).to_string(),
-        )
+/// `examples/monitoring/scheduled-evaluation.yaml` against the served endpoint: its score
+/// step sends a labelled set through the endpoint and labels every request, which the
+/// endpoint's samples and evaluation then hold.
+fn the_scheduled_evaluation_scores_through_the_endpoint(sb: &Sandbox, traffic: &Traffic<'_>) {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/monitoring/scheduled-evaluation.yaml")
+        .canonicalize()
         .unwrap();
-        let text = std::fs::read_to_string(sb.home().join(format!("endpoints/{name}/rules.yaml")))
-            .unwrap();
-        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-        let webhook = format!("{api}/api/v1/alertmanager");
-        for group in doc["groups"].as_sequence_mut().unwrap() {
-            for rule in group["rules"].as_sequence_mut().unwrap() {
-                rule["labels"]["toucan_webhook_url"] = webhook.clone().into();
-            }
-        }
-        let rule_file = std::path::Path::new(&rules).join(format!("{name}.yaml"));
-        std::fs::write(&rule_file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
-        let wired = Prometheus {
-            files: vec![target, rule_file],
-            url,
-        };
-        wired.reload();
-        Some(wired)
-    }
-
-    fn reload(&self) {
-        let status = ureq::post(format!("{}/-/reload", self.url))
-            .send_empty()
-            .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 200);
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        for file in &self.files {
-            let _ = std::fs::remove_file(file);
-        }
-        let _ = ureq::post(format!("{}/-/reload", self.url)).send_empty();
-    }
+    let url = format!("url={}/v1/models/{}", traffic.served.url, traffic.name);
+    let (code, run, stderr) = sb.run_json(&manifest, &["-p", url.as_str(), "-p", "per_class=5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(cached(&run, "ingest"), "{run:#}");
+    let samples = get_json(&format!(
+        "{}/api/v1/endpoints/{}/samples?limit=10000",
+        traffic.api, traffic.name
+    ));
+    let scored = samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["sample"]["requestId"]
+                .as_str()
+                .is_some_and(|id| id.contains("-scored-"))
+        })
+        .count();
+    assert_eq!(scored, 50);
 }

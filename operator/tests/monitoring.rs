@@ -12,6 +12,10 @@
 //!   the good model is promoted and left alone in the spec; the shuffled one is rolled back
 //!   at its first step (it never has more than 50%) and removed; every request is answered
 //!   all along;
+//! - Prometheus (scraping the operator's API, with the endpoint's rules) and Alertmanager (its
+//!   webhook reaching the API with a token the API checks) bring the drift alert back as an
+//!   alert of its own, which the endpoint takes as a retraining trigger (held: the run for
+//!   its own alert is going or done);
 //! - the cluster has no prometheus-operator, which an event says.
 //!
 //! The "retraining" pipelines export models the test made with the real `toucan-worker`
@@ -29,6 +33,7 @@ use common::{Harness, Operator};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use toucan_core::api::{Endpoint, PipelineRun};
+use toucan_core::monitoring::rules::rule_file_yaml;
 use toucan_core::time::{now_ms, rfc3339};
 
 const NS: &str = "watched";
@@ -369,6 +374,22 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
         .await
         .unwrap();
 
+    // Prometheus scrapes the operator's API and evaluates the endpoint's rules (what its
+    // PrometheusRule holds); Alertmanager posts to the API's webhook with the admin's token.
+    let wired = if promoted {
+        let rules = rule_file_yaml(NS, name, &endpoint.spec).unwrap().unwrap();
+        toucan_test_harness::alerting::Wired::wire(
+            name,
+            traffic.api.trim_start_matches("http://"),
+            &rules,
+            &format!("{}/api/v1/alertmanager", traffic.api),
+            Some(&traffic.token),
+        )
+        .unwrap()
+    } else {
+        None
+    };
+
     // Brightened: the drift alert, its retraining run, the new version.
     traffic.send(h, 40, true).await;
     wait_endpoint(
@@ -447,6 +468,33 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
         .unwrap();
     let action = alert["action"].as_str().unwrap();
     assert!(action.contains(outcome), "{name}: {alert:#}");
+
+    if wired.is_some() {
+        // Alertmanager's notifications are alerts of their own, retraining triggers that the
+        // endpoint's own alert has acted on already.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let external = traffic.alerts().into_iter().find(|a| {
+                a["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("alertmanager/"))
+                    && a["kind"] == "drift"
+                    && a["action"].is_string()
+            });
+            if let Some(external) = external {
+                let action = external["action"].as_str().unwrap();
+                assert!(action.starts_with("held ("), "{external:#}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no alert from Alertmanager: {:#?}",
+                traffic.alerts()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    drop(wired);
 
     // The CLI shows the loop's history from the operator's API.
     let out = std::process::Command::new(common::bin_dir().join("toucan"))

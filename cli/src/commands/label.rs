@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use base64::Engine;
 use clap::Args;
 use toucan_core::monitoring::evaluation::{Label, LabelCounts, ModelClasses, first_unknown_class};
 use toucan_core::time::{now_ms, parse_rfc3339};
@@ -35,8 +36,15 @@ const CLASS_SCAN: u32 = 10_000;
 pub struct LabelArgs {
     /// The endpoint's name.
     endpoint: String,
-    /// A CSV file with `request_id,label` columns.
+    /// A CSV file with `request_id,label` columns; with --send, a folder of class folders of
+    /// images (as `toucan-worker export-images` writes).
     file: PathBuf,
+    /// Send every image of the folder to this model (`http://HOST:PORT/v1/models/NAME`)
+    /// first, each request with its own id, then label each request with its folder's class:
+    /// a fresh labelled set scored through the endpoint, into the same evaluation as live
+    /// traffic (what a scheduled evaluation pipeline runs).
+    #[arg(long, value_name = "MODEL_URL")]
+    send: Option<String>,
     /// The control-plane API (`http://HOST:PORT`); by default the local endpoint's, or the
     /// local store.
     #[arg(long)]
@@ -55,7 +63,11 @@ struct Row {
 }
 
 pub async fn label(args: LabelArgs) -> anyhow::Result<Outcome> {
-    let rows = match read_csv(&args.file, now_ms()) {
+    let read = match &args.send {
+        Some(url) => send_images(url.clone(), args.file.clone(), args.endpoint.clone()).await?,
+        None => read_csv(&args.file, now_ms()),
+    };
+    let rows = match read {
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("error: {e}");
@@ -70,6 +82,7 @@ pub async fn label(args: LabelArgs) -> anyhow::Result<Outcome> {
             .and_then(|e| e.api),
     };
     let result = match api {
+        Some(api) if args.send.is_some() => post_when_sampled(&api, &args, &rows).await?,
         Some(api) => post(&api, &args, &rows).await?,
         None => store_locally(&home, &args, &rows).await?,
     };
@@ -148,6 +161,138 @@ fn read_csv(path: &Path, now: i64) -> Result<Vec<Row>, String> {
         });
     }
     Ok(rows)
+}
+
+/// How long labels of requests just sent wait for the servers to ship their samples.
+const SAMPLES_WAIT: Duration = Duration::from_secs(15);
+
+/// Sends every image under `dir/CLASS/` to `url`, one request each with a request id of its
+/// own, and returns one label per request: its folder's class. Prints how many the model got
+/// right.
+async fn send_images(
+    url: String,
+    dir: PathBuf,
+    endpoint: String,
+) -> anyhow::Result<Result<Vec<Row>, String>> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Result<Vec<Row>, String>> {
+        let mut images = Vec::new();
+        let classes = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => return Ok(Err(format!("{}: {e}", dir.display()))),
+        };
+        for class in classes {
+            let class = class?;
+            if !class.file_type()?.is_dir() {
+                continue;
+            }
+            let name = class.file_name().to_string_lossy().to_string();
+            for image in std::fs::read_dir(class.path())? {
+                images.push((name.clone(), image?.path()));
+            }
+        }
+        images.sort();
+        if images.is_empty() {
+            return Ok(Err(format!(
+                "{}: no images in class folders (DIR/CLASS/IMAGE.png)",
+                dir.display()
+            )));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(60)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let predict = format!("{}:predict", url.trim_end_matches('/'));
+        let batch = now_ms();
+        let mut rows = Vec::with_capacity(images.len());
+        let mut right = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for (n, (class, path)) in images.iter().enumerate() {
+            let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let request_id = format!("{endpoint}-scored-{batch}-{n}");
+            let mut response = agent
+                .post(&predict)
+                .header("x-request-id", &request_id)
+                .send_json(serde_json::json!({ "instances": [{ "b64": b64 }] }))
+                .with_context(|| format!("POST {predict}"))?;
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string()?;
+            if status != 200 {
+                return Ok(Err(format!(
+                    "{}: the endpoint answered {status}: {text}",
+                    path.display()
+                )));
+            }
+            let answer: serde_json::Value = serde_json::from_str(&text)?;
+            let predicted = answer["predictions"][0]["class"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if folder_of(&predicted) == *class {
+                right += 1;
+            }
+            seen.insert(predicted);
+            rows.push(Row {
+                line: n as u64 + 1,
+                label: Label {
+                    request_id,
+                    label: class.clone(),
+                    labelled_at: now_ms(),
+                },
+            });
+        }
+        // export-images names a class's folder with `/` as `_`: the folder is the class the
+        // model calls by that name.
+        for row in &mut rows {
+            if let Some(class) = seen.iter().find(|c| folder_of(c) == row.label.label) {
+                row.label.label = class.clone();
+            }
+        }
+        eprintln!(
+            "sent {} images to {url}: {right} answered right ({:.1}%)",
+            rows.len(),
+            100.0 * f64::from(right) / rows.len() as f64
+        );
+        Ok(Ok(rows))
+    })
+    .await?
+}
+
+/// The folder `toucan-worker export-images` writes a class's images to.
+fn folder_of(class: &str) -> String {
+    class.replace('/', "_")
+}
+
+/// Posts labels of requests just sent, again while some are unknown (their samples not
+/// shipped yet) for at most [`SAMPLES_WAIT`]: posting is idempotent.
+async fn post_when_sampled(
+    api: &str,
+    args: &LabelArgs,
+    rows: &[Row],
+) -> anyhow::Result<Result<LabelCounts, String>> {
+    let deadline = tokio::time::Instant::now() + SAMPLES_WAIT;
+    let (mut added, mut updated) = (0, 0);
+    loop {
+        let counts = match post(api, args, rows).await? {
+            Ok(counts) => counts,
+            Err(e) => return Ok(Err(e)),
+        };
+        added += counts.added;
+        updated += counts.updated;
+        if counts.unknown == 0 || tokio::time::Instant::now() >= deadline {
+            // Over every post: what was new, what was corrected, what is still unknown.
+            let unknown = counts.unknown;
+            let unchanged = (rows.len() as u64).saturating_sub(added + updated + unknown);
+            return Ok(Ok(LabelCounts {
+                added,
+                updated,
+                unchanged,
+                unknown,
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Posts the labels in batches; `Err` carries a refusal of the API, naming the row.
