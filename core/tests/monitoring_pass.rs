@@ -279,6 +279,28 @@ fn a_window_under_min_samples_is_not_judged() {
 }
 
 #[test]
+fn a_reference_of_other_images_is_a_problem_named_as_such() {
+    let spec = spec(DRIFT);
+    let mut rng = Rng(6);
+    let mut reference = reference(&mut rng, 600);
+    for row in &mut reference {
+        row.stats.channels = 3;
+        row.stats.channel_means = vec![0.3; 3];
+    }
+    let samples = stream(&mut rng, &Draw::of("v1"), 0, HOUR, 500);
+    let found = pass(&spec, &samples, &reference, HOUR);
+    assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+    assert!(
+        found.problems[0].contains("28x28x3") && found.problems[0].contains("28x28x1"),
+        "{}",
+        found.problems[0]
+    );
+    // The same shape: no problem.
+    let reference = self::reference(&mut rng, 600);
+    assert!(pass(&spec, &samples, &reference, HOUR).problems.is_empty());
+}
+
+#[test]
 fn a_slice_that_moved_alone_alerts_alone() {
     let spec = spec(&format!(
         "    slices: [{{name: source, from: header.x-source}}]\n{DRIFT}"

@@ -360,6 +360,11 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
     )
     .await;
     assert_eq!(ep.spec.versions.len(), 1);
+    assert_eq!(
+        condition(&ep, "Monitoring").as_deref(),
+        Some("True"),
+        "{ep:#?}"
+    );
     assert!(traffic.alerts().is_empty(), "{:#?}", traffic.alerts());
     let close = json!({"spec": {"monitoring": {"drift": {"reference": {"window": {
         "start": rfc3339(start).unwrap(),

@@ -303,6 +303,8 @@ fn assess_drift(
     if input.reference.is_empty() {
         out.problems
             .push("the drift reference has no rows: nothing to compare with".to_string());
+    } else if let Some(problem) = shape_mismatch(input.reference, &current) {
+        out.problems.push(problem);
     }
     let mut assessed = Vec::new();
     let mut reports: Vec<(usize, ColumnReport)> = Vec::new();
@@ -405,6 +407,35 @@ fn assess_drift(
         window_end: input.now,
         groups: assessed,
     });
+}
+
+/// Whether the reference's images and the endpoint's share no shape (`WIDTHxHEIGHTxCHANNELS`):
+/// a reference of another kind of input (another dataset, or a model that changed its input),
+/// against which every feature drifts.
+fn shape_mismatch(reference: &[ReferenceRow], current: &[ReferenceRow]) -> Option<String> {
+    let shapes = |rows: &[ReferenceRow]| {
+        rows.iter()
+            .map(|r| (r.stats.width, r.stats.height, r.stats.channels))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (theirs, ours) = (shapes(reference), shapes(current));
+    if ours.is_empty() || theirs.intersection(&ours).next().is_some() {
+        return None;
+    }
+    let shown = |set: &std::collections::BTreeSet<(u32, u32, u32)>| {
+        set.iter()
+            .take(3)
+            .map(|(w, h, c)| format!("{w}x{h}x{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "the drift reference's images are {} and the endpoint's inputs {}: the reference does \
+         not match the model's inputs (another dataset, or images the clients send at another \
+         size)",
+        shown(&theirs),
+        shown(&ours)
+    ))
 }
 
 fn series(gauge: Gauge, labels: &[String], value: f64) -> Series {

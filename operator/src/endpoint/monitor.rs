@@ -61,6 +61,9 @@ pub const CANDIDATE_ANNOTATION: &str = "toucan.dev/retrained-candidate";
 pub const ALERT_ANNOTATION: &str = "toucan.dev/retrained-for";
 /// On a retraining PipelineRun: the Endpoint it retrains for.
 pub const RETRAIN_LABEL: &str = "toucan.dev/retrains";
+/// The condition that says whether the last pass judged everything it should (`False` with
+/// what it could not: a reference it could not read, or of other images).
+pub const MONITORING: &str = "Monitoring";
 /// The field manager of the operator's changes to an Endpoint's spec.
 const FIELD_MANAGER: &str = "toucan-retrain";
 /// The most samples one pass reads.
@@ -79,6 +82,8 @@ struct Memory {
     reference: Option<(String, Arc<Vec<ReferenceRow>>)>,
     /// The PrometheusRule last applied (or deleted), as its text.
     rule: Option<String>,
+    /// What the last pass could not judge.
+    problems: Vec<String>,
 }
 
 /// The monitors of every endpoint this replica reconciles.
@@ -184,11 +189,11 @@ impl Monitors {
             .store
             .list_labelled_samples(&key, since, MAX_SAMPLES)
             .await?;
+        let mut problems = Vec::new();
         let reference = match self.reference(ctx, at, spec, &mut memory, now).await {
             Ok(rows) => rows,
             Err(why) => {
-                pass.notes
-                    .push(Note::warning("DriftReferenceUnavailable", why));
+                problems.push(format!("the drift reference: {why}"));
                 Arc::new(Vec::new())
             }
         };
@@ -201,6 +206,12 @@ impl Monitors {
             now,
         });
         self.gauges.set(&key, found.series.clone());
+        problems.extend(found.problems.iter().cloned());
+        if problems != memory.problems && !problems.is_empty() {
+            pass.notes
+                .push(Note::warning("MonitoringProblem", problems.join("; ")));
+        }
+        memory.problems = problems.clone();
         memory.quality = match step_since {
             Some(since) => {
                 let maturity = spec
@@ -262,7 +273,22 @@ impl Monitors {
             }
         }
         let open = ctx.store.list_alerts(Some(&key), true, MAX_ALERTS).await?;
-        pass.conditions = Some(alerts::conditions(&open));
+        let mut conditions = alerts::conditions(&open);
+        conditions.push(match problems.is_empty() {
+            true => ConditionValue {
+                type_: MONITORING,
+                status: "True",
+                reason: "Checked",
+                message: String::new(),
+            },
+            false => ConditionValue {
+                type_: MONITORING,
+                status: "False",
+                reason: "MonitoringProblem",
+                message: problems.join("; "),
+            },
+        });
+        pass.conditions = Some(conditions);
         Ok(pass)
     }
 

@@ -89,6 +89,8 @@ pub struct Monitor {
     running: Vec<watch::Sender<bool>>,
     /// Each version's evaluation since the rollout's step began (for evaluation gates).
     pub quality: BTreeMap<String, QualityObservation>,
+    /// What the last pass could not judge (said again only when it changes).
+    problems: Vec<String>,
 }
 
 impl Monitor {
@@ -112,6 +114,7 @@ impl Monitor {
             ended_rx,
             running: Vec::new(),
             quality: BTreeMap::new(),
+            problems: Vec::new(),
         }
     }
 
@@ -158,8 +161,11 @@ impl Monitor {
             reference: &reference,
             now,
         });
-        for problem in &found.problems {
-            tracing::debug!(endpoint = %self.name, "{problem}");
+        if found.problems != self.problems {
+            for problem in &found.problems {
+                eprintln!("endpoint {}: monitoring: {problem}", self.name);
+            }
+            self.problems = found.problems.clone();
         }
         self.gauges.set(&self.name, found.series.clone());
         self.quality = match step_since {
