@@ -51,7 +51,7 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 BENCH_N ?= 400 1000
 
-.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning bench-serving bench-drift clean
+.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning bench-serving bench-drift bench-ingest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -122,6 +122,11 @@ bench-drift: target-dir ## toucan drift vs Evidently's DataDriftPreset on 1M x 5
 	scripts/setup --monitoring
 	PATH="$(VENV_PATH)" $(CARGO) build --release $(TOUCAN_CARGO_SELECTION) --bin toucan
 	TOUCAN="$(RELEASE_BIN)/toucan" bench/drift/run
+
+# The script builds its example (api/examples/ingest_bench.rs) in release and starts and stops
+# its own throwaway PostgreSQL (tests/postgres/up) when the server binaries are installed.
+bench-ingest: target-dir ## payload samples/s and labels/s through the API into SQLite and PostgreSQL, and one evaluation's time; writes bench/results/ingest.md
+	bench/ingest/run
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
 	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)

@@ -36,7 +36,7 @@ use super::{
 pub const MAX_BATCH: usize = 1000;
 /// How many stored samples are read to learn the model's classes.
 const CLASS_SCAN: u32 = 10_000;
-/// The most samples one evaluation reads (oldest first from `since`).
+/// The most samples one evaluation reads (the newest since `since`).
 const MAX_EVALUATED: u32 = 50_000;
 /// Windows evaluated when the caller gives no `since`.
 const DEFAULT_WINDOWS: i64 = 24;

@@ -1265,6 +1265,21 @@ async fn labels_are_stored_once_corrected_and_joined_to_their_samples(
             .len(),
         2
     );
+    // A limit keeps the newest, oldest first.
+    for (i, id) in ["n1", "n2", "n3"].into_iter().enumerate() {
+        store
+            .put_samples("ns/newest", &[sample(id, "v1", 1)], T0 + i as i64)
+            .await
+            .unwrap();
+    }
+    let kept: Vec<String> = store
+        .list_labelled_samples("ns/newest", 0, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.sample.sample.request_id)
+        .collect();
+    assert_eq!(kept, ["n2", "n3"]);
 }
 
 async fn the_last_label_of_a_request_in_a_batch_wins(store: Arc<dyn MetadataStore>) {

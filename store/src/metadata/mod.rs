@@ -190,7 +190,7 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         now: Millis,
     ) -> Result<LabelCounts>;
     /// An endpoint's samples stored at or after `since`, each with its label if one is
-    /// stored, oldest first, at most `limit`.
+    /// stored: the newest `limit` of them, oldest first.
     async fn list_labelled_samples(
         &self,
         endpoint: &str,

@@ -591,16 +591,24 @@ macro_rules! impl_metadata_store {
                     since: Millis,
                     limit: u32,
                 ) -> Result<Vec<LabelledSample>> {
+                    // The newest `limit`, then oldest first: a window near now is never the
+                    // part a limit leaves out.
                     sqlx::query(concat!(
-                        "SELECT s.endpoint, s.body, s.stored_at, l.label,
-                                l.labelled_at, l.received_at AS label_received_at
-                         FROM prediction_samples s
-                         LEFT JOIN prediction_labels l
-                             ON l.endpoint = s.endpoint AND l.request_id = s.request_id
-                         WHERE s.endpoint = $1 AND s.stored_at >= $2
-                         ORDER BY s.stored_at, s.request_id COLLATE ",
+                        "SELECT endpoint, body, stored_at, label, labelled_at, label_received_at
+                         FROM (
+                             SELECT s.endpoint, s.request_id, s.body, s.stored_at, l.label,
+                                    l.labelled_at, l.received_at AS label_received_at
+                             FROM prediction_samples s
+                             LEFT JOIN prediction_labels l
+                                 ON l.endpoint = s.endpoint AND l.request_id = s.request_id
+                             WHERE s.endpoint = $1 AND s.stored_at >= $2
+                             ORDER BY s.stored_at DESC, s.request_id COLLATE ",
                         $byte_order,
-                        " LIMIT $3",
+                        " DESC
+                             LIMIT $3
+                         ) AS newest
+                         ORDER BY stored_at, request_id COLLATE ",
+                        $byte_order,
                     ))
                     .bind(endpoint)
                     .bind(since)
