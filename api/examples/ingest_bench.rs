@@ -27,6 +27,7 @@
 //! [--concurrency 4]`, on a fresh store.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -93,6 +94,7 @@ fn main() -> anyhow::Result<()> {
     // The API answers a store error with its reason only and logs the error itself.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
         .init();
     let args = parse_args()?;
