@@ -324,7 +324,8 @@ spec:
 }
 
 /// The budget's deadline ends the study: the running trial is stopped, nothing new starts,
-/// and the best trial so far is the study's.
+/// and the best trial so far is the study's. The deadline leaves room for a trial of one
+/// second to finish on a loaded machine (a step's launch has taken two seconds there).
 #[test]
 fn the_deadline_stops_the_study_with_the_best_trial_so_far() {
     let sb = Sandbox::new();
@@ -338,10 +339,10 @@ spec:
   objective: {metric: value, goal: minimize}
   parameters: [{name: x, type: double, min: 0.0, max: 1.0}]
   algorithm: {name: random, seed: 1}
-  budget: {maxTrials: 50, deadline: 3s}
+  budget: {maxTrials: 50, deadline: 6s}
   trial:
     image: busybox
-    command: [sh, -c, 'sleep 1.2; echo "$0" > "$1"', "{{trial.params.x}}", "{{outputs.params.value}}"]
+    command: [sh, -c, 'sleep 1; echo "$0" > "$1"', "{{trial.params.x}}", "{{outputs.params.value}}"]
     outputs: {params: [{name: value, type: float}]}
 "#,
     );
