@@ -16,7 +16,8 @@
 //!   webhook reaching the API with a token the API checks) bring the drift alert back as an
 //!   alert of its own, which the endpoint takes as a retraining trigger (held: the run for
 //!   its own alert is going or done);
-//! - the cluster has no prometheus-operator, which an event says.
+//! - the cluster has no prometheus-operator, which an event says; once its PrometheusRule CRD
+//!   is installed (from its Go module), the endpoint's rule is applied, owned by the Endpoint.
 //!
 //! The "retraining" pipelines export models the test made with the real `toucan-worker`
 //! (training itself is covered by the worker's and the examples' tests); the reference is a
@@ -81,7 +82,7 @@ impl Traffic {
                 .send_json(json!({ "instances": [pixels] }))
                 .unwrap_or_else(|e| panic!("POST {url}: {e}"));
             let body = response.body_mut().read_to_string().unwrap_or_default();
-            assert_eq!(response.status(), 200, "{body}");
+            assert_eq!(response.status(), 200, "{}: {body}", self.name);
             versions.push(
                 response
                     .headers()
@@ -218,6 +219,53 @@ fn events_of(h: &Harness, name: &str) -> Vec<String> {
         "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
     ]);
     out.lines().map(str::to_string).collect()
+}
+
+/// Installs prometheus-operator's PrometheusRule CRD (from its Go module) and waits for the
+/// endpoint's rule: owned by the Endpoint, with its drift alert.
+async fn the_rule_is_applied_once_prometheus_operator_is_there(h: &Harness, name: &str) {
+    let out = std::process::Command::new("go")
+        .args([
+            "mod",
+            "download",
+            "-json",
+            "github.com/prometheus-operator/prometheus-operator@v0.89.0",
+        ])
+        .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "go mod download: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let module: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let crd = std::path::Path::new(module["Dir"].as_str().unwrap())
+        .join("example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml");
+    h.kubectl_ok(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
+    h.wait_established(&["prometheusrules.monitoring.coreos.com"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rule: Value = loop {
+        let out = h.kubectl(&["get", "prometheusrule", name, "-n", NS, "-o", "json"]);
+        if out.status.success() {
+            break serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no PrometheusRule {name}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        rule["metadata"]["ownerReferences"][0]["kind"], "Endpoint",
+        "{rule:#}"
+    );
+    assert_eq!(
+        rule["metadata"]["ownerReferences"][0]["name"], name,
+        "{rule:#}"
+    );
+    assert_eq!(
+        rule["spec"]["groups"][0]["rules"][0]["alert"], "ToucanEndpointDrift",
+        "{rule:#}"
+    );
 }
 
 /// A one-step pipeline that "retrains" by exporting the model file at `model`.
@@ -412,6 +460,10 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
         .find(|a| a["key"] == "drift/all")
         .unwrap_or_else(|| panic!("{:#?}", traffic.alerts()));
     assert_eq!(alert["phase"], "Firing", "{alert:#}");
+    if promoted {
+        // prometheus-operator's CRD installed now: the endpoint's rule follows.
+        the_rule_is_applied_once_prometheus_operator_is_there(h, name).await;
+    }
     let ep = wait_endpoint(
         h,
         op,

@@ -81,6 +81,9 @@ pub const POLL: Duration = Duration::from_secs(2);
 pub const RESYNC: Duration = Duration::from_secs(60);
 /// Unchanged children are applied again this often (one deleted by hand comes back).
 const REAPPLY: Duration = Duration::from_secs(60);
+/// How long the router is given to serve a new split before a version it no longer sends
+/// requests to loses its pods (it reads its configuration every second).
+const ROUTER_FOLLOWS_MS: i64 = 5_000;
 /// An endpoint waiting for a model is looked at again after this long.
 const MODEL_RETRY: Duration = Duration::from_secs(3);
 
@@ -307,13 +310,20 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
             text: decision.reason.clone(),
         });
     }
-    // A retrained candidate's rollout that ended leaves the spec with one of the two.
+    // A retrained candidate's rollout that ended leaves the spec with one of the two, once
+    // the router has served the final split for a while: the version it drops loses its pods
+    // with it.
+    let mut finishing = false;
     if let Some(state) = &decision.state
         && endpoint.annotations().get(monitor::CANDIDATE_ANNOTATION) == Some(&state.candidate)
         && matches!(
             state.phase,
             RolloutPhase::Promoted | RolloutPhase::RolledBack
         )
+        && {
+            finishing = now < state.since.saturating_add(ROUTER_FOLLOWS_MS);
+            !finishing
+        }
     {
         notes.push(
             monitor::finish_rollout(
@@ -327,10 +337,11 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
             .await?,
         );
     }
-    let mut poll = decision
-        .state
-        .as_ref()
-        .is_some_and(|s| s.phase == RolloutPhase::Progressing);
+    let mut poll = finishing
+        || decision
+            .state
+            .as_ref()
+            .is_some_and(|s| s.phase == RolloutPhase::Progressing);
     let policy = spec.autoscaling_policy();
     let mut desired = BTreeMap::new();
     let mut plans = Vec::new();

@@ -82,6 +82,9 @@ struct Memory {
     reference: Option<(String, Arc<Vec<ReferenceRow>>)>,
     /// The PrometheusRule last applied (or deleted), as its text.
     rule: Option<String>,
+    /// Whether the cluster was found without PrometheusRules (said once; tried again every
+    /// pass, so that installing prometheus-operator later is noticed).
+    rule_missing: bool,
     /// What the last pass could not judge.
     problems: Vec<String>,
 }
@@ -603,7 +606,8 @@ impl Target<'_> {
 
 /// Applies the endpoint's `PrometheusRule` ([`prometheus_rule`]), owned by the endpoint, or
 /// deletes it when the spec has nothing to alert on; only when it changed since the last
-/// time. Where the cluster has no prometheus-operator, an event says so once.
+/// time. Where the cluster has no prometheus-operator, an event says so once, and the next
+/// passes try again.
 async fn apply_rule(
     ctx: &Context,
     endpoint: &Endpoint,
@@ -621,7 +625,6 @@ async fn apply_rule(
         "PrometheusRule",
     ));
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), at.namespace, &resource);
-    let mut note = None;
     match rule {
         Some(mut value) => {
             if let Some(owner) = endpoint.controller_owner_ref(&()) {
@@ -637,15 +640,19 @@ async fn apply_rule(
                 )
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => memory.rule_missing = false,
                 Err(kube::Error::Api(s)) if s.code == 404 => {
-                    note = Some(Note::warning(
+                    let first = !memory.rule_missing;
+                    memory.rule_missing = true;
+                    return Ok(first.then(|| {
+                        Note::warning(
                         "PrometheusRuleMissing",
                         "the cluster has no PrometheusRule resource (monitoring.coreos.com/v1): \
                          install prometheus-operator's CRDs for the endpoint's alerting rules; \
                          the gauges are on the API's /metrics meanwhile"
                             .to_string(),
-                    ));
+                    )
+                    }));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -657,7 +664,7 @@ async fn apply_rule(
         },
     }
     memory.rule = Some(text);
-    Ok(note)
+    Ok(None)
 }
 
 /// The action of an alert whose run is going.
