@@ -111,36 +111,6 @@ fn ready_replicas(status: &EndpointStatus, version: &str) -> u32 {
         .map_or(0, |v| v.ready_replicas)
 }
 
-/// The router pod's address, once it is ready.
-async fn router_address(h: &Harness, ns: &str) -> String {
-    let pods: Api<Pod> = Api::namespaced(h.client(), ns);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = pods
-            .list(&ListParams::default().labels("toucan.dev/component=router"))
-            .await
-            .unwrap();
-        let ready = list.items.iter().find_map(|p| {
-            let status = p.status.as_ref()?;
-            let ready = status
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            let ip = status.pod_ip.as_deref().filter(|_| ready)?;
-            Some(format!("{ip}:8080"))
-        });
-        if let Some(address) = ready {
-            return address;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the router pod never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
@@ -342,7 +312,7 @@ async fn weights_split_requests_among_ready_versions_and_deletion_collects_the_c
         ("False", "no ready replica of v3")
     );
 
-    let router = router_address(&h, ns).await;
+    let router = h.router_address(ns, None).await;
     let agent = agent();
     router_sees(&agent, &router, &["v1", "v2", "v4"]).await;
     // The router reads its configuration with its pod's token (it serves, so that worked);
@@ -651,7 +621,7 @@ async fn a_good_candidate_is_rolled_out_step_by_step_and_promoted() {
         ep.status.unwrap().traffic_summary.as_deref(),
         Some("stable=50,canary=50")
     );
-    let router = router_address(&h, ns).await;
+    let router = h.router_address(ns, None).await;
     let agent = agent();
     router_sees(&agent, &router, &["stable", "canary"]).await;
     // The gateway's route carries the same split, over the versions' own Services.

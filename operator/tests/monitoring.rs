@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::model::{CLASSES, bar, model_bytes, shuffled_model_bytes};
 use common::{Harness, Operator};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use toucan_core::api::{Endpoint, PipelineRun};
 use toucan_core::monitoring::rules::rule_file_yaml;
@@ -136,37 +136,6 @@ impl Traffic {
             self.name
         )))
         .unwrap()
-    }
-}
-
-async fn router_address(h: &Harness, name: &str) -> String {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.client(), NS);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let list = pods
-            .list(&ListParams::default().labels(&format!(
-                "toucan.dev/component=router,toucan.dev/endpoint={name}"
-            )))
-            .await
-            .unwrap();
-        let ready = list.items.iter().find_map(|p| {
-            let status = p.status.as_ref()?;
-            let ready = status
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            let ip = status.pod_ip.as_deref().filter(|_| ready)?;
-            Some(format!("{ip}:8080"))
-        });
-        if let Some(address) = ready {
-            return address;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the router pod never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -360,7 +329,7 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
         .create(&PostParams::default(), &endpoint)
         .await
         .unwrap();
-    let router = router_address(h, name).await;
+    let router = h.router_address(NS, Some(name)).await;
     let token = h.kubectl_ok(&[
         "config",
         "view",

@@ -107,6 +107,33 @@ impl AlertPhase {
     }
 }
 
+/// How long a breach of `kind` must hold before it fires, and stay clear before it resolves:
+/// the spec's `drift.for` for drift, `evaluation.for` for floors and regressions (0 where the
+/// spec has no such section).
+pub fn hold_ms(spec: &crate::api::EndpointSpec, kind: AlertKind) -> Millis {
+    let monitoring = spec.monitoring.as_ref();
+    let ms = match kind {
+        AlertKind::Drift => monitoring
+            .and_then(|m| m.drift.as_ref())
+            .map(|d| d.hold_ms()),
+        _ => monitoring
+            .and_then(|m| m.evaluation.as_ref())
+            .map(|e| e.hold_ms()),
+    };
+    Millis::try_from(ms.unwrap_or(0)).unwrap_or(Millis::MAX)
+}
+
+/// The firing alerts that have not started a retraining run, oldest first: those a pass asks
+/// [`super::retrain::decide`] about.
+pub fn awaiting_retrain(alerts: &[AlertRecord]) -> Vec<&AlertRecord> {
+    let mut firing: Vec<&AlertRecord> = alerts
+        .iter()
+        .filter(|a| a.phase == AlertPhase::Firing && a.run.is_none())
+        .collect();
+    firing.sort_by_key(|a| a.firing_since.unwrap_or(a.active_since));
+    firing
+}
+
 /// A condition of the endpoint's status that its alerts say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionValue {

@@ -35,7 +35,7 @@ use toucan_core::api::{
     ArtifactSource, Endpoint, EndpointSpec, ModelRef, ModelVersion, PipelineRef, PipelineRun,
     PipelineRunSpec,
 };
-use toucan_core::monitoring::alerts::{self, AlertKind, AlertPhase, ConditionValue, advance};
+use toucan_core::monitoring::alerts::{self, AlertPhase, ConditionValue, advance};
 use toucan_core::monitoring::assess::{
     AssessInput, ReferenceRow, assess, lookback_ms, pass_interval_ms, quality_since,
 };
@@ -231,19 +231,13 @@ impl Monitors {
 
         // Alerts.
         let open = ctx.store.list_alerts(Some(&key), true, MAX_ALERTS).await?;
-        let monitoring = spec.monitoring.as_ref();
-        let hold = |kind| {
-            let ms = match kind {
-                AlertKind::Drift => monitoring
-                    .and_then(|m| m.drift.as_ref())
-                    .map(|d| d.hold_ms()),
-                _ => monitoring
-                    .and_then(|m| m.evaluation.as_ref())
-                    .map(|e| e.hold_ms()),
-            };
-            Millis::try_from(ms.unwrap_or(0)).unwrap_or(Millis::MAX)
-        };
-        let changes = advance(&key, &open, &found.breaches, hold, now);
+        let changes = advance(
+            &key,
+            &open,
+            &found.breaches,
+            |kind| alerts::hold_ms(spec, kind),
+            now,
+        );
         for change in &changes {
             match change.transition {
                 Some(AlertPhase::Firing) => pass.notes.push(Note::warning(
@@ -379,12 +373,7 @@ impl Monitors {
                 run: name,
             });
         }
-        let mut firing: Vec<&AlertRecord> = all
-            .iter()
-            .filter(|a| a.phase == AlertPhase::Firing && a.run.is_none())
-            .collect();
-        firing.sort_by_key(|a| a.firing_since.unwrap_or(a.active_since));
-        for alert in firing {
+        for alert in alerts::awaiting_retrain(&all) {
             let dataset = if uses_window_samples(retrain) {
                 let rows: Vec<&LabelledSample> = samples
                     .iter()

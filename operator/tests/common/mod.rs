@@ -203,6 +203,41 @@ impl Harness {
         self.kubectl_ok(&wait);
     }
 
+    /// The address (`IP:8080`) of a ready router pod in `ns` (of `endpoint` alone when given),
+    /// waiting a minute at most.
+    pub async fn router_address(&self, ns: &str, endpoint: Option<&str>) -> String {
+        let pods: Api<Pod> = Api::namespaced(self.client(), ns);
+        let selector = match endpoint {
+            Some(name) => format!("toucan.dev/component=router,toucan.dev/endpoint={name}"),
+            None => "toucan.dev/component=router".to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap();
+            let ready = list.items.iter().find_map(|p| {
+                let status = p.status.as_ref()?;
+                let ready = status
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let ip = status.pod_ip.as_deref().filter(|_| ready)?;
+                Some(format!("{ip}:8080"))
+            });
+            if let Some(address) = ready {
+                return address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the router pod never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Starts an operator; `extra` are more flags.
     pub fn operator(&self, identity: &str, extra: &[&str]) -> Operator {
         let api_port = free_port();

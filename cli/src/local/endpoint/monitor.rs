@@ -22,7 +22,7 @@ use toucan_core::api::{EndpointSpec, ModelRef, ModelVersion, RolloutSpec};
 use toucan_core::engine::Run;
 use toucan_core::engine::RunPlan;
 use toucan_core::manifest::{self, Source};
-use toucan_core::monitoring::alerts::{AlertPhase, advance};
+use toucan_core::monitoring::alerts::{self, advance};
 use toucan_core::monitoring::assess::{
     AssessInput, ReferenceRow, assess, lookback_ms, pass_interval_ms, quality_since,
 };
@@ -184,20 +184,13 @@ impl Monitor {
             .store
             .list_alerts(Some(&self.name), true, MAX_ALERTS)
             .await?;
-        let monitoring = spec.monitoring.as_ref();
-        let hold = |kind| {
-            use toucan_core::monitoring::alerts::AlertKind;
-            let ms = match kind {
-                AlertKind::Drift => monitoring
-                    .and_then(|m| m.drift.as_ref())
-                    .map(|d| d.hold_ms()),
-                _ => monitoring
-                    .and_then(|m| m.evaluation.as_ref())
-                    .map(|e| e.hold_ms()),
-            };
-            Millis::try_from(ms.unwrap_or(0)).unwrap_or(Millis::MAX)
-        };
-        let changes = advance(&self.name, &open, &found.breaches, hold, now);
+        let changes = advance(
+            &self.name,
+            &open,
+            &found.breaches,
+            |kind| alerts::hold_ms(spec, kind),
+            now,
+        );
         for change in changes.iter().filter(|c| c.transition.is_some()) {
             eprintln!(
                 "endpoint {}: alert {} {}: {}",
@@ -276,12 +269,12 @@ impl Monitor {
         let Some(retrain) = spec.monitoring.as_ref().and_then(|m| m.retrain.as_ref()) else {
             return Ok(());
         };
-        let alerts = self
+        let recorded = self
             .store
             .list_alerts(Some(&self.name), false, MAX_ALERTS)
             .await?;
         let mut history = Vec::new();
-        for alert in alerts.iter().filter(|a| a.run.is_some()) {
+        for alert in recorded.iter().filter(|a| a.run.is_some()) {
             let run = alert.run.clone().unwrap_or_default();
             let record = self.store.get_run(&run).await?;
             history.push(PastRetrain {
@@ -290,12 +283,7 @@ impl Monitor {
                 run,
             });
         }
-        let mut firing: Vec<&AlertRecord> = alerts
-            .iter()
-            .filter(|a| a.phase == AlertPhase::Firing && a.run.is_none())
-            .collect();
-        firing.sort_by_key(|a| a.firing_since.unwrap_or(a.active_since));
-        for alert in firing {
+        for alert in alerts::awaiting_retrain(&recorded) {
             let samples_file = self.window_samples(alert, samples, retrain)?;
             let seen = Alert {
                 fingerprint: &alert.key,
