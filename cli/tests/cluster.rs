@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use toucan_core::api::PipelineRun;
 use toucan_test_harness::cluster::{TestCluster, pod_token};
-use toucan_test_harness::net::{free_port, http, http_get};
+use toucan_test_harness::net::{free_ports, http, http_get};
 use toucan_test_harness::postgres::{self, Database};
 
 const NS: &str = "default";
@@ -73,7 +73,7 @@ impl Operator {
             "{} is missing: run `cargo build -p toucan-operator -p toucan-worker --bins` first",
             binary.display()
         );
-        let (api_port, metrics_port) = (free_port().unwrap(), free_port().unwrap());
+        let [api_port, metrics_port] = free_ports().unwrap();
         let log = dir.join("operator.log");
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(binary)

@@ -9,7 +9,8 @@ mod common;
 
 use common::{Sandbox, step, worker_bin};
 
-/// Every replica writes its env contract; worker-1 of the first gang ends with `CODE`.
+/// Every replica writes its env contract; worker-1 of the first gang ends with `CODE`, and the
+/// leader of the first gang waits to be stopped, so the gang's fate is worker-1's.
 fn shell_job(code: u32) -> String {
     format!(
         r#"
@@ -24,7 +25,9 @@ spec:
       echo "replica $TOUCAN_REPLICA incarnation $TOUCAN_INCARNATION"
       printf '%s %s %s %s\n' "$RANK" "$WORLD_SIZE" "$MASTER_ADDR" "$TF_CONFIG" > "$TOUCAN_CHECKPOINT_DIR/$TOUCAN_REPLICA-$TOUCAN_INCARNATION"
       if [ "$TOUCAN_REPLICA" = worker-1 ] && [ "$TOUCAN_INCARNATION" = 0 ]; then exit {code}; fi
-      if [ "$RANK" = 0 ]; then sleep 0.5; echo "$TOUCAN_INCARNATION" > {{{{outputs.params.incarnation}}}}; fi
+      # The first gang's leader outlives worker-1 however late that starts: the gang ends it.
+      if [ "$RANK" = 0 ] && [ "$TOUCAN_INCARNATION" = 0 ]; then sleep 60; fi
+      if [ "$RANK" = 0 ]; then echo "$TOUCAN_INCARNATION" > {{{{outputs.params.incarnation}}}}; fi
   outputs: {{params: [{{name: incarnation, type: int}}]}}
   roles:
     chief: {{replicas: 1}}

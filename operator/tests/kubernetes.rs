@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{bin_dir, container_statuses, free_port, repo};
+use common::{bin_dir, container_statuses, repo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use toucan_test_harness::cluster::TestCluster;
@@ -118,7 +118,7 @@ async fn the_readme_walkthrough_in_container_mode() {
 
     // helm install, with the chart's own images. Pods share this machine's network, so the
     // operator gets free ports, and step pods reach its API on loopback.
-    let (api_port, metrics_port) = (free_port(), free_port());
+    let [api_port, metrics_port] = toucan_test_harness::net::free_ports().unwrap();
     let api_url = format!("http://127.0.0.1:{api_port}");
     run(
         &helm,

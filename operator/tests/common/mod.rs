@@ -43,10 +43,6 @@ pub fn step_path() -> String {
     parts.join(":")
 }
 
-pub fn free_port() -> u16 {
-    net::free_port().unwrap()
-}
-
 /// A pod's container statuses, which the node agent has written.
 pub fn container_statuses(pod: &Pod) -> &[ContainerStatus] {
     pod.status
@@ -240,8 +236,7 @@ impl Harness {
 
     /// Starts an operator; `extra` are more flags.
     pub fn operator(&self, identity: &str, extra: &[&str]) -> Operator {
-        let api_port = free_port();
-        let metrics_port = free_port();
+        let [api_port, metrics_port] = net::free_ports().unwrap();
         let log = self.dir.path().join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_toucan-operator"))

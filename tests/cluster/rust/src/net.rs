@@ -10,6 +10,19 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr().context("the bound address")?.port())
 }
 
+/// `N` distinct TCP ports free on 127.0.0.1 now: all are held at once while they are drawn, so
+/// two servers started next never get the same one.
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().context("the bound address")?.port();
+    }
+    Ok(ports)
+}
+
 /// A plain HTTP/1.0 GET on loopback: status and body (0 when nothing answers).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http("GET", port, path, None, None)
@@ -56,6 +69,12 @@ pub fn http(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_drawn_together_differ() {
+        let [a, b, c] = free_ports::<3>().unwrap_or_default();
+        assert!(a != 0 && a != b && b != c && a != c, "{a} {b} {c}");
+    }
 
     #[test]
     fn nothing_listening_answers_zero() {
