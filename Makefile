@@ -51,7 +51,7 @@ DEMO_HOME ?= $(CURDIR)/.toucan/demo
 DEMO_PIPELINE := examples/fashion-mnist/pipeline.yaml
 BENCH_N ?= 400 1000
 
-.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning bench-serving bench-drift bench-ingest clean
+.PHONY: help setup target-dir build build-torch images demo test lint bench bench-worker bench-training bench-operator bench-tuning bench-serving bench-drift bench-ingest bench-study clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -127,6 +127,11 @@ bench-drift: target-dir ## toucan drift vs Evidently's DataDriftPreset on 1M x 5
 # its own throwaway PostgreSQL (tests/postgres/up) when the server binaries are installed.
 bench-ingest: target-dir ## payload samples/s and labels/s through the API into SQLite and PostgreSQL, and one evaluation's time; writes bench/results/ingest.md
 	bench/ingest/run
+
+# The dev build (the test binary, the operator and the launcher the tests use), the test
+# cluster and a throwaway PostgreSQL.
+bench-study: build-torch ## a TuningStudy of 10,000 trials on the test cluster: the object's size and the operator's memory; writes bench/results/study-scale.md
+	bench/study-scale/run $(BENCH_TRIALS)
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md
 	TOUCAN_OPERATOR="$(RELEASE_BIN)/toucan-operator" bench/operator-vs-argo/run $(BENCH_N)

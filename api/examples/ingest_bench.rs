@@ -400,6 +400,7 @@ fn request(index: u64, count: u64, start: Millis) -> anyhow::Result<Request> {
         instances: vec![SampledInstance {
             stats,
             input: None,
+            embedding: None,
             label: i64::try_from(predicted)?,
             class: CLASSES[predicted].to_string(),
             probabilities,

@@ -86,6 +86,7 @@ fn sample(request_id: &str, version: &str, predicted: usize, at: i64) -> Payload
                 sharpness: 0.04,
             },
             input: None,
+            embedding: None,
             label: predicted as i64,
             class: CLASSES[predicted].into(),
             probabilities,

@@ -226,6 +226,7 @@ fn request_sample(schema_name: &str) -> Value {
                         sharpness: 0.01,
                     },
                     input: None,
+                    embedding: None,
                     label: 1,
                     class: "Trouser".to_string(),
                     probabilities: vec![0.1, 0.9],

@@ -38,6 +38,7 @@ fn sample(request_id: &str, predicted: usize) -> PayloadSample {
                 sharpness: 0.01,
             },
             input: None,
+            embedding: None,
             label: predicted as i64,
             class: CLASSES[predicted].into(),
             probabilities,

@@ -443,6 +443,12 @@ fn drift_statistics_equal_scipy_and_evidently() {
             ours.p_value,
             number(&reference["pValue"]),
         );
+        check(
+            &mut found,
+            &format!("{name}: the permutations' mean MMD²"),
+            ours.null_mean,
+            number(&reference["nullMean"]),
+        );
     }
     for (ps, reference) in bh_inputs.iter().zip(theirs["bh"].as_array().unwrap()) {
         for (i, (q, r)) in benjamini_hochberg(ps)

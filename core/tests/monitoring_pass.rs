@@ -6,6 +6,8 @@
 //!   1,000 rows where Evidently's defaults switch to distances (the loop keeps to tests with
 //!   p-values on both sides of it); the same stream shifted by 0.4 standard deviations in
 //!   brightness alerts in every one of 50 windows;
+//! - a version's embeddings are compared with its model's reference embeddings (or its own in
+//!   a reference window) by MMD: quiet when undrifted, drifting alone when they moved;
 //! - a window under `minSamples` is not judged, however far it moved;
 //! - a slice that moved alone alerts alone;
 //! - floors and regressions alert on the interval, per version and slice;
@@ -20,6 +22,8 @@ use toucan_core::monitoring::alerts::{AlertKind, AlertPhase, advance};
 use toucan_core::monitoring::assess::{
     AssessInput, Assessment, ReferenceRow, assess, exposition, lookback_ms,
 };
+use toucan_core::monitoring::drift::Embeddings;
+use toucan_core::monitoring::embedding;
 use toucan_core::monitoring::evaluation::{LabelRecord, LabelledSample};
 use toucan_core::records::{AlertRecord, Millis, SampleRecord};
 use toucan_core::serving::{InputStats, PayloadSample, SampledInstance};
@@ -61,6 +65,9 @@ struct Draw {
     /// The chance a sample's label is its prediction.
     accuracy: f64,
     attributes: Vec<(&'static str, &'static str)>,
+    /// Whether instances carry an embedding, and what is added to each of its numbers (drawn
+    /// from a standard normal).
+    embedding: Option<f64>,
 }
 
 impl Draw {
@@ -70,8 +77,16 @@ impl Draw {
             shift: 0.0,
             accuracy: 0.9,
             attributes: Vec::new(),
+            embedding: None,
         }
     }
+}
+
+/// A vector of [`embedding::DIMENSIONS`] standard normal draws, each plus `shift`.
+fn embedding_of(rng: &mut Rng, shift: f64) -> Vec<f32> {
+    (0..embedding::DIMENSIONS)
+        .map(|_| (rng.normal() + shift) as f32)
+        .collect()
 }
 
 fn stats(rng: &mut Rng, shift: f64) -> InputStats {
@@ -120,6 +135,7 @@ fn stream(
                         instances: vec![SampledInstance {
                             stats: stats(rng, draw.shift),
                             input: None,
+                            embedding: draw.embedding.map(|shift| embedding_of(rng, shift)),
                             label: predicted as i64,
                             class: format!("c{predicted}"),
                             probabilities,
@@ -150,6 +166,8 @@ fn reference(rng: &mut Rng, n: usize) -> Vec<ReferenceRow> {
             stats: stats(rng, 0.0),
             class: format!("c{}", rng.below(CLASSES)),
             attributes: BTreeMap::new(),
+            version: None,
+            embedding: None,
         })
         .collect()
 }
@@ -178,12 +196,23 @@ fn pass(
     reference: &[ReferenceRow],
     now: Millis,
 ) -> Assessment {
+    pass_with_embeddings(spec, samples, reference, &BTreeMap::new(), now)
+}
+
+fn pass_with_embeddings(
+    spec: &EndpointSpec,
+    samples: &[LabelledSample],
+    reference: &[ReferenceRow],
+    embeddings: &BTreeMap<String, Embeddings>,
+    now: Millis,
+) -> Assessment {
     assess(&AssessInput {
         namespace: "default",
         name: "fashion",
         spec,
         samples,
         reference,
+        embeddings,
         now,
     })
 }
@@ -248,6 +277,99 @@ fn an_a_a_stream_stays_under_the_false_discovery_rate_and_a_shift_alerts_every_w
             "{path}: a 0.4 sd shift alerted in {found} of 50 windows"
         );
     }
+}
+
+/// The columns of the all-traffic group that drifted.
+fn drifted(found: &Assessment) -> Vec<String> {
+    found.drift.as_ref().unwrap().groups[0].drifted.clone()
+}
+
+#[test]
+fn embeddings_are_compared_per_version_with_their_models_reference() {
+    let spec = spec(DRIFT);
+    let mut rng = Rng(23);
+    let rows: Vec<f32> = (0..embedding::MAX_REFERENCE_ROWS)
+        .flat_map(|_| embedding_of(&mut rng, 0.0))
+        .collect();
+    let theirs = Embeddings::new(
+        embedding::DIMENSIONS,
+        rows.iter().map(|&v| f64::from(v)).collect(),
+    )
+    .unwrap();
+    let models = BTreeMap::from([("v1".to_string(), theirs)]);
+    let reference = reference(&mut rng, 2_000);
+    let undrifted = Draw {
+        embedding: Some(0.0),
+        ..Draw::of("v1")
+    };
+    // Undrifted windows: the test runs, and alerts at most at the false discovery rate.
+    let mut alerts = 0;
+    for w in 0..12 {
+        let now = (w + 1) * HOUR;
+        let samples = stream(&mut rng, &undrifted, now - HOUR, HOUR, 600);
+        let found = pass_with_embeddings(&spec, &samples, &reference, &models, now);
+        let group = &found.drift.as_ref().unwrap().groups[0];
+        let column = group
+            .columns
+            .iter()
+            .find(|c| c.column == "embedding/v1")
+            .expect("the embeddings were compared");
+        assert_eq!(column.test.name(), "mmd");
+        assert_eq!((column.reference_size, column.current_size), (200, 200));
+        assert!(found.problems.is_empty(), "{:?}", found.problems);
+        alerts += usize::from(!group.drifted.is_empty());
+    }
+    assert!(alerts <= 1, "{alerts} of 12 undrifted windows alerted");
+
+    // Moved by 0.3 standard deviations in every direction: the embeddings alone drift.
+    let moved = Draw {
+        embedding: Some(0.3),
+        ..Draw::of("v1")
+    };
+    let samples = stream(&mut rng, &moved, 20 * HOUR, HOUR, 600);
+    let found = pass_with_embeddings(&spec, &samples, &reference, &models, 21 * HOUR);
+    assert_eq!(drifted(&found), ["embedding/v1"]);
+    let breach = &found.breaches[0];
+    assert!(
+        breach.summary.contains("embedding/v1 (mmd "),
+        "{}",
+        breach.summary
+    );
+
+    // A version without a model reference is not compared, and the pass says why; with a
+    // reference window, its embeddings there are the reference.
+    let v2 = Draw {
+        embedding: Some(0.0),
+        ..Draw::of("v2")
+    };
+    let samples = stream(&mut rng, &v2, 30 * HOUR, HOUR, 600);
+    let found = pass_with_embeddings(&spec, &samples, &reference, &models, 31 * HOUR);
+    assert!(
+        found
+            .problems
+            .iter()
+            .any(|p| p.contains("version v2") && p.contains("no reference embeddings")),
+        "{:?}",
+        found.problems
+    );
+    let window = ReferenceRow::of_samples(
+        stream(&mut rng, &v2, 0, HOUR, 600)
+            .iter()
+            .map(|s| &s.sample.sample),
+    );
+    let shifted = stream(
+        &mut rng,
+        &Draw {
+            embedding: Some(0.3),
+            ..Draw::of("v2")
+        },
+        30 * HOUR,
+        HOUR,
+        600,
+    );
+    let found = pass_with_embeddings(&spec, &shifted, &window, &models, 31 * HOUR);
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    assert_eq!(drifted(&found), ["embedding/v2"]);
 }
 
 #[test]

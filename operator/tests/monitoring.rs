@@ -19,9 +19,10 @@
 //! - the cluster has no prometheus-operator, which an event says; once its PrometheusRule CRD
 //!   is installed (from its Go module), the endpoint's rule is applied, owned by the Endpoint.
 //!
-//! The "retraining" pipelines export models the test made with the real `toucan-worker`
-//! (training itself is covered by the worker's and the examples' tests); the reference is a
-//! window of the endpoint's own first requests.
+//! The model is a Fashion-MNIST classifier and the requests are the dataset's test images. The
+//! "retraining" pipelines export models the test made with the real `toucan-worker` (training
+//! itself is covered by the worker's and the examples' tests); the reference is a window of the
+//! endpoint's own first requests, their input statistics and the model's embeddings of them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -29,7 +30,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::model::{CLASSES, bar, model_bytes, shuffled_model_bytes};
+use common::model::{CLASSES, model_bytes, shuffled_model_bytes, test_image};
 use common::{Harness, Operator};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
@@ -65,8 +66,7 @@ impl Traffic {
         let mut labels = Vec::new();
         let mut versions = Vec::new();
         for _ in 0..n {
-            let label = (self.sent % 3) as usize;
-            let mut pixels = bar(label, self.sent);
+            let (mut pixels, label) = test_image(self.sent);
             if bright {
                 for p in &mut pixels {
                     *p = 255 - ((255 - u32::from(*p)) * 3 / 10) as u8;
@@ -271,25 +271,25 @@ async fn drift_retrains_and_the_new_model_is_promoted_or_rolled_back_on_live_acc
     std::fs::write(&good, model_bytes()).unwrap();
     let shuffled = h.dir.path().join("shuffled.safetensors");
     std::fs::write(&shuffled, shuffled_model_bytes()).unwrap();
-    pipeline(&h, "bars", &good);
-    pipeline(&h, "bars-shuffled", &shuffled);
+    pipeline(&h, "fashion", &good);
+    pipeline(&h, "fashion-shuffled", &shuffled);
     let runs: Api<PipelineRun> = Api::namespaced(h.client(), NS);
     let first: PipelineRun = serde_json::from_value(json!({
         "apiVersion": "toucan.dev/v1alpha1",
         "kind": "PipelineRun",
-        "metadata": {"name": "bars-1"},
-        "spec": {"pipelineRef": {"name": "bars"}},
+        "metadata": {"name": "fashion-1"},
+        "spec": {"pipelineRef": {"name": "fashion"}},
     }))
     .unwrap();
     runs.create(&PostParams::default(), &first).await.unwrap();
     let done = h
-        .wait_finished(NS, "bars-1", Duration::from_secs(120))
+        .wait_finished(NS, "fashion-1", Duration::from_secs(120))
         .await;
     assert_eq!(done.status.unwrap().phase.as_deref(), Some("Succeeded"));
 
     tokio::join!(
-        the_loop(&h, &op, "bars", "bars", true),
-        the_loop(&h, &op, "bars-bad", "bars-shuffled", false),
+        the_loop(&h, &op, "fashion", "fashion", true),
+        the_loop(&h, &op, "fashion-bad", "fashion-shuffled", false),
     );
 }
 
@@ -308,7 +308,7 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
         "kind": "Endpoint",
         "metadata": {"name": name},
         "spec": {
-            "versions": [{"name": "v1", "model": {"run": "bars-1", "step": "export", "artifact": "model"}}],
+            "versions": [{"name": "v1", "model": {"run": "fashion-1", "step": "export", "artifact": "model"}}],
             "sampling": {"rate": 1},
             "monitoring": {
                 "drift": {"reference": reference, "window": "20s", "minSamples": 30,
@@ -356,9 +356,16 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
     let samples = format!(
         "toucan_endpoint_evaluation_samples{{namespace=\"{NS}\",endpoint=\"{name}\",version=\"v1\""
     );
+    // The model's embeddings of the requests, compared with its embeddings in the window.
+    let embeddings = format!(
+        "toucan_endpoint_drift_detected{{namespace=\"{NS}\",endpoint=\"{name}\",slice=\"all\",feature=\"embedding/v1\",test=\"mmd\"}} 0"
+    );
     loop {
         let metrics = traffic.get("/metrics");
-        if metrics.contains(&detected) && metrics.contains(&samples) {
+        if metrics.contains(&detected)
+            && metrics.contains(&samples)
+            && metrics.contains(&embeddings)
+        {
             break;
         }
         assert!(
@@ -429,6 +436,7 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
         .find(|a| a["key"] == "drift/all")
         .unwrap_or_else(|| panic!("{:#?}", traffic.alerts()));
     assert_eq!(alert["phase"], "Firing", "{alert:#}");
+    eprintln!("{name}: {}", alert["summary"]);
     if promoted {
         // prometheus-operator's CRD installed now: the endpoint's rule follows.
         the_rule_is_applied_once_prometheus_operator_is_there(h, name).await;

@@ -1091,6 +1091,7 @@ fn sample(request_id: &str, version: &str, label: i64) -> PayloadSample {
                 sharpness: 0.01,
             },
             input: None,
+            embedding: None,
             label,
             class: format!("class-{label}"),
             probabilities: vec![0.1, 0.9],

@@ -93,7 +93,7 @@ def mmd_case(case):
     permuted = [mmd(np.asarray(order)) for order in case["permutations"]]
     at_least = sum(1 for s in permuted if s >= observed)
     return {"name": case["name"], "statistic": float(observed), "bandwidth": sigma,
-            "pValue": (1 + at_least) / (1 + len(permuted))}
+            "pValue": (1 + at_least) / (1 + len(permuted)), "nullMean": float(np.mean(permuted))}
 
 
 def finite_or_text(value):

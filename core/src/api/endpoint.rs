@@ -385,8 +385,9 @@ pub struct DriftMonitoring {
     /// omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_samples: Option<u32>,
-    /// The smallest effect (the test's distance, or for a p-value test its statistic) that
-    /// counts as drift, however small the p-value; greater than 0, `0.1` when omitted.
+    /// The smallest effect (KS's D, Cramér's V for the class, the maximum mean discrepancy
+    /// beyond chance for embeddings) that counts as drift, however small the p-value; greater
+    /// than 0, `0.1` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect_size: Option<f64>,
     /// The false discovery rate Benjamini-Hochberg holds across every feature and slice, a
@@ -394,8 +395,9 @@ pub struct DriftMonitoring {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fdr: Option<f64>,
     /// The features compared, by name: `width`, `height`, `channels`, `brightness`,
-    /// `contrast`, `channel_means`, `sharpness` (the input statistics the server records) and
-    /// `prediction` (the predicted class distribution). Every one when omitted.
+    /// `contrast`, `channel_means`, `sharpness` (the input statistics the server records),
+    /// `prediction` (the predicted class distribution) and `embedding` (the model's embedding
+    /// of the input, per version, by maximum mean discrepancy). Every one when omitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
     /// How long drift must hold before its alert fires, and how long the alert keeps firing

@@ -14,8 +14,13 @@
 //! - **Drift**: every instance of the samples of the sliding `drift.window` is a row of
 //!   features — the input statistics the server records (`width`, `height`, `channels`,
 //!   `brightness`, `contrast`, `channel_means_0..`, `sharpness`) and the predicted class
-//!   (`prediction`). Each feature is compared with the reference's by a test with a p-value —
-//!   two-sample Kolmogorov–Smirnov for numbers, chi-squared for the class — over all traffic
+//!   (`prediction`), and the model's embedding of the input (`embedding`, see
+//!   [`super::embedding`]). Each feature is compared with the reference's by a test with a
+//!   p-value — two-sample Kolmogorov–Smirnov for numbers, chi-squared for the class, the
+//!   maximum mean discrepancy with [`EMBEDDING_PERMUTATIONS`] permutations for embeddings (per
+//!   version, against that version's embeddings in a reference window it served, else its
+//!   model's reference embeddings; the newest [`EMBEDDING_ROWS`] of the
+//!   group against as many of the reference's, evenly spaced) — over all traffic
 //!   and per value of every slice (a
 //!   slice value against the reference rows of the same value where the reference has at
 //!   least `minSamples` of them, else against the whole reference). Groups with fewer than
@@ -41,7 +46,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::alerts::{AlertKind, Breach};
-use super::drift::{self, AlertPolicy, Column, ColumnKind, ColumnReport, StatTest, TestSpec};
+use super::drift::{
+    self, AlertPolicy, Column, ColumnKind, ColumnReport, Embeddings, StatTest, TestSpec,
+};
 use super::evaluation::{
     self, EvaluationOptions, EvaluationReport, LabelledSample, WindowMetrics, join::sample_time,
 };
@@ -54,6 +61,13 @@ use crate::serving::{InputStats, PayloadSample};
 
 /// The label of the predicted-class feature.
 pub const PREDICTION_FEATURE: &str = "prediction";
+/// The feature of the model's embeddings; its columns are `embedding/VERSION`.
+pub const EMBEDDING_FEATURE: &str = "embedding";
+/// The most embeddings of each side the MMD test compares: its cost grows with the square.
+pub const EMBEDDING_ROWS: usize = 200;
+/// The MMD test's permutations: its smallest p-value is `1 / 501`, small enough to pass the
+/// false discovery rate control among a few dozen tests.
+pub const EMBEDDING_PERMUTATIONS: usize = 500;
 
 /// One row of the drift reference: an input's statistics and its class (the predicted one
 /// for production samples, the true one for a training dataset), with the sample's
@@ -65,6 +79,12 @@ pub struct ReferenceRow {
     pub class: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// The version that served a production sample (none in a training dataset's rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The served model's embedding of the input, when the server recorded one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
 }
 
 impl ReferenceRow {
@@ -77,6 +97,8 @@ impl ReferenceRow {
                     stats: i.stats.clone(),
                     class: i.class.clone(),
                     attributes: s.attributes.clone(),
+                    version: Some(s.version.clone()),
+                    embedding: i.embedding.clone(),
                 })
             })
             .collect()
@@ -94,6 +116,10 @@ pub struct AssessInput<'a> {
     pub samples: &'a [LabelledSample],
     /// The drift reference's rows (empty without `drift`).
     pub reference: &'a [ReferenceRow],
+    /// Each version's reference embeddings, read from its model (see [`super::embedding`]):
+    /// what a version is compared with unless it has embeddings among `reference` (a
+    /// reference window it served).
+    pub embeddings: &'a BTreeMap<String, Embeddings>,
     pub now: Millis,
 }
 
@@ -308,13 +334,36 @@ fn assess_drift(
     }
     let mut assessed = Vec::new();
     let mut reports: Vec<(usize, ColumnReport)> = Vec::new();
+    let mut unreferenced = std::collections::BTreeSet::new();
     for (index, (slice, rows, reference)) in groups.iter().enumerate() {
         let tested = rows.len() >= min && !reference.is_empty();
+        if tested && features.contains(&EMBEDDING_FEATURE) {
+            for (version, (count, current)) in embeddings_by_version(rows) {
+                if count < min {
+                    continue;
+                }
+                let Some(theirs) = reference_embeddings(input, reference, &version) else {
+                    unreferenced.insert(version);
+                    continue;
+                };
+                let column = format!("{EMBEDDING_FEATURE}/{version}");
+                match drift::compare_embeddings(
+                    &column,
+                    &theirs.evenly(EMBEDDING_ROWS),
+                    &current,
+                    EMBEDDING_PERMUTATIONS,
+                    0,
+                ) {
+                    Ok(report) => reports.push((index, report)),
+                    Err(e) => out.problems.push(format!("slice {slice}: {column}: {e}")),
+                }
+            }
+        }
         if tested {
             for (feature, cur, refr) in feature_columns(rows, reference, &features) {
                 let test = match cur.kind() {
                     ColumnKind::Numeric => StatTest::Ks,
-                    ColumnKind::Categorical => StatTest::ChiSquare,
+                    ColumnKind::Categorical | ColumnKind::Embedding => StatTest::ChiSquare,
                 };
                 let spec = TestSpec {
                     test,
@@ -334,6 +383,12 @@ fn assess_drift(
             columns: Vec::new(),
             drifted: Vec::new(),
         });
+    }
+    for version in unreferenced {
+        out.problems.push(format!(
+            "version {version}: its model carries no reference embeddings (trained by an older \
+             toucan-worker), so its embeddings are not compared"
+        ));
     }
     let policy = AlertPolicy {
         fdr: drift.fdr(),
@@ -407,6 +462,51 @@ fn assess_drift(
         window_end: input.now,
         groups: assessed,
     });
+}
+
+/// How many embeddings each version among `rows` has, and the newest [`EMBEDDING_ROWS`] of
+/// them (`rows` are in time order).
+fn embeddings_by_version(rows: &[&ReferenceRow]) -> BTreeMap<String, (usize, Embeddings)> {
+    let mut by_version: BTreeMap<&str, Vec<&[f32]>> = BTreeMap::new();
+    for row in rows {
+        if let (Some(version), Some(embedding)) = (&row.version, &row.embedding) {
+            by_version.entry(version).or_default().push(embedding);
+        }
+    }
+    by_version
+        .into_iter()
+        .filter_map(|(version, vectors)| {
+            let newest = &vectors[vectors.len().saturating_sub(EMBEDDING_ROWS)..];
+            Some((version.to_string(), (vectors.len(), stack(newest)?)))
+        })
+        .collect()
+}
+
+/// A version's reference embeddings: all its embeddings among the reference rows (a
+/// reference window that it served), else its model's.
+fn reference_embeddings(
+    input: &AssessInput<'_>,
+    reference: &[&ReferenceRow],
+    version: &str,
+) -> Option<Embeddings> {
+    let vectors: Vec<&[f32]> = reference
+        .iter()
+        .filter(|r| r.version.as_deref() == Some(version))
+        .filter_map(|r| r.embedding.as_deref())
+        .collect();
+    stack(&vectors).or_else(|| input.embeddings.get(version).cloned())
+}
+
+/// Vectors as rows of [`Embeddings`], those of another length than the first left out; `None`
+/// without any.
+fn stack(vectors: &[&[f32]]) -> Option<Embeddings> {
+    let dimension = vectors.first()?.len();
+    let values = vectors
+        .iter()
+        .filter(|v| v.len() == dimension)
+        .flat_map(|v| v.iter().map(|&x| f64::from(x)))
+        .collect();
+    Embeddings::new(dimension, values).ok()
 }
 
 /// Whether the reference's images and the endpoint's share no shape (`WIDTHxHEIGHTxCHANNELS`):

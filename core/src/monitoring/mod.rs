@@ -8,11 +8,13 @@
 //! and generates the Prometheus alerting rules over them; [`assess`] is one pass of an
 //! endpoint's monitoring (the figures exported and the breaches seen), [`alerts`] turns
 //! breaches into alerts that fire and resolve with hysteresis, and [`retrain`] decides whether
-//! an alert starts a retraining run.
+//! an alert starts a retraining run. [`embedding`] is how a model's embeddings of its inputs
+//! are recorded and where their reference lives.
 
 pub mod alerts;
 pub mod assess;
 pub mod drift;
+pub mod embedding;
 pub mod evaluation;
 pub mod export;
 pub mod retrain;

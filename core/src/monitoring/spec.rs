@@ -45,8 +45,9 @@ pub const MAX_SLICES: usize = 8;
 /// The features drift detection compares, by the name `drift.features` and the metrics'
 /// `feature` label use: the input statistics the server records for each image
 /// ([`crate::serving::InputStats`], `channel_means` exported per channel as
-/// `channel_means_0`, ...) and the predicted class distribution.
-pub const FEATURES: [&str; 8] = [
+/// `channel_means_0`, ...), the predicted class distribution, and the model's embedding of the
+/// input (exported per version as `embedding/VERSION`).
+pub const FEATURES: [&str; 9] = [
     "width",
     "height",
     "channels",
@@ -55,6 +56,7 @@ pub const FEATURES: [&str; 8] = [
     "channel_means",
     "sharpness",
     "prediction",
+    "embedding",
 ];
 
 /// Where a slice's value comes from.

@@ -90,6 +90,10 @@ pub struct SampledInstance {
     /// records inputs and not only their statistics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Vec<f32>>,
+    /// The model's embedding of the input: its penultimate layer's activations, projected to
+    /// [`crate::monitoring::embedding::DIMENSIONS`] numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
     /// The predicted class's index and name, and every class's probability.
     pub label: i64,
     pub class: String,

@@ -285,7 +285,7 @@ async fn reconcile(endpoint: Arc<Endpoint>, shared: Arc<Shared>) -> Result<Actio
     };
     let monitored = shared
         .monitors
-        .pass(ctx, &endpoint, &target, step_since, now)
+        .pass(ctx, &endpoint, &target, &digests, step_since, now)
         .await?;
     if monitored.patched {
         publish(ctx, endpoint.as_ref(), &monitored.notes).await;

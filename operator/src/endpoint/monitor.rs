@@ -39,6 +39,8 @@ use toucan_core::monitoring::alerts::{self, AlertPhase, ConditionValue, advance}
 use toucan_core::monitoring::assess::{
     AssessInput, ReferenceRow, assess, lookback_ms, pass_interval_ms, quality_since,
 };
+use toucan_core::monitoring::drift::Embeddings;
+use toucan_core::monitoring::embedding;
 use toucan_core::monitoring::evaluation::LabelledSample;
 use toucan_core::monitoring::evaluation::join::sample_time;
 use toucan_core::monitoring::export::labelled_samples_csv;
@@ -80,6 +82,8 @@ struct Memory {
     quality: BTreeMap<String, QualityObservation>,
     /// The reference rows and what they were read from (a dataset digest, or a window).
     reference: Option<(String, Arc<Vec<ReferenceRow>>)>,
+    /// Each model's reference embeddings, by the model's digest.
+    embeddings: BTreeMap<String, Option<Arc<Embeddings>>>,
     /// The PrometheusRule last applied (or deleted), as its text.
     rule: Option<String>,
     /// Whether the cluster was found without PrometheusRules (said once; tried again every
@@ -150,6 +154,7 @@ impl Monitors {
         ctx: &Context,
         endpoint: &Endpoint,
         at: &Target<'_>,
+        digests: &BTreeMap<String, String>,
         step_since: Option<Millis>,
         now: Millis,
     ) -> Result<Pass> {
@@ -200,12 +205,29 @@ impl Monitors {
                 Arc::new(Vec::new())
             }
         };
+        let mut embeddings = BTreeMap::new();
+        if spec.monitoring.as_ref().is_some_and(|m| m.drift.is_some()) {
+            for (version, digest) in digests {
+                match model_embeddings(ctx, digest, &mut memory).await {
+                    Ok(Some(e)) => {
+                        embeddings.insert(version.clone(), (*e).clone());
+                    }
+                    Ok(None) => {}
+                    Err(why) => problems.push(format!("version {version}: {why}")),
+                }
+            }
+        }
+        // Only the models the endpoint serves now are kept.
+        memory
+            .embeddings
+            .retain(|digest, _| digests.values().any(|d| d == digest));
         let found = assess(&AssessInput {
             namespace: at.namespace,
             name: at.name,
             spec,
             samples: &samples,
             reference: &reference,
+            embeddings: &embeddings,
             now,
         });
         self.gauges.set(&key, found.series.clone());
@@ -828,6 +850,29 @@ async fn dataset_digest(
         ));
     }
     Ok(output.digest.clone())
+}
+
+/// The reference embeddings a model file carries (read once per digest); `None` for a model
+/// trained before models carried them.
+async fn model_embeddings(
+    ctx: &Context,
+    digest: &str,
+    memory: &mut Memory,
+) -> std::result::Result<Option<Arc<Embeddings>>, String> {
+    if let Some(known) = memory.embeddings.get(digest) {
+        return Ok(known.clone());
+    }
+    let parsed = Digest::parse(digest).map_err(|e| e.to_string())?;
+    let bytes = ctx
+        .artifacts
+        .get_blob(&parsed)
+        .await
+        .map_err(|e| format!("reading model {digest}: {e}"))?;
+    let read = embedding::reference_from_safetensors(&bytes)
+        .map_err(|e| format!("model {digest}: {e}"))?
+        .map(Arc::new);
+    memory.embeddings.insert(digest.to_string(), read.clone());
+    Ok(read)
 }
 
 /// The rows of a dataset's `reference.json`.

@@ -64,6 +64,8 @@ pub fn rows(
                     .cloned()
                     .unwrap_or_else(|| label.to_string()),
                 attributes: Default::default(),
+                version: None,
+                embedding: None,
             }
         })
         .collect()

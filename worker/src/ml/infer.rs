@@ -4,7 +4,10 @@
 //! exported model file. The export is one safetensors file: the weights, plus the
 //! [`ModelCard`] (architecture, classes, input size, channels and normalization) as JSON in the
 //! header's metadata under `toucan.model`. Serving reads the preprocessing from the same file
-//! as the weights, so it cannot drift from what training did.
+//! as the weights, so it cannot drift from what training did. The training directory's
+//! reference embeddings (`embeddings.safetensors`, see
+//! [`toucan_core::monitoring::embedding`]) go into the exported file as one more tensor,
+//! which loading the weights leaves alone.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
+use toucan_core::monitoring::embedding::{REFERENCE_FILE, REFERENCE_TENSOR};
 
 use super::MlError;
 use super::data::{self, BatchPlan, Loader};
@@ -29,6 +33,8 @@ pub struct LoadedModel {
     pub net: Network,
     pub vs: nn::VarStore,
     pub device: Device,
+    /// The network's features to a recorded embedding (`[features, DIMENSIONS]`).
+    projection: Tensor,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -94,12 +100,27 @@ impl LoadedModel {
         )?;
         load_weights(&vs, &weights)?;
         vs.freeze();
+        let projection = feature_projection(&*net, card.image, device);
         Ok(LoadedModel {
             card,
             net,
             vs,
             device,
+            projection,
         })
+    }
+
+    /// Class probabilities (f64, N x classes) and embeddings (f32, N x
+    /// [`toucan_core::monitoring::embedding::DIMENSIONS`]) of preprocessed images, from one
+    /// forward pass.
+    pub fn probabilities_and_embeddings(&self, images: &Tensor) -> (Tensor, Tensor) {
+        let _guard = tch::no_grad_guard();
+        let features = self.net.features_t(&images.to_device(self.device), false);
+        let logits = self.net.head_t(&features, false);
+        (
+            model::probabilities(&logits),
+            features.to_kind(Kind::Float).matmul(&self.projection),
+        )
     }
 
     /// Class probabilities (f64, N x classes) of preprocessed images.
@@ -192,6 +213,31 @@ pub fn conform_image(img: &image::DynamicImage, shape: ImageShape) -> Result<Vec
     }
 }
 
+/// The projection of `net`'s features, whose width one forward pass of a blank image tells.
+pub fn feature_projection(
+    net: &dyn model::Classifier,
+    image: ImageShape,
+    device: Device,
+) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let blank = Tensor::zeros(
+        [
+            1,
+            i64::from(image.channels),
+            i64::from(image.height),
+            i64::from(image.width),
+        ],
+        (Kind::Float, device),
+    );
+    let width = net
+        .features_t(&blank, false)
+        .size()
+        .last()
+        .copied()
+        .unwrap_or(1);
+    model::embedding_projection(width, device)
+}
+
 /// Fills every variable of `vs` from a safetensors file, whatever its name (`VarStore::load`
 /// picks the format by file extension, and an exported model may have none).
 fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<(), MlError> {
@@ -215,8 +261,18 @@ fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<(), MlError> {
 /// `toucan-worker export`: one file with the weights and the card, written atomically.
 pub fn export(model_dir: &Path, out: &Path) -> Result<(), MlError> {
     let (card, weights) = locate(model_dir)?;
-    let tensors = Tensor::read_safetensors(&weights)
+    let mut tensors = Tensor::read_safetensors(&weights)
         .map_err(MlError::torch(format!("loading {}", weights.display())))?;
+    let embeddings = model_dir.join(REFERENCE_FILE);
+    if model_dir.is_dir() && embeddings.exists() {
+        let reference = Tensor::read_safetensors(&embeddings)
+            .map_err(MlError::torch(format!("loading {}", embeddings.display())))?;
+        tensors.extend(
+            reference
+                .into_iter()
+                .filter(|(name, _)| name == REFERENCE_TENSOR),
+        );
+    }
     let mut owned: Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)> = Vec::new();
     for (name, t) in tensors {
         let t = t.to_device(Device::Cpu).contiguous();

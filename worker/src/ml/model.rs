@@ -19,6 +19,10 @@
 //! - `efficientnet-lite0`: see [`super::efficientnet`]; its backbone lives under `backbone`
 //!   and the classifier under `head`, so pretrained weights load into the first and the
 //!   second is new.
+//!
+//! Every network is a [`Classifier`]: its features (the penultimate layer, the model's
+//! embedding of an image) and its head, which maps them to logits. For `linear` the features
+//! are the pixels themselves; for `dnn` without hidden layers too.
 
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
@@ -29,7 +33,41 @@ use super::efficientnet;
 use crate::dataset::ImageShape;
 
 /// A network ready for `forward_t(images, train)`: images are NCHW float, normalized.
-pub type Network = Box<dyn ModuleT + Send>;
+pub type Network = Box<dyn Classifier>;
+
+/// A network whose last layers are a classifier head on an embedding.
+pub trait Classifier: ModuleT {
+    /// The penultimate layer's activations, `[N, features]`: what the head reads. In
+    /// inference mode (`train: false`) dropout is off, as for `forward_t`.
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor;
+
+    /// The logits of features that [`Classifier::features_t`] gave: `forward_t` is the two in
+    /// a row.
+    fn head_t(&self, features: &Tensor, train: bool) -> Tensor;
+}
+
+/// A sequence of layers to the embedding, and another from it to the logits.
+#[derive(Debug)]
+struct Split {
+    body: nn::SequentialT,
+    head: nn::SequentialT,
+}
+
+impl ModuleT for Split {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head_t(&self.features_t(xs, train), train)
+    }
+}
+
+impl Classifier for Split {
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.body.forward_t(xs, train)
+    }
+
+    fn head_t(&self, features: &Tensor, train: bool) -> Tensor {
+        self.head.forward_t(features, train)
+    }
+}
 
 /// Variable-name prefix of the pretrained part of a model, if it has one.
 pub fn backbone_prefix(kind: ModelKind) -> Option<&'static str> {
@@ -72,12 +110,15 @@ pub fn build(
     let dropout = m.dropout.unwrap_or(0.0);
     let batch_norm = m.batch_norm.unwrap_or(false);
     let net: Network = match m.kind {
-        ModelKind::Linear => Box::new(nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(nn::linear(
-            vs / "fc",
-            c * h * w,
-            classes,
-            Default::default(),
-        ))),
+        ModelKind::Linear => Box::new(Split {
+            body: nn::seq_t().add_fn(|x| x.flatten(1, -1)),
+            head: nn::seq_t().add(nn::linear(
+                vs / "fc",
+                c * h * w,
+                classes,
+                Default::default(),
+            )),
+        }),
         ModelKind::Dnn => {
             let mut net = nn::seq_t().add_fn(|x| x.flatten(1, -1));
             let mut width = c * h * w;
@@ -100,7 +141,10 @@ pub fn build(
                     .add_fn_t(move |x, train| x.dropout(dropout, train));
                 width = units;
             }
-            Box::new(net.add(nn::linear(vs / "out", width, classes, Default::default())))
+            Box::new(Split {
+                body: net,
+                head: nn::seq_t().add(nn::linear(vs / "out", width, classes, Default::default())),
+            })
         }
         ModelKind::Cnn => {
             let conv = nn::ConvConfig {
@@ -137,18 +181,20 @@ pub fn build(
                 )));
             }
             let units = hidden.first().copied().unwrap_or(128);
-            Box::new(
-                net.add_fn(|x| x.flatten(1, -1))
+            Box::new(Split {
+                body: net
+                    .add_fn(|x| x.flatten(1, -1))
                     .add(nn::linear(
                         vs / "fc1",
                         channels * height * width,
                         units,
                         Default::default(),
                     ))
-                    .add_fn(|x| x.relu())
+                    .add_fn(|x| x.relu()),
+                head: nn::seq_t()
                     .add_fn_t(move |x, train| x.dropout(dropout, train))
                     .add(nn::linear(vs / "fc2", units, classes, Default::default())),
-            )
+            })
         }
         ModelKind::Resnet => Box::new(ResNet::new(vs, c, &filters, &blocks, dropout, classes)),
         ModelKind::Mobilenetv2 => Box::new(MobileNetV2::new(
@@ -186,8 +232,17 @@ struct Transfer {
 
 impl ModuleT for Transfer {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let features = self.backbone.forward_t(x, train && !self.frozen_backbone);
-        self.head.forward_t(&features, train)
+        self.head_t(&self.features_t(x, train), train)
+    }
+}
+
+impl Classifier for Transfer {
+    fn features_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.backbone.forward_t(x, train && !self.frozen_backbone)
+    }
+
+    fn head_t(&self, features: &Tensor, train: bool) -> Tensor {
+        self.head.forward_t(features, train)
     }
 }
 
@@ -294,15 +349,21 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.head_t(&self.features_t(x, train), train)
+    }
+}
+
+impl Classifier for ResNet {
+    fn features_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.stem.forward_t(x, train).relu();
         for block in &self.blocks {
             y = block.forward_t(&y, train);
         }
-        let y = y
-            .adaptive_avg_pool2d([1, 1])
-            .flatten(1, -1)
-            .dropout(self.dropout, train);
-        self.fc.forward(&y)
+        y.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    fn head_t(&self, features: &Tensor, train: bool) -> Tensor {
+        self.fc.forward(&features.dropout(self.dropout, train))
     }
 }
 
@@ -400,18 +461,25 @@ impl MobileNetV2 {
 
 impl ModuleT for MobileNetV2 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.head_t(&self.features_t(x, train), train)
+    }
+}
+
+impl Classifier for MobileNetV2 {
+    fn features_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.stem.forward_t(x, train).relu6();
         for block in &self.blocks {
             y = block.forward_t(&y, train);
         }
-        let y = self
-            .last
+        self.last
             .forward_t(&y, train)
             .relu6()
             .adaptive_avg_pool2d([1, 1])
             .flatten(1, -1)
-            .dropout(self.dropout, train);
-        self.fc.forward(&y)
+    }
+
+    fn head_t(&self, features: &Tensor, train: bool) -> Tensor {
+        self.fc.forward(&features.dropout(self.dropout, train))
     }
 }
 
@@ -421,6 +489,16 @@ pub fn parameter_count(vs: &nn::VarStore) -> i64 {
         .iter()
         .map(|t| t.numel() as i64)
         .sum()
+}
+
+/// The projection of a network's features to a recorded embedding
+/// ([`toucan_core::monitoring::embedding::projection`]), as a `[features, DIMENSIONS]` tensor.
+pub fn embedding_projection(features: i64, device: tch::Device) -> Tensor {
+    use toucan_core::monitoring::embedding::{DIMENSIONS, projection};
+    let width = usize::try_from(features).unwrap_or_default();
+    Tensor::from_slice(&projection(width))
+        .view([features, DIMENSIONS as i64])
+        .to_device(device)
 }
 
 /// A logits tensor's class probabilities (softmax in f64 for stable sums).
@@ -455,6 +533,18 @@ mod tests {
             for train in [true, false] {
                 assert_eq!(net.forward_t(&x, train).size(), [3, 10], "{kind:?}");
             }
+            let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+            let features = net.features_t(&x, false);
+            assert_eq!(features.size().len(), 2, "{kind:?}");
+            assert_eq!(features.size()[0], 3, "{kind:?}");
+            let logits = net.forward_t(&x, false);
+            assert!(
+                net.head_t(&features, false)
+                    .allclose(&logits, 1e-6, 1e-6, false),
+                "{kind:?}: the head on the features is the network"
+            );
+            let projected = features.matmul(&embedding_projection(features.size()[1], Device::Cpu));
+            assert_eq!(projected.size(), [3, 32], "{kind:?}");
             assert!(parameter_count(&vs) > 0);
         }
     }

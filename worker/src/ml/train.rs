@@ -23,6 +23,9 @@
 //!
 //! `--out` receives, all at once or not at all:
 //! - `model.safetensors`: the weights, keyed by variable name;
+//! - `embeddings.safetensors`: the model's embeddings of up to 1,000 held-out records (the
+//!   validation split, else the test split), the drift reference of the inputs it will serve
+//!   ([`toucan_core::monitoring::embedding`]);
 //! - `model.json`: the [`ModelCard`]: architecture, classes, input shape and preprocessing;
 //! - `config.json`: the resolved training config;
 //! - `metrics.jsonl`: the epoch lines; `metrics.json`: the [`FinalMetrics`]; both without
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 use toucan_core::engine::gang::CheckpointEvery;
+use toucan_core::monitoring::embedding;
 
 use super::MlError;
 use super::checkpoint::{CheckpointDir, TrainState};
@@ -707,6 +711,21 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         .vs
         .save(&weights)
         .map_err(MlError::torch(format!("saving {}", weights.display())))?;
+    // The drift reference of the model's embeddings: held-out records, which the model
+    // embeds as it will embed production inputs (training records sit closer to its fit).
+    let held_out = [&valid, &test, &train]
+        .into_iter()
+        .find(|split| !split.is_empty())
+        .unwrap_or(&train);
+    let embeddings = staged.path().join(embedding::REFERENCE_FILE);
+    Tensor::write_safetensors(
+        &[(
+            embedding::REFERENCE_TENSOR,
+            session.embeddings(held_out, dataset.index.image)?,
+        )],
+        &embeddings,
+    )
+    .map_err(MlError::torch(format!("saving {}", embeddings.display())))?;
     let card = ModelCard {
         format: CARD_FORMAT.into(),
         model: config.model.clone(),
@@ -869,6 +888,42 @@ impl Session<'_> {
 
     /// Mean loss and accuracy over a split (None when it is empty), without gradients and with
     /// dropout and batch-norm updates off.
+    /// The recorded embeddings ([`embedding::DIMENSIONS`] each) of up to
+    /// [`embedding::MAX_REFERENCE_ROWS`] evenly spaced records of `split`, in eval mode.
+    fn embeddings(&self, split: &Split, image: ImageShape) -> Result<Tensor, MlError> {
+        let _guard = tch::no_grad_guard();
+        let rows = crate::dataset::reference::sampled_records(
+            usize::try_from(split.len()).unwrap_or_default(),
+            embedding::MAX_REFERENCE_ROWS,
+        );
+        let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let pixels = split.pixels.index_select(0, &Tensor::from_slice(&index));
+        let projection = super::infer::feature_projection(&*self.net, image, self.device);
+        let chunk = (self.config.batch_size * 4).max(1);
+        let mut out = Vec::new();
+        for batch in pixels.split(chunk, 0) {
+            let images = self
+                .normalization
+                .apply(&data::to_unit_nchw(&batch))
+                .to_device(self.device);
+            let features = self.net.features_t(&images, false);
+            out.push(
+                features
+                    .to_kind(Kind::Float)
+                    .matmul(&projection)
+                    .to_device(Device::Cpu),
+            );
+        }
+        Ok(if out.is_empty() {
+            Tensor::zeros(
+                [0, embedding::DIMENSIONS as i64],
+                (Kind::Float, Device::Cpu),
+            )
+        } else {
+            Tensor::cat(&out, 0)
+        })
+    }
+
     fn evaluate(&self, split: &Split) -> Result<(Option<f64>, Option<f64>), MlError> {
         let n = split.len();
         if n == 0 {

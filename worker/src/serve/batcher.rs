@@ -47,6 +47,17 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
     /// The preprocessed input the model saw (normalized CHW), when it was asked for.
     pub input: Option<Vec<f32>>,
+    /// The model's embedding of the input, when it was asked for.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// What a request wants beside the predictions, for the payload sample it records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// The preprocessed inputs.
+    pub inputs: bool,
+    /// The model's embeddings of the inputs.
+    pub embeddings: bool,
 }
 
 /// One request's instances on their way to the model.
@@ -54,7 +65,7 @@ struct Job {
     /// `count` images, HWC pixel values in `[0, 255]`, one after the other.
     pixels: Vec<f32>,
     count: usize,
-    keep_inputs: bool,
+    keep: Keep,
     reply: oneshot::Sender<Result<Vec<Prediction>, RequestError>>,
 }
 
@@ -128,14 +139,14 @@ impl Batcher {
         &self,
         pixels: Vec<f32>,
         count: usize,
-        keep_inputs: bool,
+        keep: Keep,
     ) -> Result<Vec<Prediction>, RequestError> {
         self.admit(count)?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pixels,
             count,
-            keep_inputs,
+            keep,
             reply,
         };
         if let Err(e) = self.jobs.try_send(job) {
@@ -242,19 +253,25 @@ impl Runner {
 
     /// Runs the batch's instances through the model and answers each job.
     fn run(&self, batch: Vec<Job>, size: usize) {
-        let keep_inputs = batch.iter().any(|j| j.keep_inputs);
+        let keep = Keep {
+            inputs: batch.iter().any(|j| j.keep.inputs),
+            embeddings: batch.iter().any(|j| j.keep.embeddings),
+        };
         let mut pixels = Vec::with_capacity(batch.iter().map(|j| j.pixels.len()).sum());
         for job in &batch {
             pixels.extend_from_slice(&job.pixels);
         }
-        let mut answers = self.forward(&pixels, size, keep_inputs).map(Vec::into_iter);
+        let mut answers = self.forward(&pixels, size, keep).map(Vec::into_iter);
         for job in batch {
             let reply = match &mut answers {
                 Ok(all) => {
                     let mut mine: Vec<Prediction> = all.by_ref().take(job.count).collect();
-                    if !job.keep_inputs {
-                        for p in &mut mine {
+                    for p in &mut mine {
+                        if !job.keep.inputs {
                             p.input = None;
+                        }
+                        if !job.keep.embeddings {
+                            p.embedding = None;
                         }
                     }
                     Ok(mine)
@@ -271,7 +288,7 @@ impl Runner {
         &self,
         pixels: &[f32],
         count: usize,
-        keep_inputs: bool,
+        keep: Keep,
     ) -> Result<Vec<Prediction>, RequestError> {
         let image = self.model.card.image;
         let per_image = image.pixels();
@@ -279,9 +296,8 @@ impl Runner {
         for chunk in pixels.chunks(per_image * self.policy.max_batch_size) {
             let rows = chunk.len() / per_image;
             self.metrics.batch_size.observe(rows as f64);
-            let pass = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.forward_pass(chunk, rows, keep_inputs)
-            }));
+            let pass =
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.forward_pass(chunk, rows, keep)));
             match pass {
                 Ok(Ok(predictions)) => out.extend(predictions),
                 Ok(Err(e)) => {
@@ -297,7 +313,7 @@ impl Runner {
         &self,
         chunk: &[f32],
         rows: usize,
-        keep_inputs: bool,
+        keep: Keep,
     ) -> Result<Vec<Prediction>, tch::TchError> {
         let image = self.model.card.image;
         let nhwc = Tensor::f_from_slice(chunk)?.f_view([
@@ -307,14 +323,27 @@ impl Runner {
             i64::from(image.channels),
         ])?;
         let inputs = self.model.preprocess(&nhwc);
-        let probabilities = self
-            .model
-            .probabilities(&inputs)
+        let (probabilities, embeddings) = if keep.embeddings {
+            let (p, e) = self.model.probabilities_and_embeddings(&inputs);
+            (p, Some(e))
+        } else {
+            (self.model.probabilities(&inputs), None)
+        };
+        let probabilities = probabilities
             .f_to_device(Device::Cpu)?
             .f_to_kind(Kind::Float)?;
+        let embeddings = match embeddings {
+            Some(e) => Some(Vec::<f32>::try_from(
+                e.f_to_device(Device::Cpu)?
+                    .f_contiguous()?
+                    .f_flatten(0, -1)?,
+            )?),
+            None => None,
+        };
+        let dimensions = toucan_core::monitoring::embedding::DIMENSIONS;
         let classes = self.model.card.classes.len();
         let probabilities = Vec::<f32>::try_from(probabilities.f_flatten(0, -1)?)?;
-        let inputs = if keep_inputs {
+        let inputs = if keep.inputs {
             let flat = inputs.f_to_device(Device::Cpu)?.f_contiguous()?;
             Some(Vec::<f32>::try_from(flat.f_flatten(0, -1)?)?)
         } else {
@@ -339,6 +368,10 @@ impl Runner {
                     input: inputs
                         .as_ref()
                         .and_then(|i| i.get(row * per_input..(row + 1) * per_input))
+                        .map(<[f32]>::to_vec),
+                    embedding: embeddings
+                        .as_ref()
+                        .and_then(|e| e.get(row * dimensions..(row + 1) * dimensions))
                         .map(<[f32]>::to_vec),
                 }
             })

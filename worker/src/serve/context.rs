@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use toucan_core::serving::{PayloadSample, SampledInstance};
 
-use super::batcher::{Batcher, Prediction};
+use super::batcher::{Batcher, Keep, Prediction};
 use super::error::RequestError;
 use super::input::{self, RawInstance};
 use super::metrics::Metrics;
@@ -62,8 +62,11 @@ impl Context {
             pixels.extend_from_slice(&instance.pixels);
             stats.extend(instance.stats);
         }
-        let keep_inputs = sampled && self.sampler.inputs;
-        let predictions = self.batcher.infer(pixels, count, keep_inputs).await?;
+        let keep = Keep {
+            inputs: sampled && self.sampler.inputs,
+            embeddings: sampled,
+        };
+        let predictions = self.batcher.infer(pixels, count, keep).await?;
         if sampled {
             self.record(call, stats, &predictions);
         }
@@ -87,6 +90,7 @@ impl Context {
             .map(|(stats, p)| SampledInstance {
                 stats,
                 input: p.input.clone(),
+                embedding: p.embedding.clone(),
                 label: p.label,
                 class: p.class.clone(),
                 probabilities: p.probabilities.clone(),

@@ -380,6 +380,7 @@ mod tests {
             class: "b".into(),
             probabilities: vec![0.25, 0.75],
             input: None,
+            embedding: None,
         }];
         assert_eq!(Output::Probabilities.shape(&p, 2), vec![1, 2]);
         assert_eq!(Output::Class.raw(&p), vec![1, 0, 0, 0, b'b']);

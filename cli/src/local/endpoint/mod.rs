@@ -266,7 +266,7 @@ pub async fn serve(
             .as_ref()
             .filter(|s| s.phase == RolloutPhase::Progressing)
             .map(|s| s.since);
-        let new_models = match monitor.tick(&spec, step_since).await {
+        let new_models = match monitor.tick(&spec, &models, step_since).await {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("endpoint {name}: monitoring: {e:#}");

@@ -12,7 +12,7 @@
 //! monitor how that ended.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -26,6 +26,8 @@ use toucan_core::monitoring::alerts::{self, advance};
 use toucan_core::monitoring::assess::{
     AssessInput, ReferenceRow, assess, lookback_ms, pass_interval_ms, quality_since,
 };
+use toucan_core::monitoring::drift::Embeddings;
+use toucan_core::monitoring::embedding;
 use toucan_core::monitoring::evaluation::LabelledSample;
 use toucan_core::monitoring::retrain::{self, Alert, PastRetrain, Verdict};
 use toucan_core::monitoring::spec::ReferenceSource;
@@ -82,6 +84,8 @@ pub struct Monitor {
     /// The endpoint's directory: retraining runs' sample files go under it.
     dir: PathBuf,
     reference: Option<Vec<ReferenceRow>>,
+    /// Each model file's reference embeddings.
+    embeddings: BTreeMap<PathBuf, Option<Embeddings>>,
     next_pass: Millis,
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended_rx: mpsc::UnboundedReceiver<Ended>,
@@ -109,6 +113,7 @@ impl Monitor {
             home,
             dir,
             reference: None,
+            embeddings: BTreeMap::new(),
             next_pass: 0,
             ended_tx,
             ended_rx,
@@ -123,6 +128,7 @@ impl Monitor {
     pub async fn tick(
         &mut self,
         spec: &EndpointSpec,
+        models: &BTreeMap<String, PathBuf>,
         step_since: Option<Millis>,
     ) -> anyhow::Result<Vec<Retrained>> {
         let mut retrained = Vec::new();
@@ -136,13 +142,14 @@ impl Monitor {
             return Ok(retrained);
         }
         self.next_pass = now + pass_interval_ms(spec);
-        self.pass(spec, step_since, now).await?;
+        self.pass(spec, models, step_since, now).await?;
         Ok(retrained)
     }
 
     async fn pass(
         &mut self,
         spec: &EndpointSpec,
+        models: &BTreeMap<String, PathBuf>,
         step_since: Option<Millis>,
         now: Millis,
     ) -> anyhow::Result<()> {
@@ -153,14 +160,31 @@ impl Monitor {
             .list_labelled_samples(&self.name, since, MAX_SAMPLES)
             .await?;
         let reference = self.reference(spec, now).await?;
-        let found = assess(&AssessInput {
+        let mut problems = Vec::new();
+        let mut embeddings = BTreeMap::new();
+        if spec.monitoring.as_ref().is_some_and(|m| m.drift.is_some()) {
+            for (version, path) in models {
+                match self.model_embeddings(path) {
+                    Ok(Some(e)) => {
+                        embeddings.insert(version.clone(), e);
+                    }
+                    Ok(None) => {}
+                    Err(e) => problems.push(format!("version {version}: {e:#}")),
+                }
+            }
+        }
+        self.embeddings
+            .retain(|path, _| models.values().any(|p| p == path));
+        let mut found = assess(&AssessInput {
             namespace: super::LOCAL_NAMESPACE,
             name: &self.name,
             spec,
             samples: &samples,
             reference: &reference,
+            embeddings: &embeddings,
             now,
         });
+        found.problems.extend(problems);
         if found.problems != self.problems {
             for problem in &found.problems {
                 eprintln!("endpoint {}: monitoring: {problem}", self.name);
@@ -257,6 +281,16 @@ impl Monitor {
             }
             Err(_) => Ok(Vec::new()),
         }
+    }
+
+    /// The reference embeddings a model carries (read once per model file).
+    fn model_embeddings(&mut self, path: &Path) -> anyhow::Result<Option<Embeddings>> {
+        if let Some(known) = self.embeddings.get(path) {
+            return Ok(known.clone());
+        }
+        let read = model_embeddings(path)?;
+        self.embeddings.insert(path.to_path_buf(), read.clone());
+        Ok(read)
     }
 
     /// Asks core about every firing alert that has not started a run, oldest first.
@@ -567,4 +601,21 @@ impl Monitor {
         }
         self.gauges.remove(&self.name);
     }
+}
+
+/// The reference embeddings of a model: an exported model file, or a training directory's
+/// embeddings file. `None` for a model trained before models carried them.
+fn model_embeddings(path: &Path) -> anyhow::Result<Option<Embeddings>> {
+    let file = if path.is_dir() {
+        let file = path.join(embedding::REFERENCE_FILE);
+        if !file.exists() {
+            return Ok(None);
+        }
+        file
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    embedding::reference_from_safetensors(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }

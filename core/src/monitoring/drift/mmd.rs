@@ -37,8 +37,26 @@ impl Embeddings {
         self.dimension
     }
 
-    fn row(&self, i: usize) -> &[f64] {
+    /// Vector `i`.
+    pub fn row(&self, i: usize) -> &[f64] {
         &self.values[i * self.dimension..(i + 1) * self.dimension]
+    }
+
+    /// At most `max` of the vectors, evenly spaced (row `k` of the result is vector
+    /// `⌊k · rows / max⌋`); all of them when there are no more than `max`.
+    pub fn evenly(&self, max: usize) -> Embeddings {
+        let rows = self.rows();
+        if rows <= max {
+            return self.clone();
+        }
+        let values = (0..max)
+            .flat_map(|k| self.row((k as u128 * rows as u128 / max as u128) as usize))
+            .copied()
+            .collect();
+        Embeddings {
+            dimension: self.dimension,
+            values,
+        }
     }
 }
 
@@ -53,6 +71,9 @@ pub struct MmdOutcome {
     pub bandwidth: f64,
     /// `(1 + #{permuted statistic >= observed}) / (1 + permutations)`.
     pub p_value: f64,
+    /// The mean of the permuted statistics: what MMD² comes to by chance between samples of
+    /// these sizes from one distribution (the biased estimate's floor).
+    pub null_mean: f64,
     /// Number of permutations drawn.
     pub permutations: usize,
 }
@@ -104,11 +125,14 @@ pub fn mmd_test(
         .map(|d| (-d / (2.0 * bandwidth * bandwidth)).exp())
         .collect();
 
+    let sums = KernelSums::new(&kernel, total);
     let identity: Vec<usize> = (0..total).collect();
-    let statistic = mmd_squared(&kernel, total, &identity, n);
-    let mut at_least = 0usize;
+    let statistic = sums.mmd_squared(&kernel, &identity, n);
+    let (mut at_least, mut null_sum) = (0usize, 0.0);
     for order in mmd_permutations(total, permutations, seed) {
-        if mmd_squared(&kernel, total, &order, n) >= statistic {
+        let permuted = sums.mmd_squared(&kernel, &order, n);
+        null_sum += permuted;
+        if permuted >= statistic {
             at_least += 1;
         }
     }
@@ -117,6 +141,11 @@ pub fn mmd_test(
         statistic,
         bandwidth,
         p_value,
+        null_mean: if permutations > 0 {
+            null_sum / permutations as f64
+        } else {
+            f64::NAN
+        },
         permutations,
     })
 }
@@ -153,32 +182,40 @@ pub fn mmd_permutations(total: usize, permutations: usize, seed: u64) -> Vec<Vec
         .collect()
 }
 
-/// MMD² of the first `n` entries of `order` against the rest.
-fn mmd_squared(kernel: &[f64], total: usize, order: &[usize], n: usize) -> f64 {
-    let mut in_reference = vec![false; total];
-    for &i in &order[..n] {
-        in_reference[i] = true;
+/// What every relabelling shares: the kernel matrix's row sums and total. With them, MMD² of
+/// a split needs only the sum within the reference side (`xx`): the reference's row sums give
+/// `xx + xy`, and the total `xx + 2xy + yy`. That is a quarter of the work of summing the
+/// whole matrix per permutation, when the two sides are of equal size.
+struct KernelSums {
+    total: usize,
+    rows: Vec<f64>,
+    all: f64,
+}
+
+impl KernelSums {
+    fn new(kernel: &[f64], total: usize) -> KernelSums {
+        let rows: Vec<f64> = kernel
+            .chunks(total.max(1))
+            .map(|r| r.iter().sum())
+            .collect();
+        let all = rows.iter().sum();
+        KernelSums { total, rows, all }
     }
-    let (mut xx, mut yy, mut xy) = (0.0, 0.0, 0.0);
-    for i in 0..total {
-        let row = &kernel[i * total..(i + 1) * total];
-        let (mut to_x, mut to_y) = (0.0, 0.0);
-        for (value, &x) in row.iter().zip(&in_reference) {
-            if x {
-                to_x += value;
-            } else {
-                to_y += value;
-            }
+
+    /// MMD² of the first `n` entries of `order` against the rest.
+    fn mmd_squared(&self, kernel: &[f64], order: &[usize], n: usize) -> f64 {
+        let side = &order[..n];
+        let mut xx = 0.0;
+        for &i in side {
+            let row = &kernel[i * self.total..(i + 1) * self.total];
+            xx += side.iter().map(|&j| row[j]).sum::<f64>();
         }
-        if in_reference[i] {
-            xx += to_x;
-            xy += to_y;
-        } else {
-            yy += to_y;
-        }
+        let to_any: f64 = side.iter().map(|&i| self.rows[i]).sum();
+        let xy = to_any - xx;
+        let yy = self.all - 2.0 * to_any + xx;
+        let (nx, ny) = (n as f64, (self.total - n) as f64);
+        xx / (nx * nx) + yy / (ny * ny) - 2.0 * xy / (nx * ny)
     }
-    let (nx, ny) = (n as f64, (total - n) as f64);
-    xx / (nx * nx) + yy / (ny * ny) - 2.0 * xy / (nx * ny)
 }
 
 /// The median (the mean of the two middle values for an even count).

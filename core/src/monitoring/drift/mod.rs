@@ -73,6 +73,8 @@ impl Column {
 pub enum ColumnKind {
     Numeric,
     Categorical,
+    /// Vectors ([`Embeddings`]), compared by [`compare_embeddings`].
+    Embedding,
 }
 
 impl fmt::Display for ColumnKind {
@@ -80,6 +82,7 @@ impl fmt::Display for ColumnKind {
         f.write_str(match self {
             ColumnKind::Numeric => "numeric",
             ColumnKind::Categorical => "categorical",
+            ColumnKind::Embedding => "embedding",
         })
     }
 }
@@ -108,6 +111,10 @@ pub enum StatTest {
     /// Jensen–Shannon distance; drift when `distance >= threshold` (default 0.1).
     #[serde(rename = "jensenshannon")]
     JensenShannon,
+    /// Maximum mean discrepancy with a permutation test (embeddings only, see
+    /// [`compare_embeddings`]); drift when `p <= threshold` (default 0.05).
+    #[serde(rename = "mmd")]
+    Mmd,
 }
 
 impl StatTest {
@@ -130,13 +137,14 @@ impl StatTest {
             StatTest::Psi => "psi",
             StatTest::Wasserstein => "wasserstein",
             StatTest::JensenShannon => "jensenshannon",
+            StatTest::Mmd => "mmd",
         }
     }
 
     /// Evidently's default threshold.
     pub fn default_threshold(self) -> f64 {
         match self {
-            StatTest::Ks | StatTest::ChiSquare | StatTest::Z => 0.05,
+            StatTest::Ks | StatTest::ChiSquare | StatTest::Z | StatTest::Mmd => 0.05,
             StatTest::Psi | StatTest::Wasserstein | StatTest::JensenShannon => 0.1,
         }
     }
@@ -144,14 +152,20 @@ impl StatTest {
     /// Whether the test gives a p-value (compared below the threshold) rather than a distance
     /// (compared above it).
     pub fn has_p_value(self) -> bool {
-        matches!(self, StatTest::Ks | StatTest::ChiSquare | StatTest::Z)
+        matches!(
+            self,
+            StatTest::Ks | StatTest::ChiSquare | StatTest::Z | StatTest::Mmd
+        )
     }
 
     /// Whether the test applies to columns of this kind.
     pub fn applies_to(self, kind: ColumnKind) -> bool {
         match self {
             StatTest::Ks | StatTest::Wasserstein => kind == ColumnKind::Numeric,
-            StatTest::ChiSquare | StatTest::Z | StatTest::Psi | StatTest::JensenShannon => true,
+            StatTest::ChiSquare | StatTest::Z | StatTest::Psi | StatTest::JensenShannon => {
+                kind != ColumnKind::Embedding
+            }
+            StatTest::Mmd => kind == ColumnKind::Embedding,
         }
     }
 
@@ -159,7 +173,7 @@ impl StatTest {
     /// Evidently's comparison for each test.
     pub fn drifted(self, score: f64, threshold: f64) -> bool {
         match self {
-            StatTest::Ks => score <= threshold,
+            StatTest::Ks | StatTest::Mmd => score <= threshold,
             StatTest::ChiSquare | StatTest::Z => score < threshold,
             StatTest::Psi | StatTest::Wasserstein | StatTest::JensenShannon => score >= threshold,
         }
@@ -376,6 +390,35 @@ pub fn compare_columns(
     })
 }
 
+/// Compares a model's embeddings of the current inputs with its embeddings of the reference's
+/// by the maximum mean discrepancy ([`mmd_test`], `permutations` relabellings drawn from
+/// `seed`). The effect size is the discrepancy beyond chance, `√max(0, MMD² − E₀[MMD²])`
+/// with the null's mean from the permutations: the biased MMD² of two samples of one
+/// distribution is not 0 but shrinks with their size, and the effect should not.
+pub fn compare_embeddings(
+    column: &str,
+    reference: &Embeddings,
+    current: &Embeddings,
+    permutations: usize,
+    seed: u64,
+) -> Result<ColumnReport, DriftError> {
+    let outcome = mmd_test(reference, current, permutations, seed)?;
+    let threshold = StatTest::Mmd.default_threshold();
+    Ok(ColumnReport {
+        column: column.to_string(),
+        kind: ColumnKind::Embedding,
+        test: StatTest::Mmd,
+        statistic: outcome.statistic,
+        p_value: Some(outcome.p_value),
+        effect_size: (outcome.statistic - outcome.null_mean).max(0.0).sqrt(),
+        threshold,
+        score: outcome.p_value,
+        drifted: StatTest::Mmd.drifted(outcome.p_value, threshold),
+        reference_size: reference.rows(),
+        current_size: current.rows(),
+    })
+}
+
 fn check_threshold(column: &str, test: StatTest, threshold: f64) -> Result<(), DriftError> {
     let (ok, expected) = if test.has_p_value() {
         ((0.0..=1.0).contains(&threshold), "between 0 and 1")
@@ -477,8 +520,10 @@ impl Prepared {
                     effect_size: distance,
                 }
             }
-            // Applicability was checked before; a numeric-only test on labels measures nothing.
-            (StatTest::Ks | StatTest::Wasserstein, Prepared::Categorical(_)) => TestOutcome {
+            // Applicability was checked before; a numeric-only test on labels, or the
+            // embeddings' test on a column, measures nothing.
+            (StatTest::Ks | StatTest::Wasserstein, Prepared::Categorical(_))
+            | (StatTest::Mmd, _) => TestOutcome {
                 statistic: f64::NAN,
                 p_value: None,
                 effect_size: f64::NAN,

@@ -284,6 +284,7 @@ mod tests {
                     sharpness: 0.0,
                 },
                 input: None,
+                embedding: None,
                 label,
                 class: class.into(),
                 probabilities: probs.to_vec(),

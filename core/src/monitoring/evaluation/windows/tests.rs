@@ -47,6 +47,7 @@ fn sample(
                         sharpness: 0.0,
                     },
                     input: None,
+                    embedding: None,
                     label: predicted as i64,
                     class: CLASSES[predicted].into(),
                     probabilities,
