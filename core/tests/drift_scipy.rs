@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use toucan_core::monitoring::drift::{
     Column, ColumnReport, Embeddings, StatTest, TestSpec, benjamini_hochberg, compare_columns,
-    mmd_permutations, mmd_test,
+    mmd_permutations, mmd_test_until,
 };
 
 const TOLERANCE: f64 = 1e-9;
@@ -337,25 +337,37 @@ fn drift_statistics_equal_scipy_and_evidently() {
     let mut mmd_cases = Vec::new();
     let mut mmd_ours = Vec::new();
     let mut s = Sampler::new(99);
-    for (name, n, m, dimension, shift) in [
-        ("mmd-same", 60, 50, 4, 0.0),
-        ("mmd-shifted", 80, 70, 8, 0.4),
-        ("mmd-one-dim", 40, 45, 1, 1.0),
+    // The last two stop once 10 permuted statistics reached the observed one: the undrifted
+    // one early, the shifted one never.
+    for (name, n, m, dimension, shift, enough) in [
+        ("mmd-same", 60, 50, 4, 0.0, usize::MAX),
+        ("mmd-shifted", 80, 70, 8, 0.4, usize::MAX),
+        ("mmd-one-dim", 40, 45, 1, 1.0, usize::MAX),
+        ("mmd-same-sequential", 60, 50, 4, 0.0, 10),
+        ("mmd-shifted-sequential", 80, 70, 8, 0.4, 10),
     ] {
         let reference = s.normals(n * dimension, 0.0, 1.0);
         let current = s.normals(m * dimension, shift, 1.0);
         let seed = 7;
         let permutations = 200;
-        let outcome = mmd_test(
+        let outcome = mmd_test_until(
             &Embeddings::new(dimension, reference.clone()).unwrap(),
             &Embeddings::new(dimension, current.clone()).unwrap(),
             permutations,
             seed,
+            enough,
         )
         .unwrap();
+        if name == "mmd-same-sequential" {
+            assert!(outcome.permutations < 100, "{outcome:?}");
+        }
+        if name == "mmd-shifted-sequential" {
+            assert_eq!(outcome.permutations, permutations, "{outcome:?}");
+        }
         mmd_cases.push(json!({
             "name": name, "dimension": dimension, "reference": reference, "current": current,
             "permutations": mmd_permutations(n + m, permutations, seed),
+            "enough": (enough != usize::MAX).then_some(enough),
         }));
         mmd_ours.push(outcome);
     }

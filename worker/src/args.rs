@@ -165,6 +165,15 @@ pub fn existing_file(s: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// An existing file, or nothing: an empty value stands for no file, so a pipeline can pass a
+/// parameter that is empty unless it is set.
+pub fn existing_file_or_empty(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Ok(PathBuf::new());
+    }
+    existing_file(s)
+}
+
 /// A path that must be an existing directory.
 pub fn existing_dir(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);

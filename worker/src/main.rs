@@ -93,6 +93,13 @@ enum Command {
         /// the source has; for image folders 1 when every file is grayscale, else 3.
         #[arg(long, value_name = "1|3", value_parser = ingest::convert::parse_channels)]
         channels: Option<u32>,
+        /// A CSV pixel table whose records join the training split (never validation or
+        /// test, so evaluations stay comparable), e.g. the labelled production samples a
+        /// retraining run gets as `{{alert.window.samples}}`: its `label` column (class names)
+        /// and its `pixel*` columns, at the dataset's image shape. Repeatable; a table with a
+        /// header and no rows, or an empty value, adds nothing.
+        #[arg(long, value_name = "FILE.csv", value_parser = args::existing_file_or_empty)]
+        add_train: Vec<PathBuf>,
     },
     /// Write a dataset split back out as PNG files in one folder per class (the layout
     /// `ingest --format folder` reads).
@@ -168,6 +175,7 @@ fn main() -> ExitCode {
             image_shape,
             resize,
             channels,
+            add_train,
         } => {
             let opts = ingest::IngestOptions {
                 source,
@@ -182,6 +190,7 @@ fn main() -> ExitCode {
                 label_column,
                 image_shape,
                 image: ingest::ImageOptions { resize, channels },
+                add_train,
             };
             match ingest::run(&opts) {
                 Ok(summary) => {

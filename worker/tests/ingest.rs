@@ -291,3 +291,149 @@ fn leaves_an_existing_output_alone() {
     assert!(ingest(source.path(), &empty, &[]).status.success());
     assert!(empty.join("index.json").exists());
 }
+
+/// A labelled production sample of class `class` whose recorded image is flat at `value`, as
+/// a model server of the fixture's shape records it.
+fn production_sample(
+    id: &str,
+    class: &str,
+    value: u8,
+) -> toucan_core::monitoring::evaluation::LabelledSample {
+    use toucan_core::monitoring::evaluation::{LabelRecord, LabelledSample};
+    use toucan_core::records::SampleRecord;
+    use toucan_core::serving::{PayloadSample, SampledInstance};
+    let unit = vec![f32::from(value) / 255.0; (H * W) as usize];
+    LabelledSample {
+        sample: SampleRecord {
+            endpoint: "default/ep".into(),
+            sample: PayloadSample {
+                request_id: id.into(),
+                model: "m".into(),
+                version: "v1".into(),
+                received_at: "2026-12-06T00:00:00Z".into(),
+                protocol: "v1".into(),
+                latency_ms: 1.0,
+                instances: vec![SampledInstance {
+                    stats: pixel_stats(&unit, W, H, 1),
+                    input: Some(vec![f32::from(value); (H * W) as usize]),
+                    embedding: None,
+                    label: 0,
+                    class: "a".into(),
+                    probabilities: vec![1.0, 0.0, 0.0],
+                }],
+                attributes: BTreeMap::new(),
+            },
+            stored_at: 0,
+        },
+        label: Some(LabelRecord {
+            endpoint: "default/ep".into(),
+            request_id: id.into(),
+            label: class.into(),
+            labelled_at: 0,
+            received_at: 0,
+        }),
+    }
+}
+
+#[test]
+fn labelled_production_samples_join_the_training_split_only() {
+    use toucan_core::monitoring::export::labelled_samples_csv;
+    let source = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let samples = [
+        production_sample("r1", "b", 201),
+        production_sample("r2", "c", 202),
+    ];
+    let table = work.path().join("window.csv");
+    std::fs::write(
+        &table,
+        labelled_samples_csv(&samples.iter().collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let empty = work.path().join("empty.csv");
+    std::fs::write(&empty, labelled_samples_csv(&[])).unwrap();
+    let args = ["--class-names", "a,b,c"];
+    let base = work.path().join("base");
+    assert!(ingest(source.path(), &base, &args).status.success());
+    let out = work.path().join("with");
+    let run = ingest(
+        source.path(),
+        &out,
+        &[
+            &args[..],
+            &["--add-train", table.to_str().unwrap()],
+            &["--add-train", empty.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (base, with) = (Dataset::open(&base).unwrap(), Dataset::open(&out).unwrap());
+    // Validation and test are the very same; train has the two samples at its end, with their
+    // labels and their file as source.
+    for split in ["valid", "test"] {
+        assert_eq!(
+            base.read_split(split).unwrap().pixels,
+            with.read_split(split).unwrap().pixels
+        );
+    }
+    let (before, after) = (
+        base.read_split("train").unwrap(),
+        with.read_split("train").unwrap(),
+    );
+    assert_eq!(after.labels.len(), before.labels.len() + 2);
+    assert_eq!(after.labels[before.labels.len()..], [1, 2]);
+    let per = (H * W) as usize;
+    assert!(
+        after.pixels[before.pixels.len()..before.pixels.len() + per]
+            .iter()
+            .all(|&p| p == 201)
+    );
+    assert!(
+        after.pixels[before.pixels.len() + per..]
+            .iter()
+            .all(|&p| p == 202)
+    );
+    let sources = with.metadata_column("train", "source").unwrap();
+    assert_eq!(sources[before.labels.len()..], ["window.csv", "window.csv"]);
+    assert!(with.index.sources.iter().any(|s| s.file == "window.csv"));
+
+    // A class the dataset does not have is refused, naming the table and its line.
+    let unknown = work.path().join("unknown.csv");
+    std::fs::write(
+        &unknown,
+        labelled_samples_csv(&[&production_sample("r3", "zebra", 9)]),
+    )
+    .unwrap();
+    let run = ingest(
+        source.path(),
+        &work.path().join("refused"),
+        &[&args[..], &["--add-train", unknown.to_str().unwrap()]].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("unknown.csv") && stderr.contains("line 2") && stderr.contains("zebra"),
+        "{stderr}"
+    );
+    assert!(!work.path().join("refused").exists());
+
+    // Images of another size: the message says which shape the table had to have.
+    let small = work.path().join("small.csv");
+    std::fs::write(&small, "label,pixel1,pixel2\nb,1,2\n").unwrap();
+    let run = ingest(
+        source.path(),
+        &work.path().join("refused"),
+        &[&args[..], &["--add-train", small.to_str().unwrap()]].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("small.csv")
+            && stderr
+                .contains("the dataset's image shape 3x2x1 needs 6 pixel columns, the file has 2"),
+        "{stderr}"
+    );
+}

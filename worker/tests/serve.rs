@@ -1026,6 +1026,9 @@ fn sampled_requests_reach_the_sink_with_their_ids_stats_and_attributes() {
     assert_eq!(instance.class, f.expected[4].0);
     let second = &samples["sample-2"];
     assert_eq!(second.instances.len(), 2);
+    // The image as the model took it: the pixels sent, at the model's size.
+    let sent: Vec<f32> = f.pixels[1].iter().map(|&p| f32::from(p)).collect();
+    assert_eq!(second.instances[0].input.as_ref(), Some(&sent));
     assert!(second.attributes.is_empty());
     assert_eq!(second.instances[0].stats.width, SIDE as u32);
     let mean = f.pixels[1].iter().map(|&p| f64::from(p)).sum::<f64>() / (SIDE * SIDE) as f64;

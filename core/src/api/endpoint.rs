@@ -281,7 +281,9 @@ pub enum OnFailure {
 pub struct SamplingSpec {
     /// The fraction of requests recorded, 0 to 1; the same requests in every process.
     pub rate: f64,
-    /// Whether to record the model's inputs themselves, not only their statistics.
+    /// Whether to record the images themselves (their pixels at the model's input size), not
+    /// only their statistics: what makes the labelled samples a retraining run can learn from
+    /// (`{{alert.window.samples}}`).
     #[serde(default)]
     pub inputs: bool,
     /// Request headers recorded with each sample (to slice evaluations by), by name.

@@ -17,7 +17,8 @@
 //!   (`prediction`), and the model's embedding of the input (`embedding`, see
 //!   [`super::embedding`]). Each feature is compared with the reference's by a test with a
 //!   p-value — two-sample Kolmogorov–Smirnov for numbers, chi-squared for the class, the
-//!   maximum mean discrepancy with [`EMBEDDING_PERMUTATIONS`] permutations for embeddings (per
+//!   maximum mean discrepancy with up to [`EMBEDDING_PERMUTATIONS`] permutations, stopping at
+//!   [`EMBEDDING_ENOUGH`] that reach the observed value, for embeddings (per
 //!   version, against that version's embeddings in a reference window it served, else its
 //!   model's reference embeddings; the newest [`EMBEDDING_ROWS`] of the
 //!   group against as many of the reference's, evenly spaced) — over all traffic
@@ -65,9 +66,13 @@ pub const PREDICTION_FEATURE: &str = "prediction";
 pub const EMBEDDING_FEATURE: &str = "embedding";
 /// The most embeddings of each side the MMD test compares: its cost grows with the square.
 pub const EMBEDDING_ROWS: usize = 200;
-/// The MMD test's permutations: its smallest p-value is `1 / 501`, small enough to pass the
-/// false discovery rate control among a few dozen tests.
+/// The MMD test's permutations at most: its smallest p-value is `1 / 501`, small enough to
+/// pass the false discovery rate control among a few dozen tests.
 pub const EMBEDDING_PERMUTATIONS: usize = 500;
+/// The MMD test stops once this many permuted discrepancies reached the observed one: its
+/// p-value is then at least `10 / 500` (Besag and Clifford), and a window like its reference
+/// costs a few dozen permutations.
+pub const EMBEDDING_ENOUGH: usize = 10;
 
 /// One row of the drift reference: an input's statistics and its class (the predicted one
 /// for production samples, the true one for a training dataset), with the sample's
@@ -353,6 +358,7 @@ fn assess_drift(
                     &current,
                     EMBEDDING_PERMUTATIONS,
                     0,
+                    EMBEDDING_ENOUGH,
                 ) {
                     Ok(report) => reports.push((index, report)),
                     Err(e) => out.problems.push(format!("slice {slice}: {column}: {e}")),

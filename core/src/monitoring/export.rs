@@ -6,8 +6,12 @@
 //! `received_at`, `label` (the class someone gave the request), `prediction`, the input
 //! statistics (`width`, `height`, `channels`, `brightness`, `contrast`, `sharpness`,
 //! `channel_mean_0`...) and, where the endpoint records inputs (`sampling.inputs`), the
-//! model input itself as `input_0`, `input_1`... (preprocessed, row-major). Fields are quoted
-//! as RFC 4180 says where they need it.
+//! image itself as `pixel1`, `pixel2`... (integers in 0..=255 at the model's input size, HWC
+//! order, as Kaggle's pixel tables have them). Fields are quoted as RFC 4180 says where they
+//! need it.
+//!
+//! `toucan-worker ingest --add-train FILE.csv` reads such a table (its `label` and `pixel*`
+//! columns): the labelled production samples join a dataset's training split.
 
 use super::evaluation::LabelledSample;
 use crate::serving::SampledInstance;
@@ -54,7 +58,7 @@ pub fn labelled_samples_csv(samples: &[&LabelledSample]) -> String {
     .map(|s| (*s).to_string())
     .collect();
     header.extend((0..channels).map(|c| format!("channel_mean_{c}")));
-    header.extend((0..inputs).map(|c| format!("input_{c}")));
+    header.extend((1..=inputs).map(|c| format!("pixel{c}")));
     let mut out = line(&header);
     for (s, one, i) in rows {
         let sample = &s.sample.sample;
@@ -87,7 +91,7 @@ pub fn labelled_samples_csv(samples: &[&LabelledSample]) -> String {
             one.input
                 .as_ref()
                 .and_then(|v| v.get(c))
-                .map(f32::to_string)
+                .map(|p| (p.round().clamp(0.0, 255.0) as u8).to_string())
                 .unwrap_or_default()
         }));
         out.push_str(&line(&fields));

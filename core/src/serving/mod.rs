@@ -86,8 +86,9 @@ pub struct PayloadSample {
 #[serde(rename_all = "camelCase")]
 pub struct SampledInstance {
     pub stats: InputStats,
-    /// The model's input as the server fed it (preprocessed, row-major), when the endpoint
-    /// records inputs and not only their statistics.
+    /// The image as the model took it, when the endpoint records inputs and not only their
+    /// statistics: pixel values in `[0, 255]` at the model's input size, row by row with the
+    /// channels last (HWC), before normalization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Vec<f32>>,
     /// The model's embedding of the input: its penultimate layer's activations, projected to

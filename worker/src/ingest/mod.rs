@@ -20,6 +20,11 @@
 //! - CSV pixel tables (a label column and one column per pixel): [`pixel_csv`].
 //!
 //! Labels given as text (CSV columns, folder names) become classes by the rules of [`labels`].
+//!
+//! `--add-train FILE.csv` appends a pixel table's records to the training split after the
+//! shuffle, with the source's classes and image shape: how a retraining run learns from the
+//! labelled production samples of an alert's window (`{{alert.window.samples}}`, whose `label`
+//! and `pixel*` columns are a pixel table). Validation and test stay the source's.
 
 pub mod convert;
 mod csv_file;
@@ -73,6 +78,9 @@ pub struct IngestOptions {
     pub image_shape: Option<ImageShape>,
     /// `--resize` and `--channels`, for every source.
     pub image: ImageOptions,
+    /// Pixel tables whose records join the training split after the shuffle (empty paths
+    /// stand for none).
+    pub add_train: Vec<PathBuf>,
 }
 
 /// Every record of the source, pooled: labels and HWC pixels.
@@ -114,8 +122,9 @@ pub fn run(opts: &IngestOptions) -> Result<IngestSummary, DatasetError> {
         labels::check_class_names(names).map_err(DatasetError::InvalidArgument)?;
     }
     let staged = StagedDir::new(&opts.out)?;
-    let (records, classes) = read_source(format, opts)?;
-    let summary = write_dataset(staged.path(), &records, classes, opts)?;
+    let (mut records, classes) = read_source(format, opts)?;
+    let extra = read_added(&opts.add_train, &mut records, &classes)?;
+    let summary = write_dataset(staged.path(), &records, &extra, classes, opts)?;
     staged.commit()?;
     Ok(summary)
 }
@@ -167,6 +176,7 @@ fn read_source(
                     label_column,
                     shape: opts.image_shape,
                     class_names: opts.class_names.as_deref(),
+                    shape_from: "--image-shape",
                 },
             )?;
             Ok((reshape(records, opts.image, &opts.source)?, classes))
@@ -177,6 +187,53 @@ fn read_source(
             Ok((reshape(records, opts.image, &opts.source)?, classes))
         }
     }
+}
+
+/// The records of the `--add-train` tables, at the source's image shape and with its classes;
+/// each table's file joins the source's files, and its name is the `source` of its records
+/// where the source records one.
+fn read_added(
+    tables: &[PathBuf],
+    records: &mut Records,
+    classes: &[String],
+) -> Result<Records, DatasetError> {
+    let mut extra = Records {
+        shape: records.shape,
+        labels: Vec::new(),
+        pixels: Vec::new(),
+        sources: Vec::new(),
+        metadata: BTreeMap::new(),
+    };
+    for path in tables.iter().filter(|p| !p.as_os_str().is_empty()) {
+        let Some((table, _)) = pixel_csv::read_rows(
+            path,
+            pixel_csv::TableOptions {
+                label_column: DEFAULT_LABEL_COLUMN,
+                shape: Some(records.shape),
+                class_names: Some(classes),
+                shape_from: "the dataset's image shape",
+            },
+        )?
+        else {
+            continue;
+        };
+        for name in records.metadata.keys() {
+            let value = if name == "source" {
+                file_name(path)
+            } else {
+                String::new()
+            };
+            extra
+                .metadata
+                .entry(name.clone())
+                .or_default()
+                .extend(std::iter::repeat_n(value, table.labels.len()));
+        }
+        extra.labels.extend(&table.labels);
+        extra.pixels.extend(&table.pixels);
+        records.sources.extend(table.sources);
+    }
+    Ok(extra)
 }
 
 /// Class names for labels that are class numbers (IDX): `given`, which must cover every
@@ -310,9 +367,12 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Writes shards, index, card and drift reference into `dir` (a fresh, empty directory).
+/// Writes the dataset: `records` split by the seeded shuffle, and `extra` appended to the
+/// training split.
 fn write_dataset(
     dir: &Path,
     records: &Records,
+    extra: &Records,
     classes: Vec<String>,
     opts: &IngestOptions,
 ) -> Result<IngestSummary, DatasetError> {
@@ -335,6 +395,11 @@ fn write_dataset(
             labels.push(records.labels[i]);
             pixels.extend_from_slice(&records.pixels[i * per_image..(i + 1) * per_image]);
         }
+        let added = *name == "train";
+        if added {
+            labels.extend_from_slice(&extra.labels);
+            pixels.extend_from_slice(&extra.pixels);
+        }
         let mut shards = Vec::new();
         for (n, (l, p)) in labels
             .chunks(opts.shard_records)
@@ -355,9 +420,13 @@ fn write_dataset(
             let columns = records
                 .metadata
                 .iter()
-                .map(|(name, values)| {
-                    let picked = indices.iter().map(|&i| values[i].clone()).collect();
-                    (name.clone(), picked)
+                .map(|(column, values)| {
+                    let mut picked: Vec<String> =
+                        indices.iter().map(|&i| values[i].clone()).collect();
+                    if added {
+                        picked.extend(extra.metadata.get(column).into_iter().flatten().cloned());
+                    }
+                    (column.clone(), picked)
                 })
                 .collect();
             let meta_dir = dir.join(METADATA_DIR);

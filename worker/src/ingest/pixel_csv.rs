@@ -1,8 +1,10 @@
 //! CSV pixel tables, like the Kaggle Fashion-MNIST CSVs: a header row, a label column
 //! (`--label-column`, default `label`) and one column per pixel value (`pixel1..pixel784`).
 //!
-//! Every column but the label is a pixel, in file order, read as the image's HWC values (row
-//! by row, channels last). The shape is `--image-shape HxWxC`, or, without it, square
+//! The pixels are the columns named `pixel` and a number when the table has any (other
+//! columns, such as those of toucan's labelled production samples, are left out), else every
+//! column but the label; in file order, read as the image's HWC values (row by row, channels
+//! last). The shape is `--image-shape HxWxC`, or, without it, square
 //! grayscale when the number of pixel columns is a perfect square (784 → 28x28x1). Values are
 //! integers in 0..=255. Labels follow [`super::labels`] (numbers or class names).
 
@@ -18,16 +20,44 @@ pub struct TableOptions<'a> {
     pub label_column: &'a str,
     pub shape: Option<ImageShape>,
     pub class_names: Option<&'a [String]>,
+    /// What gave `shape`, for the message when the table does not match it.
+    pub shape_from: &'a str,
 }
 
 /// Reads the table: records in file order, and the class names.
 pub fn read(path: &Path, opts: TableOptions<'_>) -> Result<(Records, Vec<String>), DatasetError> {
+    read_rows(path, opts)?.ok_or_else(|| {
+        DatasetError::invalid_file(path, "no records: the file has a header row but no rows")
+    })
+}
+
+/// Reads the table like [`read`], or `None` when it has a header row and no rows.
+pub fn read_rows(
+    path: &Path,
+    opts: TableOptions<'_>,
+) -> Result<Option<(Records, Vec<String>)>, DatasetError> {
     let bytes = csv_file::read(path)?;
     let mut reader = csv_file::reader(&bytes);
     let headers = csv_file::headers(path, &mut reader)?;
     let label_at = csv_file::column(path, &headers, opts.label_column, "--label-column")?;
-    let shape = shape(headers.len() - 1, opts.shape, opts.label_column)
-        .map_err(|m| DatasetError::invalid_file(path, m))?;
+    let named: Vec<usize> = (0..headers.len())
+        .filter(|&c| {
+            headers[c]
+                .strip_prefix("pixel")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    let pixel_columns: Vec<usize> = if named.is_empty() {
+        (0..headers.len()).filter(|&c| c != label_at).collect()
+    } else {
+        named
+    };
+    // Judged once there are rows: a table with none (and maybe no pixel columns) is empty.
+    let shape = shape(
+        pixel_columns.len(),
+        opts.shape.map(|s| (s, opts.shape_from)),
+        opts.label_column,
+    );
 
     let mut values = Vec::new();
     let mut row_lines = Vec::new();
@@ -46,31 +76,28 @@ pub fn read(path: &Path, opts: TableOptions<'_>) -> Result<(Records, Vec<String>
                 ),
             )
         };
-        for (column, field) in record.iter().enumerate() {
-            if column == label_at {
-                let label = std::str::from_utf8(field)
-                    .map_err(|_| at(column, "the label is not UTF-8".into()))?;
-                values.push(label.to_string());
-            } else {
-                pixels.push(pixel(field).ok_or_else(|| {
-                    at(
-                        column,
-                        format!(
-                            "{:?} is not an integer in 0..=255",
-                            String::from_utf8_lossy(field)
-                        ),
-                    )
-                })?);
-            }
+        let field = record.get(label_at).unwrap_or_default();
+        let label = std::str::from_utf8(field)
+            .map_err(|_| at(label_at, "the label is not UTF-8".into()))?;
+        values.push(label.to_string());
+        for &column in &pixel_columns {
+            let field = record.get(column).unwrap_or_default();
+            pixels.push(pixel(field).ok_or_else(|| {
+                at(
+                    column,
+                    format!(
+                        "{:?} is not an integer in 0..=255",
+                        String::from_utf8_lossy(field)
+                    ),
+                )
+            })?);
         }
         row_lines.push(line);
     }
     if values.is_empty() {
-        return Err(DatasetError::invalid_file(
-            path,
-            "no records: the file has a header row but no rows",
-        ));
+        return Ok(None);
     }
+    let shape = shape.map_err(|m| DatasetError::invalid_file(path, m))?;
     let classes = labels::assign(&values, opts.class_names, true).map_err(
         |LabelError { index, message }| match index {
             Some(i) => DatasetError::invalid_file(
@@ -95,13 +122,13 @@ pub fn read(path: &Path, opts: TableOptions<'_>) -> Result<(Records, Vec<String>
         }],
         metadata: Default::default(),
     };
-    Ok((records, classes.names))
+    Ok(Some((records, classes.names)))
 }
 
 /// The image shape of `count` pixel columns: `given`, which must match, or square grayscale.
 pub fn shape(
     count: usize,
-    given: Option<ImageShape>,
+    given: Option<(ImageShape, &str)>,
     label_column: &str,
 ) -> Result<ImageShape, String> {
     let columns = format!("every column but {label_column:?}");
@@ -109,9 +136,9 @@ pub fn shape(
         return Err(format!("no pixel columns ({columns})"));
     }
     match given {
-        Some(shape) if shape.pixels() == count => Ok(shape),
-        Some(shape) => Err(format!(
-            "--image-shape {}x{}x{} needs {} pixel columns, the file has {count} ({columns})",
+        Some((shape, _)) if shape.pixels() == count => Ok(shape),
+        Some((shape, given_by)) => Err(format!(
+            "{given_by} {}x{}x{} needs {} pixel columns, the file has {count} ({columns})",
             shape.height,
             shape.width,
             shape.channels,
@@ -188,14 +215,14 @@ mod tests {
             width: 32,
             channels: 3,
         };
-        assert_eq!(shape(3072, Some(rgb), "label"), Ok(rgb));
+        assert_eq!(shape(3072, Some((rgb, "--image-shape")), "label"), Ok(rgb));
         assert!(
             shape(3072, None, "label")
                 .unwrap_err()
                 .contains("--image-shape")
         );
         assert!(
-            shape(3071, Some(rgb), "label")
+            shape(3071, Some((rgb, "--image-shape")), "label")
                 .unwrap_err()
                 .contains("needs 3072")
         );

@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// is shipped to --sample-sink.
     #[arg(long, default_value_t = 0.0, value_parser = Range::up_to(1.0).parser(), requires = "sample_sink")]
     pub sample_rate: f64,
-    /// Samples carry the preprocessed input itself, not only its statistics.
+    /// Samples carry the image itself as the model took it (its pixels at the model's size,
+    /// before normalization), not only its statistics.
     #[arg(long)]
     pub sample_inputs: bool,
     /// The control-plane API that receives samples

@@ -45,7 +45,8 @@ pub struct Prediction {
     pub label: i64,
     pub class: String,
     pub probabilities: Vec<f32>,
-    /// The preprocessed input the model saw (normalized CHW), when it was asked for.
+    /// The image as the model took it (HWC pixel values at its input size, before
+    /// normalization), when it was asked for.
     pub input: Option<Vec<f32>>,
     /// The model's embedding of the input, when it was asked for.
     pub embedding: Option<Vec<f32>>,
@@ -54,7 +55,7 @@ pub struct Prediction {
 /// What a request wants beside the predictions, for the payload sample it records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Keep {
-    /// The preprocessed inputs.
+    /// The images as the model took them.
     pub inputs: bool,
     /// The model's embeddings of the inputs.
     pub embeddings: bool,
@@ -343,13 +344,7 @@ impl Runner {
         let dimensions = toucan_core::monitoring::embedding::DIMENSIONS;
         let classes = self.model.card.classes.len();
         let probabilities = Vec::<f32>::try_from(probabilities.f_flatten(0, -1)?)?;
-        let inputs = if keep.inputs {
-            let flat = inputs.f_to_device(Device::Cpu)?.f_contiguous()?;
-            Some(Vec::<f32>::try_from(flat.f_flatten(0, -1)?)?)
-        } else {
-            None
-        };
-        let per_input = inputs.as_ref().map_or(0, |i| i.len() / rows.max(1));
+        let per_input = image.pixels();
         Ok(probabilities
             .chunks(classes.max(1))
             .enumerate()
@@ -365,9 +360,10 @@ impl Runner {
                         .cloned()
                         .unwrap_or_default(),
                     probabilities: p.to_vec(),
-                    input: inputs
-                        .as_ref()
-                        .and_then(|i| i.get(row * per_input..(row + 1) * per_input))
+                    input: keep
+                        .inputs
+                        .then(|| chunk.get(row * per_input..(row + 1) * per_input))
+                        .flatten()
                         .map(<[f32]>::to_vec),
                     embedding: embeddings
                         .as_ref()

@@ -2,6 +2,11 @@
 //! bandwidth is the median distance between all pooled points, and a permutation test for its
 //! p-value. Deterministic: the permutations come from a ChaCha generator seeded by the caller,
 //! and [`mmd_permutations`] gives them out so another implementation can replay them.
+//!
+//! [`mmd_test_until`] stops drawing once enough permuted statistics reached the observed one
+//! (Besag and Clifford's sequential Monte Carlo test, 1991): a window like its reference is
+//! judged after a few dozen permutations instead of hundreds, and only a discrepancy that
+//! chance rarely reaches costs the whole budget.
 
 use super::DriftError;
 use super::Side;
@@ -69,7 +74,9 @@ pub struct MmdOutcome {
     /// The kernel's bandwidth σ in `exp(-|x - y|² / 2σ²)`: the median pooled distance (1 when
     /// that is 0, e.g. for identical points).
     pub bandwidth: f64,
-    /// `(1 + #{permuted statistic >= observed}) / (1 + permutations)`.
+    /// `(1 + #{permuted statistic >= observed}) / (1 + permutations)`; for a test stopped
+    /// after `h` permuted statistics reached the observed one, at the `l`-th permutation,
+    /// `h / l`.
     pub p_value: f64,
     /// The mean of the permuted statistics: what MMD² comes to by chance between samples of
     /// these sizes from one distribution (the biased estimate's floor).
@@ -78,13 +85,25 @@ pub struct MmdOutcome {
     pub permutations: usize,
 }
 
-/// Runs the test: MMD² of `reference` against `current`, compared with its value under
-/// `permutations` random relabellings of the pooled rows drawn from `seed`.
+/// [`mmd_test_until`] that never stops early: every one of `permutations` is drawn.
 pub fn mmd_test(
     reference: &Embeddings,
     current: &Embeddings,
     permutations: usize,
     seed: u64,
+) -> Result<MmdOutcome, DriftError> {
+    mmd_test_until(reference, current, permutations, seed, usize::MAX)
+}
+
+/// Runs the test: MMD² of `reference` against `current`, compared with its value under up to
+/// `permutations` random relabellings of the pooled rows drawn from `seed`, stopping once
+/// `enough` of them reached it.
+pub fn mmd_test_until(
+    reference: &Embeddings,
+    current: &Embeddings,
+    permutations: usize,
+    seed: u64,
+    enough: usize,
 ) -> Result<MmdOutcome, DriftError> {
     check(reference, Side::Reference)?;
     check(current, Side::Current)?;
@@ -128,25 +147,33 @@ pub fn mmd_test(
     let sums = KernelSums::new(&kernel, total);
     let identity: Vec<usize> = (0..total).collect();
     let statistic = sums.mmd_squared(&kernel, &identity, n);
-    let (mut at_least, mut null_sum) = (0usize, 0.0);
-    for order in mmd_permutations(total, permutations, seed) {
+    let (mut at_least, mut drawn, mut null_sum) = (0usize, 0usize, 0.0);
+    for order in Permutations::new(total, seed).take(permutations) {
         let permuted = sums.mmd_squared(&kernel, &order, n);
         null_sum += permuted;
+        drawn += 1;
         if permuted >= statistic {
             at_least += 1;
+            if at_least >= enough {
+                break;
+            }
         }
     }
-    let p_value = (1 + at_least) as f64 / (1 + permutations) as f64;
+    let p_value = if at_least >= enough {
+        at_least as f64 / drawn as f64
+    } else {
+        (1 + at_least) as f64 / (1 + drawn) as f64
+    };
     Ok(MmdOutcome {
         statistic,
         bandwidth,
         p_value,
-        null_mean: if permutations > 0 {
-            null_sum / permutations as f64
+        null_mean: if drawn > 0 {
+            null_sum / drawn as f64
         } else {
             f64::NAN
         },
-        permutations,
+        permutations: drawn,
     })
 }
 
@@ -168,18 +195,36 @@ fn check(embeddings: &Embeddings, side: Side) -> Result<(), DriftError> {
 /// drawn by the widening-multiply rule from a ChaCha8 stream seeded with `seed`); the first
 /// `reference.rows()` entries of an order are the relabelled reference.
 pub fn mmd_permutations(total: usize, permutations: usize, seed: u64) -> Vec<Vec<usize>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..permutations)
-        .map(|_| {
-            let mut order: Vec<usize> = (0..total).collect();
-            for i in (1..total).rev() {
-                let bound = (i + 1) as u128;
-                let j = ((u128::from(rng.next_u64()) * bound) >> 64) as usize;
-                order.swap(i, j);
-            }
-            order
-        })
-        .collect()
+    Permutations::new(total, seed).take(permutations).collect()
+}
+
+/// The endless stream of [`mmd_permutations`], drawn as they are needed.
+struct Permutations {
+    rng: ChaCha8Rng,
+    total: usize,
+}
+
+impl Permutations {
+    fn new(total: usize, seed: u64) -> Permutations {
+        Permutations {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            total,
+        }
+    }
+}
+
+impl Iterator for Permutations {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.total).collect();
+        for i in (1..self.total).rev() {
+            let bound = (i + 1) as u128;
+            let j = ((u128::from(self.rng.next_u64()) * bound) >> 64) as usize;
+            order.swap(i, j);
+        }
+        Some(order)
+    }
 }
 
 /// What every relabelling shares: the kernel matrix's row sums and total. With them, MMD² of

@@ -26,7 +26,7 @@ mod wasserstein;
 
 pub use fdr::{AlertDecision, AlertPolicy, alert_decisions, benjamini_hochberg};
 pub use ks::KsOutcome;
-pub use mmd::{Embeddings, MmdOutcome, mmd_permutations, mmd_test};
+pub use mmd::{Embeddings, MmdOutcome, mmd_permutations, mmd_test, mmd_test_until};
 pub use report::{ColumnReport, DEFAULT_DRIFT_SHARE, DriftSummary, summarize};
 
 use counts::CategoryCounts;
@@ -391,18 +391,20 @@ pub fn compare_columns(
 }
 
 /// Compares a model's embeddings of the current inputs with its embeddings of the reference's
-/// by the maximum mean discrepancy ([`mmd_test`], `permutations` relabellings drawn from
-/// `seed`). The effect size is the discrepancy beyond chance, `√max(0, MMD² − E₀[MMD²])`
-/// with the null's mean from the permutations: the biased MMD² of two samples of one
-/// distribution is not 0 but shrinks with their size, and the effect should not.
+/// by the maximum mean discrepancy ([`mmd_test_until`]: up to `permutations` relabellings
+/// drawn from `seed`, stopping once `enough` reached the observed discrepancy). The effect
+/// size is the discrepancy beyond chance, `√max(0, MMD² − E₀[MMD²])` with the null's mean
+/// from the permutations: the biased MMD² of two samples of one distribution is not 0 but
+/// shrinks with their size, and the effect should not.
 pub fn compare_embeddings(
     column: &str,
     reference: &Embeddings,
     current: &Embeddings,
     permutations: usize,
     seed: u64,
+    enough: usize,
 ) -> Result<ColumnReport, DriftError> {
-    let outcome = mmd_test(reference, current, permutations, seed)?;
+    let outcome = mmd_test_until(reference, current, permutations, seed, enough)?;
     let threshold = StatTest::Mmd.default_threshold();
     Ok(ColumnReport {
         column: column.to_string(),
