@@ -338,7 +338,7 @@ async fn a_study_of_many_trials_keeps_its_object_small() {
     let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
     let operator = h.operator("many", &["--leader-elect=false"]);
     operator.ready().await;
-    // `make scale-study` runs it with 10,000 trials; `make test` with 120.
+    // `make bench-study` runs it with 2,000 trials (BENCH_TRIALS); `make test` with 120.
     let trials_wanted = std::env::var("TOUCAN_STUDY_TRIALS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())

@@ -660,3 +660,81 @@ fn a_missing_dataset_is_an_input_error_and_writes_nothing() {
     assert!(stderr(&run).contains("nope"));
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn labelled_tables_join_the_training_split_of_one_run() {
+    let work = tempfile::tempdir().unwrap();
+    let data = bars_dataset(work.path(), 30);
+    let header: Vec<String> = std::iter::once("request_id,label".to_string())
+        .chain((1..=144).map(|i| format!("pixel{i}")))
+        .collect();
+    let row = |id: &str, class: &str| {
+        let pixels: Vec<String> = (0..144).map(|i| ((i * 7) % 256).to_string()).collect();
+        format!("{id},{class},{}", pixels.join(","))
+    };
+    let table = work.path().join("window.csv");
+    std::fs::write(
+        &table,
+        format!(
+            "{}\n{}\n{}\n",
+            header.join(","),
+            row("r1", "top"),
+            row("r2", "bottom")
+        ),
+    )
+    .unwrap();
+    let run = train_command(
+        &data,
+        &work.path().join("model"),
+        &[
+            "--model",
+            "linear",
+            "--epochs",
+            "1",
+            "--add-train",
+            table.to_str().unwrap(),
+            "--add-train",
+            "",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "2 records of {} join the training split",
+            table.display()
+        )),
+        "{stderr}"
+    );
+
+    // A class the dataset lacks is refused with the table's line, and nothing is written.
+    std::fs::write(
+        &table,
+        format!("{}\n{}\n", header.join(","), row("r3", "zebra")),
+    )
+    .unwrap();
+    let out = work.path().join("refused");
+    let run = train_command(
+        &data,
+        &out,
+        &[
+            "--model",
+            "linear",
+            "--epochs",
+            "1",
+            "--add-train",
+            table.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("window.csv") && stderr.contains("line 2") && stderr.contains("zebra"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

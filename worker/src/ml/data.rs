@@ -11,6 +11,7 @@
 //! not depend on libtorch's generator, so a run resumed in the middle of an epoch sees the same
 //! remaining batches.
 
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -98,6 +99,43 @@ pub fn load_split(dataset: &Dataset, split: &str) -> Result<Split, MlError> {
     Ok(Split {
         pixels,
         labels: Tensor::from_slice(&labels),
+    })
+}
+
+/// `split` followed by the records of the CSV pixel tables `tables` (empty paths stand for
+/// none), read as `ingest --add-train` reads them: `label` holds class names of `dataset`,
+/// the `pixel*` columns an image of its shape. A table with a header and no rows adds nothing.
+pub fn with_added(split: Split, dataset: &Dataset, tables: &[PathBuf]) -> Result<Split, MlError> {
+    let image = dataset.index.image;
+    let (mut pixels, mut labels) = (vec![split.pixels], vec![split.labels]);
+    for path in tables.iter().filter(|p| !p.as_os_str().is_empty()) {
+        let read = crate::ingest::pixel_csv::read_rows(
+            path,
+            crate::ingest::pixel_csv::TableOptions {
+                label_column: crate::ingest::DEFAULT_LABEL_COLUMN,
+                shape: Some(image),
+                class_names: Some(&dataset.index.classes),
+                shape_from: "the dataset's image shape",
+            },
+        )?;
+        let Some((records, _)) = read else { continue };
+        let n = records.labels.len() as i64;
+        pixels.push(Tensor::from_slice(&records.pixels).view([
+            n,
+            i64::from(image.height),
+            i64::from(image.width),
+            i64::from(image.channels),
+        ]));
+        let added: Vec<i64> = records.labels.iter().map(|&l| i64::from(l)).collect();
+        labels.push(Tensor::from_slice(&added));
+        eprintln!(
+            "toucan-worker train: {n} records of {} join the training split",
+            path.display()
+        );
+    }
+    Ok(Split {
+        pixels: Tensor::cat(&pixels, 0),
+        labels: Tensor::cat(&labels, 0),
     })
 }
 

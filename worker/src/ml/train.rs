@@ -158,6 +158,13 @@ pub struct TrainArgs {
     /// more epochs), instead of removing them.
     #[arg(long)]
     pub keep_checkpoints: bool,
+    /// A CSV pixel table whose labelled images join the training split for this run, e.g.
+    /// the labelled production samples a retraining run gets as `{{alert.window.samples}}`
+    /// (its `label` column of class names and its `pixel*` columns, at the dataset's image
+    /// shape; validation and test stay the dataset's). Repeatable; a table with a header and
+    /// no rows, or an empty value, adds nothing.
+    #[arg(long, value_name = "FILE.csv", value_parser = args::existing_file_or_empty)]
+    pub add_train: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
     /// libtorch's intra-op threads (default: libtorch's choice, the physical cores).
@@ -477,7 +484,11 @@ pub fn run(args: &TrainArgs) -> Result<FinalMetrics, MlError> {
         Some(n) => n,
         None => Normalization::from_card(&dataset)?,
     };
-    let train = data::load_split(&dataset, "train")?;
+    let train = data::with_added(
+        data::load_split(&dataset, "train")?,
+        &dataset,
+        &args.add_train,
+    )?;
     let valid = data::load_split(&dataset, "valid")?;
     let test = data::load_split(&dataset, "test")?;
     if train.is_empty() {
