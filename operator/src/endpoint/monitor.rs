@@ -734,8 +734,8 @@ async fn note(ctx: &Context, alert: &AlertRecord, action: String) -> Result<()> 
 }
 
 /// Ends a retrained candidate's rollout in the spec: promoted, it becomes the only version
-/// and takes every request; rolled back, it is removed. Clears the annotations and records
-/// the outcome on the alert. Returns the event.
+/// and takes every request; rolled back, it is removed. Records the outcome on the alert,
+/// then clears the annotations. Returns the event.
 pub async fn finish_rollout(
     ctx: &Context,
     endpoint: &Endpoint,
@@ -763,15 +763,8 @@ pub async fn finish_rollout(
         "spec": {"versions": versions, "traffic": traffic, "rollout": null},
     });
     let name = kube::ResourceExt::name_any(endpoint);
-    let endpoints: Api<Endpoint> = Api::namespaced(ctx.client.clone(), namespace);
-    endpoints
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Merge(&patch),
-        )
-        .await?;
     let outcome = if promoted { "promoted" } else { "rolled back" };
+    // The outcome goes on the alert first: whoever sees the spec change finds it recorded.
     if let Some((key, since)) = kube::ResourceExt::annotations(endpoint)
         .get(ALERT_ANNOTATION)
         .and_then(|a| a.rsplit_once('@'))
@@ -790,6 +783,14 @@ pub async fn finish_rollout(
             .await?;
         }
     }
+    let endpoints: Api<Endpoint> = Api::namespaced(ctx.client.clone(), namespace);
+    endpoints
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     Ok(if promoted {
         Note::normal(
             "RetrainedVersionPromoted",
