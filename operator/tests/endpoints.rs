@@ -186,22 +186,11 @@ async fn router_sees(agent: &ureq::Agent, router: &str, versions: &[&str]) {
 /// Gateway API's HTTPRoute CRD, from its Go module (`sigs.k8s.io/gateway-api`, through the
 /// module cache), installed in the test cluster.
 fn install_http_route_crd(h: &Harness) {
-    let out = Command::new("go")
-        .args(["mod", "download", "-json", "sigs.k8s.io/gateway-api@v1.6.3"])
-        .current_dir(std::env::temp_dir())
-        .env("GOFLAGS", "-mod=mod")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "go mod download: {}",
-        String::from_utf8_lossy(&out.stderr)
+    h.install_crd_from_go_module(
+        "sigs.k8s.io/gateway-api@v1.6.3",
+        "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml",
+        "httproutes.gateway.networking.k8s.io",
     );
-    let module: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let crd = std::path::Path::new(module["Dir"].as_str().unwrap())
-        .join("config/crd/standard/gateway.networking.k8s.io_httproutes.yaml");
-    h.kubectl_ok(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
-    h.wait_established(&["httproutes.gateway.networking.k8s.io"]);
 }
 
 /// The weights of the endpoint's HTTPRoute, by backend Service.

@@ -193,27 +193,11 @@ fn events_of(h: &Harness, name: &str) -> Vec<String> {
 /// Installs prometheus-operator's PrometheusRule CRD (from its Go module) and waits for the
 /// endpoint's rule: owned by the Endpoint, with its drift alert.
 async fn the_rule_is_applied_once_prometheus_operator_is_there(h: &Harness, name: &str) {
-    let out = std::process::Command::new("go")
-        .args([
-            "mod",
-            "download",
-            "-json",
-            "github.com/prometheus-operator/prometheus-operator@v0.89.0",
-        ])
-        .current_dir(std::env::temp_dir())
-        .env("GOFLAGS", "-mod=mod")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "go mod download: {}",
-        String::from_utf8_lossy(&out.stderr)
+    h.install_crd_from_go_module(
+        "github.com/prometheus-operator/prometheus-operator@v0.89.0",
+        "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+        "prometheusrules.monitoring.coreos.com",
     );
-    let module: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let crd = std::path::Path::new(module["Dir"].as_str().unwrap())
-        .join("example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml");
-    h.kubectl_ok(&["apply", "--server-side", "-f", crd.to_str().unwrap()]);
-    h.wait_established(&["prometheusrules.monitoring.coreos.com"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let rule: Value = loop {
         let out = h.kubectl(&["get", "prometheusrule", name, "-n", NS, "-o", "json"]);

@@ -182,6 +182,26 @@ impl Harness {
     /// Waits until the CRDs `names` are established. Right after `apply` a CRD may have no
     /// conditions yet, which `kubectl wait` reports as an error rather than waiting: it is
     /// asked again.
+    /// Applies the CRD file `path` of the Go module `module` (`PATH@VERSION`, fetched through
+    /// the module cache) and waits until `crd` is established.
+    pub fn install_crd_from_go_module(&self, module: &str, path: &str, crd: &str) {
+        let out = Command::new("go")
+            .args(["mod", "download", "-json", module])
+            .current_dir(std::env::temp_dir())
+            .env("GOFLAGS", "-mod=mod")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "go mod download: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let file = Path::new(found["Dir"].as_str().unwrap()).join(path);
+        self.kubectl_ok(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
+        self.wait_established(&[crd]);
+    }
+
     pub fn wait_established(&self, names: &[&str]) {
         let mut wait = vec![
             "wait".to_string(),

@@ -204,17 +204,8 @@ fn read_added(
         sources: Vec::new(),
         metadata: BTreeMap::new(),
     };
-    for path in tables.iter().filter(|p| !p.as_os_str().is_empty()) {
-        let Some((table, _)) = pixel_csv::read_rows(
-            path,
-            pixel_csv::TableOptions {
-                label_column: DEFAULT_LABEL_COLUMN,
-                shape: Some(records.shape),
-                class_names: Some(classes),
-                shape_from: "the dataset's image shape",
-            },
-        )?
-        else {
+    for path in tables {
+        let Some(table) = pixel_csv::read_added(path, records.shape, classes)? else {
             continue;
         };
         for name in records.metadata.keys() {

@@ -125,6 +125,28 @@ pub fn read_rows(
     Ok(Some((records, classes.names)))
 }
 
+/// The labelled records a table adds to a dataset of `shape` and `classes` (`--add-train`, in
+/// ingest and in train): `None` for an empty path or a table without rows.
+pub fn read_added(
+    path: &Path,
+    shape: ImageShape,
+    classes: &[String],
+) -> Result<Option<Records>, DatasetError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let read = read_rows(
+        path,
+        TableOptions {
+            label_column: super::DEFAULT_LABEL_COLUMN,
+            shape: Some(shape),
+            class_names: Some(classes),
+            shape_from: "the dataset's image shape",
+        },
+    )?;
+    Ok(read.map(|(records, _)| records))
+}
+
 /// The image shape of `count` pixel columns: `given`, which must match, or square grayscale.
 pub fn shape(
     count: usize,

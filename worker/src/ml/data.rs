@@ -108,17 +108,12 @@ pub fn load_split(dataset: &Dataset, split: &str) -> Result<Split, MlError> {
 pub fn with_added(split: Split, dataset: &Dataset, tables: &[PathBuf]) -> Result<Split, MlError> {
     let image = dataset.index.image;
     let (mut pixels, mut labels) = (vec![split.pixels], vec![split.labels]);
-    for path in tables.iter().filter(|p| !p.as_os_str().is_empty()) {
-        let read = crate::ingest::pixel_csv::read_rows(
-            path,
-            crate::ingest::pixel_csv::TableOptions {
-                label_column: crate::ingest::DEFAULT_LABEL_COLUMN,
-                shape: Some(image),
-                class_names: Some(&dataset.index.classes),
-                shape_from: "the dataset's image shape",
-            },
-        )?;
-        let Some((records, _)) = read else { continue };
+    for path in tables {
+        let Some(records) =
+            crate::ingest::pixel_csv::read_added(path, image, &dataset.index.classes)?
+        else {
+            continue;
+        };
         let n = records.labels.len() as i64;
         pixels.push(Tensor::from_slice(&records.pixels).view([
             n,
