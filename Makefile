@@ -130,7 +130,7 @@ bench-ingest: target-dir ## payload samples/s and labels/s through the API into 
 
 # The dev build (the test binary, the operator and the launcher the tests use), the test
 # cluster and a throwaway PostgreSQL.
-bench-study: build-torch ## a TuningStudy of 2,000 trials (BENCH_TRIALS) on the test cluster: the object's size and the operator's memory; writes bench/results/study-scale.md
+bench-study: build-torch ## a TuningStudy of 10,000 trials (BENCH_TRIALS) on the test cluster: the object's size and the operator's memory; writes bench/results/study-scale.md
 	bench/study-scale/run $(BENCH_TRIALS)
 
 bench-operator: build ## the operator vs Argo Workflows on the test cluster (BENCH_N runs per size, 400 and 1000 by default); writes bench/results/operator.md

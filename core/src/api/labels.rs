@@ -30,7 +30,7 @@ pub const SOURCE_DIR_ANNOTATION: &str = "toucan.dev/source-dir";
 /// `{STEP: {INPUT: ArtifactRef}}` (`toucan submit` writes it); the operator then stores
 /// nothing itself.
 pub const STAGED_INPUTS_ANNOTATION: &str = "toucan.dev/staged-inputs";
-/// On a PipelineRun: the name of a PipelineRun in its namespace whose steps' newest
+/// On a PipelineRun: the id (in the metadata store) of an earlier run whose steps' newest
 /// checkpoints its steps start from (a tuning study's promoted trial, whose larger budget
 /// trains on from where the smaller one ended).
 pub const CHECKPOINTS_FROM_ANNOTATION: &str = "toucan.dev/checkpoints-from";

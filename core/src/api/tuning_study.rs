@@ -126,7 +126,16 @@ pub struct TrialTemplate {
     /// TrainingJob's `train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective_from: Option<String>,
+    /// On a cluster: how many finished trials keep their PipelineRun (and its pods), the
+    /// newest by trial index; older ones are deleted once their outcome is in the ledger, and
+    /// their records stay in the metadata store (`toucan get trials`, `toucan get runs`).
+    /// [`DEFAULT_KEEP_RUNS`] when omitted. A local study's runs are rows of its own store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_runs: Option<u32>,
 }
+
+/// How many finished trials keep their PipelineRun when `trial.keepRuns` is omitted.
+pub const DEFAULT_KEEP_RUNS: u32 = 50;
 
 /// The step name of an inline trial.
 pub const INLINE_TRIAL_STEP: &str = "trial";

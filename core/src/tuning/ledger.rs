@@ -155,6 +155,16 @@ impl TrialLedger {
         Ok(())
     }
 
+    /// The finished trials whose runs may go once the newest `keep` finished trials (by
+    /// index) keep theirs: a study of thousands of trials leaves a bounded number of runs
+    /// (and their pods) behind. Their outcomes are in the ledger; a promoted trial trains on
+    /// from its previous run's checkpoints, which outlive the run.
+    pub fn expired_runs(&self, keep: u32) -> impl Iterator<Item = u32> + '_ {
+        let finished = self.trials.iter().filter(|t| t.state.is_finished());
+        let expired = finished.clone().count().saturating_sub(keep as usize);
+        finished.take(expired).map(|t| t.index)
+    }
+
     /// The trial with this index.
     pub fn trial(&self, index: u32) -> Result<&Trial, TuningError> {
         self.trials

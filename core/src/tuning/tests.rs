@@ -211,6 +211,25 @@ fn a_study_stops_at_max_trials_and_respects_parallelism() {
 }
 
 #[test]
+fn only_the_oldest_finished_trials_runs_expire() {
+    let spec = study_yaml("{name: random}", 14, 3);
+    let (mut ledger, _) = drive(&spec, &quadratic, &|_| false);
+    assert_eq!(ledger.expired_runs(20).count(), 0, "fewer than kept");
+    assert_eq!(
+        ledger.expired_runs(4).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    // Active trials keep their runs and do not count; the newest finished ones are kept.
+    ledger.trials[2].state = TrialState::Running;
+    ledger.trials[12].state = TrialState::Pending;
+    assert_eq!(
+        ledger.expired_runs(4).collect::<Vec<_>>(),
+        [0, 1, 3, 4, 5, 6, 7, 8]
+    );
+    assert_eq!(ledger.expired_runs(0).count(), 12);
+}
+
+#[test]
 fn sobol_points_depend_on_the_seed_when_scrambled() {
     let run = |alg: &str| params_of(&drive(&study_yaml(alg, 8, 1), &quadratic, &|_| false).0);
     assert_eq!(run("{name: sobol, seed: 1}"), run("{name: sobol, seed: 1}"));

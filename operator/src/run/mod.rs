@@ -33,12 +33,14 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::finalizer::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use toucan_core::api::PipelineRun;
+use toucan_core::api::labels::RUN_UID_LABEL;
 use toucan_core::engine::Run;
 use toucan_core::records::{Millis, Phase, RunChanges, RunPhase};
 pub use toucan_core::time::now_ms;
@@ -196,10 +198,14 @@ fn next_wake(run: &Run, wake: Option<Millis>) -> Action {
     }
 }
 
-/// A deleted run: an unfinished one is recorded as cancelled (its pods go with it through
-/// their owner reference).
+/// A deleted run: an unfinished one is recorded as cancelled, and its pods are deleted now
+/// rather than when the garbage collector reaches them (through their owner reference), which
+/// takes minutes once a study deletes its finished trials' runs by the thousand.
 async fn cleanup(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
     if let Some(uid) = plr.uid() {
+        if let Some(namespace) = plr.namespace() {
+            delete_pods(ctx, &namespace, &uid).await?;
+        }
         if let Some(record) = ctx.store.get_run(&uid).await?
             && !record.phase.is_terminal()
         {
@@ -218,4 +224,27 @@ async fn cleanup(plr: &PipelineRun, ctx: &Context) -> Result<Action> {
         ctx.forget_run(&uid);
     }
     Ok(Action::await_change())
+}
+
+/// Deletes the pods of the run with this UID; those already going are left alone.
+async fn delete_pods(ctx: &Context, namespace: &str, uid: &str) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{RUN_UID_LABEL}={uid}");
+    let pods = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?;
+    for pod in pods.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match api
+            .delete(&pod.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

@@ -134,29 +134,18 @@ async fn source_dir(plr: &PipelineRun, ctx: &Context, run: &RunRef) -> Result<Op
 }
 
 /// A PipelineRun annotated [`CHECKPOINTS_FROM_ANNOTATION`] (a promoted trial's larger budget):
-/// the newest checkpoint pointer of each step of the named run is recorded for the same step
-/// of this one, so that its pods restore it and training goes on from there. Best effort, as
-/// every checkpoint is: a run that cannot inherit them trains from the start, and says why.
+/// the newest checkpoint pointer of each step of the run with that id is recorded for the
+/// same step of this one, so that its pods restore it and training goes on from there. The
+/// pointers are the store's, so the earlier PipelineRun may be gone. Best effort, as every
+/// checkpoint is: a run that cannot inherit them trains from the start, and says why.
 pub async fn inherit_checkpoints(plr: &PipelineRun, run: &RunRef, ctx: &Context) {
     let Some(from) = plr.annotations().get(CHECKPOINTS_FROM_ANNOTATION) else {
         return;
     };
-    let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let result = async {
-        let Some(previous) = runs.get_opt(from).await? else {
-            return Ok::<_, Error>(0);
-        };
-        let Some(previous_id) = previous
-            .status
-            .as_ref()
-            .and_then(|s| s.run_id.clone())
-            .or_else(|| previous.uid())
-        else {
-            return Ok(0);
-        };
         let pointers = ctx
             .store
-            .list_run_documents(&previous_id, DocumentKind::Checkpoint)
+            .list_run_documents(from, DocumentKind::Checkpoint)
             .await?;
         for (node, body) in &pointers {
             ctx.store
@@ -169,7 +158,7 @@ pub async fn inherit_checkpoints(plr: &PipelineRun, run: &RunRef, ctx: &Context)
                 )
                 .await?;
         }
-        Ok(pointers.len())
+        Ok::<_, Error>(pointers.len())
     }
     .await;
     match result {

@@ -12,7 +12,8 @@
 //! 4. [`Study::decide`] and [`TrialLedger::apply`]; once `budget.deadline` has passed, the
 //!    study ends ([`Study::end_now`]): nothing new starts and the active trials stop;
 //! 5. save every changed trial in one transaction, *then* create the children of pending
-//!    trials and delete those of stopped ones;
+//!    trials and delete those of stopped ones, and those of finished ones beyond the newest
+//!    `trial.keepRuns` ([`TrialLedger::expired_runs`]);
 //! 6. write the status (only when it changed) and, at the end, the study's phase in the store.
 //!
 //! Decisions depend only on the ledger and the ledger is saved before any child is made, so
@@ -32,7 +33,9 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
-use toucan_core::api::{Pipeline, PipelineRun, PipelineSpec, TuningStudy, TuningStudyStatus};
+use toucan_core::api::{
+    DEFAULT_KEEP_RUNS, Pipeline, PipelineRun, PipelineSpec, TuningStudy, TuningStudyStatus,
+};
 use toucan_core::manifest::{Source, check_study, check_study_pipeline, objective_source};
 use toucan_core::records::{Phase, StudyRecord, TrialRecord};
 use toucan_core::time::{now_ms, rfc3339};
@@ -64,6 +67,8 @@ struct Shared {
     ctx: Arc<Context>,
     /// Studies (by UID) whose stopped trials' children were swept since this process started.
     swept: Mutex<HashSet<String>>,
+    /// Every study's trial runs, metadata only.
+    children: reflector::Store<PartialObjectMeta<PipelineRun>>,
 }
 
 /// Runs the controller until `shutdown`: a study is reconciled when it changes, when one of
@@ -101,8 +106,11 @@ pub async fn controller(
                 std::future::ready(())
             }
         });
+    let (children, children_writer) = reflector::store::<PartialObjectMeta<PipelineRun>>();
     let trial_runs = watcher(runs, watcher::Config::default().labels(STUDY_LABEL))
         .default_backoff()
+        .modify(|r| r.metadata.managed_fields = None)
+        .reflect(children_writer)
         .touched_objects()
         .for_each({
             let queue = queue.clone();
@@ -124,6 +132,7 @@ pub async fn controller(
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),
         swept: Mutex::new(HashSet::new()),
+        children,
     });
     let runner = queue::run(
         queue,
@@ -288,7 +297,8 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
         if trial.state != TrialState::Pending || present.contains(&trial.index) {
             continue;
         }
-        match trials::child_run(&template, trial) {
+        let previous = run_ids.get(index).and_then(Option::as_deref);
+        match trials::child_run(&template, trial, previous) {
             Ok(run) => children.push(run),
             Err(why) => {
                 let name = trial.name.clone();
@@ -329,7 +339,11 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
     let stopping = async {
         for stop in &decisions.stop {
             let trial = ledger.trial(stop.index).map_err(trials::ledger_error)?;
-            trials::stop(&runs, &trials::child_of(&name, trial)).await?;
+            trials::delete(&runs, &trials::child_of(&name, trial)).await?;
+        }
+        let keep = study.spec.trial.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
+        for child in trials::expired(&shared.children.state(), &uid, &ledger, keep) {
+            trials::delete(&runs, &child).await?;
         }
         if !shared
             .swept

@@ -7,9 +7,10 @@
 //! of their own (`TRIAL-bBUDGET`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PartialObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 use toucan_core::api::labels::CHECKPOINTS_FROM_ANNOTATION;
 use toucan_core::api::{ParamValue, PipelineRun, PipelineRunSpec, PipelineSpec, TuningStudy};
@@ -207,8 +208,37 @@ async fn read_objective(
     Ok(objective_of(&record, param))
 }
 
-/// The PipelineRun that runs `trial`'s current budget, or why it cannot be made.
-pub fn child_run(t: &Template<'_>, trial: &Trial) -> Result<PipelineRun, String> {
+/// The children of `study` (by UID) among `runs` whose finished trials are beyond the newest
+/// `keep` ones, unless already being deleted.
+pub fn expired(
+    runs: &[Arc<PartialObjectMeta<PipelineRun>>],
+    study: &str,
+    ledger: &TrialLedger,
+    keep: u32,
+) -> Vec<String> {
+    let expired: BTreeSet<u32> = ledger.expired_runs(keep).collect();
+    if expired.is_empty() {
+        return Vec::new();
+    }
+    runs.iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none() && owned_by(r.as_ref(), study))
+        .filter(|r| {
+            r.labels()
+                .get(TRIAL_LABEL)
+                .and_then(|i| i.parse().ok())
+                .is_some_and(|i| expired.contains(&i))
+        })
+        .map(|r| r.name_any())
+        .collect()
+}
+
+/// The PipelineRun that runs `trial`'s current budget, or why it cannot be made; a promoted
+/// trial's (`run_id`: the store's id of its previous run) starts from that run's checkpoints.
+pub fn child_run(
+    t: &Template<'_>,
+    trial: &Trial,
+    run_id: Option<&str>,
+) -> Result<PipelineRun, String> {
     let values = t.engine.trial_values(trial);
     let made = trial_run(t.name, &t.study.spec, t.referenced, &values)?;
     let owner = t
@@ -223,9 +253,9 @@ pub fn child_run(t: &Template<'_>, trial: &Trial) -> Result<PipelineRun, String>
                 (STUDY_LABEL.to_string(), study_label(t.name)),
                 (TRIAL_LABEL.to_string(), trial.index.to_string()),
             ])),
-            annotations: previous_child(t.name, trial).map(|previous| {
-                BTreeMap::from([(CHECKPOINTS_FROM_ANNOTATION.to_string(), previous)])
-            }),
+            annotations: previous_child(t.name, trial)
+                .and(run_id)
+                .map(|id| BTreeMap::from([(CHECKPOINTS_FROM_ANNOTATION.to_string(), id.into())])),
             owner_references: Some(vec![OwnerReference {
                 block_owner_deletion: Some(true),
                 ..owner
@@ -254,9 +284,9 @@ pub async fn create(runs: &Api<PipelineRun>, run: &PipelineRun) -> Result<()> {
     }
 }
 
-/// Deletes a stopped trial's child: the run controller records it as cancelled and its pods
-/// go with it.
-pub async fn stop(runs: &Api<PipelineRun>, child: &str) -> Result<()> {
+/// Deletes a trial's child, with its pods: a stopped trial's, which the run controller records
+/// as cancelled, or a finished one's, whose records stay as they are.
+pub async fn delete(runs: &Api<PipelineRun>, child: &str) -> Result<()> {
     match runs.delete(child, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -299,7 +329,7 @@ pub async fn sweep(runs: &Api<PipelineRun>, t: &Template<'_>, ledger: &TrialLedg
                 && !finished
                 && run.metadata.deletion_timestamp.is_none()
             {
-                stop(runs, &run.name_any()).await?;
+                delete(runs, &run.name_any()).await?;
             }
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -309,7 +339,7 @@ pub async fn sweep(runs: &Api<PipelineRun>, t: &Template<'_>, ledger: &TrialLedg
     }
 }
 
-fn owned_by(run: &PipelineRun, uid: &str) -> bool {
+fn owned_by(run: &impl Resource, uid: &str) -> bool {
     run.owner_references()
         .iter()
         .any(|o| o.uid == uid && o.kind == "TuningStudy")
