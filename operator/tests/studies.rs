@@ -1,6 +1,7 @@
 //! TuningStudies applied to the real test cluster: a study runs its trials as PipelineRuns and
 //! finishes with its best trial in status and every trial in the store; an operator killed
-//! ten times during a study leaves exactly the trials an undisturbed one ran; an invalid study
+//! ten times during a study of the Fashion-MNIST pipeline leaves exactly the trials an
+//! undisturbed one ran; an invalid study
 //! runs nothing; a study of hundreds of trials keeps its object small; median stopping stops a
 //! trial whose pushed metrics are clearly worse; a study of a Pipeline waits for it and passes
 //! typed params; a deadline ends a study; warm-start studies are read, and a missing or
@@ -13,7 +14,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Harness, Operator};
+use common::{Harness, Operator, repo};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
@@ -55,6 +56,59 @@ fn quadratic_study(name: &str) -> TuningStudy {
             },
         }),
     )
+}
+
+/// Twelve TPE trials of `examples/fashion-mnist` at a small size (a linear model for one epoch
+/// on one thread), over the learning rate and the batch size, two at a time; the objective is
+/// the evaluate step's test accuracy. Its namespace needs the Pipeline ([`apply_fashion`]).
+fn fashion_study(name: &str) -> TuningStudy {
+    study(
+        name,
+        serde_json::json!({
+            "objective": {"metric": "accuracy", "goal": "maximize"},
+            "parameters": [
+                {"name": "learning_rate", "type": "double", "min": 0.0005, "max": 0.05,
+                 "scale": "log"},
+                {"name": "batch_size", "type": "discrete", "values": [64, 128, 256]},
+            ],
+            "algorithm": {"name": "tpe", "seed": 11, "startupTrials": 4},
+            "budget": {"maxTrials": 12, "parallelTrials": 2},
+            "trial": {
+                "pipelineRef": {"name": "fashion-mnist"},
+                "params": [
+                    {"name": "model", "value": "linear"},
+                    {"name": "epochs", "value": "1"},
+                    {"name": "threads", "value": "1"},
+                    {"name": "min_accuracy", "value": "0.5"},
+                    {"name": "learning_rate", "value": "{{trial.params.learning_rate}}"},
+                    {"name": "batch_size", "value": "{{trial.params.batch_size}}"},
+                ],
+                "objectiveFrom": "{{steps.evaluate.outputs.params.accuracy}}",
+            },
+        }),
+    )
+}
+
+/// `examples/fashion-mnist`'s Pipeline in `ns`, its `path:` inputs read from the example.
+fn apply_fashion(h: &Harness, ns: &str) {
+    let example = repo()
+        .join("examples/fashion-mnist")
+        .canonicalize()
+        .unwrap();
+    h.kubectl_ok(&[
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        example.join("pipeline.yaml").to_str().unwrap(),
+    ]);
+    h.kubectl_ok(&[
+        "annotate",
+        "-n",
+        ns,
+        "pipeline/fashion-mnist",
+        &format!("toucan.dev/source-dir={}", example.display()),
+    ]);
 }
 
 /// A namespace for a study, with the artifact store's Secret its step pods need (S3).
@@ -173,8 +227,9 @@ async fn a_study_finishes_and_a_killed_operator_resumes_it_exactly() {
     calm_operator.ready().await;
     chaos_operator.ready().await;
     for ns in ["calm", "chaos"] {
+        apply_fashion(&h, ns);
         let api: Api<TuningStudy> = Api::namespaced(h.client(), ns);
-        api.create(&PostParams::default(), &quadratic_study("quad"))
+        api.create(&PostParams::default(), &fashion_study("fmnist"))
             .await
             .unwrap();
     }
@@ -185,7 +240,7 @@ async fn a_study_finishes_and_a_killed_operator_resumes_it_exactly() {
     calm.create(&PostParams::default(), &bad).await.unwrap();
 
     let chaos: Api<TuningStudy> = Api::namespaced(h.client(), "chaos");
-    let chaos_study = chaos.get("quad").await.unwrap();
+    let chaos_study = chaos.get("fmnist").await.unwrap();
     let mut kills = 0;
     let mut last = stored_trials(&store, &chaos_study).await;
     let mut since = Instant::now();
@@ -196,14 +251,17 @@ async fn a_study_finishes_and_a_killed_operator_resumes_it_exactly() {
         let now = stored_trials(&store, &chaos_study).await;
         if now != last || since.elapsed() > Duration::from_secs(1) {
             tokio::time::sleep(Duration::from_millis((kills * 73) % 300)).await;
-            let ended = stored_trials(&store, &chaos_study)
-                .await
-                .iter()
-                .filter(|t| t.2.is_finished())
-                .count();
+            let trials = stored_trials(&store, &chaos_study).await;
+            let ended = trials.iter().filter(|t| t.2.is_finished()).count();
             assert!(
                 ended < 12,
-                "the study ended after {kills} kills; the test kills too slowly"
+                "the study ended after {kills} kills; the test kills too slowly: {trials:#?}\n{:#?}\n{:#?}",
+                chaos.get("fmnist").await.unwrap().status,
+                child_runs(&h, "chaos", "fmnist")
+                    .await
+                    .iter()
+                    .map(|r| r.status.clone())
+                    .collect::<Vec<_>>()
             );
             chaos_operator.kill();
             kills += 1;
@@ -223,7 +281,7 @@ async fn a_study_finishes_and_a_killed_operator_resumes_it_exactly() {
 
     let mut done = Vec::new();
     for ns in ["calm", "chaos"] {
-        let study = wait_study(&h, ns, "quad", "ended", Duration::from_secs(240), is_over).await;
+        let study = wait_study(&h, ns, "fmnist", "ended", Duration::from_secs(300), is_over).await;
         let status = study.status.clone().unwrap();
         assert_eq!(phase(&status), "Succeeded", "{ns}: {status:#?}");
         let counts = status.trials.clone().unwrap();
@@ -235,7 +293,7 @@ async fn a_study_finishes_and_a_killed_operator_resumes_it_exactly() {
         let best = status.best.clone().unwrap();
         assert_eq!(
             best.params.keys().collect::<Vec<_>>(),
-            ["x", "y"],
+            ["batch_size", "learning_rate"],
             "{ns}: {best:#?}"
         );
         let condition = status
@@ -255,22 +313,35 @@ async fn a_study_finishes_and_a_killed_operator_resumes_it_exactly() {
             "{ns}: {trials:#?}"
         );
         // One run per trial, named from the study and the trial, none duplicated by a restart.
-        let mut runs: Vec<String> = child_runs(&h, ns, "quad")
+        let mut runs: Vec<String> = child_runs(&h, ns, "fmnist")
             .await
             .iter()
             .map(|r| r.name_any())
             .collect();
         runs.sort();
-        let mut expected: Vec<String> = trials.iter().map(|t| child_name("quad", &t.0)).collect();
+        let mut expected: Vec<String> = trials.iter().map(|t| child_name("fmnist", &t.0)).collect();
         expected.sort();
         assert_eq!(runs, expected, "{ns}");
-        // The best trial's objective is the quadratic of its parameters.
-        let x: f64 = best.params["x"].parse().unwrap();
-        let y: f64 = best.params["y"].parse().unwrap();
+        // The best trial's test accuracy after one epoch of the linear model, as its
+        // evaluate step reported it.
         let objective = best.objective.unwrap();
-        assert!(
-            (objective - ((x - 0.3).powi(2) + (y + 0.2).powi(2))).abs() < 1e-9,
-            "{ns}: {best:#?}"
+        assert!(objective > 0.75 && objective < 1.0, "{ns}: {best:#?}");
+        let run_id = store
+            .list_trials(&study.uid().unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.trial.name == best.name)
+            .and_then(|r| r.run_id)
+            .unwrap();
+        let evaluate = store.get_step(&run_id, "evaluate").await.unwrap().unwrap();
+        assert_eq!(
+            evaluate.outputs.params["accuracy"]
+                .trim()
+                .parse::<f64>()
+                .ok(),
+            Some(objective),
+            "{ns}: {evaluate:#?}"
         );
         done.push((trials, best.name));
     }

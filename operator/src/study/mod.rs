@@ -33,6 +33,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
+use toucan_core::api::labels::SOURCE_DIR_ANNOTATION;
 use toucan_core::api::{
     DEFAULT_KEEP_RUNS, Pipeline, PipelineRun, PipelineSpec, TuningStudy, TuningStudyStatus,
 };
@@ -164,6 +165,8 @@ enum Checked {
     Valid {
         referenced: Option<(String, Box<PipelineSpec>)>,
         pipeline: Box<PipelineSpec>,
+        /// The referenced Pipeline's `toucan.dev/source-dir`, for its `path:` inputs.
+        source_dir: Option<String>,
     },
     /// Cannot run as written.
     Invalid(String),
@@ -189,11 +192,12 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
     let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &namespace);
 
     // 1. Validate.
-    let (referenced, pipeline) = match check(ctx, &study, &namespace, &name).await? {
+    let (referenced, pipeline, source_dir) = match check(ctx, &study, &namespace, &name).await? {
         Checked::Valid {
             referenced,
             pipeline,
-        } => (referenced, pipeline),
+            source_dir,
+        } => (referenced, pipeline, source_dir),
         Checked::Invalid(why) => {
             let status = status::blocked_status(&previous, &why, false, generation);
             crate::status::apply::<TuningStudy, _>(
@@ -230,6 +234,7 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
         name: &name,
         uid: &uid,
         referenced: referenced.as_ref().map(|(n, s)| (n.as_str(), &**s)),
+        source_dir: source_dir.as_deref(),
         objective,
         engine: &engine,
     };
@@ -424,6 +429,7 @@ async fn check(ctx: &Context, study: &TuningStudy, namespace: &str, name: &str) 
     };
     let mut problems = check_study(&study.spec, &source);
     let mut referenced = None;
+    let mut source_dir = None;
     if problems.is_empty()
         && let Some(r) = &study.spec.trial.pipeline_ref
     {
@@ -435,6 +441,7 @@ async fn check(ctx: &Context, study: &TuningStudy, namespace: &str, name: &str) 
             )));
         };
         problems = check_study_pipeline(&study.spec, &pipeline.spec, &source);
+        source_dir = pipeline.annotations().get(SOURCE_DIR_ANNOTATION).cloned();
         referenced = Some((r.name.clone(), Box::new(pipeline.spec)));
     }
     if !problems.is_empty() {
@@ -452,6 +459,7 @@ async fn check(ctx: &Context, study: &TuningStudy, namespace: &str, name: &str) 
         Some(pipeline) => Checked::Valid {
             referenced,
             pipeline,
+            source_dir,
         },
         None => Checked::Invalid("spec.trial: says nothing to run".into()),
     })

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PartialObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
-use toucan_core::api::labels::CHECKPOINTS_FROM_ANNOTATION;
+use toucan_core::api::labels::{CHECKPOINTS_FROM_ANNOTATION, SOURCE_DIR_ANNOTATION};
 use toucan_core::api::{ParamValue, PipelineRun, PipelineRunSpec, PipelineSpec, TuningStudy};
 use toucan_core::manifest::{objective_of, objective_series, trial_run};
 use toucan_core::records::{DocumentKind, Phase};
@@ -34,6 +34,10 @@ pub struct Template<'a> {
     pub uid: &'a str,
     /// The Pipeline a `pipelineRef` names, with its name.
     pub referenced: Option<(&'a str, &'a PipelineSpec)>,
+    /// Where that Pipeline's relative `path:` inputs are read from (its
+    /// `toucan.dev/source-dir`), which every child run carries: a child holds the pipeline
+    /// inline, so the run controller cannot look it up from the Pipeline.
+    pub source_dir: Option<&'a str>,
     /// The step and output param the objective is read from.
     pub objective: (String, String),
     pub engine: &'a Study,
@@ -253,9 +257,7 @@ pub fn child_run(
                 (STUDY_LABEL.to_string(), study_label(t.name)),
                 (TRIAL_LABEL.to_string(), trial.index.to_string()),
             ])),
-            annotations: previous_child(t.name, trial)
-                .and(run_id)
-                .map(|id| BTreeMap::from([(CHECKPOINTS_FROM_ANNOTATION.to_string(), id.into())])),
+            annotations: annotations(t, trial, run_id),
             owner_references: Some(vec![OwnerReference {
                 block_owner_deletion: Some(true),
                 ..owner
@@ -273,6 +275,23 @@ pub fn child_run(
         },
         status: None,
     })
+}
+
+/// A child's annotations: where a promoted trial's checkpoints come from, and where the
+/// Pipeline's `path:` inputs are read from.
+fn annotations(
+    t: &Template<'_>,
+    trial: &Trial,
+    run_id: Option<&str>,
+) -> Option<BTreeMap<String, String>> {
+    let checkpoints = previous_child(t.name, trial)
+        .and(run_id)
+        .map(|id| (CHECKPOINTS_FROM_ANNOTATION.to_string(), id.to_string()));
+    let source = t
+        .source_dir
+        .map(|dir| (SOURCE_DIR_ANNOTATION.to_string(), dir.to_string()));
+    let all: BTreeMap<String, String> = checkpoints.into_iter().chain(source).collect();
+    (!all.is_empty()).then_some(all)
 }
 
 /// Creates a child; one already there (a repeated reconcile) is left as it is.
