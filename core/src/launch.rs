@@ -1,5 +1,5 @@
-//! The contract between a runtime and the launcher (`toucan-worker exec`) that wraps every
-//! step attempt.
+//! The contract between a runtime and the launcher (`toucan-launcher exec`, also
+//! `toucan-worker exec`) that wraps every step attempt.
 //!
 //! The runtime writes a [`LaunchSpec`] and starts the launcher. The launcher materializes the
 //! inputs from the artifact store by digest, resolves the path placeholders, runs the command

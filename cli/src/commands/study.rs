@@ -227,7 +227,7 @@ async fn drive(
     let ctx = Arc::new(StudyContext {
         home,
         store: store.clone(),
-        worker: super::run::worker_binary()?,
+        launcher: super::run::launcher_binary()?,
         parallelism,
         started: Instant::now(),
     });

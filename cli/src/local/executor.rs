@@ -1,6 +1,6 @@
 //! Carries out the engine's cache lookups and attempts on this machine: a lookup through the
 //! store crate's `cache::check` (the same one the operator uses), an attempt as a process
-//! group under the launcher (`toucan-worker exec`), reporting back to the runtime's loop as
+//! group under the launcher (`toucan-launcher exec`), reporting back to the runtime's loop as
 //! observations.
 
 use std::path::PathBuf;
@@ -31,7 +31,8 @@ pub struct Executor {
     pub store: Arc<dyn MetadataStore>,
     pub artifacts: ArtifactStore,
     pub home: Home,
-    pub worker: PathBuf,
+    /// The launcher that wraps each attempt (see `commands::run::launcher_binary`).
+    pub launcher: PathBuf,
     pub run_id: String,
     pub progress: Arc<Progress>,
     /// Where the steps keep their checkpoints (one folder per step), when not beside their
@@ -108,7 +109,7 @@ impl Executor {
         let deadline = inv
             .timeout_ms
             .map(|ms| (Instant::now() + Duration::from_millis(ms), ms));
-        run_launcher(&self.worker, &spec, stop, deadline, |log| {
+        run_launcher(&self.launcher, &spec, stop, deadline, |log| {
             let _ = observed.send(Observation::Launched {
                 node: inv.node.clone(),
                 attempt: inv.attempt,
@@ -119,11 +120,11 @@ impl Executor {
     }
 }
 
-/// Runs the launcher `worker` on `spec` in its own process group until it ends, `stop` turns
+/// Runs the launcher `launcher` on `spec` in its own process group until it ends, `stop` turns
 /// true, or `deadline` (with the timeout it came from, in ms) passes; `started` is called
 /// with the log's path once it runs. An error is a launcher that could not start.
 pub(super) async fn run_launcher(
-    worker: &std::path::Path,
+    launcher: &std::path::Path,
     spec: &LaunchSpec,
     mut stop: watch::Receiver<bool>,
     deadline: Option<(Instant, u64)>,
@@ -147,7 +148,7 @@ pub(super) async fn run_launcher(
         Ok(f) => f,
         Err(e) => return broken(format!("{}: {e}", log_path.display())),
     };
-    let child = tokio::process::Command::new(worker)
+    let child = tokio::process::Command::new(launcher)
         .arg("exec")
         .arg("--spec")
         .arg(&spec_path)
@@ -159,7 +160,7 @@ pub(super) async fn run_launcher(
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return broken(format!("starting {}: {e}", worker.display())),
+        Err(e) => return broken(format!("starting {}: {e}", launcher.display())),
     };
     let pid = child.id().map(|id| Pid::from_raw(id as i32));
     started(&log_path);

@@ -163,11 +163,11 @@ impl Executor {
         stop: watch::Receiver<bool>,
         tx: &mpsc::UnboundedSender<GangObservation>,
     ) {
-        let worker = self.worker.clone();
+        let launcher = self.launcher.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let started_tx = tx.clone();
-            let result = run_launcher(&worker, &spec, stop, None, |_| {
+            let result = run_launcher(&launcher, &spec, stop, None, |_| {
                 let _ = started_tx.send(GangObservation::Started {
                     replica,
                     incarnation,

@@ -158,6 +158,12 @@ pub(crate) fn sibling_binary(name: &str, env: &str) -> anyhow::Result<std::path:
     Ok(name.into())
 }
 
+/// Whether the bare program name `name` is found in a folder of PATH.
+pub(crate) fn on_path(name: &std::path::Path) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+}
+
 /// SIGINT (Ctrl-C) and SIGTERM.
 pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,

@@ -68,7 +68,8 @@ pub struct NamedPipeline {
 pub struct StudyContext {
     pub home: Home,
     pub store: Arc<dyn MetadataStore>,
-    pub worker: PathBuf,
+    /// The launcher that wraps each step attempt.
+    pub launcher: PathBuf,
     /// Steps at once within one trial's run.
     pub parallelism: usize,
     pub started: Instant,
@@ -381,7 +382,7 @@ impl Driver {
                     return;
                 }
             },
-            worker: self.ctx.worker.clone(),
+            launcher: self.ctx.launcher.clone(),
             home: self.ctx.home.clone(),
             run_id: run_id.clone(),
             progress: Arc::new(Progress::labelled(label, self.ctx.started)),

@@ -446,7 +446,7 @@ impl Monitor {
         let exec = Arc::new(Executor {
             store: self.store.clone(),
             artifacts: self.home.open_artifacts()?,
-            worker: crate::commands::run::worker_binary()?,
+            launcher: crate::commands::run::launcher_binary()?,
             home: self.home.clone(),
             run_id: id.to_string(),
             progress: Arc::new(Progress::labelled(
