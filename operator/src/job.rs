@@ -40,6 +40,7 @@ use toucan_core::time::now_ms;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::objects;
 use crate::queue::{self, Action, Class, Queue, QueueMetrics};
 use crate::run::gang::SUSPEND_ANNOTATION;
 
@@ -250,11 +251,7 @@ async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action> {
             let due = at + ttl.as_millis() as i64;
             if now_ms() >= due {
                 let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &namespace);
-                match jobs.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                objects::delete(&jobs, &name, &DeleteParams::background()).await?;
                 return Ok(Action::await_change());
             }
             Ok(Action::requeue(Duration::from_millis(

@@ -7,7 +7,8 @@
 //! PipelineRuns, as the tuning engine decides; [`endpoint`] serves an Endpoint's model versions
 //! as Deployments behind toucan's router, with rollouts and autoscaling decided by core. The
 //! control-plane API (`toucan_core::http`) is served with [`auth::ClusterAuth`]; [`admin`]
-//! serves metrics and health; [`leader`] makes sure only one replica reconciles. [`serve`]
+//! serves metrics and health; [`leader`] makes sure only one replica reconciles; [`objects`]
+//! holds the API calls they share. [`serve`]
 //! wires it all together.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod notes;
+pub mod objects;
 pub mod pipeline;
 pub mod queue;
 pub mod run;

@@ -29,6 +29,7 @@ use toucan_core::time::{self, now_ms};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::objects;
 use crate::queue::{self, Action, Class, Queue, QueueMetrics};
 use crate::run::prepare::source_of;
 use crate::triggers;
@@ -212,7 +213,7 @@ async fn schedule(
         } => {
             if replace {
                 for run in &active {
-                    delete_run(runs_api, &run.name_any()).await?;
+                    objects::delete(runs_api, &run.name_any(), &DeleteParams::background()).await?;
                 }
             }
             let run_name = schedule::run_name(&name, scheduled);
@@ -223,7 +224,7 @@ async fn schedule(
         }
     };
     for run in beyond_history(runs, pl.spec.history_limit) {
-        delete_run(runs_api, &run.name_any()).await?;
+        objects::delete(runs_api, &run.name_any(), &DeleteParams::background()).await?;
     }
     Ok(match next {
         Some(next) => Action::requeue(Duration::from_millis((next - now_ms()).max(0) as u64 + 50)),
@@ -310,15 +311,6 @@ async fn create_run(
     match api.create(&PostParams::default(), &run).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Deletes a run; one already gone counts as deleted.
-async fn delete_run(api: &Api<PipelineRun>, name: &str) -> Result<()> {
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -141,6 +141,11 @@ pub const DEFAULT_KEEP_RUNS: u32 = 50;
 pub const INLINE_TRIAL_STEP: &str = "trial";
 
 impl TrialTemplate {
+    /// How many finished trials keep their run: `keepRuns`, else [`DEFAULT_KEEP_RUNS`].
+    pub fn keep_runs(&self) -> u32 {
+        self.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS)
+    }
+
     /// Whether it writes one step inline (an image or a command).
     pub fn is_inline(&self) -> bool {
         self.image.is_some() || !self.command.is_empty()

@@ -22,6 +22,7 @@ use super::ENDPOINT_LABEL;
 use super::children::{Children, ROUTE_GROUP, ROUTE_KIND, ROUTE_VERSION};
 use crate::context::Context;
 use crate::error::Result;
+use crate::objects;
 use crate::run::pods::dns_label;
 use crate::status::FIELD_MANAGER;
 
@@ -130,11 +131,7 @@ pub async fn sweep(
                 .iter()
                 .any(|o| o.uid == uid && o.controller == Some(true))
         {
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            objects::delete(&api, &name, &DeleteParams::background()).await?;
         }
     }
     Ok(())
@@ -165,11 +162,7 @@ where
             .any(|o| o.uid == uid && o.controller == Some(true));
         let name = object.name_any();
         if ours && !keep.contains(&name) {
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            objects::delete(&api, &name, &DeleteParams::background()).await?;
         }
     }
     Ok(())

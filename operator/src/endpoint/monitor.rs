@@ -55,6 +55,7 @@ use toucan_store::artifacts::Digest;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::notes::Note;
+use crate::objects;
 use toucan_core::api::labels::{SOURCE_DIR_ANNOTATION, STAGED_INPUTS_ANNOTATION};
 
 /// On an Endpoint: the version that a retraining run added and that is being rolled out.
@@ -668,11 +669,7 @@ async fn apply_rule(
                 Err(e) => return Err(e.into()),
             }
         }
-        None => match api.delete(at.name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        },
+        None => objects::delete(&api, at.name, &DeleteParams::default()).await?,
     }
     memory.rule = Some(text);
     Ok(None)

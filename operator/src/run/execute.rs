@@ -18,6 +18,7 @@ use super::now_ms;
 use super::pods::{self, LauncherPod, RunRef};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::objects;
 
 /// Pods created at once by one reconcile.
 const CREATE_CONCURRENCY: usize = 16;
@@ -126,11 +127,7 @@ pub async fn carry_out(
             Effect::Stop { node, attempt } => {
                 let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &run_ref.namespace);
                 let name = pods::pod_name(&run_ref.name, &node, attempt);
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                objects::delete(&api, &name, &DeleteParams::default()).await?;
             }
             Effect::RenewClaims(claims) => {
                 let now = now_ms();

@@ -46,6 +46,7 @@ use super::observe::{ended_report, pod_report};
 use super::pods::{self, LauncherPod, RunRef, dns_label};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::objects;
 pub use toucan_core::api::labels::{
     GANG_LABEL, INCARNATION_LABEL, REPLICA_LABEL, SUSPEND_ANNOTATION,
 };
@@ -416,11 +417,7 @@ async fn stop(
         .map(|(r, _)| *r);
     for replica in active {
         let name = replica_pod_name(&run_ref.name, &inv.node, inv.attempt, replica, incarnation);
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        objects::delete(&api, &name, &DeleteParams::default()).await?;
     }
     Ok(())
 }
@@ -666,11 +663,7 @@ async fn ensure_service(run_ref: &RunRef, ctx: &Context, node: &str, attempt: u3
 async fn delete_service(run_ref: &RunRef, ctx: &Context, inv: &Invocation) -> Result<()> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &run_ref.namespace);
     let name = service_name(&run_ref.name, &inv.node, inv.attempt);
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    objects::delete(&api, &name, &DeleteParams::default()).await
 }
 
 async fn load(ctx: &Context, run_id: &str, key: &str) -> Result<Option<GangRecord>> {

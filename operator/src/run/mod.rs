@@ -47,6 +47,7 @@ pub use toucan_core::time::now_ms;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::objects;
 use crate::queue::{Action, finalizer};
 use pods::RunRef;
 
@@ -237,14 +238,7 @@ async fn delete_pods(ctx: &Context, namespace: &str, uid: &str) -> Result<()> {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        match api
-            .delete(&pod.name_any(), &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        objects::delete(&api, &pod.name_any(), &DeleteParams::background()).await?;
     }
     Ok(())
 }

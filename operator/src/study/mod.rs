@@ -34,9 +34,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use toucan_core::api::labels::SOURCE_DIR_ANNOTATION;
-use toucan_core::api::{
-    DEFAULT_KEEP_RUNS, Pipeline, PipelineRun, PipelineSpec, TuningStudy, TuningStudyStatus,
-};
+use toucan_core::api::{Pipeline, PipelineRun, PipelineSpec, TuningStudy, TuningStudyStatus};
 use toucan_core::manifest::{Source, check_study, check_study_pipeline, objective_source};
 use toucan_core::records::{Phase, StudyRecord, TrialRecord};
 use toucan_core::time::{now_ms, rfc3339};
@@ -346,7 +344,7 @@ async fn reconcile(study: Arc<TuningStudy>, shared: Arc<Shared>) -> Result<Actio
             let trial = ledger.trial(stop.index).map_err(trials::ledger_error)?;
             trials::delete(&runs, &trials::child_of(&name, trial)).await?;
         }
-        let keep = study.spec.trial.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
+        let keep = study.spec.trial.keep_runs();
         for child in trials::expired(&shared.children.state(), &uid, &ledger, keep) {
             trials::delete(&runs, &child).await?;
         }

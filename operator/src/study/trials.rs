@@ -21,6 +21,7 @@ use toucan_core::tuning::{Study, Trial, TrialLedger, TrialState, child_name};
 use super::{Note, STUDY_LABEL, TRIAL_LABEL};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::objects;
 
 /// Children listed per page when a study's children are swept.
 const SWEEP_PAGE: u32 = 200;
@@ -306,11 +307,7 @@ pub async fn create(runs: &Api<PipelineRun>, run: &PipelineRun) -> Result<()> {
 /// Deletes a trial's child, with its pods: a stopped trial's, which the run controller records
 /// as cancelled, or a finished one's, whose records stay as they are.
 pub async fn delete(runs: &Api<PipelineRun>, child: &str) -> Result<()> {
-    match runs.delete(child, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    objects::delete(runs, child, &DeleteParams::background()).await
 }
 
 /// Deletes the unfinished children of stopped trials, page by page: after a crash between

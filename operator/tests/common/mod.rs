@@ -179,9 +179,6 @@ impl Harness {
         ]);
     }
 
-    /// Waits until the CRDs `names` are established. Right after `apply` a CRD may have no
-    /// conditions yet, which `kubectl wait` reports as an error rather than waiting: it is
-    /// asked again.
     /// Applies the CRD file `path` of the Go module `module` (`PATH@VERSION`, fetched through
     /// the module cache) and waits until `crd` is established.
     pub fn install_crd_from_go_module(&self, module: &str, path: &str, crd: &str) {
@@ -202,6 +199,9 @@ impl Harness {
         self.wait_established(&[crd]);
     }
 
+    /// Waits until the CRDs `names` are established. Right after `apply` a CRD may have no
+    /// conditions yet, which `kubectl wait` reports as an error rather than waiting: it is
+    /// asked again.
     pub fn wait_established(&self, names: &[&str]) {
         let mut wait = vec![
             "wait".to_string(),
