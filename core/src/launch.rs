@@ -248,7 +248,16 @@ impl LaunchSpec {
         let mut error = None;
         let out = template.render(|r| {
             let path = match r {
-                Reference::InputArtifact(n) if self.inputs.contains_key(n) => self.input_path(n),
+                Reference::InputArtifact(n) => match self.inputs.get(n) {
+                    Some(InputSource::Absent) => return Some(String::new()),
+                    Some(_) => self.input_path(n),
+                    None => {
+                        error.get_or_insert_with(|| {
+                            format!("{r} cannot be resolved by the launcher")
+                        });
+                        return None;
+                    }
+                },
                 Reference::OutputArtifact(n) if self.outputs.artifacts.contains(n) => {
                     self.output_artifact_path(n)
                 }
@@ -283,13 +292,18 @@ pub struct StageSpec {
     pub inputs: Vec<StageInput>,
 }
 
-/// One `path:` input to store.
+/// One `path:` input to store, or one artifact a parameter names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageInput {
     pub step: String,
     pub input: String,
+    /// A file or directory; for a parameter's value also a `sha256:` digest of an artifact
+    /// already in the store.
     pub path: String,
+    /// The parameter whose value `path` is, when a parameter names the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
 }
 
 /// The node name a stage reports under.

@@ -25,7 +25,7 @@ use toucan_core::launch::{
 };
 use toucan_core::manifest::TRIAL_PARAMS_ENV;
 use toucan_core::records::StepOutputs;
-use toucan_store::artifacts::ArtifactStore;
+use toucan_store::artifacts::{ArtifactStore, Digest};
 
 /// The exit code of a usage error, as clap's own.
 const USAGE_EXIT: u8 = 2;
@@ -188,7 +188,8 @@ fn deliver(run_id: &str, node: &str, attempt: u32, to_api: bool, report: &Launch
     }
 }
 
-/// `stage`: stores a cluster run's `path:` inputs and reports their digests.
+/// `stage`: stores a cluster run's `path:` inputs (and the paths its parameters name), finds
+/// the artifacts its parameters name by digest, and reports them.
 pub fn stage(source: &SpecSource) -> ExitCode {
     ensure_env_dirs();
     let spec: StageSpec = match source.read() {
@@ -218,6 +219,19 @@ fn stage_inputs(spec: &StageSpec) -> Result<StepOutputs, String> {
     let store = ArtifactStore::open(&spec.artifacts).map_err(|e| e.to_string())?;
     let mut outputs = StepOutputs::default();
     for input in &spec.inputs {
+        if let Some(digest) = input
+            .param
+            .as_ref()
+            .and_then(|_| Digest::parse(&input.path).ok())
+        {
+            let artifact = runtime
+                .block_on(store.resolve(&digest))
+                .map_err(|e| format!("input {:?} of step {:?}: {e}", input.input, input.step))?;
+            outputs
+                .artifacts
+                .insert(format!("{}/{}", input.step, input.input), artifact);
+            continue;
+        }
         let full = std::path::absolute(&input.path)
             .and_then(|p| p.canonicalize())
             .map_err(|e| {
@@ -478,6 +492,7 @@ async fn materialize_inputs(spec: &LaunchSpec, store: &ArtifactStore) -> Result<
                         .map_err(|e| format!("input {name}[{i}]: {e}"))?;
                 }
             }
+            InputSource::Absent => {}
         }
     }
     Ok(())

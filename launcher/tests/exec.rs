@@ -167,3 +167,42 @@ fn a_trials_values_reach_the_command_as_a_file() {
     // The file holds the values as given, and the JSON itself is not in the environment.
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), values);
 }
+
+/// An input a parameter left empty is nothing at all: no file, and its placeholder is the
+/// empty string; the input beside it is materialized as usual.
+#[test]
+fn an_absent_input_is_an_empty_argument() {
+    use toucan_core::engine::InputSource;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("data.csv");
+    std::fs::write(&source, "label\n").unwrap();
+    let store = toucan_store::artifacts::ArtifactStore::open(
+        &dir.path().join("artifacts").display().to_string(),
+    )
+    .unwrap();
+    let data = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.put_path(&source, dir.path()))
+        .unwrap();
+    let seen = dir.path().join("seen");
+    let script = format!("printf '[%s][%s]' \"$0\" \"$1\" > {}", seen.display());
+    let (mut spec, spec_path) = write_spec(dir.path(), &script, BTreeMap::new());
+    spec.argv.extend([
+        "{{inputs.artifacts.extra}}".into(),
+        "{{inputs.artifacts.data}}".into(),
+    ]);
+    spec.inputs = BTreeMap::from([
+        ("extra".to_string(), InputSource::Absent),
+        ("data".to_string(), InputSource::Artifact(data)),
+    ]);
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let run = launcher(&["exec".as_ref(), "--spec".as_ref(), spec_path.as_os_str()]);
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    let data_path = spec.input_path("data");
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("[][{}]", data_path.display())
+    );
+    assert_eq!(std::fs::read_to_string(&data_path).unwrap(), "label\n");
+    assert!(!spec.input_path("extra").exists());
+}

@@ -221,18 +221,30 @@ async fn the_rule_is_applied_once_prometheus_operator_is_there(h: &Harness, name
     );
 }
 
-/// A one-step pipeline that "retrains" by exporting the model file at `model`.
+/// A one-step pipeline that "retrains" by exporting the model file at `model`; it counts the
+/// rows of the table its `extra_data` parameter names (`none` when it names none) as the
+/// output param `samples`.
 fn pipeline(h: &Harness, name: &str, model: &std::path::Path) {
+    let script = format!(
+        "cp {} {{{{outputs.artifacts.model}}}} && f='{{{{inputs.artifacts.extra}}}}' && \
+         if [ -n \"$f\" ]; then awk 'END {{ print NR - 1 }}' \"$f\"; else echo none; fi \
+         > {{{{outputs.params.samples}}}}",
+        model.display()
+    );
     let pipeline = json!({
         "apiVersion": "toucan.dev/v1alpha1",
         "kind": "Pipeline",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {"steps": [{
-            "name": "export",
-            "image": "busybox",
-            "command": ["sh", "-c", format!("cp {} {{{{outputs.artifacts.model}}}}", model.display())],
-            "outputs": {"artifacts": [{"name": "model"}]},
-        }]},
+        "spec": {
+            "params": [{"name": "extra_data", "default": ""}],
+            "steps": [{
+                "name": "export",
+                "image": "busybox",
+                "command": ["sh", "-c", script],
+                "inputs": {"artifacts": [{"name": "extra", "from": "{{params.extra_data}}"}]},
+                "outputs": {"artifacts": [{"name": "model"}], "params": [{"name": "samples"}]},
+            }],
+        },
     });
     let file = h.dir.path().join(format!("{name}.json"));
     std::fs::write(&file, pipeline.to_string()).unwrap();
@@ -269,12 +281,26 @@ async fn drift_retrains_and_the_new_model_is_promoted_or_rolled_back_on_live_acc
     let done = h
         .wait_finished(NS, "fashion-1", Duration::from_secs(120))
         .await;
-    assert_eq!(done.status.unwrap().phase.as_deref(), Some("Succeeded"));
+    assert_eq!(
+        done.status.as_ref().unwrap().phase.as_deref(),
+        Some("Succeeded")
+    );
+    // With no extra data the input is absent: an empty path, nothing staged.
+    assert_eq!(exported_samples(&h, &done).await, "none");
 
     tokio::join!(
         the_loop(&h, &op, "fashion", "fashion", true),
         the_loop(&h, &op, "fashion-bad", "fashion-shuffled", false),
     );
+}
+
+/// What the export step of `run` wrote as `samples`.
+async fn exported_samples(h: &Harness, run: &PipelineRun) -> String {
+    let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
+    let id = run.status.as_ref().and_then(|s| s.run_id.clone()).unwrap();
+    let steps = store.list_steps(&id).await.unwrap();
+    let export = steps.iter().find(|s| s.name == "export").unwrap();
+    export.outputs.params["samples"].clone()
 }
 
 /// Endpoint `name`, retrained by `retrain`: normal requests, brightened ones, the retraining
@@ -300,6 +326,7 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
                 "evaluation": {"window": "10s", "maturity": "0s", "for": "0s"},
                 "retrain": {
                     "pipelineRef": {"name": retrain},
+                    "params": [{"name": "extra_data", "value": "{{alert.window.samples}}"}],
                     "cooldown": "1h",
                     "promote": {"rollout": {"steps": [50, 100], "interval": "3s", "minLabels": 15,
                                             "gates": [{"metric": "accuracy", "minDelta": -0.1}]}},
@@ -439,8 +466,16 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
     let runs: Api<PipelineRun> = Api::namespaced(h.client(), NS);
     let retrained = runs.get(&run).await.unwrap();
     assert_eq!(
-        retrained.metadata.labels.unwrap()["toucan.dev/retrains"],
+        retrained.metadata.labels.as_ref().unwrap()["toucan.dev/retrains"],
         name
+    );
+    // The run got the alert window's labelled samples as an artifact of its own.
+    let samples = exported_samples(h, &retrained).await;
+    let labelled: usize = samples.parse().unwrap_or_else(|_| panic!("{samples:?}"));
+    assert!(
+        (1..=traffic.sent as usize).contains(&labelled),
+        "{name}: {labelled} labelled samples of {} requests",
+        traffic.sent
     );
     assert_eq!(
         ep.spec.rollout.as_ref().map(|r| r.candidate.as_str()),

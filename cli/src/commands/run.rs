@@ -8,11 +8,11 @@ use anyhow::Context;
 use clap::Args;
 use toucan_core::api::PipelineSpec;
 use toucan_core::engine::run::Effect;
-use toucan_core::engine::{Run, RunPlan};
+use toucan_core::engine::{Run, RunPlan, Unstaged};
 use toucan_core::manifest::{self, Diagnostic, Document, LoadedDocument, Source};
 use toucan_core::records::{ArtifactRef, Phase};
 use toucan_core::time::now_ms;
-use toucan_store::artifacts::ArtifactStore;
+use toucan_store::artifacts::{ArtifactStore, Digest};
 use toucan_store::metadata::MetadataStore;
 
 use crate::Outcome;
@@ -219,32 +219,55 @@ fn diagnostic(source: &Source, path: String, message: String) -> Diagnostic {
     }
 }
 
-/// Stores every `path:` input in the artifact store; its digest enters the cache key.
+/// Stores every `path:` input (relative to `base`) and every path a parameter names as an
+/// input artifact (relative to the current directory) in the artifact store, and finds the
+/// artifacts parameters name by digest: their digests enter the cache key.
 pub(crate) async fn import_local_inputs(
     mut plan: RunPlan,
     base: &Path,
     artifacts: &ArtifactStore,
 ) -> anyhow::Result<RunPlan> {
     let mut seen: BTreeMap<PathBuf, ArtifactRef> = BTreeMap::new();
-    for (step, input, path) in plan.unstaged_inputs() {
-        let full = base.join(&path);
-        let full = full
-            .canonicalize()
-            .with_context(|| format!("{}", full.display()))?;
-        let artifact = match seen.get(&full) {
-            Some(r) => r.clone(),
-            None => {
-                let root = if full.is_dir() {
-                    full.clone()
-                } else {
-                    full.parent().map_or(full.clone(), Path::to_path_buf)
-                };
-                let r = artifacts
-                    .put_path(&full, &root)
-                    .await
-                    .with_context(|| format!("importing input {input:?} of step {step:?}"))?;
-                seen.insert(full, r.clone());
-                r
+    for Unstaged {
+        step,
+        input,
+        path,
+        param,
+    } in plan.unstaged_inputs()
+    {
+        let what = match &param {
+            Some(p) => format!("input {input:?} of step {step:?} (parameter {p:?})"),
+            None => format!("input {input:?} of step {step:?}"),
+        };
+        let by_digest = param.as_ref().and_then(|_| Digest::parse(&path).ok());
+        let artifact = if let Some(digest) = by_digest {
+            artifacts
+                .resolve(&digest)
+                .await
+                .with_context(|| what.clone())?
+        } else {
+            let full = match param {
+                Some(_) => std::path::absolute(&path)?,
+                None => base.join(&path),
+            };
+            let full = full
+                .canonicalize()
+                .with_context(|| format!("{what}: {}", full.display()))?;
+            match seen.get(&full) {
+                Some(r) => r.clone(),
+                None => {
+                    let root = if full.is_dir() {
+                        full.clone()
+                    } else {
+                        full.parent().map_or(full.clone(), Path::to_path_buf)
+                    };
+                    let r = artifacts
+                        .put_path(&full, &root)
+                        .await
+                        .with_context(|| format!("importing {what}"))?;
+                    seen.insert(full, r.clone());
+                    r
+                }
             }
         };
         plan.local_inputs

@@ -546,8 +546,10 @@ pub struct RetrainSpec {
     /// The Pipeline run, in the endpoint's namespace (locally, a pipeline's name).
     pub pipeline_ref: PipelineRef,
     /// Parameter values of the run. A string may use the alert's variables:
-    /// `{{alert.window.samples}}` (the labelled production samples of the alerting window, as
-    /// a dataset), `{{alert.window.start}}`, `{{alert.window.end}}` (RFC 3339) and
+    /// `{{alert.window.samples}}` (the labelled production samples of the alerting window, a
+    /// CSV table: a path locally, an artifact's digest on a cluster, for a parameter the
+    /// pipeline takes as an input artifact with `from: "{{params.NAME}}"`),
+    /// `{{alert.window.start}}`, `{{alert.window.end}}` (RFC 3339) and
     /// `{{alert.reason}}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<ParamValue>,

@@ -240,13 +240,16 @@ pub struct InputParam {
 }
 
 /// A named input artifact, materialized at `{{inputs.artifacts.NAME}}`. Exactly one of `from`
-/// (an upstream step's output artifact) or `path` (a local file or directory, relative to the
-/// manifest) is set.
+/// (an upstream step's output artifact, or a parameter naming an artifact) or `path` (a local
+/// file or directory, relative to the manifest) is set.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InputArtifact {
     pub name: String,
-    /// `{{steps.STEP.outputs.artifacts.NAME}}`.
+    /// `{{steps.STEP.outputs.artifacts.NAME}}`, or `{{params.NAME}}`: a string parameter whose
+    /// value is a path or the `sha256:` digest of a stored artifact (stored or found before
+    /// the run starts, keyed by content), or empty for no artifact (the placeholder is then the
+    /// empty string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// A file or directory on the machine that submits the run; hashed by content.

@@ -22,6 +22,9 @@ pub enum InputSource {
     Artifact(ArtifactRef),
     /// The outputs of a fan-out's children, in order; materialized as `<input>/<index>`.
     FanIn(Vec<ArtifactRef>),
+    /// No artifact: the parameter that names it is empty. Nothing is materialized and
+    /// `{{inputs.artifacts.NAME}}` is the empty string.
+    Absent,
 }
 
 impl InputSource {
@@ -33,6 +36,7 @@ impl InputSource {
                 let digests: Vec<&str> = items.iter().map(|a| a.digest.as_str()).collect();
                 format!("fanin:[{}]", digests.join(","))
             }
+            InputSource::Absent => "none".to_string(),
         }
     }
 }
@@ -216,15 +220,16 @@ pub(super) fn build(
     }
     let mut inputs = BTreeMap::new();
     for a in step.inputs.iter().flat_map(|i| &i.artifacts) {
-        let source = if let Some(from) = &a.from {
-            upstream_artifact(state, from)?
-        } else {
-            let local = plan
+        let source = match (plan.artifact_param(a), &a.from) {
+            (Some((_, "")), _) => InputSource::Absent,
+            (None, Some(from)) => upstream_artifact(state, from)?,
+            // A `path:` input, or the artifact a parameter names: stored before the run.
+            _ => plan
                 .local_inputs
                 .get(&step.name)
                 .and_then(|m| m.get(&a.name))
-                .ok_or_else(|| format!("input {:?} was not imported", a.name))?;
-            InputSource::Artifact(local.clone())
+                .map(|local| InputSource::Artifact(local.clone()))
+                .ok_or_else(|| format!("input {:?} was not imported", a.name))?,
         };
         inputs.insert(a.name.clone(), source);
     }

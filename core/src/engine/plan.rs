@@ -6,11 +6,12 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{CachePolicy, PipelineSpec, Step};
+use crate::api::{CachePolicy, InputArtifact, PipelineSpec, Step};
 use crate::cache::EffectiveCachePolicy;
 use crate::duration::Duration;
 use crate::graph;
 use crate::records::{ArtifactRef, Millis};
+use crate::template::{Reference, Template};
 
 /// Everything the engine needs that does not change during a run. Serializable, so a run can
 /// be resumed from the store alone.
@@ -20,7 +21,8 @@ pub struct RunPlan {
     pub spec: PipelineSpec,
     /// Resolved, typed parameter values.
     pub params: BTreeMap<String, Value>,
-    /// Digests of `path:` inputs, by step and input name, imported before the run started.
+    /// Digests of `path:` inputs and of the artifacts parameters name, by step and input
+    /// name, stored before the run started.
     #[serde(default)]
     pub local_inputs: BTreeMap<String, BTreeMap<String, ArtifactRef>>,
     /// `--no-cache`: run everything, but still record cache entries.
@@ -54,6 +56,19 @@ pub struct StepPlan<'a> {
     pub step: &'a Step,
     pub is_finally: bool,
     pub deps: &'a BTreeSet<String>,
+}
+
+/// An input the shell stores before the run starts (locally: imports into the artifact
+/// directory; on a cluster: the stage pod; `toucan submit`: uploads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unstaged {
+    pub step: String,
+    pub input: String,
+    /// A file or directory (relative to the manifest for `path:`), or for a parameter's
+    /// value also a `sha256:` digest of an artifact already in the store.
+    pub path: String,
+    /// The parameter that named it, for an input whose `from` is `{{params.NAME}}`.
+    pub param: Option<String>,
 }
 
 /// A plan that cannot be used; validation normally prevents these.
@@ -118,20 +133,64 @@ impl RunPlan {
         })
     }
 
-    /// The `path:` inputs not yet in the artifact store, as (step, input, path).
-    pub fn unstaged_inputs(&self) -> Vec<(String, String, String)> {
+    /// The inputs not yet in the artifact store: every `path:` input, and every input whose
+    /// `from` names a parameter with a value (a path or a digest; empty stands for none).
+    pub fn unstaged_inputs(&self) -> Vec<Unstaged> {
         let mut out = Vec::new();
         for sp in self.steps() {
             let staged = self.local_inputs.get(&sp.step.name);
             for a in sp.step.inputs.iter().flat_map(|i| &i.artifacts) {
-                if let Some(path) = &a.path
-                    && !staged.is_some_and(|m| m.contains_key(&a.name))
-                {
-                    out.push((sp.step.name.clone(), a.name.clone(), path.clone()));
+                if staged.is_some_and(|m| m.contains_key(&a.name)) {
+                    continue;
                 }
+                let (path, param) = match (&a.path, self.artifact_param(a)) {
+                    (Some(path), _) => (path.clone(), None),
+                    (None, Some((param, value))) if !value.is_empty() => {
+                        (value.to_string(), Some(param.to_string()))
+                    }
+                    _ => continue,
+                };
+                out.push(Unstaged {
+                    step: sp.step.name.clone(),
+                    input: a.name.clone(),
+                    path,
+                    param,
+                });
             }
         }
         out
+    }
+
+    /// For an input artifact whose `from` is `{{params.NAME}}`: the parameter's name and its
+    /// value in this run (a digest of the artifact store, a path, or empty for none).
+    pub fn artifact_param<'a>(&'a self, input: &'a InputArtifact) -> Option<(&'a str, &'a str)> {
+        let template = Template::parse(input.from.as_deref()?).ok()?;
+        let Some(Reference::Param(name)) = template.as_single_reference() else {
+            return None;
+        };
+        let value = self.params.get(name).and_then(Value::as_str).unwrap_or("");
+        let name = &self.spec.params.iter().find(|p| &p.name == name)?.name;
+        Some((name.as_str(), value))
+    }
+
+    /// `inputs` (as another run of this pipeline recorded them) without the inputs that
+    /// parameters name: those follow this run's own values.
+    pub fn path_inputs_only(
+        &self,
+        mut inputs: BTreeMap<String, BTreeMap<String, ArtifactRef>>,
+    ) -> BTreeMap<String, BTreeMap<String, ArtifactRef>> {
+        for sp in self.steps() {
+            let Some(by_input) = inputs.get_mut(&sp.step.name) else {
+                continue;
+            };
+            for a in sp.step.inputs.iter().flat_map(|i| &i.artifacts) {
+                if a.path.is_none() {
+                    by_input.remove(&a.name);
+                }
+            }
+        }
+        inputs.retain(|_, by_input| !by_input.is_empty());
+        inputs
     }
 
     /// Names of the main (non-finally) steps.

@@ -95,7 +95,7 @@ enum Field {
     Command,
     /// `inputs.params[].value`: values only (no paths, no other inputs).
     InputParam,
-    /// `inputs.artifacts[].from`: exactly one upstream artifact.
+    /// `inputs.artifacts[].from`: exactly one upstream artifact, or a parameter naming one.
     From,
     /// `when`: values and the step's own input parameters.
     When,
@@ -138,19 +138,33 @@ pub(super) fn check_step(
         };
         let field = Field::of(&field_path);
         match field {
-            Field::From => {
-                if !matches!(
-                    template.as_single_reference(),
-                    Some(Reference::StepArtifact { .. })
-                ) {
+            Field::From => match template.as_single_reference() {
+                Some(Reference::StepArtifact { .. }) => {}
+                Some(Reference::Param(name)) => {
+                    let declared = scope.spec.params.iter().find(|p| &p.name == name);
+                    if let Some(p) = declared.filter(|p| p.kind != ParamType::String) {
+                        out.push((
+                            at,
+                            format!(
+                                "parameter {} is of type {}; an artifact named by a parameter \
+                                 needs a string (a digest, a path, or empty for none)",
+                                quote(name),
+                                p.kind.as_str()
+                            ),
+                        ));
+                        continue;
+                    }
+                }
+                _ => {
                     out.push((
                         at,
-                        "from must be exactly one {{steps.STEP.outputs.artifacts.NAME}} reference"
+                        "from must be exactly one {{steps.STEP.outputs.artifacts.NAME}} or \
+                         {{params.NAME}} reference"
                             .to_string(),
                     ));
                     continue;
                 }
-            }
+            },
             Field::ForEach => {
                 if let Err(message) = check_for_each(scope, &template, text) {
                     out.push((at, message));

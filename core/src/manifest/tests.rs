@@ -244,6 +244,21 @@ fn both_from_and_path() {
 }
 
 #[test]
+fn an_artifact_named_by_a_parameter_needs_a_declared_string_parameter() {
+    assert_eq!(
+        errors("artifact-from-param.yaml"),
+        [
+            "tests/fixtures/manifests/artifact-from-param.yaml[0] \
+             spec.steps[0].inputs.artifacts[1].from: parameter \"epochs\" is of type int; an \
+             artifact named by a parameter needs a string (a digest, a path, or empty for none)",
+            "tests/fixtures/manifests/artifact-from-param.yaml[0] \
+             spec.steps[0].inputs.artifacts[2].from: unknown parameter \"extra_dta\" (did you \
+             mean \"extra_data\"?)",
+        ]
+    );
+}
+
+#[test]
 fn several_independent_errors_are_all_reported() {
     let file = "tests/fixtures/manifests/several-errors.yaml";
     let expected: Vec<String> = [
@@ -272,7 +287,7 @@ fn several_independent_errors_are_all_reported() {
         "[0] spec.steps[2].inputs.artifacts[1]: set one of from (an upstream output artifact) or \
          path (a local file)",
         "[0] spec.steps[2].inputs.artifacts[0].from: from must be exactly one \
-         {{steps.STEP.outputs.artifacts.NAME}} reference",
+         {{steps.STEP.outputs.artifacts.NAME}} or {{params.NAME}} reference",
         "[0] spec.finally[0].command[1]: unknown input parameter \"what\" (there are no input \
          parameters in this step)",
         "[0] spec.schedule: invalid cron schedule \"every day\": expected 5 fields (minute hour \

@@ -39,8 +39,8 @@ pub struct Alert<'a> {
     /// The window whose samples the alert judged.
     pub window_start: Millis,
     pub window_end: Millis,
-    /// Where the labelled production samples of that window are, as a dataset (a digest or
-    /// a path the pipeline's ingest step reads): `{{alert.window.samples}}`.
+    /// Where the labelled production samples of that window are, a CSV table (an artifact's
+    /// digest, or a path): `{{alert.window.samples}}`.
     pub samples: &'a str,
 }
 

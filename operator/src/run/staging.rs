@@ -1,15 +1,16 @@
-//! Storing a run's `path:` inputs: one pod runs the launcher's `stage` command in the image of
-//! the first step that has such inputs, from the directory named by the
-//! `toucan.dev/source-dir` annotation (of the run, else the Pipeline). Its result reaches the
-//! engine as `Staged` or `StagingFailed`.
+//! Storing a run's `path:` inputs and finding the artifacts its parameters name: one pod runs
+//! the launcher's `stage` command in the image of the first step that has such inputs, from
+//! the directory named by the `toucan.dev/source-dir` annotation (of the run, else the
+//! Pipeline), for whatever its submitter did not store already. Its result reaches the engine
+//! as `Staged` or `StagingFailed`.
 
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use kube::api::Api;
 use toucan_core::api::{Pipeline, PipelineRun};
-use toucan_core::engine::Run;
 use toucan_core::engine::run::Observation;
+use toucan_core::engine::{Run, RunPlan, Unstaged};
 use toucan_core::launch::{STAGE_NODE, StageInput, StageSpec};
 use toucan_core::records::{ArtifactRef, DocumentKind};
 
@@ -27,18 +28,29 @@ pub async fn observe(
     ctx: &Context,
     run: &Run,
 ) -> Result<Vec<Observation>> {
-    let inputs = run.plan.unstaged_inputs();
-    let Some(first) = inputs.first() else {
-        return Ok(vec![Observation::Staged {
-            inputs: BTreeMap::new(),
-        }]);
+    let submitted = match plr.annotations().get(STAGED_INPUTS_ANNOTATION) {
+        None => Staged::new(),
+        Some(text) => match already_staged(&run.plan, text) {
+            Ok(inputs) => inputs,
+            Err(message) => return Ok(vec![Observation::StagingFailed { message }]),
+        },
     };
-    if let Some(text) = plr.annotations().get(STAGED_INPUTS_ANNOTATION) {
-        return Ok(vec![already_staged(text)]);
-    }
+    let inputs: Vec<Unstaged> = run
+        .plan
+        .unstaged_inputs()
+        .into_iter()
+        .filter(|u| {
+            !submitted
+                .get(&u.step)
+                .is_some_and(|m| m.contains_key(&u.input))
+        })
+        .collect();
+    let Some(first) = inputs.first() else {
+        return Ok(vec![Observation::Staged { inputs: submitted }]);
+    };
     let pod_name = pods::pod_name(&run_ref.name, STAGE_NODE, 1);
     let Some(pod) = find_pod(ctx, run_ref, &pod_name).await? else {
-        let Some(sp) = run.plan.step(&first.0) else {
+        let Some(sp) = run.plan.step(&first.step) else {
             return Ok(Vec::new());
         };
         let spec = StageSpec {
@@ -46,10 +58,11 @@ pub async fn observe(
             artifacts: ctx.pod_defaults.artifacts.clone(),
             inputs: inputs
                 .iter()
-                .map(|(step, input, path)| StageInput {
-                    step: step.clone(),
-                    input: input.clone(),
-                    path: path.clone(),
+                .map(|u| StageInput {
+                    step: u.step.clone(),
+                    input: u.input.clone(),
+                    path: u.path.clone(),
+                    param: u.param.clone(),
                 })
                 .collect(),
         };
@@ -80,28 +93,44 @@ pub async fn observe(
         return Ok(Vec::new());
     };
     if report.succeeded {
-        return Ok(vec![Observation::Staged {
-            inputs: staged_inputs(report.outputs.artifacts),
-        }]);
+        let mut inputs = submitted;
+        for (step, by_input) in staged_inputs(report.outputs.artifacts) {
+            inputs.entry(step).or_default().extend(by_input);
+        }
+        return Ok(vec![Observation::Staged { inputs }]);
     }
     let why = report
         .error
         .unwrap_or_else(|| "the stage pod failed".into());
-    tracing::warn!(run = %run_ref.uid, "storing the run's path: inputs failed: {why}");
+    tracing::warn!(run = %run_ref.uid, "storing the run's inputs failed: {why}");
     Ok(vec![Observation::StagingFailed { message: why }])
 }
 
-/// The run's inputs as its submitter stored them (`toucan submit`): the engine checks that
-/// every `path:` input is there.
-fn already_staged(annotation: &str) -> Observation {
-    match serde_json::from_str(annotation) {
-        Ok(inputs) => Observation::Staged { inputs },
-        Err(e) => Observation::StagingFailed {
-            message: format!(
-                "annotation {STAGED_INPUTS_ANNOTATION} is not {{STEP: {{INPUT: artifact}}}}: {e}"
-            ),
-        },
+/// Artifacts by step and input name.
+type Staged = BTreeMap<String, BTreeMap<String, ArtifactRef>>;
+
+/// The run's inputs as its submitter stored them (`toucan submit`, or the run it repeats).
+/// An input a parameter names by digest is kept only where the digest is this run's value:
+/// the rest is staged again.
+fn already_staged(plan: &RunPlan, annotation: &str) -> std::result::Result<Staged, String> {
+    let mut inputs: Staged = serde_json::from_str(annotation).map_err(|e| {
+        format!("annotation {STAGED_INPUTS_ANNOTATION} is not {{STEP: {{INPUT: artifact}}}}: {e}")
+    })?;
+    for sp in plan.steps() {
+        let Some(by_input) = inputs.get_mut(&sp.step.name) else {
+            continue;
+        };
+        for a in sp.step.inputs.iter().flat_map(|i| &i.artifacts) {
+            let stale = plan.artifact_param(a).is_some_and(|(_, value)| {
+                value.starts_with("sha256:")
+                    && by_input.get(&a.name).is_some_and(|r| r.digest != value)
+            });
+            if stale {
+                by_input.remove(&a.name);
+            }
+        }
     }
+    Ok(inputs)
 }
 
 /// The stage report's artifacts, keyed `STEP/INPUT`, by step and input.
@@ -178,15 +207,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inputs_staged_by_the_submitter_are_taken_as_they_are() {
-        let text = r#"{"ingest": {"raw": {"digest": "sha256:ab", "size": 3, "kind": "file"}}}"#;
-        let Observation::Staged { inputs } = already_staged(text) else {
-            panic!("not staged");
+    fn inputs_staged_by_the_submitter_are_taken_unless_a_parameter_names_another() {
+        let spec: toucan_core::api::PipelineSpec = serde_yaml_ng::from_str(
+            r#"
+params: [{name: extra, default: ""}]
+steps:
+  - name: ingest
+    image: i
+    command: [a]
+    inputs:
+      artifacts:
+        - {name: raw, path: data}
+        - {name: extra, from: "{{params.extra}}"}
+"#,
+        )
+        .unwrap();
+        let text = r#"{"ingest": {"raw": {"digest": "sha256:ab", "size": 3, "kind": "file"},
+                                  "extra": {"digest": "sha256:cd", "size": 3, "kind": "file"}}}"#;
+        let plan = |extra: &str| {
+            let params = [("extra".to_string(), serde_json::json!(extra))].into();
+            RunPlan::new("p", spec.clone(), params)
         };
-        assert_eq!(inputs["ingest"]["raw"].digest, "sha256:ab");
-        let Observation::StagingFailed { message } = already_staged("[1]") else {
-            panic!("a malformed annotation was taken");
-        };
+        for (value, kept) in [("sha256:cd", true), ("sha256:ef", false), ("x.csv", true)] {
+            let inputs = already_staged(&plan(value), text).unwrap();
+            assert_eq!(inputs["ingest"]["raw"].digest, "sha256:ab");
+            assert_eq!(inputs["ingest"].contains_key("extra"), kept, "{value}");
+        }
+        let message = already_staged(&plan(""), "[1]").unwrap_err();
         assert!(message.contains(STAGED_INPUTS_ANNOTATION), "{message}");
     }
 }

@@ -262,6 +262,43 @@ impl ArtifactStore {
         }
     }
 
+    /// The artifact a bare digest names (as a run's parameter may): a directory when its blob
+    /// is a directory manifest, else a file. A digest the store lacks is an error naming it.
+    pub async fn resolve(&self, digest: &Digest) -> Result<ArtifactRef> {
+        let location = Self::blob_path(digest);
+        let meta = match self.inner.head(&location).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ArtifactError::Corrupt {
+                    digest: digest.to_string(),
+                    detail: format!("not in the artifact store {}", self.location),
+                });
+            }
+            Err(e) => return Err(self.backend(e)),
+        };
+        let head = self
+            .inner
+            .get_range(
+                &location,
+                0..meta.size.min(tree::MANIFEST_PREFIX.len() as u64),
+            )
+            .await
+            .map_err(|e| self.backend(e))?;
+        if head.as_ref() != tree::MANIFEST_PREFIX.as_bytes() {
+            return Ok(ArtifactRef {
+                digest: digest.to_string(),
+                size: meta.size,
+                kind: ArtifactKind::File,
+            });
+        }
+        let manifest = self.manifest(digest).await?;
+        Ok(ArtifactRef {
+            digest: digest.to_string(),
+            size: manifest.entries.iter().map(|e| e.size).sum(),
+            kind: ArtifactKind::Dir,
+        })
+    }
+
     /// Reads a directory artifact's manifest.
     pub async fn manifest(&self, digest: &Digest) -> Result<DirManifest> {
         let bytes = self.get_blob(digest).await?;

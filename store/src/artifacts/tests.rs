@@ -175,3 +175,41 @@ fn manifest_paths_cannot_escape() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_bare_digest_resolves_to_the_file_or_directory_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ArtifactStore::open(tmp.path().join("cas").to_str().unwrap()).unwrap();
+    let dir = tmp.path().join("dir");
+    write(&dir.join("a.txt"), b"hello");
+    write(&dir.join("sub/b.txt"), b"bye");
+    let tree = store.put_path(&dir, &dir).await.unwrap();
+    let file = store.put_path(&dir.join("a.txt"), &dir).await.unwrap();
+    // A file that looks like JSON but is no manifest is a file.
+    let json = store
+        .put_bytes(bytes::Bytes::from_static(b"{\"format\":\"csv\"}"))
+        .await
+        .unwrap();
+    for (artifact, kind, size) in [
+        (&tree, ArtifactKind::Dir, 8),
+        (&file, ArtifactKind::File, 5),
+    ] {
+        let digest = Digest::parse(&artifact.digest).unwrap();
+        let resolved = store.resolve(&digest).await.unwrap();
+        assert_eq!(resolved, *artifact);
+        assert_eq!((resolved.kind, resolved.size), (kind, size));
+    }
+    assert_eq!(store.resolve(&json).await.unwrap().kind, ArtifactKind::File);
+    let absent = Digest::of(b"never stored");
+    let err = store.resolve(&absent).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&absent.to_string()) && err.contains("not in the artifact store"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_manifest_begins_with_its_prefix() {
+    let bytes = DirManifest::default().to_bytes();
+    assert!(bytes.starts_with(tree::MANIFEST_PREFIX.as_bytes()));
+}

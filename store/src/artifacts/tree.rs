@@ -28,6 +28,9 @@ pub struct ManifestEntry {
 
 const MANIFEST_TAG: &str = "toucan.dir.v1";
 
+/// How a directory manifest's canonical bytes begin (`format` is their first field).
+pub(super) const MANIFEST_PREFIX: &str = concat!("{\"format\":\"", "toucan.dir.v1", "\"");
+
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     format: String,

@@ -440,12 +440,14 @@ impl Monitor {
             anyhow::anyhow!(lines.join("; "))
         })?;
         let mut plan = RunPlan::new(pipeline, old.spec.clone(), resolved);
-        plan.local_inputs = old.local_inputs.clone();
+        plan.local_inputs = plan.path_inputs_only(old.local_inputs.clone());
+        let artifacts = self.home.open_artifacts()?;
+        let plan = crate::commands::run::import_local_inputs(plan, &self.dir, &artifacts).await?;
         let (run, effects) =
             Run::start(id, plan, now_ms(), 2).context("recording the run's plan")?;
         let exec = Arc::new(Executor {
             store: self.store.clone(),
-            artifacts: self.home.open_artifacts()?,
+            artifacts,
             launcher: crate::commands::run::launcher_binary()?,
             home: self.home.clone(),
             run_id: id.to_string(),

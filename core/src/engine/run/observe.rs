@@ -61,8 +61,11 @@ impl Run {
                 let missing = self.plan.unstaged_inputs();
                 match missing.first() {
                     None => self.staged = true,
-                    Some((step, input, _)) => self.staging_failed(
-                        &format!("no digest was reported for input {input:?} of step {step:?}"),
+                    Some(u) => self.staging_failed(
+                        &format!(
+                            "no digest was reported for input {:?} of step {:?}",
+                            u.input, u.step
+                        ),
                         now,
                         out,
                     ),

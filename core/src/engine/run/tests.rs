@@ -6,10 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::api::RetryPolicy;
+use serde_json::json;
+
+use crate::api::{ParamSpec, RetryPolicy};
 use crate::engine::tests::{arb_plan, plan, simulated_outputs, step};
+use crate::engine::{InputSource, Unstaged};
 use crate::launch::LaunchReport;
-use crate::records::{CacheEntry, StepOutputs};
+use crate::records::{ArtifactRef, CacheEntry, StepOutputs};
 
 /// A shell in memory: it carries effects out like both real shells do.
 #[derive(Default)]
@@ -417,6 +420,91 @@ fn failed_staging_skips_every_node_and_fails_the_run() {
     assert!(shell.steps.values().all(|s| s.phase == Phase::Skipped));
     assert_eq!(shell.run_phase.as_ref().unwrap().phase, Phase::Failed);
     assert!(shell.reasons().contains(&"StagingFailed"));
+}
+
+#[test]
+fn an_artifact_a_parameter_names_is_staged_when_given_and_absent_when_empty() {
+    let with_extra = |value: &str| {
+        let mut spec = chain().spec;
+        spec.params.push(ParamSpec {
+            name: "extra".into(),
+            default: Some(json!("")),
+            ..ParamSpec::default()
+        });
+        spec.steps[0]
+            .command
+            .push("{{inputs.artifacts.extra}}".into());
+        spec.steps[0].inputs = Some(crate::api::Inputs {
+            artifacts: vec![crate::api::InputArtifact {
+                name: "extra".into(),
+                from: Some("{{params.extra}}".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        RunPlan::new("p", spec, [("extra".to_string(), json!(value))].into())
+    };
+
+    // Empty: nothing to stage, and the step runs with no artifact.
+    let mut shell = Shell::default();
+    let run = started(with_extra(""), &mut shell);
+    assert!(run.staged);
+    let a = &shell.running[0];
+    assert_eq!(a.inputs["extra"], InputSource::Absent);
+    assert_eq!(a.key.inputs["extra"], "none");
+
+    // A digest: staged first (the shell finds it in the store), then keyed by content.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let plan = with_extra(&digest);
+    let unstaged = plan.unstaged_inputs();
+    assert_eq!(
+        unstaged,
+        [Unstaged {
+            step: "a".into(),
+            input: "extra".into(),
+            path: digest.clone(),
+            param: Some("extra".into()),
+        }]
+    );
+    let mut shell = Shell::default();
+    let mut run = started(plan, &mut shell);
+    assert!(!run.staged && shell.running.is_empty());
+    let artifact = ArtifactRef {
+        digest: digest.clone(),
+        size: 3,
+        kind: crate::records::ArtifactKind::File,
+    };
+    let staged = [(
+        "a".to_string(),
+        [("extra".to_string(), artifact.clone())].into(),
+    )]
+    .into();
+    shell.settle(&mut run, vec![Observation::Staged { inputs: staged }]);
+    let a = &shell.running[0];
+    assert_eq!(a.inputs["extra"], InputSource::Artifact(artifact));
+    assert_eq!(a.key.inputs["extra"], digest);
+
+    // Another run repeating this one keeps its path: inputs, never what a parameter named.
+    let mut inputs = run.plan.local_inputs.clone();
+    inputs.entry("a".into()).or_default().insert(
+        "data".into(),
+        ArtifactRef {
+            digest: "sha256:cd".into(),
+            size: 1,
+            kind: crate::records::ArtifactKind::Dir,
+        },
+    );
+    let mut spec = run.plan.spec.clone();
+    if let Some(i) = spec.steps[0].inputs.as_mut() {
+        i.artifacts.push(crate::api::InputArtifact {
+            name: "data".into(),
+            path: Some("data/".into()),
+            ..Default::default()
+        });
+    }
+    let next = RunPlan::new("p", spec, BTreeMap::new());
+    let kept = next.path_inputs_only(inputs);
+    assert_eq!(kept["a"].keys().collect::<Vec<_>>(), ["data"]);
 }
 
 #[test]
