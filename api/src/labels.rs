@@ -189,7 +189,7 @@ pub(super) async fn get_evaluation(
     evaluate(&[], &options).map_err(unprocessable)?;
     let samples = state
         .store
-        .list_labelled_samples(&key, since, MAX_EVALUATED)
+        .list_labelled_samples(&key, since..i64::MAX, MAX_EVALUATED)
         .await?;
     let report = evaluate(&samples, &options).map_err(unprocessable)?;
     Ok(Json(report))

@@ -138,7 +138,10 @@ async fn labels_are_idempotent_corrections_replace_and_unknown_ids_are_counted()
         body,
         json!({"added": 0, "updated": 1, "unchanged": 0, "unknown": 0})
     );
-    let joined = store.list_labelled_samples("fashion", 0, 10).await.unwrap();
+    let joined = store
+        .list_labelled_samples("fashion", 0..i64::MAX, 10)
+        .await
+        .unwrap();
     let r1 = joined
         .iter()
         .find(|s| s.sample.sample.request_id == "r1")
@@ -184,7 +187,10 @@ async fn a_bad_label_refuses_the_batch_with_its_field_path() {
         assert!(error.starts_with(expected), "{body}: {error}");
     }
     // Nothing of any refused batch was stored.
-    let joined = store.list_labelled_samples("fashion", 0, 10).await.unwrap();
+    let joined = store
+        .list_labelled_samples("fashion", 0..i64::MAX, 10)
+        .await
+        .unwrap();
     assert!(joined.iter().all(|s| s.label.is_none()));
 
     let too_many: Vec<(String, &str)> = (0..1001).map(|i| (format!("r{i}"), "Dress")).collect();

@@ -357,12 +357,22 @@ impl Traffic<'_> {
         }
         // Labels of requests whose samples are not stored yet would be counted unknown.
         let sent = self.sent;
+        let ours = format!("{}-", self.name);
         eventually(Duration::from_secs(20), "the samples to be stored", || {
             let url = format!(
                 "{}/api/v1/endpoints/{}/samples?limit=10000",
                 self.api, self.name
             );
-            (get_json(&url).as_array()?.len() >= sent).then_some(())
+            let stored = get_json(&url)
+                .as_array()?
+                .iter()
+                .filter(|s| {
+                    s["sample"]["requestId"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(&ours))
+                })
+                .count();
+            (stored >= sent).then_some(())
         });
         let stored = post_json(
             &format!("{}/api/v1/endpoints/{}/labels", self.api, self.name),
@@ -421,6 +431,43 @@ fn the_monitoring_example_retrains_on_drift_and_rolls_the_new_model_out(sb: &San
     });
 }
 
+/// Runs `f` on the sandbox's local store.
+fn local_store<T, F: std::future::Future<Output = T>>(
+    sb: &Sandbox,
+    f: impl FnOnce(std::sync::Arc<dyn toucan_store::metadata::MetadataStore>) -> F,
+) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        std::fs::create_dir_all(sb.home()).unwrap();
+        let path = sb.home().join("toucan.db");
+        f(toucan_store::metadata::open(&path.to_string_lossy())
+            .await
+            .unwrap())
+        .await
+    })
+}
+
+/// A sample of endpoint `name` stored eight days ago; returns when.
+fn seed_past_retention(sb: &Sandbox, name: &str) -> i64 {
+    let then = toucan_core::time::now_ms() - 8 * 24 * 3_600_000;
+    let sample: toucan_core::serving::PayloadSample = serde_json::from_value(serde_json::json!({
+        "requestId": "old", "model": name, "version": "v1",
+        "receivedAt": toucan_core::time::rfc3339(then).unwrap(), "protocol": "v1",
+        "latencyMs": 1.0,
+        "instances": [{"stats": {"width": 28, "height": 28, "channels": 1, "brightness": 0.3,
+                                 "contrast": 0.2, "channelMeans": [0.3], "sharpness": 0.01},
+                       "label": 0, "class": CLASSES[0], "probabilities": [0.9, 0.1]}],
+    }))
+    .unwrap();
+    local_store(sb, |store| async move {
+        store.put_samples(name, &[sample], then).await.unwrap();
+    });
+    then
+}
+
 /// One endpoint of the monitoring example's test: normal requests, brightened ones, the
 /// retraining and the rollout's `outcome`.
 fn monitoring_loop(
@@ -432,6 +479,7 @@ fn monitoring_loop(
     bright: &[(std::path::PathBuf, usize)],
 ) {
     {
+        let past_retention = seed_past_retention(sb, name);
         let served = Served::start(sb, file);
         // The status is written on the loop's first pass after the URL is printed.
         let state: serde_json::Value =
@@ -448,7 +496,7 @@ fn monitoring_loop(
 
         // Like the training data: gauges, no alert.
         traffic.send(&normal[..60], "web");
-        let metrics = eventually(Duration::from_secs(20), "the evaluation gauges", || {
+        let metrics = eventually(Duration::from_secs(60), "the evaluation gauges", || {
             let text = ureq::get(format!("{}/metrics", traffic.api))
                 .call()
                 .ok()?
@@ -465,6 +513,20 @@ fn monitoring_loop(
         );
         assert!(metrics.contains(&brightness), "{metrics}");
         assert!(traffic.alerts(sb).is_empty(), "{:#?}", traffic.alerts(sb));
+        // The first pass deleted what was older than the retention (a week).
+        let left = local_store(sb, |store| async move {
+            store
+                .list_samples(name, 0, 1_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|s| s.stored_at <= past_retention)
+                .count()
+        });
+        assert_eq!(
+            left, 0,
+            "{name}: samples past the retention are still there"
+        );
 
         // Prometheus scrapes the local API and evaluates the endpoint's rule file; its
         // alerts reach the local API through Alertmanager's webhook.

@@ -83,7 +83,7 @@ fn counts(out: &Output) -> Value {
 
 async fn stored_labels(store: &Arc<dyn MetadataStore>, key: &str) -> Vec<Option<String>> {
     store
-        .list_labelled_samples(key, 0, 10)
+        .list_labelled_samples(key, 0..i64::MAX, 10)
         .await
         .unwrap()
         .into_iter()

@@ -77,6 +77,23 @@ impl Duration {
     }
 }
 
+/// A number of milliseconds in Go syntax, largest units first: `24h`, `40h10m`, `1m30s`,
+/// `250ms`, `0`.
+pub fn millis_text(ms: u64) -> String {
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    if out.is_empty() {
+        out.push('0');
+    }
+    out
+}
+
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -295,6 +312,20 @@ mod tests {
         assert_eq!(serde_json::to_string(&d).unwrap(), "\"1h30m\"");
         let err = serde_json::from_str::<Duration>("\"5 minutes\"").unwrap_err();
         assert!(err.to_string().contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn milliseconds_read_back_as_go_durations() {
+        for (ms, text) in [
+            (0, "0"),
+            (250, "250ms"),
+            (90_000, "1m30s"),
+            (86_400_000, "24h"),
+            (144_600_000, "40h10m"),
+        ] {
+            assert_eq!(millis_text(ms), text);
+            assert_eq!(Duration::parse(text).unwrap().as_millis(), ms);
+        }
     }
 
     #[test]

@@ -35,7 +35,10 @@ use common::{Harness, Operator};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use toucan_core::api::{Endpoint, PipelineRun};
+use toucan_core::monitoring::evaluation::Label;
 use toucan_core::monitoring::rules::rule_file_yaml;
+use toucan_core::records::{AlertRecord, Millis};
+use toucan_core::serving::PayloadSample;
 use toucan_core::time::{now_ms, rfc3339};
 
 const NS: &str = "watched";
@@ -94,11 +97,14 @@ impl Traffic {
             labels.push(json!({"requestId": id, "label": CLASSES[label]}));
         }
         let deadline = Instant::now() + Duration::from_secs(30);
+        let ours = format!("{}-", self.name);
         while store
             .list_samples(&format!("{NS}/{}", self.name), 0, 100_000)
             .await
             .unwrap()
-            .len()
+            .iter()
+            .filter(|s| s.sample.request_id.starts_with(&ours))
+            .count()
             < self.sent as usize
         {
             assert!(Instant::now() < deadline, "the samples were not stored");
@@ -294,6 +300,37 @@ async fn drift_retrains_and_the_new_model_is_promoted_or_rolled_back_on_live_acc
     );
 }
 
+/// A labelled sample and an ended alert of endpoint `name`, stored eight days ago; returns
+/// when.
+async fn seed_past_retention(h: &Harness, name: &str) -> Millis {
+    let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
+    let key = format!("{NS}/{name}");
+    let then = now_ms() - 8 * 24 * 3_600_000;
+    let sample: PayloadSample = serde_json::from_value(json!({
+        "requestId": "old", "model": "fashion", "version": "v1",
+        "receivedAt": rfc3339(then).unwrap(), "protocol": "v1", "latencyMs": 1.0,
+        "instances": [{"stats": {"width": 28, "height": 28, "channels": 1, "brightness": 0.3,
+                                 "contrast": 0.2, "channelMeans": [0.3], "sharpness": 0.01},
+                       "label": 0, "class": CLASSES[0], "probabilities": [0.9, 0.1]}],
+    }))
+    .unwrap();
+    store.put_samples(&key, &[sample], then).await.unwrap();
+    let label: Label = serde_json::from_value(
+        json!({"requestId": "old", "label": CLASSES[0], "labelledAt": then}),
+    )
+    .unwrap();
+    store.put_labels(&key, &[label], then).await.unwrap();
+    let alert: AlertRecord = serde_json::from_value(json!({
+        "endpoint": key, "key": "drift/old", "kind": "drift", "phase": "Resolved",
+        "summary": "an old episode", "windowStart": then - 60_000, "windowEnd": then,
+        "activeSince": then - 60_000, "lastBreach": then - 60_000, "endedAt": then,
+        "updatedAt": then,
+    }))
+    .unwrap();
+    store.put_alerts(&[alert]).await.unwrap();
+    then
+}
+
 /// What the export step of `run` wrote as `samples`.
 async fn exported_samples(h: &Harness, run: &PipelineRun) -> String {
     let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
@@ -335,6 +372,7 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
         },
     }))
     .unwrap();
+    let past_retention = seed_past_retention(h, name).await;
     let endpoints: Api<Endpoint> = Api::namespaced(h.client(), NS);
     endpoints
         .create(&PostParams::default(), &endpoint)
@@ -395,6 +433,23 @@ async fn the_loop(h: &Harness, op: &Operator, name: &'static str, retrain: &str,
     )
     .await;
     assert_eq!(ep.spec.versions.len(), 1);
+    // The first passes deleted what was older than the retention (a week), nothing newer.
+    let store = toucan_store::metadata::open(&h.db_url).await.unwrap();
+    let key = format!("{NS}/{name}");
+    let kept = store
+        .list_labelled_samples(&key, 0..Millis::MAX, 1_000)
+        .await
+        .unwrap();
+    assert!(
+        !kept.iter().any(|s| s.sample.stored_at <= past_retention),
+        "{name}: a sample past the retention is still there"
+    );
+    assert!(kept.len() >= 45, "{name}: {} samples left", kept.len());
+    let alerts = store.list_alerts(Some(&key), false, 100).await.unwrap();
+    assert!(
+        alerts.iter().all(|a| a.key != "drift/old"),
+        "{name}: {alerts:#?}"
+    );
     assert_eq!(
         condition(&ep, "Monitoring").as_deref(),
         Some("True"),

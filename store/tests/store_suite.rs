@@ -26,15 +26,15 @@ use std::sync::Arc;
 
 use serde_json::json;
 use toucan_core::monitoring::alerts::{AlertKind, AlertPhase};
-use toucan_core::monitoring::evaluation::{Label, LabelCounts};
+use toucan_core::monitoring::evaluation::{Label, LabelCounts, LabelledSample};
 use toucan_core::records::{
     AlertRecord, ArtifactKind, ArtifactRecord, ArtifactRef, AttemptRecord, CacheEntry,
-    DocumentKind, Phase, RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord, StudyRecord,
-    TrialRecord,
+    DocumentKind, Millis, Phase, RunChanges, RunPhase, RunRecord, StepOutputs, StepRecord,
+    StudyRecord, TrialRecord,
 };
 use toucan_core::serving::{InputStats, PayloadSample, SampledInstance};
 use toucan_core::tuning::{MetricPoint, ParamValue, Trial, TrialState};
-use toucan_store::metadata::{self as store, MetadataStore, SqliteStore, StoreError};
+use toucan_store::metadata::{self as store, Expired, MetadataStore, SqliteStore, StoreError};
 use toucan_test_harness::postgres::{Database, admin_url, database_url};
 
 macro_rules! store_suite {
@@ -87,6 +87,7 @@ store_suite!(
     samples_are_stored_once_per_request_and_listed_by_time,
     labels_are_stored_once_corrected_and_joined_to_their_samples,
     the_last_label_of_a_request_in_a_batch_wins,
+    samples_list_within_a_window_and_expire_with_their_labels_and_ended_alerts,
     alert_episodes_upsert_and_keep_what_was_done,
     alerts_list_newest_first_by_endpoint_and_openness,
 );
@@ -1217,7 +1218,7 @@ async fn labels_are_stored_once_corrected_and_joined_to_their_samples(
     );
 
     let joined = store
-        .list_labelled_samples("ns/fashion", 0, 100)
+        .list_labelled_samples("ns/fashion", 0..Millis::MAX, 100)
         .await
         .unwrap();
     type Seen<'a> = (&'a str, Option<(&'a str, i64, i64)>);
@@ -1245,7 +1246,7 @@ async fn labels_are_stored_once_corrected_and_joined_to_their_samples(
     assert_eq!(joined[0].label.as_ref().unwrap().endpoint, "ns/fashion");
     // The other endpoint's sample has no label: labels are per endpoint.
     let other = store
-        .list_labelled_samples("ns/other", 0, 100)
+        .list_labelled_samples("ns/other", 0..Millis::MAX, 100)
         .await
         .unwrap();
     assert_eq!(other.len(), 1);
@@ -1253,14 +1254,14 @@ async fn labels_are_stored_once_corrected_and_joined_to_their_samples(
     // Since and limit as for samples.
     assert!(
         store
-            .list_labelled_samples("ns/fashion", T0 + 1, 100)
+            .list_labelled_samples("ns/fashion", T0 + 1..Millis::MAX, 100)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         store
-            .list_labelled_samples("ns/fashion", 0, 2)
+            .list_labelled_samples("ns/fashion", 0..Millis::MAX, 2)
             .await
             .unwrap()
             .len(),
@@ -1274,7 +1275,7 @@ async fn labels_are_stored_once_corrected_and_joined_to_their_samples(
             .unwrap();
     }
     let kept: Vec<String> = store
-        .list_labelled_samples("ns/newest", 0, 2)
+        .list_labelled_samples("ns/newest", 0..Millis::MAX, 2)
         .await
         .unwrap()
         .into_iter()
@@ -1299,7 +1300,7 @@ async fn the_last_label_of_a_request_in_a_batch_wins(store: Arc<dyn MetadataStor
         .unwrap();
     assert_eq!((counts.added, counts.updated), (1, 1));
     let joined = store
-        .list_labelled_samples("ns/fashion", 0, 10)
+        .list_labelled_samples("ns/fashion", 0..Millis::MAX, 10)
         .await
         .unwrap();
     assert_eq!(joined[0].label.as_ref().unwrap().label, "class-1");
@@ -1492,5 +1493,113 @@ fn assert_unknown_column(err: &StoreError, column: &str) {
     assert!(
         message.contains(&format!("column {column}:")),
         "{column}: {message}"
+    );
+}
+
+async fn samples_list_within_a_window_and_expire_with_their_labels_and_ended_alerts(
+    store: Arc<dyn MetadataStore>,
+) {
+    for (i, id) in ["old1", "old2", "new1"].into_iter().enumerate() {
+        store
+            .put_samples("ns/fashion", &[sample(id, "v1", 1)], T0 + 10 * i as i64)
+            .await
+            .unwrap();
+    }
+    store
+        .put_samples("ns/other", &[sample("other", "v1", 1)], T0)
+        .await
+        .unwrap();
+    let labels = [
+        label("old1", "class-1", T0),
+        label("old2", "class-1", T0),
+        label("new1", "class-0", T0),
+    ];
+    store.put_labels("ns/fashion", &labels, T0).await.unwrap();
+    store
+        .put_labels("ns/other", &[label("other", "class-0", T0)], T0)
+        .await
+        .unwrap();
+    let ids = |samples: Vec<LabelledSample>| -> Vec<String> {
+        samples
+            .into_iter()
+            .map(|s| s.sample.sample.request_id)
+            .collect()
+    };
+    // A window: its start included, its end not.
+    let window = store
+        .list_labelled_samples("ns/fashion", T0 + 10..T0 + 20, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(window), ["old2"]);
+
+    let mut ended = alert("ns/fashion", "drift/all", T0, AlertPhase::Resolved);
+    ended.ended_at = Some(T0 + 5);
+    let mut recent = alert("ns/fashion", "drift/all", T0 + 6, AlertPhase::Resolved);
+    recent.ended_at = Some(T0 + 50);
+    let open = alert("ns/fashion", "evaluation/all", T0 - 100, AlertPhase::Firing);
+    let elsewhere = {
+        let mut a = alert("ns/other", "drift/all", T0, AlertPhase::Resolved);
+        a.ended_at = Some(T0 + 5);
+        a
+    };
+    store
+        .put_alerts(&[ended, recent, open, elsewhere])
+        .await
+        .unwrap();
+
+    let expired = store
+        .expire_monitoring("ns/fashion", T0 + 20, T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        expired,
+        Expired {
+            samples: 2,
+            labels: 2,
+            alerts: 1,
+        }
+    );
+    let left = store
+        .list_labelled_samples("ns/fashion", 0..Millis::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(left[0].label.as_ref().unwrap().label, "class-0");
+    assert_eq!(ids(left), ["new1"]);
+    let alerts: Vec<(String, i64)> = store
+        .list_alerts(Some("ns/fashion"), false, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.key, a.active_since))
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            ("drift/all".to_string(), T0 + 6),
+            ("evaluation/all".to_string(), T0 - 100)
+        ],
+        "an open alert stays however old"
+    );
+    // Other endpoints keep theirs; a second pass finds nothing more.
+    let other = store
+        .list_labelled_samples("ns/other", 0..Millis::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert!(other[0].label.is_some());
+    assert_eq!(
+        store
+            .list_alerts(Some("ns/other"), false, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .expire_monitoring("ns/fashion", T0 + 20, T0 + 10)
+            .await
+            .unwrap(),
+        Expired::default()
     );
 }

@@ -357,6 +357,12 @@ pub struct MonitoringSpec {
     /// The pipeline an alert runs to train a new model, and how that model is rolled out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrain: Option<RetrainSpec>,
+    /// How long the endpoint's samples, their labels and its ended alerts are kept; `168h`
+    /// (7 days) when omitted. At least a day, and at least the windows and the retraining
+    /// cooldown it must cover; the samples of a reference window are kept while it is the
+    /// reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
 }
 
 /// A slice: the requests that share one value of a header or attribute.

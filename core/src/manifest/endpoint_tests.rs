@@ -609,6 +609,44 @@ fn retraining_uses_the_alerts_variables_and_climbs_to_100() {
 }
 
 #[test]
+fn the_retention_covers_a_day_the_cooldown_and_the_windows() {
+    let spec = |retention: &str, rest: &str| {
+        monitored(&format!(
+            "    retention: {retention}\n    evaluation: {{window: 20h, floors: [{{metric: \
+             accuracy, min: 0.8}}]}}\n{rest}"
+        ))
+    };
+    let with = |retention: &str, rest: &str| errors(&spec(retention, rest));
+    assert_eq!(
+        with("12h", ""),
+        at(&[
+            "spec.monitoring.retention: 12h is shorter than a day (maxPerDay counts the \
+              retraining runs of 24 hours): keep at least 24h"
+        ])
+    );
+    assert_eq!(
+        with(
+            "30h",
+            "    retrain: {pipelineRef: {name: fashion-mnist}, cooldown: 48h}\n"
+        ),
+        at(&[
+            "spec.monitoring.retention: 30h is shorter than the retraining cooldown: keep at \
+              least 48h"
+        ])
+    );
+    assert_eq!(
+        with("30h", ""),
+        at(&[
+            "spec.monitoring.retention: 30h is shorter than the windows a pass reads (the \
+              drift window, two evaluation windows and the labels' maturity): keep at least \
+              40h10m"
+        ])
+    );
+    let fine = load_text(&format!("{HEAD}{}", spec("41h", "")));
+    assert!(fine.is_ok(), "{fine:?}");
+}
+
+#[test]
 fn monitoring_mistakes_in_structure_name_their_field() {
     let spec = monitored(
         r#"    evaluation:

@@ -15,6 +15,8 @@ use crate::api::{
     RetrainSpec, TimeRange,
 };
 use crate::echo::quote;
+use crate::monitoring::assess::lookback_ms;
+use crate::monitoring::retention::MIN_RETENTION_MS;
 use crate::monitoring::spec::{
     FEATURES, MAX_SLICES, ReferenceSource, SliceSource, alert_variables,
 };
@@ -54,6 +56,41 @@ pub(super) fn check_monitoring(
             ));
         }
         check_retrain(retrain, out);
+    }
+    check_retention(spec, monitoring, out);
+}
+
+/// The retention covers a day (what `maxPerDay` counts), the retraining cooldown and the
+/// windows a pass reads.
+fn check_retention(spec: &EndpointSpec, monitoring: &MonitoringSpec, out: &mut Vec<Finding>) {
+    let Some(retention) = &monitoring.retention else {
+        return;
+    };
+    let at = join(PATH, "retention");
+    let ms = retention.as_millis();
+    let needs = [
+        (
+            MIN_RETENTION_MS,
+            "a day (maxPerDay counts the retraining runs of 24 hours)",
+        ),
+        (
+            monitoring.retrain.as_ref().map_or(0, |r| r.cooldown_ms()),
+            "the retraining cooldown",
+        ),
+        (
+            u64::try_from(lookback_ms(spec)).unwrap_or(u64::MAX),
+            "the windows a pass reads (the drift window, two evaluation windows and the \
+             labels' maturity)",
+        ),
+    ];
+    if let Some((least, what)) = needs.into_iter().find(|(least, _)| ms < *least) {
+        out.push((
+            at,
+            format!(
+                "{retention} is shorter than {what}: keep at least {}",
+                crate::duration::millis_text(least)
+            ),
+        ));
     }
 }
 

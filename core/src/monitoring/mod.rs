@@ -8,7 +8,8 @@
 //! and generates the Prometheus alerting rules over them; [`assess`] is one pass of an
 //! endpoint's monitoring (the figures exported and the breaches seen), [`alerts`] turns
 //! breaches into alerts that fire and resolve with hysteresis, and [`retrain`] decides whether
-//! an alert starts a retraining run. [`embedding`] is how a model's embeddings of its inputs
+//! an alert starts a retraining run; [`retention`] says which samples and alerts have been kept
+//! long enough. [`embedding`] is how a model's embeddings of its inputs
 //! are recorded and where their reference lives.
 
 pub mod alerts;
@@ -17,6 +18,7 @@ pub mod drift;
 pub mod embedding;
 pub mod evaluation;
 pub mod export;
+pub mod retention;
 pub mod retrain;
 pub mod rules;
 pub mod spec;

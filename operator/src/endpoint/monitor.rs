@@ -42,8 +42,9 @@ use toucan_core::monitoring::assess::{
 use toucan_core::monitoring::drift::Embeddings;
 use toucan_core::monitoring::embedding;
 use toucan_core::monitoring::evaluation::LabelledSample;
-use toucan_core::monitoring::evaluation::join::sample_time;
+use toucan_core::monitoring::evaluation::join::{sample_time, stored_range};
 use toucan_core::monitoring::export::labelled_samples_csv;
+use toucan_core::monitoring::retention::{self, EXPIRY_INTERVAL_MS};
 use toucan_core::monitoring::retrain::{self, Alert, PastRetrain, Verdict};
 use toucan_core::monitoring::rules::prometheus_rule;
 use toucan_core::monitoring::spec::ReferenceSource;
@@ -51,6 +52,7 @@ use toucan_core::records::{AlertRecord, ArtifactKind, Millis, Phase};
 use toucan_core::serving::rollout::QualityObservation;
 use toucan_core::time::parse_rfc3339;
 use toucan_store::artifacts::Digest;
+use toucan_store::metadata::Expired;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -92,6 +94,8 @@ struct Memory {
     rule_missing: bool,
     /// What the last pass could not judge.
     problems: Vec<String>,
+    /// When samples and alerts past the retention are next deleted.
+    next_expiry: Millis,
 }
 
 /// The monitors of every endpoint this replica reconciles.
@@ -186,6 +190,21 @@ impl Monitors {
             });
         }
         memory.next_pass = now + pass_interval_ms(spec);
+        if now >= memory.next_expiry
+            && let Some(expiry) = retention::expiry(spec, now, step_since)
+        {
+            let gone = ctx
+                .store
+                .expire_monitoring(&key, expiry.samples_before, expiry.alerts_before)
+                .await?;
+            if gone != Expired::default() {
+                tracing::info!(
+                    endpoint = %key, samples = gone.samples, labels = gone.labels,
+                    alerts = gone.alerts, "deleted monitoring data past its retention"
+                );
+            }
+            memory.next_expiry = now + EXPIRY_INTERVAL_MS;
+        }
         let mut pass = Pass {
             notes,
             next_in_ms: Some(pass_interval_ms(spec)),
@@ -196,7 +215,7 @@ impl Monitors {
         let since = step_since.map_or(since, |s| s.min(since));
         let samples = ctx
             .store
-            .list_labelled_samples(&key, since, MAX_SAMPLES)
+            .list_labelled_samples(&key, since..Millis::MAX, MAX_SAMPLES)
             .await?;
         let mut problems = Vec::new();
         let reference = match self.reference(ctx, at, spec, &mut memory, now).await {
@@ -338,7 +357,7 @@ impl Monitors {
                 };
                 let samples = ctx
                     .store
-                    .list_labelled_samples(&at.key(), start, MAX_SAMPLES)
+                    .list_labelled_samples(&at.key(), stored_range(start..end), MAX_SAMPLES)
                     .await
                     .map_err(|e| e.to_string())?;
                 let rows = Arc::new(ReferenceRow::of_samples(

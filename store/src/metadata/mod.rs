@@ -73,6 +73,14 @@ impl StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The metadata store's operations. See the module docs.
+/// What [`MetadataStore::expire_monitoring`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub samples: u64,
+    pub labels: u64,
+    pub alerts: u64,
+}
+
 #[async_trait]
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Records a new run (phase as given, usually `Running`).
@@ -189,14 +197,23 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         labels: &[Label],
         now: Millis,
     ) -> Result<LabelCounts>;
-    /// An endpoint's samples stored at or after `since`, each with its label if one is
-    /// stored: the newest `limit` of them, oldest first.
+    /// An endpoint's samples stored in `stored` (a reference window, or from a time on with
+    /// `since..Millis::MAX`), each with its label if one is stored: the newest `limit` of
+    /// them, oldest first.
     async fn list_labelled_samples(
         &self,
         endpoint: &str,
-        since: Millis,
+        stored: std::ops::Range<Millis>,
         limit: u32,
     ) -> Result<Vec<LabelledSample>>;
+    /// Deletes `endpoint`'s samples stored before `samples_before` with their labels, and
+    /// its alert episodes that ended before `alerts_before`, all of it or nothing.
+    async fn expire_monitoring(
+        &self,
+        endpoint: &str,
+        samples_before: Millis,
+        alerts_before: Millis,
+    ) -> Result<Expired>;
 
     /// Stores alert episodes, all of them or none: a new (endpoint, key, active_since) is
     /// inserted, a stored one updated. An update whose `action` or `run` is `None` keeps the

@@ -60,7 +60,7 @@ macro_rules! impl_metadata_store {
             use toucan_core::serving::PayloadSample;
 
             use super::{$begin_write, $referenced_digests, $store};
-            use $crate::metadata::{MetadataStore, Result, StoreError};
+            use $crate::metadata::{Expired, MetadataStore, Result, StoreError};
 
             #[async_trait]
             impl MetadataStore for $store {
@@ -588,7 +588,7 @@ macro_rules! impl_metadata_store {
                 async fn list_labelled_samples(
                     &self,
                     endpoint: &str,
-                    since: Millis,
+                    stored: std::ops::Range<Millis>,
                     limit: u32,
                 ) -> Result<Vec<LabelledSample>> {
                     // The newest `limit`, then oldest first: a window near now is never the
@@ -601,17 +601,18 @@ macro_rules! impl_metadata_store {
                              FROM prediction_samples s
                              LEFT JOIN prediction_labels l
                                  ON l.endpoint = s.endpoint AND l.request_id = s.request_id
-                             WHERE s.endpoint = $1 AND s.stored_at >= $2
+                             WHERE s.endpoint = $1 AND s.stored_at >= $2 AND s.stored_at < $3
                              ORDER BY s.stored_at DESC, s.request_id COLLATE ",
                         $byte_order,
                         " DESC
-                             LIMIT $3
+                             LIMIT $4
                          ) AS newest
                          ORDER BY stored_at, request_id COLLATE ",
                         $byte_order,
                     ))
                     .bind(endpoint)
-                    .bind(since)
+                    .bind(stored.start)
+                    .bind(stored.end)
                     .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await
@@ -619,6 +620,52 @@ macro_rules! impl_metadata_store {
                     .iter()
                     .map(labelled_sample_from_row)
                     .collect()
+                }
+
+                async fn expire_monitoring(
+                    &self,
+                    endpoint: &str,
+                    samples_before: Millis,
+                    alerts_before: Millis,
+                ) -> Result<Expired> {
+                    const OP: &str = "expiring monitoring data";
+                    let mut tx = $begin_write(&self.pool).await.map_err(query_err(OP))?;
+                    // Labels first: they are found through their samples.
+                    let deletes = [
+                        (
+                            "DELETE FROM prediction_labels
+                             WHERE endpoint = $1 AND request_id IN (
+                                 SELECT request_id FROM prediction_samples
+                                 WHERE endpoint = $1 AND stored_at < $2)",
+                            samples_before,
+                        ),
+                        (
+                            "DELETE FROM prediction_samples WHERE endpoint = $1 AND stored_at < $2",
+                            samples_before,
+                        ),
+                        (
+                            "DELETE FROM endpoint_alerts
+                             WHERE endpoint = $1 AND ended_at IS NOT NULL AND ended_at < $2",
+                            alerts_before,
+                        ),
+                    ];
+                    let mut deleted = [0; 3];
+                    for (count, (sql, before)) in deleted.iter_mut().zip(deletes) {
+                        *count = sqlx::query(sql)
+                            .bind(endpoint)
+                            .bind(before)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err(OP))?
+                            .rows_affected();
+                    }
+                    let [labels, samples, alerts] = deleted;
+                    tx.commit().await.map_err(query_err(OP))?;
+                    Ok(Expired {
+                        samples,
+                        labels,
+                        alerts,
+                    })
                 }
 
                 async fn put_alerts(&self, alerts: &[AlertRecord]) -> Result<()> {

@@ -29,13 +29,14 @@ use toucan_core::monitoring::assess::{
 use toucan_core::monitoring::drift::Embeddings;
 use toucan_core::monitoring::embedding;
 use toucan_core::monitoring::evaluation::LabelledSample;
+use toucan_core::monitoring::retention::{self, EXPIRY_INTERVAL_MS};
 use toucan_core::monitoring::retrain::{self, Alert, PastRetrain, Verdict};
 use toucan_core::monitoring::spec::ReferenceSource;
 use toucan_core::records::{AlertRecord, Millis, Phase};
 use toucan_core::serving::rollout::QualityObservation;
 use toucan_core::serving::spec::ModelSource;
 use toucan_core::time::{now_ms, parse_rfc3339};
-use toucan_store::metadata::MetadataStore;
+use toucan_store::metadata::{Expired, MetadataStore};
 
 use crate::home::Home;
 use crate::local::executor::Executor;
@@ -95,6 +96,8 @@ pub struct Monitor {
     pub quality: BTreeMap<String, QualityObservation>,
     /// What the last pass could not judge (said again only when it changes).
     problems: Vec<String>,
+    /// When samples and alerts past the retention are next deleted.
+    next_expiry: Millis,
 }
 
 impl Monitor {
@@ -120,6 +123,7 @@ impl Monitor {
             running: Vec::new(),
             quality: BTreeMap::new(),
             problems: Vec::new(),
+            next_expiry: 0,
         }
     }
 
@@ -143,6 +147,21 @@ impl Monitor {
         }
         self.next_pass = now + pass_interval_ms(spec);
         self.pass(spec, models, step_since, now).await?;
+        if now >= self.next_expiry
+            && let Some(expiry) = retention::expiry(spec, now, step_since)
+        {
+            let gone = self
+                .store
+                .expire_monitoring(&self.name, expiry.samples_before, expiry.alerts_before)
+                .await?;
+            if gone != Expired::default() {
+                eprintln!(
+                    "endpoint {}: deleted {} samples, {} labels and {} alerts past the retention",
+                    self.name, gone.samples, gone.labels, gone.alerts
+                );
+            }
+            self.next_expiry = now + EXPIRY_INTERVAL_MS;
+        }
         Ok(retrained)
     }
 
@@ -157,7 +176,7 @@ impl Monitor {
         let since = step_since.map_or(since, |s| s.min(since));
         let samples = self
             .store
-            .list_labelled_samples(&self.name, since, MAX_SAMPLES)
+            .list_labelled_samples(&self.name, since..Millis::MAX, MAX_SAMPLES)
             .await?;
         let reference = self.reference(spec, now).await?;
         let mut problems = Vec::new();
@@ -252,7 +271,11 @@ impl Monitor {
                 };
                 let samples = self
                     .store
-                    .list_labelled_samples(&self.name, start, MAX_SAMPLES)
+                    .list_labelled_samples(
+                        &self.name,
+                        toucan_core::monitoring::evaluation::join::stored_range(start..end),
+                        MAX_SAMPLES,
+                    )
                     .await?;
                 let rows = ReferenceRow::of_samples(
                     samples

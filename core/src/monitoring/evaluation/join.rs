@@ -105,6 +105,16 @@ pub fn sample_time(record: &SampleRecord) -> Millis {
     parse_rfc3339(&record.sample.received_at).unwrap_or(record.stored_at)
 }
 
+/// How long after its request a sample may reach the store, at most: servers ship them in
+/// batches, a few seconds apart.
+pub const MAX_SHIPPING_DELAY_MS: Millis = 10 * 60 * 1000;
+
+/// The storing times that hold every sample of requests received in `received` (to filter
+/// by [`sample_time`] then).
+pub fn stored_range(received: std::ops::Range<Millis>) -> std::ops::Range<Millis> {
+    received.start..received.end.saturating_add(MAX_SHIPPING_DELAY_MS)
+}
+
 /// The classes a model's predictions reveal (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelClasses {
