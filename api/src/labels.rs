@@ -97,6 +97,9 @@ pub(super) struct EvaluationQuery {
     maturity: Option<String>,
     /// The moving average's half-life in windows (default 4).
     half_life: Option<f64>,
+    /// The most samples read, the newest (default and at most 50,000); when the read stops
+    /// there, `partialThrough` says which windows lack some of theirs.
+    limit: Option<u32>,
 }
 
 /// Store a batch of labels (idempotent by request id)
@@ -185,13 +188,22 @@ pub(super) async fn get_evaluation(
             .now
             .saturating_sub(window_ms.saturating_mul(DEFAULT_WINDOWS))
     });
+    let limit = query.limit.unwrap_or(MAX_EVALUATED);
+    if !(1..=MAX_EVALUATED).contains(&limit) {
+        return Err(unprocessable(format!(
+            "limit: {limit} is not from 1 to {MAX_EVALUATED}"
+        )));
+    }
     // Options are checked before the store is read.
     evaluate(&[], &options).map_err(unprocessable)?;
     let samples = state
         .store
-        .list_labelled_samples(&key, since..i64::MAX, MAX_EVALUATED)
+        .list_labelled_samples(&key, since..i64::MAX, limit)
         .await?;
-    let report = evaluate(&samples, &options).map_err(unprocessable)?;
+    let mut report = evaluate(&samples, &options).map_err(unprocessable)?;
+    if samples.len() == limit as usize {
+        report.partial_through = samples.first().map(|s| s.sample.stored_at);
+    }
     Ok(Json(report))
 }
 

@@ -303,6 +303,24 @@ async fn the_evaluation_reads_back_windowed_metrics_per_version_and_slice() {
     assert!(accuracy["lower"].as_f64().unwrap() < 4.0 / 6.0);
     assert!(accuracy["upper"].as_f64().unwrap() > 4.0 / 6.0);
 
+    // Everything was read: the report is whole. Read up to a limit, it says where it is not.
+    assert!(report.get("partialThrough").is_none(), "{report}");
+    let (_, partial) = send(&app, Method::GET, &format!("{uri}&limit=4"), "reader", None).await;
+    assert_eq!(partial["coverage"]["labelled"], 4, "{partial}");
+    let oldest_read = store
+        .list_labelled_samples("prod/fashion", 0..i64::MAX, 4)
+        .await
+        .unwrap()[0]
+        .sample
+        .stored_at;
+    assert_eq!(partial["partialThrough"], oldest_read, "{partial}");
+    let (status, answer) = send(&app, Method::GET, &format!("{uri}&limit=0"), "reader", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("limit:"),
+        "{answer}"
+    );
+
     // A maturity longer than the samples' age leaves them all pending.
     let (_, pending) = send(
         &app,

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use toucan_core::api::{Endpoint, EndpointSpec};
 use toucan_core::monitoring::alerts::{AlertKind, AlertPhase, advance};
 use toucan_core::monitoring::assess::{
-    AssessInput, Assessment, ReferenceRow, assess, exposition, lookback_ms,
+    AssessInput, Assessment, ReferenceRow, assess, exposition, lookback_ms, read_limit_problem,
 };
 use toucan_core::monitoring::drift::Embeddings;
 use toucan_core::monitoring::embedding;
@@ -581,5 +581,17 @@ fn the_gauges_are_prometheus_text_with_the_rules_labels() {
         text.matches("# TYPE toucan_endpoint_drift_score gauge")
             .count(),
         1
+    );
+}
+
+#[test]
+fn a_read_cut_at_its_limit_is_a_problem_that_says_from_when() {
+    let mut rng = Rng(3);
+    let samples = stream(&mut rng, &Draw::of("v1"), HOUR, HOUR, 10);
+    assert_eq!(read_limit_problem(&samples, 11), None);
+    let problem = read_limit_problem(&samples, 10).unwrap();
+    assert!(
+        problem.contains("at most 10 samples") && problem.contains("1970-01-01T01:00:00"),
+        "{problem}"
     );
 }

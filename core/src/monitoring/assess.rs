@@ -196,6 +196,20 @@ pub fn lookback_ms(spec: &EndpointSpec) -> Millis {
     Millis::try_from(drift.max(evaluation)).unwrap_or(Millis::MAX)
 }
 
+/// What a pass says when its read of `samples` stopped at `limit` (the newest ones): the
+/// windows reaching back past the oldest read are judged on part of their samples.
+pub fn read_limit_problem(samples: &[LabelledSample], limit: u32) -> Option<String> {
+    if samples.len() < limit as usize {
+        return None;
+    }
+    let oldest = samples.first().map_or(0, |s| s.sample.stored_at);
+    let at = crate::time::rfc3339(oldest).unwrap_or_else(|_| oldest.to_string());
+    Some(format!(
+        "a pass reads at most {limit} samples: those stored before {at} were left out, so the \
+         windows reaching back past it are judged on part of theirs (lower sampling.rate)"
+    ))
+}
+
 /// How often a shell runs a pass: a twelfth of the shortest window, from 1 second to 1
 /// minute, so an alert's `for` is judged on several passes.
 pub fn pass_interval_ms(spec: &EndpointSpec) -> Millis {

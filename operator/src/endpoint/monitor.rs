@@ -38,6 +38,7 @@ use toucan_core::api::{
 use toucan_core::monitoring::alerts::{self, AlertPhase, ConditionValue, advance};
 use toucan_core::monitoring::assess::{
     AssessInput, ReferenceRow, assess, lookback_ms, pass_interval_ms, quality_since,
+    read_limit_problem,
 };
 use toucan_core::monitoring::drift::Embeddings;
 use toucan_core::monitoring::embedding;
@@ -217,7 +218,9 @@ impl Monitors {
             .store
             .list_labelled_samples(&key, since..Millis::MAX, MAX_SAMPLES)
             .await?;
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = read_limit_problem(&samples, MAX_SAMPLES)
+            .into_iter()
+            .collect();
         let reference = match self.reference(ctx, at, spec, &mut memory, now).await {
             Ok(rows) => rows,
             Err(why) => {

@@ -25,6 +25,7 @@ use toucan_core::manifest::{self, Source};
 use toucan_core::monitoring::alerts::{self, advance};
 use toucan_core::monitoring::assess::{
     AssessInput, ReferenceRow, assess, lookback_ms, pass_interval_ms, quality_since,
+    read_limit_problem,
 };
 use toucan_core::monitoring::drift::Embeddings;
 use toucan_core::monitoring::embedding;
@@ -179,7 +180,9 @@ impl Monitor {
             .list_labelled_samples(&self.name, since..Millis::MAX, MAX_SAMPLES)
             .await?;
         let reference = self.reference(spec, now).await?;
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = read_limit_problem(&samples, MAX_SAMPLES)
+            .into_iter()
+            .collect();
         let mut embeddings = BTreeMap::new();
         if spec.monitoring.as_ref().is_some_and(|m| m.drift.is_some()) {
             for (version, path) in models {

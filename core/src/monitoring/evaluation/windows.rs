@@ -130,6 +130,12 @@ pub struct EvaluationReport {
     pub coverage: LabelCoverage,
     /// Windows holding a sample, oldest first.
     pub windows: Vec<EvaluationWindow>,
+    /// Set when the samples were read up to a limit (the newest ones): some of those stored
+    /// at or before this time were left out, so the windows reaching back to it are judged
+    /// on part of their samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub partial_through: Option<Millis>,
 }
 
 /// One tumbling window.
@@ -287,6 +293,7 @@ pub fn evaluate(
         bootstrap_resamples: options.resamples,
         coverage: coverage(&all, options),
         windows: report_windows,
+        partial_through: None,
     })
 }
 
