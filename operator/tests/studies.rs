@@ -137,12 +137,19 @@ async fn wait_study(
         {
             return study;
         }
-        assert!(
-            Instant::now() < deadline,
-            "study {ns}/{name}: {what}: never happened; last status {:#?}\n{}",
-            study.status,
-            operator_logs(h)
-        );
+        if Instant::now() >= deadline {
+            let runs: Vec<_> = child_runs(h, ns, name)
+                .await
+                .into_iter()
+                .map(|r| (r.name_any(), r.status))
+                .collect();
+            panic!(
+                "study {ns}/{name}: {what}: never happened; last status {:#?}\ntrial runs: \
+                 {runs:#?}\n{}",
+                study.status,
+                operator_logs(h)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -162,8 +169,8 @@ fn operator_logs(h: &Harness) -> String {
     for log in logs {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        out.push_str(&format!("--- {} (last 40 lines)\n", log.display()));
-        for line in &lines[lines.len().saturating_sub(40)..] {
+        out.push_str(&format!("--- {} (last 150 lines)\n", log.display()));
+        for line in &lines[lines.len().saturating_sub(150)..] {
             out.push_str(line);
             out.push('\n');
         }
