@@ -661,7 +661,21 @@ fn monitoring_loop(
         let text = sb.run(&["describe", "endpoint", name]);
         let text = String::from_utf8_lossy(&text.stdout);
         assert!(text.contains("Alerts:") && text.contains(outcome), "{text}");
+        let kept = kept.to_string();
         drop(served);
+
+        // Served again from the same manifest, which names v1: the version the loop kept.
+        let again = Served::start(sb, file);
+        let id = format!("{name}-again");
+        let (status, version, body) =
+            predict(&again.url, name, &normal[0].0, &[("x-request-id", &id)]);
+        assert_eq!(status, 200, "{body}\n{}", again.stderr());
+        assert_eq!(
+            version.as_deref(),
+            Some(kept.as_str()),
+            "{name}: {}",
+            again.stderr()
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use toucan_core::api::Endpoint;
+use toucan_core::api::{Endpoint, ModelVersion};
 use toucan_core::manifest::{self, Diagnostic, Document, LoadedDocument};
 use toucan_core::records::{ArtifactKind, ArtifactRef};
 use toucan_core::serving::spec::ModelSource;
@@ -92,7 +92,7 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
     let Document::Endpoint(endpoint) = &doc.document else {
         return Ok(Outcome::InvalidInput);
     };
-    let endpoint: Endpoint = (**endpoint).clone();
+    let mut endpoint: Endpoint = (**endpoint).clone();
     let Some(name) = endpoint.metadata.name.clone() else {
         return Ok(Outcome::InvalidInput);
     };
@@ -102,29 +102,51 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
     let dir = endpoint::dir(&home.root, &name);
     std::fs::create_dir_all(dir.join("models"))
         .with_context(|| format!("creating {}", dir.display()))?;
-    let mut models = BTreeMap::new();
-    let mut model_names = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (i, v) in endpoint.spec.versions.iter().enumerate() {
-        let at = format!("spec.versions[{i}].model");
-        match resolve_model(store.as_ref(), &artifacts, &v.model.source(), &dir).await {
-            Ok((path, digest)) => {
-                models.insert(v.name.clone(), path);
-                model_names.insert(v.name.clone(), digest);
+    let manifest = endpoint.spec.clone();
+    // The versions retraining left it serving, unless their models are gone.
+    if let Some(versions) = endpoint::retrained_versions(&home.root, &name, &manifest)? {
+        match resolve_models(store.as_ref(), &artifacts, &versions, &dir).await {
+            Ok(_) => {
+                eprintln!(
+                    "endpoint {name}: serving {:?} as retraining left it ({} names {:?}; edit \
+                     it to serve other versions)",
+                    names(&versions),
+                    doc.source.file.display(),
+                    names(&manifest.versions)
+                );
+                endpoint.spec.versions = versions;
             }
-            Err(message) => errors.push(Diagnostic {
-                source: doc.source.clone(),
-                path: at,
-                message,
-            }),
+            Err(missing) => {
+                let (i, message) = &missing[0];
+                eprintln!(
+                    "endpoint {name}: the retrained version {} cannot be served ({message}): \
+                     serving {:?} as {} names them",
+                    versions[*i].name,
+                    names(&manifest.versions),
+                    doc.source.file.display()
+                );
+            }
         }
     }
-    if !errors.is_empty() {
-        return Ok(super::invalid_input(&errors, Some("nothing was served")));
-    }
+    let (models, model_names) =
+        match resolve_models(store.as_ref(), &artifacts, &endpoint.spec.versions, &dir).await {
+            Ok(resolved) => resolved,
+            Err(missing) => {
+                let errors: Vec<Diagnostic> = missing
+                    .into_iter()
+                    .map(|(i, message)| Diagnostic {
+                        source: doc.source.clone(),
+                        path: format!("spec.versions[{i}].model"),
+                        message,
+                    })
+                    .collect();
+                return Ok(super::invalid_input(&errors, Some("nothing was served")));
+            }
+        };
     endpoint::serve(
         ServeRequest {
             endpoint,
+            manifest,
             models,
             model_names,
             listen,
@@ -137,6 +159,40 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
     .await?;
     Ok(Outcome::Success)
 }
+
+fn names(versions: &[ModelVersion]) -> Vec<&str> {
+    versions.iter().map(|v| v.name.as_str()).collect()
+}
+
+/// Each version's model file and its digest, by version; else, by index, each version
+/// whose model cannot be had and why.
+async fn resolve_models(
+    store: &dyn MetadataStore,
+    artifacts: &ArtifactStore,
+    versions: &[ModelVersion],
+    dir: &Path,
+) -> Result<Resolved, Vec<(usize, String)>> {
+    let mut models = BTreeMap::new();
+    let mut model_names = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        match resolve_model(store, artifacts, &v.model.source(), dir).await {
+            Ok((path, digest)) => {
+                models.insert(v.name.clone(), path);
+                model_names.insert(v.name.clone(), digest);
+            }
+            Err(message) => missing.push((i, message)),
+        }
+    }
+    if missing.is_empty() {
+        Ok((models, model_names))
+    } else {
+        Err(missing)
+    }
+}
+
+/// Each version's model file, and its digest.
+type Resolved = (BTreeMap<String, PathBuf>, BTreeMap<String, String>);
 
 /// The model file of one version, copied into the endpoint's directory, and its digest.
 /// The error says what is missing, in the user's words.

@@ -20,7 +20,7 @@ mod samples_csv;
 mod state;
 
 pub use processes::{Binaries, router_stats};
-pub use state::{LocalEndpoint, dir, read_all, read_one};
+pub use state::{LocalEndpoint, dir, read_all, read_one, retrained_versions};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +57,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct ServeRequest {
     pub endpoint: Endpoint,
+    /// The spec as the manifest gives it (the endpoint's may carry promoted versions on).
+    pub manifest: EndpointSpec,
     /// Each version's model file, resolved from the local store.
     pub models: BTreeMap<String, PathBuf>,
     /// Each version's model as its spec names it, for the status.
@@ -388,6 +390,7 @@ pub async fn serve(
                         .iter()
                         .map(|v| (v.name.clone(), v.restarts))
                         .collect(),
+                    manifest: Some(request.manifest.clone()),
                 },
             )?;
             last_status = Some(status);

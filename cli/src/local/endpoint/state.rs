@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use toucan_core::api::{EndpointSpec, EndpointStatus};
+use toucan_core::api::{EndpointSpec, EndpointStatus, ModelVersion};
 use toucan_core::records::Millis;
 
 const FILE: &str = "endpoint.json";
@@ -28,6 +28,10 @@ pub struct LocalEndpoint {
     /// Replicas of each version that exited and were started again.
     #[serde(default)]
     pub restarts: BTreeMap<String, u32>,
+    /// The spec as its manifest gave it when serving started; `spec` differs once a retrained
+    /// version was promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<EndpointSpec>,
 }
 
 impl LocalEndpoint {
@@ -77,6 +81,24 @@ fn read_file(path: &Path) -> anyhow::Result<Option<LocalEndpoint>> {
 /// The endpoint `name`, if it was ever served from this home.
 pub fn read_one(root: &Path, name: &str) -> anyhow::Result<Option<LocalEndpoint>> {
     read_file(&dir(root, name).join(FILE))
+}
+
+/// The versions retraining left endpoint `name` serving when it last stopped, when it is
+/// served again from the same `manifest` (an edited manifest is served as written) and no
+/// retrained rollout was left halfway: as an operator keeps a promoted version in the
+/// Endpoint's spec, a promoted model outlives `toucan serve`.
+pub fn retrained_versions(
+    root: &Path,
+    name: &str,
+    manifest: &EndpointSpec,
+) -> anyhow::Result<Option<Vec<ModelVersion>>> {
+    let Some(last) = read_one(root, name)? else {
+        return Ok(None);
+    };
+    let carried = last.manifest.as_ref() == Some(manifest)
+        && last.spec.versions != manifest.versions
+        && last.spec.rollout == manifest.rollout;
+    Ok(carried.then_some(last.spec.versions))
 }
 
 /// Every endpoint served from this home, by name.
