@@ -104,9 +104,10 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
         .with_context(|| format!("creating {}", dir.display()))?;
     let manifest = endpoint.spec.clone();
     // The versions retraining left it serving, unless their models are gone.
+    let mut resolved = None;
     if let Some(versions) = endpoint::retrained_versions(&home.root, &name, &manifest)? {
         match resolve_models(store.as_ref(), &artifacts, &versions, &dir).await {
-            Ok(_) => {
+            Ok(models) => {
                 eprintln!(
                     "endpoint {name}: serving {:?} as retraining left it ({} names {:?}; edit \
                      it to serve other versions)",
@@ -115,6 +116,7 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
                     names(&manifest.versions)
                 );
                 endpoint.spec.versions = versions;
+                resolved = Some(models);
             }
             Err(missing) => {
                 let (i, message) = &missing[0];
@@ -128,21 +130,24 @@ async fn serve_document(doc: &LoadedDocument, listen: SocketAddr) -> anyhow::Res
             }
         }
     }
-    let (models, model_names) =
-        match resolve_models(store.as_ref(), &artifacts, &endpoint.spec.versions, &dir).await {
-            Ok(resolved) => resolved,
-            Err(missing) => {
-                let errors: Vec<Diagnostic> = missing
-                    .into_iter()
-                    .map(|(i, message)| Diagnostic {
-                        source: doc.source.clone(),
-                        path: format!("spec.versions[{i}].model"),
-                        message,
-                    })
-                    .collect();
-                return Ok(super::invalid_input(&errors, Some("nothing was served")));
-            }
-        };
+    let resolved = match resolved {
+        Some(models) => Ok(models),
+        None => resolve_models(store.as_ref(), &artifacts, &manifest.versions, &dir).await,
+    };
+    let (models, model_names) = match resolved {
+        Ok(models) => models,
+        Err(missing) => {
+            let errors: Vec<Diagnostic> = missing
+                .into_iter()
+                .map(|(i, message)| Diagnostic {
+                    source: doc.source.clone(),
+                    path: format!("spec.versions[{i}].model"),
+                    message,
+                })
+                .collect();
+            return Ok(super::invalid_input(&errors, Some("nothing was served")));
+        }
+    };
     endpoint::serve(
         ServeRequest {
             endpoint,

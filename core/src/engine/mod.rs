@@ -35,7 +35,9 @@ mod tests;
 
 pub use decide::{Action, decide};
 pub use invocation::{GangInvocation, InputSource, Invocation};
-pub use plan::{DEFAULT_PERMANENT_EXIT_CODES, PlanError, RunPlan, StepPlan, Unstaged};
+pub use plan::{
+    DEFAULT_PERMANENT_EXIT_CODES, PlanError, RunPlan, StagedInputs, StepPlan, Unstaged,
+};
 pub use run::{Engine, Run};
 pub use state::{NodeState, RunState, SUMMARY_NAMES};
 pub use values::render_value;

@@ -24,7 +24,7 @@ pub struct RunPlan {
     /// Digests of `path:` inputs and of the artifacts parameters name, by step and input
     /// name, stored before the run started.
     #[serde(default)]
-    pub local_inputs: BTreeMap<String, BTreeMap<String, ArtifactRef>>,
+    pub local_inputs: StagedInputs,
     /// `--no-cache`: run everything, but still record cache entries.
     #[serde(default)]
     pub no_cache: bool,
@@ -57,6 +57,9 @@ pub struct StepPlan<'a> {
     pub is_finally: bool,
     pub deps: &'a BTreeSet<String>,
 }
+
+/// Stored inputs' artifacts, by step and input name.
+pub type StagedInputs = BTreeMap<String, BTreeMap<String, ArtifactRef>>;
 
 /// An input the shell stores before the run starts (locally: imports into the artifact
 /// directory; on a cluster: the stage pod; `toucan submit`: uploads).
@@ -175,16 +178,34 @@ impl RunPlan {
 
     /// `inputs` (as another run of this pipeline recorded them) without the inputs that
     /// parameters name: those follow this run's own values.
-    pub fn path_inputs_only(
+    pub fn path_inputs_only(&self, inputs: StagedInputs) -> StagedInputs {
+        self.retain_inputs(inputs, |a, _| a.path.is_some())
+    }
+
+    /// `inputs` as this run's submitter stored them (`toucan submit`, or the run it repeats),
+    /// without an artifact a parameter names by another digest than this run's value: that
+    /// one is staged again.
+    pub fn submitted_inputs(&self, inputs: StagedInputs) -> StagedInputs {
+        self.retain_inputs(inputs, |a, stored| {
+            !self
+                .artifact_param(a)
+                .is_some_and(|(_, value)| value.starts_with("sha256:") && stored.digest != value)
+        })
+    }
+
+    /// `inputs` with only the entries of this plan's inputs that `keep` keeps (entries of
+    /// other inputs stay), and no step left empty.
+    fn retain_inputs(
         &self,
-        mut inputs: BTreeMap<String, BTreeMap<String, ArtifactRef>>,
-    ) -> BTreeMap<String, BTreeMap<String, ArtifactRef>> {
+        mut inputs: StagedInputs,
+        keep: impl Fn(&InputArtifact, &ArtifactRef) -> bool,
+    ) -> StagedInputs {
         for sp in self.steps() {
             let Some(by_input) = inputs.get_mut(&sp.step.name) else {
                 continue;
             };
             for a in sp.step.inputs.iter().flat_map(|i| &i.artifacts) {
-                if a.path.is_none() {
+                if by_input.get(&a.name).is_some_and(|stored| !keep(a, stored)) {
                     by_input.remove(&a.name);
                 }
             }

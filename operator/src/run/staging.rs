@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use toucan_core::api::{Pipeline, PipelineRun};
 use toucan_core::engine::run::Observation;
-use toucan_core::engine::{Run, RunPlan, Unstaged};
+use toucan_core::engine::{Run, RunPlan, StagedInputs, Unstaged};
 use toucan_core::launch::{STAGE_NODE, StageInput, StageSpec};
 use toucan_core::records::{ArtifactRef, DocumentKind};
 
@@ -29,7 +29,7 @@ pub async fn observe(
     run: &Run,
 ) -> Result<Vec<Observation>> {
     let submitted = match plr.annotations().get(STAGED_INPUTS_ANNOTATION) {
-        None => Staged::new(),
+        None => StagedInputs::new(),
         Some(text) => match already_staged(&run.plan, text) {
             Ok(inputs) => inputs,
             Err(message) => return Ok(vec![Observation::StagingFailed { message }]),
@@ -106,38 +106,18 @@ pub async fn observe(
     Ok(vec![Observation::StagingFailed { message: why }])
 }
 
-/// Artifacts by step and input name.
-type Staged = BTreeMap<String, BTreeMap<String, ArtifactRef>>;
-
-/// The run's inputs as its submitter stored them (`toucan submit`, or the run it repeats).
-/// An input a parameter names by digest is kept only where the digest is this run's value:
-/// the rest is staged again.
-fn already_staged(plan: &RunPlan, annotation: &str) -> std::result::Result<Staged, String> {
-    let mut inputs: Staged = serde_json::from_str(annotation).map_err(|e| {
+/// The run's inputs as its submitter stored them, as the plan keeps them
+/// ([`RunPlan::submitted_inputs`]).
+fn already_staged(plan: &RunPlan, annotation: &str) -> std::result::Result<StagedInputs, String> {
+    let inputs = serde_json::from_str(annotation).map_err(|e| {
         format!("annotation {STAGED_INPUTS_ANNOTATION} is not {{STEP: {{INPUT: artifact}}}}: {e}")
     })?;
-    for sp in plan.steps() {
-        let Some(by_input) = inputs.get_mut(&sp.step.name) else {
-            continue;
-        };
-        for a in sp.step.inputs.iter().flat_map(|i| &i.artifacts) {
-            let stale = plan.artifact_param(a).is_some_and(|(_, value)| {
-                value.starts_with("sha256:")
-                    && by_input.get(&a.name).is_some_and(|r| r.digest != value)
-            });
-            if stale {
-                by_input.remove(&a.name);
-            }
-        }
-    }
-    Ok(inputs)
+    Ok(plan.submitted_inputs(inputs))
 }
 
 /// The stage report's artifacts, keyed `STEP/INPUT`, by step and input.
-fn staged_inputs(
-    artifacts: BTreeMap<String, ArtifactRef>,
-) -> BTreeMap<String, BTreeMap<String, ArtifactRef>> {
-    let mut by_step: BTreeMap<String, BTreeMap<String, ArtifactRef>> = BTreeMap::new();
+fn staged_inputs(artifacts: BTreeMap<String, ArtifactRef>) -> StagedInputs {
+    let mut by_step = StagedInputs::new();
     for (key, artifact) in artifacts {
         if let Some((step, input)) = key.split_once('/') {
             by_step
